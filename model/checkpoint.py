@@ -1,0 +1,182 @@
+"""Bi-Mamba checkpoints: expected keys and shapes, a loader, and a synthetic generator.
+
+Keys follow the authors' state dict (prefix ``backbone.layers.{i}.``)::
+
+    norm.weight                  (D,)
+    mixer.in_proj.weight         (F, D)     mixer.in_proj.wscale (1, D)   mixer.in_proj.wbias (1, D)
+    mixer.conv1d.weight          (C, 1, K)  mixer.conv1d.bias    (C,)
+    mixer.dt_bias (H,)  mixer.A_log (H,)  mixer.D (H,)  mixer.norm.weight (E,)
+    mixer.out_proj.weight        (D, E)     mixer.out_proj.wscale (1, E)  mixer.out_proj.wbias (1, E)
+
+and at model level ``backbone.embedding.weight (vocab, D)``, ``backbone.norm_f.weight (D,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .config import BiMambaConfig
+from .reference import BiMambaBlock, BiMambaStack
+
+__all__ = [
+    "CheckpointError",
+    "layer_key_shapes",
+    "model_key_shapes",
+    "load_block",
+    "load_stack",
+    "synthetic_state_dict",
+]
+
+
+class CheckpointError(ValueError):
+    """A state dict lacks a key or holds a tensor of the wrong shape."""
+
+
+def layer_key_shapes(cfg: BiMambaConfig, layer: int) -> dict[str, tuple[int, ...]]:
+    """Full key -> expected shape for one layer."""
+    c = cfg
+    p = f"backbone.layers.{layer}."
+    return {
+        p + "norm.weight": (c.d_model,),
+        p + "mixer.in_proj.weight": (c.d_in_proj, c.d_model),
+        p + "mixer.in_proj.wscale": (1, c.d_model),
+        p + "mixer.in_proj.wbias": (1, c.d_model),
+        p + "mixer.conv1d.weight": (c.conv_dim, 1, c.d_conv),
+        p + "mixer.conv1d.bias": (c.conv_dim,),
+        p + "mixer.dt_bias": (c.nheads,),
+        p + "mixer.A_log": (c.nheads,),
+        p + "mixer.D": (c.nheads,),
+        p + "mixer.norm.weight": (c.d_inner,),
+        p + "mixer.out_proj.weight": (c.d_model, c.d_inner),
+        p + "mixer.out_proj.wscale": (1, c.d_inner),
+        p + "mixer.out_proj.wbias": (1, c.d_inner),
+    }
+
+
+def model_key_shapes(cfg: BiMambaConfig, n_layers: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Key -> shape for a whole model (or its first ``n_layers`` layers)."""
+    shapes = {
+        "backbone.embedding.weight": (cfg.vocab_size, cfg.d_model),
+        "backbone.norm_f.weight": (cfg.d_model,),
+    }
+    for i in range(cfg.n_layer if n_layers is None else n_layers):
+        shapes.update(layer_key_shapes(cfg, i))
+    return shapes
+
+
+def _check(sd: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    for key, shape in shapes.items():
+        if key not in sd:
+            raise CheckpointError(f"missing key {key!r} (expected shape {shape})")
+        got = tuple(sd[key].shape)
+        if got != shape:
+            raise CheckpointError(f"key {key!r} has shape {got}, expected {shape}")
+
+
+def _block_params(block: BiMambaBlock) -> dict[str, torch.nn.Parameter]:
+    return dict(block.named_parameters())
+
+
+def load_block(
+    sd: Mapping[str, Tensor], cfg: BiMambaConfig, layer: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> BiMambaBlock:
+    """Build layer ``layer`` of a Bi-Mamba state dict as a :class:`BiMambaBlock`.
+
+    Raises
+    ------
+    CheckpointError
+        If a key is missing or mis-shaped (the message names the key and the expected shape).
+    ValueError
+        If ``layer`` is outside ``[0, cfg.n_layer)``.
+    """
+    if not 0 <= layer < cfg.n_layer:
+        raise ValueError(f"layer must be in [0, {cfg.n_layer}), not {layer}")
+    shapes = layer_key_shapes(cfg, layer)
+    _check(sd, shapes)
+    block = BiMambaBlock(cfg)
+    prefix = f"backbone.layers.{layer}."
+    params = _block_params(block)
+    assert set(prefix + k for k in params) == set(shapes), "key table out of sync"
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(sd[prefix + name].to(param.dtype))
+    return block.to(dtype).eval()
+
+
+def load_stack(
+    sd: Mapping[str, Tensor], cfg: BiMambaConfig, n_layers: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> BiMambaStack:
+    """Build the first ``n_layers`` layers (all by default) as a :class:`BiMambaStack`."""
+    n = cfg.n_layer if n_layers is None else n_layers
+    if not 1 <= n <= cfg.n_layer:
+        raise ValueError(f"n_layers must be in [1, {cfg.n_layer}], not {n}")
+    stack = BiMambaStack(cfg, n)
+    for i in range(n):
+        stack.layers[i] = load_block(sd, cfg, i, dtype)
+    return stack.to(dtype).eval()
+
+
+def synthetic_state_dict(
+    cfg: BiMambaConfig, seed: int = 0, n_layers: int | None = None,
+    dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4,
+) -> dict[str, Tensor]:
+    """A seeded Bi-Mamba state dict with Mamba-2 initialisation and FBI 'xnor' alpha/beta.
+
+    in_proj, out_proj and conv1d use PyTorch's default (Kaiming-uniform) init, out_proj rescaled
+    by 1/sqrt(2 n_layer) as Mamba's prenorm-residual rule does; dt_bias is the inverse softplus
+    of a log-uniform dt in [dt_min, dt_max]; A_log = log U(1, 16); D = 1; norms = 1.
+    alpha/beta are the column statistics of the latent weight (Bi-Mamba's init).
+
+    Only the first ``n_layers`` layers are generated (all by default), plus the model-level keys.
+    """
+    n = cfg.n_layer if n_layers is None else n_layers
+    if not 1 <= n <= cfg.n_layer:
+        raise ValueError(f"n_layers must be in [1, {cfg.n_layer}], not {n}")
+    gen = torch.Generator().manual_seed(seed)
+    c = cfg
+
+    def kaiming(shape: tuple[int, ...], fan_in: int) -> Tensor:
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform_(a=sqrt(5)) of nn.Linear / Conv1d
+        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+    def fbi(weight: Tensor) -> tuple[Tensor, Tensor]:
+        beta = weight.mean(dim=0, keepdim=True)
+        alpha = (weight - beta).abs().mean(dim=0, keepdim=True)
+        return alpha, beta
+
+    sd: dict[str, Tensor] = {
+        "backbone.embedding.weight": torch.randn(c.vocab_size, c.d_model, generator=gen) * 0.02,
+        "backbone.norm_f.weight": torch.ones(c.d_model),
+    }
+    for i in range(n):
+        p = f"backbone.layers.{i}."
+        w_in = kaiming((c.d_in_proj, c.d_model), c.d_model)
+        w_out = kaiming((c.d_model, c.d_inner), c.d_inner) / math.sqrt(2 * c.n_layer)
+        a_in, b_in = fbi(w_in)
+        a_out, b_out = fbi(w_out)
+        dt = torch.exp(
+            torch.rand(c.nheads, generator=gen) * (math.log(dt_max) - math.log(dt_min))
+            + math.log(dt_min)
+        ).clamp(min=dt_floor)
+        sd.update({
+            p + "norm.weight": torch.ones(c.d_model),
+            p + "mixer.in_proj.weight": w_in,
+            p + "mixer.in_proj.wscale": a_in,
+            p + "mixer.in_proj.wbias": b_in,
+            p + "mixer.conv1d.weight": kaiming((c.conv_dim, 1, c.d_conv), c.d_conv),
+            p + "mixer.conv1d.bias": kaiming((c.conv_dim,), c.d_conv),
+            p + "mixer.dt_bias": dt + torch.log(-torch.expm1(-dt)),
+            p + "mixer.A_log": torch.log(1 + 15 * torch.rand(c.nheads, generator=gen)),
+            p + "mixer.D": torch.ones(c.nheads),
+            p + "mixer.norm.weight": torch.ones(c.d_inner),
+            p + "mixer.out_proj.weight": w_out,
+            p + "mixer.out_proj.wscale": a_out,
+            p + "mixer.out_proj.wbias": b_out,
+        })
+    return sd

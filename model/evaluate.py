@@ -1,0 +1,214 @@
+"""Accuracy of the golden model against the float reference, per stage, in dB of SQNR.
+
+``python -m model.golden --preset 780M --steps 256 --seed 0`` prints the table;
+``--json`` prints ``{"sqnr_db": {stage: dB, ...}, ...}``; ``--sweep`` prints layer_out and
+mixer_out SQNR over a grid of activation and state widths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+
+from .checkpoint import load_block, synthetic_state_dict
+from .config import BiMambaConfig, PRESETS, get_preset
+from .golden import STAGES, GoldenLayer
+from .quantize import QuantizedLayer, QuantSpec, calibrate, export_layer
+from .reference import BiMambaBlock
+
+__all__ = [
+    "sqnr_db",
+    "synthetic_residual",
+    "golden_trace",
+    "dequantize_trace",
+    "Evaluation",
+    "prepare",
+    "evaluate",
+    "main",
+    "LAYER_OUT_BUDGET_DB",
+]
+
+# Accuracy budget of the default spec (checked by `make sim` and the tests).
+LAYER_OUT_BUDGET_DB = 30.0
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """``10 log10(sum ref^2 / sum (ref - test)^2)``; +inf when equal."""
+    ref = np.asarray(ref, np.float64)
+    err = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
+    sig = float(np.sum(ref**2))
+    if err == 0:
+        return float("inf")
+    return 10 * np.log10(sig / err) if sig > 0 else float("-inf")
+
+
+def synthetic_residual(cfg: BiMambaConfig, steps: int, seed: int) -> np.ndarray:
+    """A residual stream (L, D): Gaussian tokens with log-normal per-channel scales.
+
+    Real residual streams have channels of very different magnitude; the spread exercises the
+    RMSNorm and the per-column folded gains.
+    """
+    rng = np.random.default_rng(seed)
+    scales = np.exp(rng.normal(0.0, 0.5, cfg.d_model))
+    return rng.standard_normal((steps, cfg.d_model)) * scales
+
+
+def golden_trace(q: QuantizedLayer, u_int: np.ndarray) -> dict[str, np.ndarray]:
+    """Run :meth:`GoldenLayer.step` over u_int (L, D) and stack every traced tensor."""
+    layer = GoldenLayer(q)
+    state = layer.initial_state()
+    rec: dict[str, list[np.ndarray]] = {}
+    for t in range(u_int.shape[0]):
+        tr: dict[str, np.ndarray] = {}
+        _, state = layer.step(u_int[t], state, tr)
+        for k, v in tr.items():
+            rec.setdefault(k, []).append(v)
+    return {k: np.stack(v) for k, v in rec.items()}
+
+
+def dequantize_trace(q: QuantizedLayer, tr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Integer trace -> real values, keyed like the float reference's trace."""
+    f = q.fmt
+    c = q.cfg
+    out = {
+        "norm": tr["norm"] * q.norm_in.act.scale,
+        "in_proj": np.concatenate([
+            f["z"].dequantize(tr["z"]), f["xbc"].dequantize(tr["xbc"]),
+            f["dt_raw"].dequantize(tr["dt_raw"])], axis=-1),
+        "conv": f["conv"].dequantize(tr["conv"]),
+        "conv_act": f["xbc_act"].dequantize(tr["conv_act"]),
+        "dt": f["dt"].dequantize(tr["dt"]),
+        "dA": f["dA"].dequantize(tr["dA"]),
+        "ssm": f["ssm"].dequantize(tr["ssm"]),
+        "y": f["y"].dequantize(tr["y"]),
+        "gate": f["gate"].dequantize(tr["gate"]),
+        "out_norm": tr["out_norm"] * q.norm_out.act.scale,
+        "mixer_out": f["res"].dequantize(tr["mixer_out"]),
+        "layer_out": f["res"].dequantize(tr["layer_out"]),
+    }
+    assert set(out) == set(STAGES) and c is q.cfg
+    return out
+
+
+def _reference_view(ref: dict[str, np.ndarray], u: np.ndarray) -> dict[str, np.ndarray]:
+    """Float trace (from :func:`calibrate`) in the same terms as :func:`dequantize_trace`."""
+    return {
+        "norm": ref["a_in"],
+        "in_proj": np.concatenate([ref["z"], ref["xbc"], ref["dt_raw"]], axis=-1),
+        "conv": ref["conv"], "conv_act": ref["xbc_act"], "dt": ref["dt"], "dA": ref["dA"],
+        "ssm": ref["ssm"], "y": ref["y"], "gate": ref["gate"], "out_norm": ref["a_out"],
+        "mixer_out": ref["mixer_out"], "layer_out": u + ref["mixer_out"],
+    }
+
+
+@dataclass
+class Evaluation:
+    preset: str
+    steps: int
+    seed: int
+    spec: dict
+    sqnr_db: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class Prepared:
+    """A synthetic layer, its float trace on the evaluation input, and calibration statistics."""
+
+    cfg: BiMambaConfig
+    block: BiMambaBlock
+    u: np.ndarray
+    ref: dict[str, np.ndarray]
+    calib: dict[str, np.ndarray]
+
+
+def prepare(cfg: BiMambaConfig, steps: int, seed: int, calib_steps: int = 64) -> Prepared:
+    """Synthetic checkpoint (seed), evaluation input (seed) and calibration input (seed + 1)."""
+    sd = synthetic_state_dict(cfg, seed, n_layers=1)
+    block = load_block(sd, cfg, 0, torch.float64)
+    u = synthetic_residual(cfg, steps, seed)
+    calib = calibrate(block, synthetic_residual(cfg, calib_steps, seed + 1))
+    return Prepared(cfg, block, u, calibrate(block, u), calib)
+
+
+def evaluate(p: Prepared, spec: QuantSpec) -> dict[str, float]:
+    """Export ``p.block`` with ``spec`` and return SQNR (dB) per stage over ``p.u``."""
+    q = export_layer(p.block, spec, np.empty((0, p.cfg.d_model)), stats=p.calib)
+    got = dequantize_trace(q, golden_trace(q, q.fmt["res"].quantize(p.u)))
+    want = _reference_view(p.ref, p.u)
+    return {k: sqnr_db(want[k], got[k]) for k in STAGES}
+
+
+def _fmt_db(v: float) -> str:
+    return f"{v:7.2f}" if np.isfinite(v) else f"{v:>7}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m model.golden",
+        description="SQNR of the integer golden model against the float reference, per stage.",
+    )
+    ap.add_argument("--preset", default="780M", help=f"one of {', '.join(PRESETS)}")
+    ap.add_argument("--steps", type=int, default=256, help="decode steps (default 256)")
+    ap.add_argument("--seed", type=int, default=0, help="checkpoint and input seed")
+    ap.add_argument("--act-bits", type=int, default=QuantSpec.act_bits)
+    ap.add_argument("--state-bits", type=int, default=QuantSpec.state_bits)
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--sweep", action="store_true",
+                    help="sweep --sweep-act x --sweep-state widths, print layer_out/mixer_out SQNR")
+    ap.add_argument("--sweep-act", default="4,6,8,10,12", help="act_bits values for --sweep")
+    ap.add_argument("--sweep-state", default="8,10,12,14,16", help="state_bits values for --sweep")
+    ap.add_argument("--check", action="store_true",
+                    help=f"exit 1 unless layer_out SQNR >= {LAYER_OUT_BUDGET_DB} dB")
+    args = ap.parse_args(argv)
+    try:
+        cfg = get_preset(args.preset)
+        if args.steps < 1:
+            raise ValueError(f"steps must be a positive integer, not {args.steps}")
+        spec = QuantSpec(act_bits=args.act_bits, state_bits=args.state_bits)
+        acts = [int(v) for v in args.sweep_act.split(",")]
+        states = [int(v) for v in args.sweep_state.split(",")]
+        for a in acts:
+            replace(spec, act_bits=a)
+        for s in states:
+            replace(spec, state_bits=s)
+    except ValueError as e:
+        ap.error(str(e))
+    print(f"seed={args.seed} preset={args.preset} steps={args.steps}", file=sys.stderr)
+    t0 = time.perf_counter()
+    p = prepare(cfg, args.steps, args.seed)
+
+    if args.sweep:
+        rows = []
+        for a in acts:
+            for s in states:
+                r = evaluate(p, replace(spec, act_bits=a, state_bits=s))
+                rows.append({"act_bits": a, "state_bits": s, "layer_out": r["layer_out"],
+                             "mixer_out": r["mixer_out"]})
+                if not args.json:
+                    print(f"act_bits={a:2d} state_bits={s:2d}  layer_out {_fmt_db(r['layer_out'])} dB"
+                          f"  mixer_out {_fmt_db(r['mixer_out'])} dB", flush=True)
+        if args.json:
+            print(json.dumps({"preset": args.preset, "steps": args.steps, "seed": args.seed,
+                              "sweep": rows}, indent=2))
+        return 0
+
+    sq = evaluate(p, spec)
+    ev = Evaluation(args.preset, args.steps, args.seed, asdict(spec), sq,
+                    round(time.perf_counter() - t0, 2))
+    ok = sq["layer_out"] >= LAYER_OUT_BUDGET_DB
+    if args.json:
+        print(json.dumps(asdict(ev), indent=2))
+    else:
+        print(f"{'stage':<10} {'SQNR dB':>8}")
+        for k, v in sq.items():
+            print(f"{k:<10} {_fmt_db(v):>8}")
+        print(f"layer_out budget {LAYER_OUT_BUDGET_DB} dB: {'PASS' if ok else 'FAIL'}"
+              f" ({ev.seconds} s)")
+    return 0 if (ok or not args.check) else 1

@@ -1,0 +1,568 @@
+"""Export of a float Bi-Mamba layer to the integer parameters of the fixed-point spec.
+
+:class:`QuantSpec` holds the widths a user chooses; :func:`export_layer` turns a float
+:class:`~model.reference.BiMambaBlock` plus a calibration sequence into a frozen
+:class:`QuantizedLayer`: packed sign bits, folded per-column scales, requantisation multipliers,
+lookup tables and every tensor's :class:`~model.fixedpoint.QFormat`. The golden model, the RTL
+generators and the estimator all read that one object (docs/fixed_point.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from .config import BiMambaConfig
+from .fixedpoint import (
+    Exp2Table, PwlTable, QFormat, RsqrtTable, frac_for_range, signed_bits, unsigned_bits,
+)
+from .reference import BiMambaBlock
+
+__all__ = [
+    "QuantSpec",
+    "ActQuant",
+    "NormParams",
+    "BinaryProjection",
+    "QuantizedLayer",
+    "ExportError",
+    "pack_signs",
+    "calibrate",
+    "export_layer",
+]
+
+LOG2E = math.log2(math.e)
+
+
+class ExportError(ValueError):
+    """The float parameters cannot be represented by the chosen spec."""
+
+
+# Allowed range of every integer field of QuantSpec.
+_SPEC_RANGES: dict[str, tuple[int, int]] = {
+    "act_bits": (1, 16), "state_bits": (4, 32), "data_bits": (6, 24), "dt_bits": (6, 24),
+    "dtx_bits": (8, 32), "exp_bits": (6, 24), "exp_in_frac": (4, 24), "res_bits": (8, 32),
+    "res_frac": (0, 24), "param_bits": (4, 24), "norm_bits": (8, 24),
+    "rsqrt_index_bits": (2, 16), "rsqrt_bits": (6, 24), "scale_bits": (4, 24),
+    "silu_seg_bits": (1, 12), "exp_seg_bits": (1, 12), "tail_seg_bits": (1, 12),
+}
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Widths of the fixed-point datapath. Defaults reach >= 30 dB at layer_out (README).
+
+    Parameters
+    ----------
+    act_bits : int
+        Bits of the activations entering in_proj and out_proj, i.e. the number of bit-planes
+        of the XNOR-popcount array. 1 means bipolar {-1, +1} activations.
+    state_bits : int
+        SSM state h.
+    data_bits : int
+        Internal activations: in_proj outputs z / xBC / dt, conv, SiLU, y, gate.
+    dt_bits : int
+        dt after softplus (unsigned).
+    dtx_bits : int
+        The per-(head, channel) product dt * x that feeds the state update.
+    exp_bits : int
+        Fraction bits of dA and of the exp2 mantissa.
+    exp_in_frac : int
+        Fraction bits of the exp2 argument.
+    res_bits, res_frac : int
+        Residual stream format (block input and output, out_proj output).
+    param_bits : int
+        Per-column / per-channel / per-head constants (folded norm gains, beta/alpha, conv
+        weights, A, D, the softplus tail table).
+    norm_bits : int
+        The normalised value inside an RMSNorm, before its per-column gain.
+    rsqrt_index_bits, rsqrt_bits : int
+        rsqrt table: index bits (one of them the exponent parity) and entry width.
+    scale_bits : int
+        Unsigned requantisation multiplier after each projection.
+    silu_seg_bits, exp_seg_bits, tail_seg_bits : int
+        log2 of the PWL segment counts of SiLU (over [-8, 8)), 2**-f (over [0, 1)) and the
+        softplus tail log1p(E)/E (over [0, 1]).
+    headroom : float
+        Calibrated formats cover ``headroom`` times the largest value seen.
+
+    Raises
+    ------
+    ValueError
+        If a width is out of its allowed range (the message names it and the range).
+    """
+
+    act_bits: int = 8
+    state_bits: int = 16
+    data_bits: int = 16
+    dt_bits: int = 16
+    dtx_bits: int = 24
+    exp_bits: int = 16
+    exp_in_frac: int = 16
+    res_bits: int = 24
+    res_frac: int = 12
+    param_bits: int = 16
+    norm_bits: int = 16
+    rsqrt_index_bits: int = 10
+    rsqrt_bits: int = 16
+    scale_bits: int = 16
+    silu_seg_bits: int = 8
+    exp_seg_bits: int = 7
+    tail_seg_bits: int = 6
+    headroom: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in _SPEC_RANGES.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {v!r}")
+        if self.res_frac >= self.res_bits:
+            raise ValueError(
+                f"res_frac must be in [0, res_bits - 1] = [0, {self.res_bits - 1}], "
+                f"not {self.res_frac}"
+            )
+        if not (isinstance(self.headroom, (int, float)) and self.headroom >= 1):
+            raise ValueError(f"headroom must be a number >= 1, not {self.headroom!r}")
+
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """Projection input activation: ``act_bits`` integers meaning ``a * scale``.
+
+    ``bits == 1`` is bipolar: the single bit b means ``2 b - 1``.
+    """
+
+    bits: int
+    scale: float
+
+    @property
+    def max_abs(self) -> int:
+        return 1 if self.bits == 1 else 1 << (self.bits - 1)
+
+    def plane_weights(self) -> tuple[list[int], int]:
+        """Bit-plane weights ``c_k`` and offset ``o`` with ``a = sum_k c_k b_k + o``."""
+        if self.bits == 1:
+            return [2], -1
+        return [1 << k for k in range(self.bits - 1)] + [-(1 << (self.bits - 1))], 0
+
+
+@dataclass(frozen=True, eq=False)
+class NormParams:
+    """Integer RMSNorm producing projection activations (docs/fixed_point.md, section 3).
+
+    Members
+    -------
+    n : int
+        Normalised width.
+    in_fmt : QFormat
+        Format of the input v.
+    eps_q : int
+        ``n * eps`` in the units of ``sum(v**2)``.
+    q : int
+        ``floor(log2(sqrt(n)))``; the normalised value ``v / ||v|| * 2**q`` fits ``norm_fmt``.
+    norm_fmt : QFormat
+        ``Q(norm_bits, norm_bits - 2 - q)``.
+    gain : np.ndarray, shape (n,)
+        ``sqrt(n) / 2**q * weight * alpha / act.scale`` in ``gain_fmt``.
+    act : ActQuant
+        Output activation.
+    """
+
+    n: int
+    in_fmt: QFormat
+    eps_q: int
+    q: int
+    norm_fmt: QFormat
+    gain: np.ndarray = field(repr=False)
+    gain_fmt: QFormat
+    act: ActQuant
+
+
+@dataclass(frozen=True, eq=False)
+class BinaryProjection:
+    """An FBI-Linear layer in the XNOR-popcount form (docs/fixed_point.md, section 4).
+
+    ``y_i = sat(rs((acc_i << beta_frac) + sum_j beta_j a_j) * mult_i, beta_frac + mult_frac))``
+    with ``acc_i = sum_j s_ij a_j`` computed from packed sign bits.
+
+    Members
+    -------
+    d_in, d_out : int
+    signs : np.ndarray, uint64, shape (d_out, ceil(d_in / 64))
+        Bit j of row i (little-endian words) is 1 iff the weight sign is +1; pad bits are 0.
+    popcount_w : np.ndarray, int64, shape (d_out,)
+        Set bits per row (derived from ``signs``; stored because the RTL stores it).
+    beta : np.ndarray, int64, shape (d_in,)
+        ``beta_j / alpha_j`` in ``Q(param_bits, beta_frac)``.
+    mult : np.ndarray, int64, shape (d_out,)
+        ``act.scale / out_lsb_i`` in ``UQ(scale_bits, mult_frac)``.
+    out_bits : int
+        Saturation width of the output.
+    acc_bits, sum_bits, prod_bits : int
+        Proven widths of ``acc``, of ``(acc << beta_frac) + beta term`` and of its product with
+        ``mult`` (section 4 of the spec gives the bounds).
+    """
+
+    d_in: int
+    d_out: int
+    act: ActQuant
+    signs: np.ndarray = field(repr=False)
+    popcount_w: np.ndarray = field(repr=False)
+    beta: np.ndarray = field(repr=False)
+    beta_frac: int
+    mult: np.ndarray = field(repr=False)
+    mult_frac: int
+    out_bits: int
+    acc_bits: int
+    sum_bits: int
+    prod_bits: int
+
+    @property
+    def words(self) -> int:
+        return self.signs.shape[1]
+
+    def sign_matrix(self) -> np.ndarray:
+        """Unpacked signs in {-1, +1}, int64, shape (d_out, d_in)."""
+        bits = np.unpackbits(self.signs.view(np.uint8), axis=1, bitorder="little")[:, : self.d_in]
+        return bits.astype(np.int64) * 2 - 1
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedLayer:
+    """Every integer parameter, table and format of one layer. Frozen; see :func:`export_layer`.
+
+    Formats (``fmt``) are keyed by tensor name: res, z, xbc, dt_raw, dt_in, conv, xbc_act, dt,
+    dA, dtx, ssm, y, silu_z, gate.
+    """
+
+    cfg: BiMambaConfig
+    spec: QuantSpec
+    fmt: dict[str, QFormat]
+    norm_in: NormParams
+    in_proj: BinaryProjection
+    conv_w: np.ndarray = field(repr=False)  # (C, K) in Q(param_bits, conv_w_frac)
+    conv_w_frac: int
+    conv_b: np.ndarray = field(repr=False)  # (C,) in accumulator units
+    conv_acc_bits: int
+    silu_conv: PwlTable
+    dt_bias: np.ndarray = field(repr=False)  # (H,) with frac fmt['dt_raw'].frac
+    log2e: int  # log2(e) in Q(param_bits, log2e_frac)
+    log2e_frac: int
+    exp2: Exp2Table
+    tail: PwlTable  # log1p(E) / E for E in [0, 1]
+    a2: np.ndarray = field(repr=False)  # (H,) exp(A_log) * log2(e), Q(param_bits, a2_frac)
+    a2_frac: int
+    d_skip: np.ndarray = field(repr=False)  # (H,) D, Q(param_bits, d_frac)
+    d_frac: int
+    state_acc_bits: int
+    y_acc_bits: int
+    silu_z: PwlTable
+    norm_out: NormParams
+    out_proj: BinaryProjection
+    rsqrt: RsqrtTable
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every integer array of the export, by a stable name (what an RTL memory holds)."""
+        out: dict[str, np.ndarray] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                out[f.name] = v
+            elif isinstance(v, (NormParams, BinaryProjection)):
+                for g in fields(v):
+                    w = getattr(v, g.name)
+                    if isinstance(w, np.ndarray):
+                        out[f"{f.name}.{g.name}"] = w
+            elif isinstance(v, PwlTable):
+                out[f"{f.name}.table"] = v.table
+            elif isinstance(v, Exp2Table):
+                out[f"{f.name}.table"] = v.mantissa.table
+            elif isinstance(v, RsqrtTable):
+                out[f"{f.name}.table"] = v.table
+        return out
+
+    def scalars(self) -> dict[str, object]:
+        """Every scalar (shift, width, format) of the export, by name."""
+        out: dict[str, object] = {f"fmt.{k}": str(v) for k, v in sorted(self.fmt.items())}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f.name] = v
+            elif isinstance(v, (NormParams, BinaryProjection)):
+                for g in fields(v):
+                    w = getattr(v, g.name)
+                    if isinstance(w, (int, float, QFormat, ActQuant)):
+                        out[f"{f.name}.{g.name}"] = str(w) if not isinstance(w, int) else w
+            elif isinstance(v, PwlTable):
+                out[f"{f.name}.lo"], out[f"{f.name}.shift"] = v.lo, v.shift
+        return out
+
+    def digest(self) -> str:
+        """SHA-256 over every array and scalar: equal digests mean identical exports."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.arrays().items()):
+            h.update(k.encode())
+            h.update(str(v.dtype).encode() + str(v.shape).encode())
+            h.update(np.ascontiguousarray(v).tobytes())
+        h.update(repr(sorted(self.scalars().items())).encode())
+        return h.hexdigest()
+
+    def save(self, path: str) -> None:
+        """Write arrays and scalars to an ``.npz`` file (scalars under ``scalars.*``)."""
+        payload = {k: v for k, v in self.arrays().items()}
+        for k, v in self.scalars().items():
+            payload[f"scalars.{k}"] = np.array(v)
+        np.savez(path, **payload)
+
+
+def pack_signs(sign: np.ndarray) -> np.ndarray:
+    """Signs in {-1, +1} (or {0, 1} bits), shape (d_out, d_in) -> uint64 (d_out, ceil(d_in/64))."""
+    bits = (np.asarray(sign) > 0).astype(np.uint8)
+    d_out, d_in = bits.shape
+    words = -(-d_in // 64)
+    padded = np.zeros((d_out, words * 64), dtype=np.uint8)
+    padded[:, :d_in] = bits
+    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
+
+
+# -- calibration ---------------------------------------------------------------------------
+
+
+def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the float reference step by step over ``u`` (L, D) and collect every traced tensor.
+
+    Returns name -> array of shape (L, ...) in float64, plus ``a_in`` / ``a_out`` (the FBI
+    activations ``norm * alpha``), ``silu_z`` and ``dtx``.
+    """
+    block = block.double()
+    rec: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        state = block.initial_state(torch.float64)
+        for t in range(u.shape[0]):
+            tr: dict[str, torch.Tensor] = {}
+            _, state = block.step(torch.as_tensor(u[t], dtype=torch.float64), state, tr)
+            for k, v in tr.items():
+                rec.setdefault(k, []).append(v.numpy().copy())
+    out = {k: np.stack(v) for k, v in rec.items()}
+    m = block.mixer
+    c = block.cfg
+    out["a_in"] = out["norm"] * m.in_proj.wscale.detach().numpy()[0]
+    out["a_out"] = out["out_norm"] * m.out_proj.wscale.detach().numpy()[0]
+    out["silu_z"] = out["z"] / (1 + np.exp(-out["z"]))
+    x = out["xbc_act"][:, : c.d_inner].reshape(-1, c.nheads, c.headdim)
+    out["dtx"] = out["dt"][:, :, None] * x
+    return out
+
+
+def _act_scale(x: np.ndarray, bits: int) -> float:
+    """Scale minimising the quantisation MSE of ``x`` over a grid of clipping levels."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if bits == 1:
+        return float(np.mean(np.abs(x))) or 1.0
+    peak = float(np.max(np.abs(x)))
+    if peak == 0:
+        return 1.0
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    best, best_s = math.inf, peak / hi
+    for i in range(64):
+        s = peak * 2.0 ** (-i / 8) / hi
+        err = np.mean((np.clip(np.floor(x / s + 0.5), lo, hi) * s - x) ** 2)
+        if err < best:
+            best, best_s = err, s
+    return best_s
+
+
+def _param(x: np.ndarray, bits: int, name: str, max_frac: int = 40) -> tuple[np.ndarray, int]:
+    """Quantise a constant tensor with the largest frac that holds its peak (no saturation)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ExportError(f"{name} has non-finite values")
+    frac = frac_for_range(float(np.max(np.abs(x))), bits, max_frac=max_frac)
+    return QFormat(bits, frac).quantize(x), frac
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def _norm_params(
+    weight: np.ndarray, alpha: np.ndarray, in_fmt: QFormat, eps: float, act: ActQuant,
+    spec: QuantSpec, name: str,
+) -> NormParams:
+    n = weight.shape[0]
+    q = int(math.floor(math.log2(math.sqrt(n))))
+    norm_fmt = QFormat(spec.norm_bits, spec.norm_bits - 2 - q)
+    gain_real = math.sqrt(n) / 2**q * weight * alpha / act.scale
+    gain, gain_frac = _param(gain_real, spec.param_bits, f"{name} gain")
+    eps_q = int(round(n * eps * 2.0 ** (2 * in_fmt.frac)))
+    ss_bound = n * (1 << (2 * (in_fmt.bits - 1))) + eps_q
+    if ss_bound >= 1 << 62:
+        raise ExportError(
+            f"{name}: sum of squares needs {unsigned_bits(ss_bound)} bits (> 62); "
+            f"reduce the input width {in_fmt.bits}"
+        )
+    return NormParams(n, in_fmt, eps_q, q, norm_fmt, gain, QFormat(spec.param_bits, gain_frac), act)
+
+
+def _projection(
+    fbi, act: ActQuant, out_fracs: np.ndarray, out_bits: int, spec: QuantSpec, name: str,
+) -> BinaryProjection:
+    w = fbi.weight.detach().double().numpy()
+    alpha = fbi.wscale.detach().double().numpy()[0]
+    beta = fbi.wbias.detach().double().numpy()[0]
+    d_out, d_in = w.shape
+    zero = np.flatnonzero(alpha == 0)
+    if zero.size:
+        raise ExportError(
+            f"{name}.wscale is 0 at column {int(zero[0])}: folding alpha into the activation "
+            f"needs a nonzero scale per column"
+        )
+    signs = pack_signs(np.where(w >= 0, 1, -1))
+    pc = np.bitwise_count(signs).sum(axis=1, dtype=np.int64)
+    beta_q, beta_frac = _param(beta / alpha, spec.param_bits, f"{name} beta/alpha", max_frac=24)
+    mult_real = act.scale * 2.0 ** out_fracs  # (d_out,)
+    mult_frac = frac_for_range(float(np.max(mult_real)), spec.scale_bits, signed=False)
+    mult = QFormat(spec.scale_bits, mult_frac, signed=False).quantize(mult_real)
+    if np.any(mult == 0):
+        raise ExportError(
+            f"{name}: output scale underflows {spec.scale_bits} multiplier bits; "
+            f"increase scale_bits or reduce the output fraction"
+        )
+    acc_bound = d_in * act.max_abs
+    sum_bound = (acc_bound << max(beta_frac, 0)) + d_in * act.max_abs * (1 << (spec.param_bits - 1))
+    prod_bound = sum_bound * ((1 << spec.scale_bits) - 1)
+    if prod_bound >= 1 << 62:
+        raise ExportError(
+            f"{name}: requantisation product needs {signed_bits(prod_bound)} bits (> 63)"
+        )
+    for a in (signs, pc, beta_q, mult):
+        a.setflags(write=False)
+    return BinaryProjection(
+        d_in, d_out, act, signs, pc, beta_q, beta_frac, mult, mult_frac, out_bits,
+        signed_bits(acc_bound), signed_bits(sum_bound), signed_bits(prod_bound),
+    )
+
+
+def export_layer(
+    block: BiMambaBlock, spec: QuantSpec, calib_u: np.ndarray,
+    stats: dict[str, np.ndarray] | None = None,
+) -> QuantizedLayer:
+    """Quantise ``block`` per ``spec``; formats come from a float run over ``calib_u`` (L, D).
+
+    Deterministic: the same block, spec and calibration input give the same
+    :meth:`QuantizedLayer.digest`. ``stats`` (from :func:`calibrate`) may be passed to reuse a
+    calibration run across several specs.
+
+    Raises
+    ------
+    ExportError
+        If a parameter cannot be represented (zero FBI scale, an accumulator over 62 bits).
+    """
+    cfg = block.cfg
+    if calib_u.ndim != 2 or calib_u.shape[1] != cfg.d_model:
+        raise ValueError(
+            f"calib_u must have shape (L, d_model={cfg.d_model}), not {tuple(calib_u.shape)}"
+        )
+    st = calibrate(block, calib_u) if stats is None else stats
+    m = block.mixer
+    g = lambda t: t.detach().double().numpy()  # noqa: E731
+    hr = spec.headroom
+
+    def data_fmt(name: str, bits: int = spec.data_bits, signed: bool = True) -> QFormat:
+        peak = float(np.max(np.abs(st[name]))) * hr
+        return QFormat(bits, frac_for_range(peak, bits, signed=signed), signed)
+
+    E, C, H = cfg.d_inner, cfg.conv_dim, cfg.nheads
+    fmt: dict[str, QFormat] = {
+        "res": QFormat(spec.res_bits, spec.res_frac),
+        "z": data_fmt("z"), "xbc": data_fmt("xbc"), "dt_raw": data_fmt("dt_raw"),
+        "conv": data_fmt("conv"), "xbc_act": data_fmt("xbc_act"),
+        "dt": data_fmt("dt", spec.dt_bits, signed=False),
+        "dA": QFormat(spec.exp_bits, spec.exp_bits, signed=False),
+        "dtx": data_fmt("dtx", spec.dtx_bits), "ssm": data_fmt("ssm", spec.state_bits),
+        "y": data_fmt("y"), "silu_z": data_fmt("silu_z"), "gate": data_fmt("gate"),
+    }
+
+    # Block RMSNorm folded with in_proj's alpha.
+    act_in = ActQuant(spec.act_bits, _act_scale(st["a_in"], spec.act_bits))
+    norm_in = _norm_params(
+        g(block.norm.weight), g(m.in_proj.wscale)[0], fmt["res"], block.norm.eps, act_in,
+        spec, "norm",
+    )
+    out_fracs = np.concatenate([
+        np.full(E, fmt["z"].frac), np.full(C, fmt["xbc"].frac), np.full(H, fmt["dt_raw"].frac),
+    ])
+    in_proj = _projection(m.in_proj, act_in, out_fracs, spec.data_bits, spec, "mixer.in_proj")
+
+    # Depthwise conv: accumulator frac = xbc.frac + conv_w_frac.
+    conv_w, conv_w_frac = _param(g(m.conv1d.weight)[:, 0, :], spec.param_bits, "conv1d.weight")
+    acc_frac = fmt["xbc"].frac + conv_w_frac
+    conv_b = np.floor(g(m.conv1d.bias) * 2.0**acc_frac + 0.5).astype(np.int64)
+    conv_bound = cfg.d_conv * (1 << (spec.data_bits - 1)) * (1 << (spec.param_bits - 1)) + int(
+        np.max(np.abs(conv_b))
+    )
+    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+    silu_conv = PwlTable.build(
+        silu, fmt["conv"], fmt["xbc_act"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
+        right_identity=True,
+    )
+
+    # dt: softplus(dt_raw + dt_bias) = max(x, 0) + log1p(2**-(|x| log2 e)).
+    dt_bias = np.floor(g(m.dt_bias) * 2.0 ** fmt["dt_raw"].frac + 0.5).astype(np.int64)
+    dt_in_bound = (1 << (spec.data_bits - 1)) + int(np.max(np.abs(dt_bias)))
+    fmt["dt_in"] = QFormat(signed_bits(dt_in_bound), fmt["dt_raw"].frac)
+    log2e_frac = spec.param_bits - 2
+    log2e = int(QFormat(spec.param_bits, log2e_frac).quantize(LOG2E))
+    exp2 = Exp2Table.build(spec.exp_in_frac, spec.exp_bits, spec.exp_seg_bits)
+    tail_in = QFormat(spec.exp_bits + 1, spec.exp_bits, signed=False)
+    tail = PwlTable.build(
+        lambda e: np.where(e > 0, np.log1p(e) / np.where(e > 0, e, 1), 1.0),
+        tail_in, QFormat(spec.param_bits, spec.param_bits - 1, signed=False),
+        0.0, 1.0, spec.tail_seg_bits,  # E = 1.0 exactly takes the right constant, log(2)
+    )
+    a2, a2_frac = _param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log")
+    d_skip, d_frac = _param(g(m.D), spec.param_bits, "D")
+
+    # State update: dA * h + dtx * B aligned to F = max(exp_bits + ssm.frac, dtx.frac + act.frac).
+    f_state = max(spec.exp_bits + fmt["ssm"].frac, fmt["dtx"].frac + fmt["xbc_act"].frac)
+    decay_term = (1 << spec.exp_bits) * (1 << (spec.state_bits - 1)) << (
+        f_state - spec.exp_bits - fmt["ssm"].frac)
+    input_term = (1 << (spec.dtx_bits - 1)) * (1 << (spec.data_bits - 1)) << (
+        f_state - fmt["dtx"].frac - fmt["xbc_act"].frac)
+    state_acc_bits = signed_bits(decay_term + input_term)
+    f_y = max(fmt["ssm"].frac + fmt["xbc_act"].frac, d_frac + fmt["xbc_act"].frac)
+    y_bound = (cfg.d_state * (1 << (spec.state_bits - 1)) * (1 << (spec.data_bits - 1)) << (
+        f_y - fmt["ssm"].frac - fmt["xbc_act"].frac)) + (
+        (1 << (spec.param_bits - 1)) * (1 << (spec.data_bits - 1)) << (f_y - d_frac - fmt["xbc_act"].frac))
+    for name, bound in (("state update", decay_term + input_term), ("y", y_bound),
+                        ("conv", conv_bound)):
+        if bound >= 1 << 62:
+            raise ExportError(f"{name} accumulator needs {signed_bits(bound)} bits (> 63)")
+
+    silu_z = PwlTable.build(
+        silu, fmt["z"], fmt["silu_z"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
+        right_identity=True,
+    )
+    act_out = ActQuant(spec.act_bits, _act_scale(st["a_out"], spec.act_bits))
+    norm_out = _norm_params(
+        g(m.norm.weight), g(m.out_proj.wscale)[0], fmt["gate"], m.norm.eps, act_out, spec,
+        "mixer.norm",
+    )
+    out_proj = _projection(
+        m.out_proj, act_out, np.full(cfg.d_model, spec.res_frac), spec.res_bits, spec,
+        "mixer.out_proj",
+    )
+    for a in (conv_w, conv_b, dt_bias, a2, d_skip, norm_in.gain, norm_out.gain):
+        a.setflags(write=False)
+    return QuantizedLayer(
+        cfg=cfg, spec=spec, fmt=fmt, norm_in=norm_in, in_proj=in_proj,
+        conv_w=conv_w, conv_w_frac=conv_w_frac, conv_b=conv_b,
+        conv_acc_bits=signed_bits(conv_bound), silu_conv=silu_conv, dt_bias=dt_bias,
+        log2e=log2e, log2e_frac=log2e_frac, exp2=exp2, tail=tail, a2=a2, a2_frac=a2_frac,
+        d_skip=d_skip, d_frac=d_frac, state_acc_bits=state_acc_bits,
+        y_acc_bits=signed_bits(y_bound), silu_z=silu_z, norm_out=norm_out, out_proj=out_proj,
+        rsqrt=RsqrtTable.build(spec.rsqrt_index_bits, spec.rsqrt_bits),
+    )
