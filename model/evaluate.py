@@ -139,7 +139,7 @@ def prepare(cfg: BiMambaConfig, steps: int, seed: int, calib_steps: int = 64) ->
 
 def evaluate(p: Prepared, spec: QuantSpec) -> dict[str, float]:
     """Export ``p.block`` with ``spec`` and return SQNR (dB) per stage over ``p.u``."""
-    q = export_layer(p.block, spec, np.empty((0, p.cfg.d_model)), stats=p.calib)
+    q = export_layer(p.block, spec, stats=p.calib)
     got = dequantize_trace(q, golden_trace(q, q.fmt["res"].quantize(p.u)))
     want = _reference_view(p.ref, p.u)
     return {k: sqnr_db(want[k], got[k]) for k in STAGES}

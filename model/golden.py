@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bounds import scan_alignment
 from .fixedpoint import round_shift, saturate
 from .quantize import BinaryProjection, NormParams, QuantizedLayer
 
@@ -287,16 +288,12 @@ def scan(
     Ch = np.repeat(_ints(C, "C"), rep, axis=0)
     x = _ints(x, "x")
     fa = f["xbc_act"].frac
+    al = scan_alignment(q)
     dtx = f["dtx"].saturate(round_shift(dt[:, None] * x, f["dt"].frac + fa - f["dtx"].frac))
-    f_state = max(q.spec.exp_bits + f["ssm"].frac, f["dtx"].frac + fa)
-    a1 = f_state - q.spec.exp_bits - f["ssm"].frac
-    a2 = f_state - f["dtx"].frac - fa
-    acc = ((dA[:, None, None] * h) << a1) + ((dtx[:, :, None] * Bh[:, None, :]) << a2)
-    h_new = f["ssm"].saturate(round_shift(acc, f_state - f["ssm"].frac))
-    f_y = max(f["ssm"].frac + fa, q.d_frac + fa)
-    yacc = (np.einsum("hpn,hn->hp", h_new, Ch) << (f_y - f["ssm"].frac - fa)) + (
-        (q.d_skip[:, None] * x) << (f_y - q.d_frac - fa))
-    y = f["y"].saturate(round_shift(yacc, f_y - f["y"].frac))
+    acc = ((dA[:, None, None] * h) << al["a1"]) + ((dtx[:, :, None] * Bh[:, None, :]) << al["a2"])
+    h_new = f["ssm"].saturate(round_shift(acc, al["f_state"] - f["ssm"].frac))
+    yacc = (np.einsum("hpn,hn->hp", h_new, Ch) << al["b1"]) + ((q.d_skip[:, None] * x) << al["b2"])
+    y = f["y"].saturate(round_shift(yacc, al["f_y"] - f["y"].frac))
     return y, h_new
 
 

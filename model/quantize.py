@@ -202,9 +202,8 @@ class BinaryProjection:
         ``act.scale / out_lsb_i`` in ``UQ(scale_bits, mult_frac)``.
     out_bits : int
         Saturation width of the output.
-    acc_bits, sum_bits, prod_bits : int
-        Proven widths of ``acc``, of ``(acc << beta_frac) + beta term`` and of its product with
-        ``mult`` (section 4 of the spec gives the bounds).
+    beta_bits, mult_bits : int
+        Widths of ``beta`` (signed) and ``mult`` (unsigned).
     """
 
     d_in: int
@@ -217,9 +216,24 @@ class BinaryProjection:
     mult: np.ndarray = field(repr=False)
     mult_frac: int
     out_bits: int
-    acc_bits: int
-    sum_bits: int
-    prod_bits: int
+    beta_bits: int
+    mult_bits: int
+
+    @property
+    def acc_bound(self) -> int:
+        """``|acc| <= d_in * max|a|``: every sign agrees with every activation."""
+        return self.d_in * self.act.max_abs
+
+    @property
+    def sum_bound(self) -> int:
+        """``|(acc << beta_frac) + sum_j beta_j a_j| <= (acc_bound << beta_frac) + d_in max|a| max|beta|``."""
+        return (self.acc_bound << self.beta_frac) + self.d_in * self.act.max_abs * (
+            1 << (self.beta_bits - 1))
+
+    @property
+    def prod_bound(self) -> int:
+        """``|sum * mult| <= sum_bound * (2**mult_bits - 1)``."""
+        return self.sum_bound * ((1 << self.mult_bits) - 1)
 
     @property
     def words(self) -> int:
@@ -247,7 +261,6 @@ class QuantizedLayer:
     conv_w: np.ndarray = field(repr=False)  # (C, K) in Q(param_bits, conv_w_frac)
     conv_w_frac: int
     conv_b: np.ndarray = field(repr=False)  # (C,) in accumulator units
-    conv_acc_bits: int
     silu_conv: PwlTable
     dt_bias: np.ndarray = field(repr=False)  # (H,) with frac fmt['dt_raw'].frac
     log2e: int  # log2(e) in Q(param_bits, log2e_frac)
@@ -258,8 +271,6 @@ class QuantizedLayer:
     a2_frac: int
     d_skip: np.ndarray = field(repr=False)  # (H,) D, Q(param_bits, d_frac)
     d_frac: int
-    state_acc_bits: int
-    y_acc_bits: int
     silu_z: PwlTable
     norm_out: NormParams
     out_proj: BinaryProjection
@@ -398,12 +409,6 @@ def _norm_params(
     gain_real = math.sqrt(n) / 2**q * weight * alpha / act.scale
     gain, gain_frac = _param(gain_real, spec.param_bits, f"{name} gain")
     eps_q = int(round(n * eps * 2.0 ** (2 * in_fmt.frac)))
-    ss_bound = n * (1 << (2 * (in_fmt.bits - 1))) + eps_q
-    if ss_bound >= 1 << 62:
-        raise ExportError(
-            f"{name}: sum of squares needs {unsigned_bits(ss_bound)} bits (> 62); "
-            f"reduce the input width {in_fmt.bits}"
-        )
     return NormParams(n, in_fmt, eps_q, q, norm_fmt, gain, QFormat(spec.param_bits, gain_frac), act)
 
 
@@ -431,30 +436,23 @@ def _projection(
             f"{name}: output scale underflows {spec.scale_bits} multiplier bits; "
             f"increase scale_bits or reduce the output fraction"
         )
-    acc_bound = d_in * act.max_abs
-    sum_bound = (acc_bound << max(beta_frac, 0)) + d_in * act.max_abs * (1 << (spec.param_bits - 1))
-    prod_bound = sum_bound * ((1 << spec.scale_bits) - 1)
-    if prod_bound >= 1 << 62:
-        raise ExportError(
-            f"{name}: requantisation product needs {signed_bits(prod_bound)} bits (> 63)"
-        )
     for a in (signs, pc, beta_q, mult):
         a.setflags(write=False)
     return BinaryProjection(
-        d_in, d_out, act, signs, pc, beta_q, beta_frac, mult, mult_frac, out_bits,
-        signed_bits(acc_bound), signed_bits(sum_bound), signed_bits(prod_bound),
+        d_in, d_out, act, signs, pc, beta_q, max(beta_frac, 0), mult, mult_frac, out_bits,
+        spec.param_bits, spec.scale_bits,
     )
 
 
 def export_layer(
-    block: BiMambaBlock, spec: QuantSpec, calib_u: np.ndarray,
+    block: BiMambaBlock, spec: QuantSpec, calib_u: np.ndarray | None = None,
     stats: dict[str, np.ndarray] | None = None,
 ) -> QuantizedLayer:
     """Quantise ``block`` per ``spec``; formats come from a float run over ``calib_u`` (L, D).
 
     Deterministic: the same block, spec and calibration input give the same
-    :meth:`QuantizedLayer.digest`. ``stats`` (from :func:`calibrate`) may be passed to reuse a
-    calibration run across several specs.
+    :meth:`QuantizedLayer.digest`. ``stats`` (from :func:`calibrate`) may be passed instead of
+    ``calib_u`` to reuse one calibration run across several specs.
 
     Raises
     ------
@@ -462,11 +460,15 @@ def export_layer(
         If a parameter cannot be represented (zero FBI scale, an accumulator over 62 bits).
     """
     cfg = block.cfg
-    if calib_u.ndim != 2 or calib_u.shape[1] != cfg.d_model:
-        raise ValueError(
-            f"calib_u must have shape (L, d_model={cfg.d_model}), not {tuple(calib_u.shape)}"
-        )
-    st = calibrate(block, calib_u) if stats is None else stats
+    if stats is None:
+        if calib_u is None or calib_u.ndim != 2 or calib_u.shape[1] != cfg.d_model or not len(
+                calib_u):
+            shape = None if calib_u is None else tuple(calib_u.shape)
+            raise ValueError(
+                f"calib_u must have shape (L >= 1, d_model={cfg.d_model}), not {shape}"
+            )
+        stats = calibrate(block, calib_u)
+    st = stats
     m = block.mixer
     g = lambda t: t.detach().double().numpy()  # noqa: E731
     hr = spec.headroom
@@ -501,9 +503,6 @@ def export_layer(
     conv_w, conv_w_frac = _param(g(m.conv1d.weight)[:, 0, :], spec.param_bits, "conv1d.weight")
     acc_frac = fmt["xbc"].frac + conv_w_frac
     conv_b = np.floor(g(m.conv1d.bias) * 2.0**acc_frac + 0.5).astype(np.int64)
-    conv_bound = cfg.d_conv * (1 << (spec.data_bits - 1)) * (1 << (spec.param_bits - 1)) + int(
-        np.max(np.abs(conv_b))
-    )
     silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
     silu_conv = PwlTable.build(
         silu, fmt["conv"], fmt["xbc_act"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
@@ -526,22 +525,6 @@ def export_layer(
     a2, a2_frac = _param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log")
     d_skip, d_frac = _param(g(m.D), spec.param_bits, "D")
 
-    # State update: dA * h + dtx * B aligned to F = max(exp_bits + ssm.frac, dtx.frac + act.frac).
-    f_state = max(spec.exp_bits + fmt["ssm"].frac, fmt["dtx"].frac + fmt["xbc_act"].frac)
-    decay_term = (1 << spec.exp_bits) * (1 << (spec.state_bits - 1)) << (
-        f_state - spec.exp_bits - fmt["ssm"].frac)
-    input_term = (1 << (spec.dtx_bits - 1)) * (1 << (spec.data_bits - 1)) << (
-        f_state - fmt["dtx"].frac - fmt["xbc_act"].frac)
-    state_acc_bits = signed_bits(decay_term + input_term)
-    f_y = max(fmt["ssm"].frac + fmt["xbc_act"].frac, d_frac + fmt["xbc_act"].frac)
-    y_bound = (cfg.d_state * (1 << (spec.state_bits - 1)) * (1 << (spec.data_bits - 1)) << (
-        f_y - fmt["ssm"].frac - fmt["xbc_act"].frac)) + (
-        (1 << (spec.param_bits - 1)) * (1 << (spec.data_bits - 1)) << (f_y - d_frac - fmt["xbc_act"].frac))
-    for name, bound in (("state update", decay_term + input_term), ("y", y_bound),
-                        ("conv", conv_bound)):
-        if bound >= 1 << 62:
-            raise ExportError(f"{name} accumulator needs {signed_bits(bound)} bits (> 63)")
-
     silu_z = PwlTable.build(
         silu, fmt["z"], fmt["silu_z"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
         right_identity=True,
@@ -557,12 +540,20 @@ def export_layer(
     )
     for a in (conv_w, conv_b, dt_bias, a2, d_skip, norm_in.gain, norm_out.gain):
         a.setflags(write=False)
-    return QuantizedLayer(
+    q = QuantizedLayer(
         cfg=cfg, spec=spec, fmt=fmt, norm_in=norm_in, in_proj=in_proj,
         conv_w=conv_w, conv_w_frac=conv_w_frac, conv_b=conv_b,
-        conv_acc_bits=signed_bits(conv_bound), silu_conv=silu_conv, dt_bias=dt_bias,
+        silu_conv=silu_conv, dt_bias=dt_bias,
         log2e=log2e, log2e_frac=log2e_frac, exp2=exp2, tail=tail, a2=a2, a2_frac=a2_frac,
-        d_skip=d_skip, d_frac=d_frac, state_acc_bits=state_acc_bits,
-        y_acc_bits=signed_bits(y_bound), silu_z=silu_z, norm_out=norm_out, out_proj=out_proj,
+        d_skip=d_skip, d_frac=d_frac, silu_z=silu_z, norm_out=norm_out, out_proj=out_proj,
         rsqrt=RsqrtTable.build(spec.rsqrt_index_bits, spec.rsqrt_bits),
     )
+    from .bounds import MAX_BITS, accumulators  # bounds reads QuantizedLayer
+
+    for acc in accumulators(q):
+        if acc.bits > MAX_BITS:
+            raise ExportError(
+                f"{acc.name} needs {acc.bits} bits (> {MAX_BITS}): {acc.formula}; "
+                f"reduce the widths that enter it"
+            )
+    return q

@@ -49,8 +49,10 @@ def test_zero_fbi_scale_is_rejected():
 
 def test_calibration_shape_is_checked():
     block, _ = make_layer("tiny", 0)
-    with pytest.raises(ValueError, match=r"calib_u must have shape \(L, d_model=64\)"):
+    with pytest.raises(ValueError, match=r"calib_u must have shape \(L >= 1, d_model=64\), not \(4, 65\)"):
         export_layer(block, QuantSpec(), np.zeros((4, 65)))
+    with pytest.raises(ValueError, match=r"calib_u must have shape .* not None"):
+        export_layer(block, QuantSpec())
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -69,18 +71,30 @@ def test_spec_validation(kw, msg):
 def test_too_wide_accumulator_is_rejected():
     block, _ = make_layer("tiny", 0)
     spec = QuantSpec(res_bits=32, res_frac=24, act_bits=16, scale_bits=24, param_bits=24)
-    with pytest.raises(ExportError, match="bits"):
+    with pytest.raises(ExportError, match=r"norm_in.sum_sq needs 70 bits \(> 62\): n \* 2\^\(2\(b_in-1\)\) \+ eps_q"):
         export_layer(block, spec, synthetic_residual(block.cfg, 8, 1))
 
 
-def test_proven_projection_widths_are_tight(tiny_layer):
-    # All weights +1 and activations at their minimum reach the acc bound exactly.
+def test_projection_acc_bound_is_reached(tiny_layer):
+    # All weights +1 and every activation at its minimum reach the acc bound exactly.
+    from model.golden import xnor_popcount_matvec
+    from dataclasses import replace
     _, q = tiny_layer
     p = q.in_proj
-    bound = p.d_in * p.act.max_abs
-    assert p.acc_bits == int(bound).bit_length() + 1
-    assert -bound >= -(1 << (p.acc_bits - 1))
-    assert p.prod_bits <= 63 and p.sum_bits <= p.prod_bits
+    ones = pack_signs(np.ones((2, p.d_in)))
+    p1 = replace(p, d_out=2, signs=ones, popcount_w=np.full(2, p.d_in))
+    acc = xnor_popcount_matvec(p1, np.full(p.d_in, -p.act.max_abs))
+    assert acc.tolist() == [-p.acc_bound] * 2
+
+
+def test_every_accumulator_fits_and_is_listed(tiny_layer):
+    from model.bounds import MAX_BITS, accumulators, markdown
+    _, q = tiny_layer
+    accs = accumulators(q)
+    assert len({a.name for a in accs}) == len(accs)
+    assert all(0 < a.bits <= MAX_BITS for a in accs)
+    table = markdown(q)
+    assert all(a.name in table for a in accs) and "| ssm | SQ(16," in table
 
 
 @pytest.mark.parametrize("act_bits", [1, 4, 12])
