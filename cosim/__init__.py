@@ -1,0 +1,1 @@
+"""Co-simulation of RTL units against the integer golden model, bit for bit."""

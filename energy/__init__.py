@@ -1,0 +1,1 @@
+"""Cycle and energy estimator of a Bi-Mamba accelerator against an FP16 baseline."""

@@ -1,0 +1,1 @@
+"""Amaranth 0.5 generators of the accelerator units, emitted as Verilog."""
