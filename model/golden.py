@@ -24,6 +24,7 @@ from .quantize import BinaryProjection, NormParams, QuantizedLayer
 __all__ = [
     "GoldenState",
     "bit_planes",
+    "row_correction",
     "xnor_popcount_matvec",
     "integer_matvec",
     "project",
@@ -109,6 +110,24 @@ def bit_planes(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
 
 
+def row_correction(p: BinaryProjection, n_cols: int | None = None) -> np.ndarray:
+    """Per-row constant added to ``sum_k c_k popcount(XNOR(w_i, b_k))`` to give ``acc_i``.
+
+    ``n_cols >= d_in`` is the number of columns the XNOR counts run over (an array that pads
+    d_in to a multiple of its width counts the pad columns, whose weight and activation bits
+    are both 0, as matches)::
+
+        corr_i = (popcount(w_i) - d_in) * sum_k c_k + o * (2 popcount(w_i) - d_in)
+                 - (n_cols - d_in) * sum_k c_k
+    """
+    n_cols = p.d_in if n_cols is None else n_cols
+    if n_cols < p.d_in:
+        raise ValueError(f"n_cols must be >= d_in = {p.d_in}, not {n_cols}")
+    coef, offset = p.act.plane_weights()
+    pc = p.popcount_w
+    return (pc - p.d_in) * sum(coef) + offset * (2 * pc - p.d_in) - (n_cols - p.d_in) * sum(coef)
+
+
 def xnor_popcount_matvec(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
     """``acc = S @ a`` for one token by bit-serial XNOR-popcount; (d_in,) -> (d_out,).
 
@@ -120,14 +139,13 @@ def xnor_popcount_matvec(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
 
     The last two terms are the per-row correction, a constant of the weights.
     """
-    coef, offset = p.act.plane_weights()
+    coef, _ = p.act.plane_weights()
     planes = bit_planes(p, a)
     acc = np.zeros(p.d_out, np.int64)
     for k, ck in enumerate(coef):
         mismatches = np.bitwise_count(p.signs ^ planes[k]).sum(axis=1, dtype=np.int64)
         acc += ck * (p.d_in - mismatches)
-    pc = p.popcount_w
-    return acc + (pc - p.d_in) * sum(coef) + offset * (2 * pc - p.d_in)
+    return acc + row_correction(p)
 
 
 def integer_matvec(p: BinaryProjection, a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,177 @@
+"""Co-simulation of the XNOR-popcount projection unit against the golden model.
+
+:func:`run_case` emits the unit's Verilog for the case's configuration, builds it with Verilator
+through ``cocotb_tools.runner`` (one build directory per configuration, reused across cases),
+writes the case (memory images, tokens, golden outputs) for the cocotb testbench
+``sim.xnor_projection_tb`` and returns the figures the testbench measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from model.golden import project
+from model.quantize import ActQuant, BinaryProjection, pack_signs
+from rtl.emit import LINT_WAIVERS, emit, verilator_env, write_if_changed
+from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
+
+__all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = ROOT / "build" / "cosim"
+
+
+def random_projection(
+    d_in: int, d_out: int, act_bits: int, rng: np.random.Generator, *,
+    sign: np.ndarray | None = None, beta_frac: int = 12, mult_frac: int = 14,
+    out_bits: int = 16, beta_bits: int = 16, mult_bits: int = 16,
+) -> BinaryProjection:
+    """A projection with random signs, betas and multipliers (or the given sign matrix).
+
+    The multipliers span a range wide enough that some outputs saturate at both rails.
+    """
+    s = np.where(rng.random((d_out, d_in)) < 0.5, -1, 1) if sign is None else sign
+    signs = pack_signs(s)
+    hb = 1 << (beta_bits - 1)
+    return BinaryProjection(
+        d_in=d_in, d_out=d_out, act=ActQuant(act_bits, 1.0), signs=signs,
+        popcount_w=np.bitwise_count(signs).sum(axis=1, dtype=np.int64),
+        beta=rng.integers(-hb, hb, d_in), beta_frac=beta_frac,
+        mult=rng.integers(1, 1 << mult_bits, d_out), mult_frac=mult_frac, out_bits=out_bits,
+        beta_bits=beta_bits, mult_bits=mult_bits,
+    )
+
+
+def random_tokens(p: BinaryProjection, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Activation codes over the whole range of ``p.act``, with the extremes mixed in."""
+    if p.act.bits == 1:
+        return np.where(rng.random((n, p.d_in)) < 0.5, -1, 1)
+    lo, hi = -(1 << (p.act.bits - 1)), (1 << (p.act.bits - 1)) - 1
+    t = rng.integers(lo, hi + 1, (n, p.d_in))
+    corners = rng.random((n, p.d_in))
+    t[corners < 0.05] = lo
+    t[corners > 0.95] = hi
+    return t
+
+
+@dataclass
+class ProjectionCase:
+    """One co-simulation run.
+
+    Members
+    -------
+    name : str
+    config : ProjectionConfig
+    proj : BinaryProjection
+        The integer projection; the golden model's :func:`~model.golden.project` gives the
+        expected outputs.
+    tokens : np.ndarray, int64, shape (T, d_in)
+        Activation codes, sent back to back.
+    idle, backpressure : float
+        Probability of an idle cycle on ``act`` and of ``ready`` low on ``out``.
+    reset_mid_token : bool
+        Send half a token, reset, then the tokens.
+    seed : int
+        Seeds the pause generators (printed by the testbench).
+    """
+
+    name: str
+    config: ProjectionConfig
+    proj: BinaryProjection
+    tokens: np.ndarray
+    idle: float = 0.0
+    backpressure: float = 0.0
+    reset_mid_token: bool = False
+    seed: int = 0
+
+
+def _config_dir(cfg: ProjectionConfig) -> Path:
+    key = hashlib.sha256(repr(cfg).encode()).hexdigest()[:12]
+    return BUILD_ROOT / f"xnor_projection_{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}_{key}"
+
+
+def build(cfg: ProjectionConfig, waves: bool = False):
+    """Emit and Verilator-build the unit for ``cfg``; returns the runner and build dir."""
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+    os.environ.update(verilator_env())
+    d = _config_dir(cfg)
+    vfile = d / "rtl" / "xnor_projection.v"
+    write_if_changed(vfile, emit(XnorProjection(cfg), "xnor_projection"))
+    runner = get_runner("verilator")
+    build_dir = d / ("sim_build_waves" if waves else "sim_build")
+    runner.build(
+        sources=[VerilatorControlFile(LINT_WAIVERS), vfile],
+        hdl_toplevel="xnor_projection",
+        build_dir=build_dir,
+        build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+        + (["--trace-fst", "--trace-structs"] if waves else []),
+        waves=waves,
+        always=False,
+        log_file=d / "build.log",
+    )
+    return runner, build_dir
+
+
+def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
+    """Build (if needed) and run ``case``; return the testbench's measurements.
+
+    ``waves`` (default: the ``WAVES`` environment variable) dumps ``dump.fst`` in the case's
+    directory.
+    """
+    if waves is None:
+        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    cfg = case.config
+    runner, build_dir = build(cfg, waves)
+    case_dir = _config_dir(cfg) / case.name
+    case_dir.mkdir(parents=True, exist_ok=True)
+    images = memory_images(cfg, case.proj)
+    expected = project(case.proj, case.tokens)
+    payload = {
+        "name": case.name, "seed": case.seed, "idle": case.idle,
+        "backpressure": case.backpressure, "reset_mid_token": case.reset_mid_token,
+        "config": {
+            "d_in": cfg.d_in, "d_out": cfg.d_out, "simd": cfg.simd, "pe": cfg.pe,
+            "act_bits": cfg.act_bits, "out_bits": cfg.out_bits, "folds": cfg.folds,
+            "row_groups": cfg.row_groups, "cycles_per_token": cfg.cycles_per_token,
+            "latency": cfg.latency, "load_addr_bits": cfg.load_layout.members["addr"].width,
+        },
+        "beats": images.beats(),
+        "tokens": [list(map(int, t)) for t in case.tokens],
+        "expected": expected,
+    }
+    case_file = case_dir / "case.pkl"
+    result_file = case_dir / "result.json"
+    with open(case_file, "wb") as fh:
+        pickle.dump(payload, fh)
+    result_file.unlink(missing_ok=True)
+    env = {
+        "BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    runner.test(
+        hdl_toplevel="xnor_projection", test_module="sim.xnor_projection_tb",
+        build_dir=build_dir, test_dir=case_dir, extra_env=env, waves=waves,
+        log_file=case_dir / "sim.log",
+    )
+    if not result_file.exists():
+        raise RuntimeError(f"simulation of {case.name} left no result; see {case_dir / 'sim.log'}")
+    return json.loads(result_file.read_text())
+
+
+def directed_case(name: str, cfg: ProjectionConfig, rng: np.random.Generator, fill: int | None,
+                  tokens: np.ndarray | str, **kw) -> ProjectionCase:
+    """A case with all weights ``fill`` (+1 / -1; None: random) and the given tokens."""
+    sign = None if fill is None else np.full((cfg.d_out, cfg.d_in), fill)
+    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, sign=sign,
+                          beta_frac=cfg.beta_frac, mult_frac=cfg.mult_frac,
+                          out_bits=cfg.out_bits)
+    p = replace(p, beta_bits=cfg.beta_bits, mult_bits=cfg.mult_bits)
+    return ProjectionCase(name, cfg, p, np.asarray(tokens, np.int64), **kw)

@@ -1,0 +1,519 @@
+"""Bit-serial XNOR-popcount projection unit: a binary-weight matrix times a multi-bit vector.
+
+Computes FBI-Linear exactly as the golden model's :func:`model.golden.project` does
+(docs/fixed_point.md, section 4): per token, ``y = sat(rs(((S a + corr) << beta_frac + beta·a)
+* mult, beta_frac + mult_frac))`` with ``S`` in {-1, +1} stored as bits.
+
+Schedule: the array holds ``pe`` rows × ``simd`` columns. For each row group ``r`` (``pe`` output
+rows), each fold ``f`` (``simd`` input columns) and each activation bit-plane ``k``, one cycle
+computes ``pe`` popcounts of ``XNOR(w[r, f], b_k[f])`` and shift-accumulates them with the
+plane weight. A token therefore takes ``ceil(d_in/simd) * ceil(d_out/pe) * act_bits`` cycles;
+the weight word of ``(r, f)`` is read once and reused for the ``act_bits`` planes. While row
+group 0 runs, a masked adder tree accumulates the beta term ``sum_j beta_j a_j`` from the same
+bit-planes (no multipliers). Activations are double-buffered, so the next token loads while the
+current one computes and back-to-back tokens leave no idle cycle.
+
+Padding: ``d_in`` and ``d_out`` need not be multiples of ``simd`` and ``pe``. Pad columns have
+weight bit 0 and activation 0 (the unit zeroes the unused lanes of a token's last input beat);
+the row correction constant accounts for them. Pad rows have zero constants and output 0.
+
+Weights and constants are written through the ``load`` stream while the unit is idle
+(:func:`memory_images` builds the words from an export).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from model.fixedpoint import signed_bits
+from model.golden import row_correction
+from model.quantize import BinaryProjection
+
+__all__ = ["LoadTarget", "ProjectionConfig", "XnorProjection", "memory_images"]
+
+
+class LoadTarget:
+    """Values of the ``load`` stream's ``sel`` field."""
+
+    WEIGHTS = 0  # addr = r * folds + f; data = pe * simd sign bits, row p at bits [p*simd, (p+1)*simd)
+    BETA = 1  # addr = f; data = simd signed beta values
+    ROWS = 2  # addr = r; data = {corr[pe], mult[pe]}
+    OFFSET = 3  # data = beta offset (bipolar activations only: -sum beta)
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (
+        hi is None or value <= hi)
+    if not ok:
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer in {rng}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """Generator parameters of :class:`XnorProjection`.
+
+    Parameters
+    ----------
+    d_in, d_out : int
+        Matrix shape (columns = activation length, rows = outputs).
+    simd : int
+        Weight columns per cycle (input lanes).
+    pe : int
+        Output rows per cycle (output lanes).
+    act_bits : int
+        Activation bits, 1 to 16; 1 is bipolar ({-1, +1} coded as {0, 1}).
+    beta_bits, mult_bits : int
+        Widths of the beta/alpha constants (signed) and the requantisation multiplier (unsigned).
+    beta_frac, mult_frac : int
+        Fraction bits of beta and of the multiplier; the output shift is their sum.
+    out_bits : int
+        Output saturation width.
+    tree_levels_per_stage : int
+        Adder-tree levels between pipeline registers in the popcount and beta trees.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range; the message names it and the allowed values.
+    """
+
+    d_in: int
+    d_out: int
+    simd: int
+    pe: int
+    act_bits: int = 8
+    beta_bits: int = 16
+    beta_frac: int = 16
+    mult_bits: int = 16
+    mult_frac: int = 16
+    out_bits: int = 16
+    tree_levels_per_stage: int = 2
+
+    def __post_init__(self) -> None:
+        _check_int("d_in", self.d_in, 1)
+        _check_int("d_out", self.d_out, 1)
+        _check_int("simd", self.simd, 1, 4096)
+        _check_int("pe", self.pe, 1, 1024)
+        _check_int("act_bits", self.act_bits, 1, 16)
+        _check_int("beta_bits", self.beta_bits, 2, 32)
+        _check_int("beta_frac", self.beta_frac, 0, 40)
+        _check_int("mult_bits", self.mult_bits, 1, 32)
+        _check_int("mult_frac", self.mult_frac, 0, 40)
+        _check_int("out_bits", self.out_bits, 2, 48)
+        _check_int("tree_levels_per_stage", self.tree_levels_per_stage, 1, 16)
+        if self.simd > self.d_in:
+            raise ValueError(f"simd must be in [1, d_in = {self.d_in}], not {self.simd}")
+        if self.pe > self.d_out:
+            raise ValueError(f"pe must be in [1, d_out = {self.d_out}], not {self.pe}")
+
+    @classmethod
+    def from_projection(cls, p: BinaryProjection, simd: int, pe: int, **kw) -> "ProjectionConfig":
+        """Parameters of the unit that computes the export ``p`` exactly."""
+        return cls(d_in=p.d_in, d_out=p.d_out, simd=simd, pe=pe, act_bits=p.act.bits,
+                   beta_bits=p.beta_bits, beta_frac=p.beta_frac, mult_bits=p.mult_bits,
+                   mult_frac=p.mult_frac, out_bits=p.out_bits, **kw)
+
+    # -- derived sizes ---------------------------------------------------------------------
+
+    @property
+    def folds(self) -> int:
+        """``ceil(d_in / simd)``: input beats per token."""
+        return -(-self.d_in // self.simd)
+
+    @property
+    def row_groups(self) -> int:
+        """``ceil(d_out / pe)``: output beats per token."""
+        return -(-self.d_out // self.pe)
+
+    @property
+    def cycles_per_token(self) -> int:
+        """Steady-state cycles per token: ``folds * row_groups * act_bits``."""
+        return self.folds * self.row_groups * self.act_bits
+
+    @property
+    def tree_levels(self) -> int:
+        return math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
+
+    @property
+    def tree_stages(self) -> int:
+        """Pipeline registers in the popcount (and beta) adder trees."""
+        return max(1, math.ceil(self.tree_levels / self.tree_levels_per_stage))
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Cycles from issuing the last (fold, plane) of a row group to its output beat.
+
+        issue -> memory read (1) -> adder tree (tree_stages) -> accumulate (1) -> correction,
+        beta and multiply (1) -> round and saturate into the output register (1).
+        """
+        return self.tree_stages + 4
+
+    @property
+    def latency(self) -> int:
+        """Extra cycles of a lone token over :attr:`cycles_per_token`: filling the activation
+        buffer (``folds`` beats) plus :attr:`pipeline_depth`. A burst of n back-to-back tokens
+        takes ``n * cycles_per_token + latency`` cycles from first input to last output beat.
+        """
+        return self.folds + self.pipeline_depth
+
+    @property
+    def corr_bits(self) -> int:
+        """|corr| <= 2 * folds * simd (bipolar case; the two's complement case is half)."""
+        return signed_bits(2 * self.folds * self.simd)
+
+    @property
+    def plane_coef_max(self) -> int:
+        return 2 if self.act_bits == 1 else (1 << self.act_bits) - 1
+
+    @property
+    def acc_bits(self) -> int:
+        """``|sum_k c_k pc_k| <= sum_k |c_k| * folds * simd``."""
+        return signed_bits(self.plane_coef_max * self.folds * self.simd)
+
+    @property
+    def beta_acc_bits(self) -> int:
+        """``|sum_k c_k sum_j beta_j b_kj| + |offset| <= (sum_k |c_k| + 1) * n * 2^(beta_bits-1)``."""
+        return signed_bits((self.plane_coef_max + 1) * self.folds * self.simd
+                           * (1 << (self.beta_bits - 1)))
+
+    @property
+    def sum_bits(self) -> int:
+        """``((acc + corr) << beta_frac) + beta term``."""
+        acc = (1 << (self.acc_bits - 1)) + (1 << (self.corr_bits - 1))
+        return signed_bits((acc << self.beta_frac) + (1 << (self.beta_acc_bits - 1)))
+
+    @property
+    def prod_bits(self) -> int:
+        return signed_bits((1 << (self.sum_bits - 1)) * ((1 << self.mult_bits) - 1))
+
+    @property
+    def out_shift(self) -> int:
+        return self.beta_frac + self.mult_frac
+
+    # -- stream payload layouts ------------------------------------------------------------
+
+    @property
+    def act_layout(self) -> data.ArrayLayout:
+        lane = unsigned(1) if self.act_bits == 1 else signed(self.act_bits)
+        return data.ArrayLayout(lane, self.simd)
+
+    @property
+    def out_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(self.out_bits), self.pe)
+
+    @property
+    def rows_layout(self) -> data.StructLayout:
+        return data.StructLayout({
+            "corr": data.ArrayLayout(signed(self.corr_bits), self.pe),
+            "mult": data.ArrayLayout(unsigned(self.mult_bits), self.pe),
+        })
+
+    @property
+    def load_data_bits(self) -> int:
+        return max(self.pe * self.simd, self.simd * self.beta_bits, self.rows_layout.size,
+                   self.beta_acc_bits)
+
+    @property
+    def load_layout(self) -> data.StructLayout:
+        depth = max(self.row_groups * self.folds, 2)
+        return data.StructLayout({
+            "sel": unsigned(2),
+            "addr": unsigned(math.ceil(math.log2(depth))),
+            "data": unsigned(self.load_data_bits),
+        })
+
+
+@dataclass(frozen=True)
+class MemoryImages:
+    """Words to write through ``load`` (see :class:`LoadTarget`), as Python ints."""
+
+    weights: list[int]
+    beta: list[int]
+    rows: list[int]
+    beta_offset: int
+
+    def beats(self) -> list[tuple[int, int, int]]:
+        """All writes as ``(sel, addr, data)``, data as an unsigned int."""
+        out = [(LoadTarget.WEIGHTS, a, w) for a, w in enumerate(self.weights)]
+        out += [(LoadTarget.BETA, a, w) for a, w in enumerate(self.beta)]
+        out += [(LoadTarget.ROWS, a, w) for a, w in enumerate(self.rows)]
+        return out + [(LoadTarget.OFFSET, 0, self.beta_offset)]
+
+
+def _pack(values, bits: int) -> int:
+    """Little-endian concatenation of ``values`` (two's complement, ``bits`` each)."""
+    word = 0
+    mask = (1 << bits) - 1
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
+    """The memory contents that make the unit compute ``p`` (weights, beta, rows, offset).
+
+    Raises
+    ------
+    ValueError
+        If ``cfg`` was not made for ``p`` (shapes or constant widths differ).
+    """
+    want = ProjectionConfig.from_projection(p, cfg.simd, cfg.pe,
+                                            tree_levels_per_stage=cfg.tree_levels_per_stage)
+    if want != cfg:
+        raise ValueError(f"config {cfg} does not match the projection's {want}")
+    F, R, S, P = cfg.folds, cfg.row_groups, cfg.simd, cfg.pe
+    sign = np.zeros((R * P, F * S), np.uint8)
+    sign[: p.d_out, : p.d_in] = p.sign_matrix() > 0
+    weights = []
+    for r in range(R):
+        for f in range(F):
+            block = sign[r * P : (r + 1) * P, f * S : (f + 1) * S]  # (P, S)
+            weights.append(int.from_bytes(
+                np.packbits(block.reshape(-1), bitorder="little").tobytes(), "little"))
+    beta = np.zeros(F * S, np.int64)
+    beta[: p.d_in] = p.beta
+    beta_words = [_pack(beta[f * S : (f + 1) * S], cfg.beta_bits) for f in range(F)]
+    corr = np.zeros(R * P, np.int64)
+    corr[: p.d_out] = row_correction(p, F * S)
+    mult = np.zeros(R * P, np.int64)
+    mult[: p.d_out] = p.mult
+    rows = [
+        _pack(corr[r * P : (r + 1) * P], cfg.corr_bits)
+        | (_pack(mult[r * P : (r + 1) * P], cfg.mult_bits) << (P * cfg.corr_bits))
+        for r in range(R)
+    ]
+    _, offset = p.act.plane_weights()
+    beta_offset = offset * int(p.beta.sum())
+    return MemoryImages(weights, beta_words, rows,
+                        beta_offset & ((1 << cfg.load_data_bits) - 1))
+
+
+def _adder_tree(m: Module, leaves: list, levels_per_stage: int, enable, name: str):
+    """Sum ``leaves`` pairwise, registering every ``levels_per_stage`` levels (at least once).
+
+    Returns the registered sum and the number of register stages.
+    """
+    values = list(leaves)
+    level = stages = 0
+    while len(values) > 1 or stages == 0:
+        if len(values) > 1:
+            nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+            if len(values) % 2:
+                nxt.append(values[-1])
+            values = nxt
+            level += 1
+        if level % levels_per_stage == 0 or len(values) == 1:
+            regs = []
+            for i, v in enumerate(values):
+                reg = Signal(v.shape(), name=f"{name}_s{stages}_{i}")
+                with m.If(enable):
+                    m.d.sync += reg.eq(v)
+                regs.append(reg)
+            values = regs
+            stages += 1
+    return values[0], stages
+
+
+class XnorProjection(wiring.Component):
+    """Bit-serial XNOR-popcount projection (see the module docstring for the schedule).
+
+    Parameters
+    ----------
+    config : ProjectionConfig
+
+    Members
+    -------
+    act : ``In(stream.Signature(config.act_layout))``
+        ``folds`` beats per token, ``simd`` activations each (column ``f*simd + j`` in lane j).
+    out : ``Out(stream.Signature(config.out_layout))``
+        ``row_groups`` beats per token, ``pe`` outputs each (row ``r*pe + p`` in lane p).
+    load : ``In(stream.Signature(config.load_layout))``
+        Memory writes; always ready. Write only while no token is in flight.
+    """
+
+    def __init__(self, config: ProjectionConfig) -> None:
+        if not isinstance(config, ProjectionConfig):
+            raise TypeError(f"config must be a ProjectionConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "act": In(stream.Signature(config.act_layout)),
+            "out": Out(stream.Signature(config.out_layout)),
+            "load": In(stream.Signature(config.load_layout)),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        F, R, B, S, P = c.folds, c.row_groups, c.act_bits, c.simd, c.pe
+        m = Module()
+
+        wmem = Memory(shape=unsigned(P * S), depth=R * F, init=[])
+        bmem = Memory(shape=data.ArrayLayout(signed(c.beta_bits), S), depth=F, init=[])
+        cmem = Memory(shape=c.rows_layout, depth=R, init=[])
+        # Activation buffer: two tokens, one word per fold holding its B bit-planes.
+        amem = Memory(shape=unsigned(B * S), depth=2 * F, init=[])
+        m.submodules.wmem, m.submodules.bmem = wmem, bmem
+        m.submodules.cmem, m.submodules.amem = cmem, amem
+
+        # -- load path ---------------------------------------------------------------------
+        beta_offset = Signal(signed(c.beta_acc_bits))
+        ld = self.load.payload
+        m.d.comb += self.load.ready.eq(1)
+        for target, mem in ((LoadTarget.WEIGHTS, wmem), (LoadTarget.BETA, bmem),
+                            (LoadTarget.ROWS, cmem)):
+            wp = mem.write_port()
+            word = Value.cast(wp.data)
+            m.d.comb += [
+                wp.addr.eq(ld.addr),
+                word.eq(ld.data[: len(word)]),
+                wp.en.eq(self.load.valid & (ld.sel == target)),
+            ]
+        with m.If(self.load.valid & (ld.sel == LoadTarget.OFFSET)):
+            m.d.sync += beta_offset.eq(ld.data[: c.beta_acc_bits])
+
+        # -- activation input: transpose each beat into bit-planes, double-buffered ----------
+        full = Signal(2)
+        wbuf = Signal()
+        wfold = Signal(range(F))
+        ap_w = amem.write_port()
+        lanes = []
+        for j in range(S):
+            lane = Value.cast(self.act.payload[j])
+            if F * S > c.d_in and j >= c.d_in - (F - 1) * S:
+                lane = Mux(wfold == F - 1, 0, lane)  # pad columns of the last fold
+            lanes.append(lane)
+        planes = [Cat(*(lane[k] for lane in lanes)) for k in range(B)]
+        m.d.comb += [
+            self.act.ready.eq(~full.bit_select(wbuf, 1)),
+            ap_w.addr.eq(wbuf * F + wfold),
+            ap_w.data.eq(Cat(*planes)),
+            ap_w.en.eq(self.act.valid & self.act.ready),
+        ]
+        set_full = Signal(2)
+        with m.If(self.act.valid & self.act.ready):
+            with m.If(wfold == F - 1):
+                m.d.sync += [wfold.eq(0), wbuf.eq(~wbuf)]
+                m.d.comb += set_full.eq(Mux(wbuf, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += wfold.eq(wfold + 1)
+
+        # -- issue: (r, f, k) counters -------------------------------------------------------
+        adv = Signal()  # global pipeline enable: low only while the output is stalled
+        m.d.comb += adv.eq(~self.out.valid | self.out.ready)
+        rbuf = Signal()
+        r = Signal(range(R))
+        f = Signal(range(F))
+        k = Signal(range(B))
+        issue = Signal()
+        clr_full = Signal(2)
+        m.d.comb += issue.eq(adv & full.bit_select(rbuf, 1))
+        last_k, last_f, last_r = k == B - 1, f == F - 1, r == R - 1
+        with m.If(issue):
+            m.d.sync += k.eq(Mux(last_k, 0, k + 1))
+            with m.If(last_k):
+                m.d.sync += f.eq(Mux(last_f, 0, f + 1))
+                with m.If(last_f):
+                    m.d.sync += r.eq(Mux(last_r, 0, r + 1))
+                    with m.If(last_r):
+                        m.d.sync += rbuf.eq(~rbuf)
+                        m.d.comb += clr_full.eq(Mux(rbuf, 0b10, 0b01))
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        wp_r = wmem.read_port()
+        ap_r = amem.read_port()
+        bp_r = bmem.read_port()
+        m.d.comb += [
+            wp_r.addr.eq(r * F + f), wp_r.en.eq(adv),
+            ap_r.addr.eq(rbuf * F + f), ap_r.en.eq(adv),
+            bp_r.addr.eq(f), bp_r.en.eq(adv),
+        ]
+
+        meta_layout = data.StructLayout({
+            "valid": 1, "first": 1, "last": 1, "beta": 1, "k": range(B), "r": range(R)})
+        meta0 = Signal(meta_layout)
+        m.d.comb += [
+            meta0.valid.eq(issue), meta0.first.eq((f == 0) & (k == 0)),
+            meta0.last.eq(last_f & last_k), meta0.beta.eq(r == 0), meta0.k.eq(k), meta0.r.eq(r),
+        ]
+        meta1 = Signal(meta_layout)
+        with m.If(adv):
+            m.d.sync += meta1.eq(meta0)
+
+        # -- XNOR-popcount and masked beta trees (stage 1 onwards) ---------------------------
+        plane = ap_r.data.word_select(meta1.k, S)
+        popcounts = []
+        for p in range(P):
+            xnor = ~(wp_r.data[p * S : (p + 1) * S] ^ plane)
+            pc, stages = _adder_tree(m, [xnor[j] for j in range(S)], c.tree_levels_per_stage,
+                                     adv, f"pc{p}")
+            popcounts.append(pc)
+        bsum, bstages = _adder_tree(
+            m, [Mux(plane[j], bp_r.data[j], 0) for j in range(S)], c.tree_levels_per_stage,
+            adv, "beta")
+        assert stages == bstages == c.tree_stages
+        meta_t = meta1
+        for i in range(stages):
+            nxt = Signal(meta_layout, name=f"meta_tree{i}")
+            with m.If(adv):
+                m.d.sync += nxt.eq(meta_t)
+            meta_t = nxt
+
+        # -- shift-accumulate with the plane weight c_k --------------------------------------
+        def weighted(v, kk):
+            if B == 1:
+                return v << 1  # bipolar: a = 2b - 1, the -1 is in the row / beta constants
+            shifted = v << kk
+            return Mux(kk == B - 1, -shifted, shifted)  # the top plane weighs -2^(B-1)
+
+        accs = [Signal(signed(c.acc_bits), name=f"acc{p}") for p in range(P)]
+        cacc = Signal(signed(c.beta_acc_bits))
+        with m.If(adv & meta_t.valid):
+            for p in range(P):
+                m.d.sync += accs[p].eq(Mux(meta_t.first, 0, accs[p]) + weighted(popcounts[p], meta_t.k))
+            with m.If(meta_t.beta):
+                m.d.sync += cacc.eq(Mux(meta_t.first, 0, cacc) + weighted(bsum, meta_t.k))
+        meta_a = Signal(meta_layout)
+        with m.If(adv):
+            m.d.sync += meta_a.eq(meta_t)
+
+        # Row constants arrive with the finished accumulators.
+        cp_r = cmem.read_port()
+        m.d.comb += [cp_r.addr.eq(meta_t.r), cp_r.en.eq(adv)]
+
+        # -- correction, beta term and multiply ----------------------------------------------
+        ctok = Signal(signed(c.beta_acc_bits))  # beta term of the token in flight
+        cfin = Signal(signed(c.beta_acc_bits))
+        m.d.comb += cfin.eq(Mux(meta_a.beta, cacc + beta_offset, ctok))
+        done = adv & meta_a.valid & meta_a.last
+        with m.If(done & meta_a.beta):
+            m.d.sync += ctok.eq(cfin)
+        prods = [Signal(signed(c.prod_bits), name=f"prod{p}") for p in range(P)]
+        pvalid = Signal()
+        with m.If(adv):
+            m.d.sync += pvalid.eq(meta_a.valid & meta_a.last)
+            for p in range(P):
+                t = Signal(signed(c.sum_bits), name=f"t{p}")
+                m.d.comb += t.eq(((accs[p] + cp_r.data.corr[p]) << c.beta_frac) + cfin)
+                m.d.sync += prods[p].eq(t * cp_r.data.mult[p])
+
+        # -- round half up, saturate, output register ----------------------------------------
+        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+        with m.If(adv):
+            m.d.sync += self.out.valid.eq(pvalid)
+            for p in range(P):
+                rounded = Signal(signed(c.prod_bits - c.out_shift + 1), name=f"rnd{p}")
+                if c.out_shift > 0:
+                    m.d.comb += rounded.eq((prods[p] + (1 << (c.out_shift - 1))) >> c.out_shift)
+                else:
+                    m.d.comb += rounded.eq(prods[p])
+                m.d.sync += self.out.payload[p].eq(
+                    Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+        return m

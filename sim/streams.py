@@ -1,0 +1,102 @@
+"""cocotb 2.x drivers for Amaranth ``lib.stream`` ports (``<name>__payload/valid/ready``).
+
+Both classes act at falling clock edges: inputs driven there are stable at the next rising edge,
+and a handshake seen there (``valid & ready``, both settled) completes at that rising edge. The
+cycle number of a handshake is ``floor(sim time / period)`` at that falling edge.
+
+With no pause generator the classes wake only when something can happen: a source whose
+``ready`` is low waits for its rising edge, a sink whose ``valid`` is low waits for its rising
+edge. A long computation between beats therefore costs no Python per clock cycle, which is what
+keeps a whole-token simulation of a real-shaped layer fast.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.utils import get_sim_time
+
+__all__ = ["random_pauses", "StreamSource", "StreamSink"]
+
+Pause = Callable[[], bool]
+
+
+def random_pauses(probability: float, rng: random.Random) -> Pause | None:
+    """A pause generator: each call is True (insert a pause cycle) with ``probability``."""
+    if probability <= 0:
+        return None
+    return lambda: rng.random() < probability
+
+
+class _Port:
+    def __init__(self, dut, name: str, clk, period_ns: float) -> None:
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.clk = clk
+        self.period_ns = period_ns
+
+    def cycle(self) -> int:
+        return int(get_sim_time("ns") // self.period_ns)
+
+
+class StreamSource(_Port):
+    """Drives ``payload``/``valid`` of an input stream; ``pause`` inserts idle cycles."""
+
+    def __init__(self, dut, name: str, clk, period_ns: float, pause: Pause | None = None) -> None:
+        super().__init__(dut, name, clk, period_ns)
+        self.pause = pause
+        self.valid.value = 0
+
+    async def send(self, words: list[int]) -> list[int]:
+        """Send ``words`` (unsigned payload ints); return the cycle of each handshake.
+
+        Must be called at a falling edge (or before the first rising edge).
+        """
+        cycles = []
+        for w in words:
+            while self.pause is not None and self.pause():
+                self.valid.value = 0
+                await FallingEdge(self.clk)
+            self.payload.value = w
+            self.valid.value = 1
+            while not self.ready.value:
+                if self.pause is None:
+                    await RisingEdge(self.ready)
+                await FallingEdge(self.clk)
+            cycles.append(self.cycle())
+            await FallingEdge(self.clk)
+        self.valid.value = 0
+        return cycles
+
+
+class StreamSink(_Port):
+    """Accepts beats of an output stream; ``pause`` deasserts ``ready`` (backpressure)."""
+
+    def __init__(self, dut, name: str, clk, period_ns: float, pause: Pause | None = None) -> None:
+        super().__init__(dut, name, clk, period_ns)
+        self.pause = pause
+        self.ready.value = 1
+
+    async def receive(self, n: int) -> tuple[list[int], list[int]]:
+        """Collect ``n`` beats; return their payloads (unsigned ints) and handshake cycles.
+
+        Must be called at a falling edge.
+        """
+        words, cycles = [], []
+        while len(words) < n:
+            ready = not (self.pause is not None and self.pause())
+            self.ready.value = int(ready)
+            if self.valid.value:
+                if ready:
+                    words.append(self.payload.value.to_unsigned())
+                    cycles.append(self.cycle())
+            elif self.pause is None:
+                await RisingEdge(self.valid)
+                await FallingEdge(self.clk)
+                continue
+            await FallingEdge(self.clk)
+        self.ready.value = 1
+        return words, cycles
