@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +27,10 @@ __all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = ROOT / "build" / "cosim"
+# cocotb hands the simulator this process's sys.path as PYTHONPATH; the testbench imports
+# sim.* and model.* from the project root whatever the caller's working directory.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def random_projection(
@@ -97,18 +102,51 @@ def _config_dir(cfg: ProjectionConfig) -> Path:
     return BUILD_ROOT / f"xnor_projection_{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}_{key}"
 
 
+def _runner():
+    """cocotb's Verilator runner without ``--public-flat-rw``.
+
+    The stock runner marks every signal public and writable, which keeps Verilator from
+    optimising any of the generated netlist's intermediates: a 16 x 64 array then simulates at
+    under 20 k cycles/s. The testbenches touch only top-level ports; :func:`_public_ports`
+    writes a control file that makes just those visible to VPI.
+    """
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return PortsOnlyVerilator()
+
+
+def _public_ports(component, module: str, path: Path) -> Path:
+    """A Verilator control file marking the top-level ports of ``component`` public."""
+    names = ["clk", "rst"]
+    for name, member in component.signature.members.flatten():
+        if member.is_port:
+            names.append("__".join(map(str, name)))
+    lines = ["`verilator_config"] + [
+        f'public_flat_rw -module "{module}" -var "{n}"' for n in names]
+    write_if_changed(path, "\n".join(lines) + "\n")
+    return path
+
+
 def build(cfg: ProjectionConfig, waves: bool = False):
     """Emit and Verilator-build the unit for ``cfg``; returns the runner and build dir."""
-    from cocotb_tools.runner import VerilatorControlFile, get_runner
+    from cocotb_tools.runner import VerilatorControlFile
 
     os.environ.update(verilator_env())
     d = _config_dir(cfg)
     vfile = d / "rtl" / "xnor_projection.v"
-    write_if_changed(vfile, emit(XnorProjection(cfg), "xnor_projection"))
-    runner = get_runner("verilator")
+    top = XnorProjection(cfg)
+    write_if_changed(vfile, emit(top, "xnor_projection"))
+    ports = _public_ports(top, "xnor_projection", d / "ports.vlt")
+    runner = _runner()
     build_dir = d / ("sim_build_waves" if waves else "sim_build")
     runner.build(
-        sources=[VerilatorControlFile(LINT_WAIVERS), vfile],
+        sources=[VerilatorControlFile(LINT_WAIVERS), VerilatorControlFile(ports), vfile],
         hdl_toplevel="xnor_projection",
         build_dir=build_dir,
         build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
@@ -152,10 +190,7 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
     with open(case_file, "wb") as fh:
         pickle.dump(payload, fh)
     result_file.unlink(missing_ok=True)
-    env = {
-        "BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = {"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)}
     runner.test(
         hdl_toplevel="xnor_projection", test_module="sim.xnor_projection_tb",
         build_dir=build_dir, test_dir=case_dir, extra_env=env, waves=waves,

@@ -8,13 +8,14 @@ changes, so builds that depend on it stay incremental. ``--lint`` then runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from .xnor_projection import ProjectionConfig, XnorProjection
 
@@ -23,9 +24,36 @@ __all__ = ["LINT_WAIVERS", "emit", "write_if_changed", "lint", "verilator_env", 
 LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
 
 
+@contextlib.contextmanager
+def _ram_init_left_undefined():
+    """Leave out the ``$meminit`` cell of every memory whose initial contents are all zero.
+
+    Amaranth gives every memory defined initial contents and writes them into RTLIL bit by bit;
+    for a 2.7B-shaped weight RAM (27 Mbit) that costs Amaranth 35 s and Yosys 210 s, and the
+    Verilog then carries 26 k lines of zero rows. The units write every RAM before reading it,
+    and a RAM's power-on contents are undefined in silicon, so an all-zero initialiser is
+    dropped and the RAM starts undefined. Memories with real contents (ROM tables) are kept.
+    This wraps a private method of Amaranth 0.5 (pinned in requirements.txt);
+    ``tests/test_rtl_emit.py`` checks both halves of the behaviour.
+    """
+    emitter = rtlil.ModuleEmitter
+    original = emitter.emit_memory
+
+    def emit_memory(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    emitter.emit_memory = emit_memory
+    try:
+        yield
+    finally:
+        emitter.emit_memory = original
+
+
 def emit(component, name: str) -> str:
-    """Verilog text of an Amaranth component, top module ``name``."""
-    return verilog.convert(component, name=name, emit_src=False)
+    """Verilog text of an Amaranth component, top module ``name`` (zero RAM init left out)."""
+    with _ram_init_left_undefined():
+        return verilog.convert(component, name=name, emit_src=False)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

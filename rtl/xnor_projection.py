@@ -323,6 +323,37 @@ def _adder_tree(m: Module, leaves: list, levels_per_stage: int, enable, name: st
     return values[0], stages
 
 
+def _popcount_tree(m: Module, bits, width: int, levels_per_stage: int, enable, name: str):
+    """Population count of ``bits`` (``width`` wide) as a pipelined tree of adders.
+
+    Level l adds adjacent fields of 2^(l-1) bits into fields of 2^l bits. All adders of a level
+    are written as one masked word-wide add: each field has a spare top bit, so no carry
+    crosses a field boundary and the word add is exactly the level's independent adders. (It
+    also keeps the netlist to one operation per level, which is what makes a 16 x 64 array
+    simulate at full speed.) A register follows every ``levels_per_stage`` levels and the last.
+    """
+    levels = max(1, math.ceil(math.log2(width))) if width > 1 else 0
+    span = 1 << levels
+    v = Value.cast(bits)
+    stages = 0
+    for level in range(1, levels + 1):
+        half = 1 << (level - 1)
+        mask = sum(((1 << half) - 1) << (i * 2 * half) for i in range(span // (2 * half)))
+        v = (v & mask) + ((v >> half) & mask)
+        v = v[:span]  # the masked sum of span-bit operands fits span bits
+        if level % levels_per_stage == 0 or level == levels:
+            reg = Signal(span, name=f"{name}_s{stages}")
+            with m.If(enable):
+                m.d.sync += reg.eq(v)
+            v, stages = reg, stages + 1
+    if stages == 0:
+        reg = Signal(1, name=f"{name}_s0")
+        with m.If(enable):
+            m.d.sync += reg.eq(v)
+        v, stages = reg, 1
+    return v[: max(1, width.bit_length())], stages
+
+
 class XnorProjection(wiring.Component):
     """Bit-serial XNOR-popcount projection (see the module docstring for the schedule).
 
@@ -448,12 +479,12 @@ class XnorProjection(wiring.Component):
             m.d.sync += meta1.eq(meta0)
 
         # -- XNOR-popcount and masked beta trees (stage 1 onwards) ---------------------------
-        plane = ap_r.data.word_select(meta1.k, S)
+        plane = Signal(S)  # a named signal, so the plane select is built once, not per row
+        m.d.comb += plane.eq(ap_r.data.word_select(meta1.k, S))
         popcounts = []
         for p in range(P):
             xnor = ~(wp_r.data[p * S : (p + 1) * S] ^ plane)
-            pc, stages = _adder_tree(m, [xnor[j] for j in range(S)], c.tree_levels_per_stage,
-                                     adv, f"pc{p}")
+            pc, stages = _popcount_tree(m, xnor, S, c.tree_levels_per_stage, adv, f"pc{p}")
             popcounts.append(pc)
         bsum, bstages = _adder_tree(
             m, [Mux(plane[j], bp_r.data[j], 0) for j in range(S)], c.tree_levels_per_stage,
@@ -467,11 +498,14 @@ class XnorProjection(wiring.Component):
             meta_t = nxt
 
         # -- shift-accumulate with the plane weight c_k --------------------------------------
+        top_plane = Signal()
+        m.d.comb += top_plane.eq(meta_t.k == B - 1)
+
         def weighted(v, kk):
             if B == 1:
                 return v << 1  # bipolar: a = 2b - 1, the -1 is in the row / beta constants
             shifted = v << kk
-            return Mux(kk == B - 1, -shifted, shifted)  # the top plane weighs -2^(B-1)
+            return Mux(top_plane, -shifted, shifted)  # the top plane weighs -2^(B-1)
 
         accs = [Signal(signed(c.acc_bits), name=f"acc{p}") for p in range(P)]
         cacc = Signal(signed(c.beta_acc_bits))
