@@ -45,7 +45,7 @@ def scan_alignment(q: QuantizedLayer) -> dict[str, int]:
     f_state = max(q.spec.exp_bits + fh, f["dtx"].frac + fa)
     f_y = max(fh + fa, q.d_frac + fa)
     return {
-        "f_state": f_state, "a1": f_state - q.spec.exp_bits - fh, "a2": f_state - f["dtx"].frac - fa,
+        "f_state": f_state, "s1": f_state - q.spec.exp_bits - fh, "s2": f_state - f["dtx"].frac - fa,
         "f_y": f_y, "b1": f_y - fh - fa, "b2": f_y - q.d_frac - fa,
     }
 
@@ -98,12 +98,12 @@ def accumulators(q: QuantizedLayer) -> list[Accumulator]:
                     (1 << s.exp_bits) * (1 << q.tail.out_fmt.bits)),
         Accumulator("dt.sum", "(max|x| << max(0, dt_frac - x_frac)) + 2^dt_frac",
                     (dt_in_max << max(0, f["dt"].frac - f["dt_raw"].frac)) + (1 << f["dt"].frac)),
-        Accumulator("dA.dt_a2", "2^dt_bits * 2^(a2_bits-1)", (1 << s.dt_bits) * half(s.param_bits)),
+        Accumulator("dA.dt_Ak", "2^dt_bits * 2^(Ak_bits-1)", (1 << s.dt_bits) * half(s.param_bits)),
         Accumulator("scan.dt_x", "2^dt_bits * 2^(data_bits-1)", (1 << s.dt_bits) * half(s.data_bits)),
-        Accumulator("scan.state", "(2^exp_bits * 2^(state_bits-1) << a1) + "
-                    "(2^(dtx_bits-1) * 2^(data_bits-1) << a2)",
-                    ((1 << s.exp_bits) * half(s.state_bits) << al["a1"])
-                    + (half(s.dtx_bits) * half(s.data_bits) << al["a2"])),
+        Accumulator("scan.state", "(2^exp_bits * 2^(state_bits-1) << s1) + "
+                    "(2^(dtx_bits-1) * 2^(data_bits-1) << s2)",
+                    ((1 << s.exp_bits) * half(s.state_bits) << al["s1"])
+                    + (half(s.dtx_bits) * half(s.data_bits) << al["s2"])),
         Accumulator("scan.y", "(N * 2^(state_bits-1) * 2^(data_bits-1) << b1) + "
                     "(2^(d_bits-1) * 2^(data_bits-1) << b2)",
                     (c.d_state * half(s.state_bits) * half(s.data_bits) << al["b1"])

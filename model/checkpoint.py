@@ -112,10 +112,15 @@ def load_stack(
     sd: Mapping[str, Tensor], cfg: BiMambaConfig, n_layers: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> BiMambaStack:
-    """Build the first ``n_layers`` layers (all by default) as a :class:`BiMambaStack`."""
+    """Build the first ``n_layers`` layers (all by default) as a :class:`BiMambaStack`.
+
+    The model-level keys (embedding, final norm) are checked too, so a truncated or foreign
+    checkpoint fails here rather than in the layer that happens to read it.
+    """
     n = cfg.n_layer if n_layers is None else n_layers
     if not 1 <= n <= cfg.n_layer:
         raise ValueError(f"n_layers must be in [1, {cfg.n_layer}], not {n}")
+    _check(sd, {k: s for k, s in model_key_shapes(cfg, 0).items()})
     stack = BiMambaStack(cfg, n)
     for i in range(n):
         stack.layers[i] = load_block(sd, cfg, i, dtype)
@@ -129,7 +134,8 @@ def synthetic_state_dict(
     """A seeded Bi-Mamba state dict with Mamba-2 initialisation and FBI 'xnor' alpha/beta.
 
     in_proj, out_proj and conv1d use PyTorch's default (Kaiming-uniform) init, out_proj rescaled
-    by 1/sqrt(2 n_layer) as Mamba's prenorm-residual rule does; dt_bias is the inverse softplus
+    by 1/sqrt(n_layer) as Mamba's prenorm-residual rule does for blocks without an MLP (one
+    residual branch per layer); dt_bias is the inverse softplus
     of a log-uniform dt in [dt_min, dt_max]; A_log = log U(1, 16); D = 1; norms = 1.
     alpha/beta are the column statistics of the latent weight (Bi-Mamba's init).
 
@@ -157,7 +163,7 @@ def synthetic_state_dict(
     for i in range(n):
         p = f"backbone.layers.{i}."
         w_in = kaiming((c.d_in_proj, c.d_model), c.d_model)
-        w_out = kaiming((c.d_model, c.d_inner), c.d_inner) / math.sqrt(2 * c.n_layer)
+        w_out = kaiming((c.d_model, c.d_inner), c.d_inner) / math.sqrt(c.n_layer)
         a_in, b_in = fbi(w_in)
         a_out, b_out = fbi(w_out)
         dt = torch.exp(

@@ -43,7 +43,7 @@ class BiMambaConfig:
     headdim : int
         P, channels per head. Must divide E.
     ngroups : int
-        G, groups of heads sharing B and C. Must divide H.
+        G, groups of heads sharing B and C. Only 1 is supported (all released sizes).
     d_conv : int
         K, causal conv taps.
     vocab_size : int
@@ -81,10 +81,11 @@ class BiMambaConfig:
                 f"headdim must divide d_inner = expand * d_model = {self.d_inner}, "
                 f"not {self.headdim}"
             )
-        if self.nheads % self.ngroups:
-            raise ValueError(
-                f"ngroups must divide nheads = {self.nheads}, not {self.ngroups}"
-            )
+        if self.ngroups != 1:
+            # Mamba-2 normalises y in groups of E / G; both models here normalise over all of E,
+            # which is the same thing only for G = 1 (every released Bi-Mamba size).
+            raise ValueError(f"ngroups must be 1 (grouped gated RMSNorm is not implemented), "
+                             f"not {self.ngroups}")
 
     @property
     def d_inner(self) -> int:

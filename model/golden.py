@@ -160,9 +160,13 @@ def project(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
     """
     a = _ints(a, "a")
     _last_dim(a, p.d_in, "activation")
-    lo, hi = -p.act.max_abs, p.act.max_abs - (p.act.bits > 1)
-    if a.size and (a.min() < lo or a.max() > hi):
-        raise ValueError(f"activation must lie in [{lo}, {hi}] for act_bits={p.act.bits}")
+    if p.act.bits == 1:
+        if a.size and not np.all(np.abs(a) == 1):
+            raise ValueError("activation must be -1 or +1 for act_bits=1 (bipolar)")
+    else:
+        lo, hi = -p.act.max_abs, p.act.max_abs - 1
+        if a.size and (a.min() < lo or a.max() > hi):
+            raise ValueError(f"activation must lie in [{lo}, {hi}] for act_bits={p.act.bits}")
     flat = a.reshape(-1, p.d_in)
     acc = np.stack([xnor_popcount_matvec(p, t) for t in flat]) if flat.shape[0] else np.zeros(
         (0, p.d_out), np.int64)
@@ -296,7 +300,7 @@ def scan(
     Arithmetic (F = state alignment, docs/fixed_point.md section 6)::
 
         dtx = sat_dtx(rs(dt * x, dt.frac + act.frac - dtx.frac))
-        h'  = sat_ssm(rs((dA * h << a1) + (dtx * B << a2), F - ssm.frac))
+        h'  = sat_ssm(rs((dA * h << s1) + (dtx * B << s2), F - ssm.frac))
         y   = sat_y(rs((sum_n h' C << b1) + (D * x << b2), F_y - y.frac))
     """
     c = q.cfg
@@ -304,11 +308,11 @@ def scan(
     rep = c.nheads // c.ngroups
     Bh = np.repeat(_ints(B, "B"), rep, axis=0)  # (H, N)
     Ch = np.repeat(_ints(C, "C"), rep, axis=0)
-    x = _ints(x, "x")
+    x, dt, dA, h = _ints(x, "x"), _ints(dt, "dt"), _ints(dA, "dA"), _ints(h, "h")
     fa = f["xbc_act"].frac
     al = scan_alignment(q)
     dtx = f["dtx"].saturate(round_shift(dt[:, None] * x, f["dt"].frac + fa - f["dtx"].frac))
-    acc = ((dA[:, None, None] * h) << al["a1"]) + ((dtx[:, :, None] * Bh[:, None, :]) << al["a2"])
+    acc = ((dA[:, None, None] * h) << al["s1"]) + ((dtx[:, :, None] * Bh[:, None, :]) << al["s2"])
     h_new = f["ssm"].saturate(round_shift(acc, al["f_state"] - f["ssm"].frac))
     yacc = (np.einsum("hpn,hn->hp", h_new, Ch) << al["b1"]) + ((q.d_skip[:, None] * x) << al["b2"])
     y = f["y"].saturate(round_shift(yacc, al["f_y"] - f["y"].frac))

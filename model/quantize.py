@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, fields
+import copy
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -297,8 +298,9 @@ class QuantizedLayer:
         return out
 
     def scalars(self) -> dict[str, object]:
-        """Every scalar (shift, width, format) of the export, by name."""
-        out: dict[str, object] = {f"fmt.{k}": str(v) for k, v in sorted(self.fmt.items())}
+        """Every scalar of the export (spec, formats, shifts, widths, table geometry), by name."""
+        out: dict[str, object] = {f"spec.{k}": v for k, v in asdict(self.spec).items()}
+        out.update({f"fmt.{k}": str(v) for k, v in sorted(self.fmt.items())})
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -308,8 +310,18 @@ class QuantizedLayer:
                     w = getattr(v, g.name)
                     if isinstance(w, (int, float, QFormat, ActQuant)):
                         out[f"{f.name}.{g.name}"] = str(w) if not isinstance(w, int) else w
-            elif isinstance(v, PwlTable):
-                out[f"{f.name}.lo"], out[f"{f.name}.shift"] = v.lo, v.shift
+            elif isinstance(v, (PwlTable, Exp2Table)):
+                t = v.mantissa if isinstance(v, Exp2Table) else v
+                if isinstance(v, Exp2Table):
+                    out[f"{f.name}.in_frac"], out[f"{f.name}.out_frac"] = v.in_frac, v.out_frac
+                out.update({
+                    f"{f.name}.in_fmt": str(t.in_fmt), f"{f.name}.out_fmt": str(t.out_fmt),
+                    f"{f.name}.lo": t.lo, f"{f.name}.seg_bits": t.seg_bits,
+                    f"{f.name}.shift": t.shift, f"{f.name}.left": t.left,
+                    f"{f.name}.right": "identity" if t.right_const is None else t.right_const,
+                })
+            elif isinstance(v, RsqrtTable):
+                out[f"{f.name}.index_bits"], out[f"{f.name}.out_bits"] = v.index_bits, v.out_bits
         return out
 
     def digest(self) -> str:
@@ -349,7 +361,7 @@ def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
     Returns name -> array of shape (L, ...) in float64, plus ``a_in`` / ``a_out`` (the FBI
     activations ``norm * alpha``), ``silu_z`` and ``dtx``.
     """
-    block = block.double()
+    block = copy.deepcopy(block).double()  # the caller's block keeps its dtype
     rec: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         state = block.initial_state(torch.float64)
@@ -363,7 +375,7 @@ def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
     c = block.cfg
     out["a_in"] = out["norm"] * m.in_proj.wscale.detach().numpy()[0]
     out["a_out"] = out["out_norm"] * m.out_proj.wscale.detach().numpy()[0]
-    out["silu_z"] = out["z"] / (1 + np.exp(-out["z"]))
+    out["silu_z"] = out["z"] * 0.5 * (1 + np.tanh(out["z"] / 2))  # silu, no exp overflow
     x = out["xbc_act"][:, : c.d_inner].reshape(-1, c.nheads, c.headdim)
     out["dtx"] = out["dt"][:, :, None] * x
     return out
@@ -392,7 +404,10 @@ def _param(x: np.ndarray, bits: int, name: str, max_frac: int = 40) -> tuple[np.
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ExportError(f"{name} has non-finite values")
-    frac = frac_for_range(float(np.max(np.abs(x))), bits, max_frac=max_frac)
+    peak = float(np.max(np.abs(x)))
+    frac = frac_for_range(peak, bits, max_frac=max_frac)
+    if np.floor(peak * 2.0**frac + 0.5) > (1 << (bits - 1)) - 1:
+        frac -= 1  # the peak would round up onto the rail: one bit less, no saturation
     return QFormat(bits, frac).quantize(x), frac
 
 
@@ -408,7 +423,7 @@ def _norm_params(
     norm_fmt = QFormat(spec.norm_bits, spec.norm_bits - 2 - q)
     gain_real = math.sqrt(n) / 2**q * weight * alpha / act.scale
     gain, gain_frac = _param(gain_real, spec.param_bits, f"{name} gain")
-    eps_q = int(round(n * eps * 2.0 ** (2 * in_fmt.frac)))
+    eps_q = int(np.floor(n * eps * 2.0 ** (2 * in_fmt.frac) + 0.5))
     return NormParams(n, in_fmt, eps_q, q, norm_fmt, gain, QFormat(spec.param_bits, gain_frac), act)
 
 
@@ -428,6 +443,11 @@ def _projection(
     signs = pack_signs(np.where(w >= 0, 1, -1))
     pc = np.bitwise_count(signs).sum(axis=1, dtype=np.int64)
     beta_q, beta_frac = _param(beta / alpha, spec.param_bits, f"{name} beta/alpha", max_frac=24)
+    if beta_frac < 0:
+        raise ExportError(
+            f"{name}: max |wbias / wscale| = {np.max(np.abs(beta / alpha)):.4g} needs more than "
+            f"param_bits = {spec.param_bits} integer bits; increase param_bits"
+        )
     mult_real = act.scale * 2.0 ** out_fracs  # (d_out,)
     mult_frac = frac_for_range(float(np.max(mult_real)), spec.scale_bits, signed=False)
     mult = QFormat(spec.scale_bits, mult_frac, signed=False).quantize(mult_real)
@@ -439,7 +459,7 @@ def _projection(
     for a in (signs, pc, beta_q, mult):
         a.setflags(write=False)
     return BinaryProjection(
-        d_in, d_out, act, signs, pc, beta_q, max(beta_frac, 0), mult, mult_frac, out_bits,
+        d_in, d_out, act, signs, pc, beta_q, beta_frac, mult, mult_frac, out_bits,
         spec.param_bits, spec.scale_bits,
     )
 

@@ -72,6 +72,14 @@ def test_misshaped_key_names_key_and_shapes():
         load_block(sd, CFG, 0)
 
 
+@pytest.mark.parametrize("key", ["backbone.embedding.weight", "backbone.norm_f.weight"])
+def test_stack_checks_model_level_keys(key):
+    sd = synthetic_state_dict(CFG, 0)
+    del sd[key]
+    with pytest.raises(CheckpointError, match=re.escape(f"missing key '{key}'")):
+        load_stack(sd, CFG)
+
+
 def test_layer_index_out_of_range():
     with pytest.raises(ValueError, match=r"layer must be in \[0, 2\), not 2"):
         load_block(synthetic_state_dict(CFG, 0), CFG, 2)

@@ -84,6 +84,14 @@ def test_project_rejects_out_of_range_and_float(tiny_layer):
         G.project(q.in_proj, np.zeros(3, np.int64))
 
 
+def test_bipolar_projection_takes_only_plus_minus_one(tiny_layer):
+    _, q = tiny_layer
+    p = _proj(q, np.ones((2, 8), np.int64), 1)
+    assert G.project(p, np.array([1, -1] * 4)).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="must be -1 or \\+1 for act_bits=1"):
+        G.project(p, np.zeros(8, np.int64))
+
+
 def test_rmsnorm_corners(tiny_layer):
     _, q = tiny_layer
     n = q.norm_in
@@ -160,6 +168,66 @@ def test_scan_saturation_and_zero_input(tiny_layer):
     z = np.zeros_like(x)
     y, h4 = G.scan(q, z, B * 0, C, dt * 0 + 100, np.full(c.nheads, 1 << 15), h)
     assert np.all(h4 == G.round_shift(h * (1 << 15), q.spec.exp_bits))
+
+
+def _rs(v: int, s: int) -> int:
+    """Round half up with Python integers (independent of numpy shifts)."""
+    return (v + (1 << (s - 1))) >> s if s > 0 else v << -s
+
+
+def _clip(v: int, f) -> int:
+    return max(f.min_int, min(f.max_int, v))
+
+
+def test_scan_in_range_matches_python_integers(tiny_layer, rng):
+    _, q = tiny_layer
+    c, f = q.cfg, q.fmt
+    from model.bounds import scan_alignment
+    al = scan_alignment(q)
+    x = rng.integers(-3000, 3000, (c.nheads, c.headdim))
+    B = rng.integers(-3000, 3000, (1, c.d_state))
+    C = rng.integers(-3000, 3000, (1, c.d_state))
+    dt = rng.integers(0, 1 << 12, c.nheads)
+    dA = rng.integers(1 << 15, 1 << 16, c.nheads)
+    h = rng.integers(-(1 << 13), 1 << 13, (c.nheads, c.headdim, c.d_state))
+    y, h2 = G.scan(q, x, B, C, dt, dA, h)
+    fa = f["xbc_act"].frac
+    for hh, pp in ((0, 0), (3, 7), (c.nheads - 1, c.headdim - 1)):
+        dtx = _clip(_rs(int(dt[hh]) * int(x[hh, pp]), f["dt"].frac + fa - f["dtx"].frac), f["dtx"])
+        row = [_clip(_rs((int(dA[hh]) * int(h[hh, pp, n]) << al["s1"])
+                         + (dtx * int(B[0, n]) << al["s2"]), al["f_state"] - f["ssm"].frac),
+                     f["ssm"]) for n in range(c.d_state)]
+        assert h2[hh, pp].tolist() == row
+        acc = (sum(r * int(C[0, n]) for n, r in enumerate(row)) << al["b1"]) + (
+            int(q.d_skip[hh]) * int(x[hh, pp]) << al["b2"])
+        assert int(y[hh, pp]) == _clip(_rs(acc, al["f_y"] - f["y"].frac), f["y"])
+
+
+def test_gate_and_residual_exact_and_saturating(tiny_layer, rng):
+    _, q = tiny_layer
+    f = q.fmt
+    y = rng.integers(f["y"].min_int, f["y"].max_int + 1, 200)
+    z = rng.integers(f["z"].min_int, f["z"].max_int + 1, 200)
+    g = G.gate(q, y, z)
+    sz = q.silu_z(z)
+    sh = f["y"].frac + f["silu_z"].frac - f["gate"].frac
+    assert g.tolist() == [_clip(_rs(int(a) * int(b), sh), f["gate"]) for a, b in zip(y, sz)]
+    r = f["res"]
+    u = np.array([r.max_int, r.min_int, 5, -5])
+    assert G.residual(q, u, np.array([1, -1, 7, -7])).tolist() == [r.max_int, r.min_int, 12, -12]
+
+
+def test_out_path_matches_its_definition(tiny_layer, rng):
+    _, q = tiny_layer
+    g = rng.integers(-(1 << 12), 1 << 12, (3, q.cfg.d_inner))
+    a = G.out_norm(q, g)
+    assert np.array_equal(a, G.rmsnorm_act(q, q.norm_out, g))
+    assert a.min() >= -128 and a.max() <= 127
+    out = G.out_proj(q, a)
+    p = q.out_proj
+    total = ((a @ p.sign_matrix().T) << p.beta_frac) + (a @ p.beta)[:, None]
+    assert np.array_equal(out, q.fmt["res"].saturate(G.round_shift(total * p.mult,
+                                                                    p.beta_frac + p.mult_frac)))
 
 
 def test_conv_exact_and_state(tiny_layer, rng):

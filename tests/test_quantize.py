@@ -32,10 +32,45 @@ def test_pack_signs_layout():
 
 
 def test_packed_signs_follow_weights_zero_is_plus_one():
-    block, q = make_layer("tiny", 0)
-    w = block.mixer.in_proj.weight.detach().clone()
-    assert np.array_equal(q.in_proj.sign_matrix(), np.where(w.numpy() >= 0, 1, -1))
-    assert q.in_proj.popcount_w.tolist() == (w.numpy() >= 0).sum(1).tolist()
+    block, _ = make_layer("tiny", 0)
+    with torch.no_grad():
+        block.mixer.in_proj.weight[0, :4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])
+    q = export_layer(block, QuantSpec(), synthetic_residual(block.cfg, 8, 1))
+    w = block.mixer.in_proj.weight.detach().numpy()
+    assert q.in_proj.sign_matrix()[0, :4].tolist() == [1, 1, 1, -1]  # +0 and -0 both +1
+    assert np.array_equal(q.in_proj.sign_matrix(), np.where(w >= 0, 1, -1))
+    assert q.in_proj.popcount_w.tolist() == (w >= 0).sum(1).tolist()
+
+
+def test_beta_over_param_range_is_rejected():
+    block, _ = make_layer("tiny", 0)
+    with torch.no_grad():
+        block.mixer.in_proj.wbias[0, 7] = 4e4 * block.mixer.in_proj.wscale[0, 7]
+    with pytest.raises(ExportError, match=r"mixer.in_proj: max \|wbias / wscale\| = 4e\+04"):
+        export_layer(block, QuantSpec(), synthetic_residual(block.cfg, 8, 1))
+
+
+def test_digest_covers_spec_and_tables():
+    block, a = make_layer("tiny", 0)
+    b = export_layer(block, QuantSpec(exp_in_frac=10), synthetic_residual(block.cfg, 32, 1))
+    assert a.digest() != b.digest()
+    assert a.scalars()["spec.exp_in_frac"] == 16 and a.scalars()["exp2.in_frac"] == 16
+    assert a.scalars()["silu_conv.right"] == "identity"
+
+
+def test_constants_never_saturate():
+    from model.quantize import _param
+    q, frac = _param(np.array([0.99999, -0.5]), 16, "c")
+    # Q(16, 15) would round 0.99999 onto the rail (32767 = 0.99997, error > half an LSB).
+    assert abs(q[0] / 2**frac - 0.99999) <= 2**-(frac + 1)
+
+
+def test_calibrate_leaves_the_block_alone():
+    from model.quantize import calibrate
+    block, _ = make_layer("tiny", 0)
+    block = block.float()
+    calibrate(block, synthetic_residual(block.cfg, 2, 0))
+    assert block.mixer.in_proj.weight.dtype == torch.float32
 
 
 def test_zero_fbi_scale_is_rejected():
@@ -117,7 +152,12 @@ def test_spec_document_lists_the_computed_widths():
     p = prepare(get_preset("780M"), 1, 0)
     table = markdown(export_layer(p.block, QuantSpec(), stats=p.calib))
     doc = (Path(__file__).parent.parent / "docs" / "fixed_point.md").read_text()
-    rows = [r for r in table.splitlines() if r.startswith("| ") and "bits" not in r
-            and "format" not in r and "|---" not in r and "2^-" not in r]
+    headers = {"| tensor | format | LSB |", "| intermediate | bound | bits |"}
+    rows = [r for r in table.splitlines()
+            if r.startswith("| ") and r not in headers and "2^-" not in r]
     missing = [r for r in rows if r not in doc]
-    assert rows and not missing, missing
+    assert len(rows) == 29 and not missing, missing
+    # The format table of section 10 (written two formats per row).
+    q = export_layer(p.block, QuantSpec(), stats=p.calib)
+    for name, f in q.fmt.items():
+        assert f"| {name} | {f} |" in doc, name

@@ -1,0 +1,167 @@
+"""XNOR-popcount projection unit: generator checks, Verilog emission and lint, and bit-exact
+co-simulation against the golden model in Verilator (cocotb)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from cosim.projection import ProjectionCase, directed_case, random_projection, random_tokens, run_case
+from rtl.emit import emit, lint, write_if_changed
+from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
+
+# -- generator -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(simd=0), r"simd must be an integer in \[1, 4096\], not 0"),
+    (dict(simd=200), r"simd must be in \[1, d_in = 100\], not 200"),
+    (dict(pe=11), r"pe must be in \[1, d_out = 10\], not 11"),
+    (dict(act_bits=17), r"act_bits must be an integer in \[1, 16\], not 17"),
+    (dict(act_bits=0), r"act_bits must be an integer in \[1, 16\], not 0"),
+    (dict(out_bits=1), r"out_bits must be an integer in \[2, 48\], not 1"),
+])
+def test_config_errors(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        ProjectionConfig(**{"d_in": 100, "d_out": 10, "simd": 16, "pe": 4, **kw})
+
+
+@pytest.mark.parametrize("d_in, d_out, simd, pe, bits, cpt, stages", [
+    (100, 10, 16, 4, 4, 7 * 3 * 4, 2),       # padding on both sides
+    (2560, 10576, 64, 16, 8, 40 * 661 * 8, 3),  # 2.7B in_proj
+    (64, 8, 1, 8, 1, 64 * 1 * 1, 1),
+])
+def test_cycle_formula(d_in, d_out, simd, pe, bits, cpt, stages):
+    c = ProjectionConfig(d_in=d_in, d_out=d_out, simd=simd, pe=pe, act_bits=bits)
+    assert c.cycles_per_token == cpt
+    assert c.tree_stages == stages and c.pipeline_depth == stages + 4
+    assert c.latency == c.folds + c.pipeline_depth
+
+
+def test_memory_images_must_match_config():
+    rng = np.random.default_rng(0)
+    p = random_projection(100, 10, 4, rng)
+    cfg = ProjectionConfig.from_projection(p, 16, 4)
+    memory_images(cfg, p)
+    with pytest.raises(ValueError, match="does not match the projection"):
+        memory_images(replace(cfg, act_bits=8), p)
+
+
+def test_component_rejects_non_config():
+    with pytest.raises(TypeError, match="config must be a ProjectionConfig"):
+        XnorProjection({"d_in": 4})
+
+
+# -- emission --------------------------------------------------------------------------------
+
+
+class _Rom(wiring.Component):
+    addr: In(2)
+    data: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rom = rom = Memory(shape=8, depth=4, init=[1, 2, 3, 4])
+        m.submodules.ram = ram = Memory(shape=8, depth=4, init=[])
+        rp, wp, rr = rom.read_port(), ram.write_port(), ram.read_port()
+        m.d.comb += [rp.addr.eq(self.addr), rr.addr.eq(self.addr), wp.addr.eq(self.addr),
+                     wp.data.eq(rp.data), wp.en.eq(1), self.data.eq(rr.data)]
+        return m
+
+
+def test_zero_ram_init_is_dropped_rom_contents_kept():
+    v = emit(_Rom(), "rom")
+    assert "8'h04" in v and "8'h03" in v  # the ROM's rows survive
+    assert v.count("initial begin") == 1  # only the ROM's; the RAM's zeros are gone
+
+
+def test_emit_writes_only_on_change(tmp_path):
+    path = tmp_path / "rtl" / "x.v"
+    assert write_if_changed(path, "a")
+    mtime = path.stat().st_mtime_ns
+    assert not write_if_changed(path, "a") and path.stat().st_mtime_ns == mtime
+    assert write_if_changed(path, "b") and path.read_text() == "b"
+
+
+@pytest.mark.parametrize("kw", [
+    dict(d_in=100, d_out=10, simd=16, pe=4, act_bits=4),
+    dict(d_in=64, d_out=8, simd=8, pe=8, act_bits=1),
+])
+def test_verilog_is_lint_clean(tmp_path, kw):
+    path = tmp_path / "rtl" / "xnor_projection.v"
+    write_if_changed(path, emit(XnorProjection(ProjectionConfig(**kw)), "xnor_projection"))
+    lint(path)  # raises with Verilator's report on any warning
+
+
+# -- co-simulation ---------------------------------------------------------------------------
+
+CONFIGS = {
+    # name: (d_in, d_out, simd, pe, act_bits)
+    "pad_b4": (100, 10, 16, 4, 4),   # neither d_in nor d_out divides
+    "bipolar": (64, 12, 8, 4, 1),    # act_bits = 1
+    "wide_b16": (48, 6, 48, 3, 16),  # one fold, 16 bit-planes
+    "b8": (96, 32, 32, 8, 8),
+}
+
+
+def _config(name: str, **kw) -> ProjectionConfig:
+    d_in, d_out, simd, pe, bits = CONFIGS[name]
+    return ProjectionConfig(d_in=d_in, d_out=d_out, simd=simd, pe=pe, act_bits=bits,
+                            beta_frac=12, mult_frac=14, **kw)
+
+
+def _check(result: dict, stalls: bool = False) -> None:
+    print(result)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    if not stalls:
+        assert result["cycles_measured"] == result["cycles_predicted"]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_random_tokens_back_to_back(name, seed):
+    cfg = _config(name)
+    rng = np.random.default_rng(seed)
+    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    res = run_case(ProjectionCase(f"random_s{seed}", cfg, p, random_tokens(p, 6, rng), seed=seed))
+    _check(res)
+    # Back to back: one token every cycles_per_token, no idle cycle between them.
+    assert res["token_spacing"] == [cfg.cycles_per_token] * 5
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_idle_and_backpressure(name, seed):
+    cfg = _config(name)
+    rng = np.random.default_rng(seed + 10)
+    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    _check(run_case(ProjectionCase(f"stall_s{seed}", cfg, p, random_tokens(p, 4, rng),
+                                   idle=0.3, backpressure=0.4, seed=seed)), stalls=True)
+
+
+def _extremes(cfg):
+    lo = -1 if cfg.act_bits == 1 else -(1 << (cfg.act_bits - 1))
+    hi = 1 if cfg.act_bits == 1 else (1 << (cfg.act_bits - 1)) - 1
+    single = np.full(cfg.d_in, -1 if cfg.act_bits == 1 else 0)
+    single[cfg.d_in // 2] = 1
+    return [np.full(cfg.d_in, hi), np.full(cfg.d_in, lo), single]
+
+
+@pytest.mark.parametrize("name", ["pad_b4", "bipolar", "wide_b16"])
+@pytest.mark.parametrize("fill", [1, -1])
+def test_directed_corners(name, fill):
+    """All weights +1 or -1, activations at their maximum, minimum and a single set bit."""
+    cfg = _config(name)
+    rng = np.random.default_rng(7)
+    case = directed_case(f"all{fill:+d}", cfg, rng, fill, np.stack(_extremes(cfg)))
+    _check(run_case(case))
+
+
+def test_reset_in_the_middle_of_a_token():
+    cfg = _config("pad_b4")
+    rng = np.random.default_rng(3)
+    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    _check(run_case(ProjectionCase("reset_mid", cfg, p, random_tokens(p, 3, rng),
+                                   reset_mid_token=True, seed=3)))
