@@ -13,7 +13,7 @@ PRESET ?= 780M
 STEPS  ?= 256
 SEED   ?= 0
 
-.PHONY: all venv sim test test-slow bench sweep toolchain clean
+.PHONY: all venv sim test test-slow bench sweep lint toolchain clean
 
 all: venv
 
@@ -24,10 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# Main job. Until the RTL units land this is the golden-model accuracy check against the
-# float reference (per-stage SQNR), failing if layer_out misses its 30 dB budget.
+# Main job: the golden model against the float reference (per-stage SQNR, accuracy budget),
+# then the RTL units in Verilator against the golden model on real shapes (WAVES=1 dumps FST).
 sim: $(STAMP)
 	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
+	$(PY) -m cosim.run --seed $(SEED)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -40,6 +41,9 @@ bench: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --sweep
+
+lint: $(STAMP)
+	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16
 
 toolchain: $(STAMP)
 	verilator --version

@@ -386,9 +386,10 @@ class XnorProjection(wiring.Component):
         F, R, B, S, P = c.folds, c.row_groups, c.act_bits, c.simd, c.pe
         m = Module()
 
-        wmem = Memory(shape=unsigned(P * S), depth=R * F, init=[])
-        bmem = Memory(shape=data.ArrayLayout(signed(c.beta_bits), S), depth=F, init=[])
-        cmem = Memory(shape=c.rows_layout, depth=R, init=[])
+        # Depth >= 2 keeps every address at least one bit wide when a dimension is 1.
+        wmem = Memory(shape=unsigned(P * S), depth=max(R * F, 2), init=[])
+        bmem = Memory(shape=data.ArrayLayout(signed(c.beta_bits), S), depth=max(F, 2), init=[])
+        cmem = Memory(shape=c.rows_layout, depth=max(R, 2), init=[])
         # Activation buffer: two tokens, one word per fold holding its B bit-planes.
         amem = Memory(shape=unsigned(B * S), depth=2 * F, init=[])
         m.submodules.wmem, m.submodules.bmem = wmem, bmem
@@ -413,7 +414,7 @@ class XnorProjection(wiring.Component):
         # -- activation input: transpose each beat into bit-planes, double-buffered ----------
         full = Signal(2)
         wbuf = Signal()
-        wfold = Signal(range(F))
+        wfold = Signal(range(max(F, 2)))  # counters keep one bit when a dimension is 1
         ap_w = amem.write_port()
         lanes = []
         for j in range(S):
@@ -440,9 +441,9 @@ class XnorProjection(wiring.Component):
         adv = Signal()  # global pipeline enable: low only while the output is stalled
         m.d.comb += adv.eq(~self.out.valid | self.out.ready)
         rbuf = Signal()
-        r = Signal(range(R))
-        f = Signal(range(F))
-        k = Signal(range(B))
+        r = Signal(range(max(R, 2)))
+        f = Signal(range(max(F, 2)))
+        k = Signal(range(max(B, 2)))
         issue = Signal()
         clr_full = Signal(2)
         m.d.comb += issue.eq(adv & full.bit_select(rbuf, 1))
@@ -468,7 +469,8 @@ class XnorProjection(wiring.Component):
         ]
 
         meta_layout = data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "beta": 1, "k": range(B), "r": range(R)})
+            "valid": 1, "first": 1, "last": 1, "beta": 1, "k": range(max(B, 2)),
+            "r": range(max(R, 2))})
         meta0 = Signal(meta_layout)
         m.d.comb += [
             meta0.valid.eq(issue), meta0.first.eq((f == 0) & (k == 0)),
