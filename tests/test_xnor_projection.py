@@ -165,3 +165,15 @@ def test_reset_in_the_middle_of_a_token():
     p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
     _check(run_case(ProjectionCase("reset_mid", cfg, p, random_tokens(p, 3, rng),
                                    reset_mid_token=True, seed=3)))
+
+
+def test_waves_dump_fst():
+    cfg = _config("pad_b4")
+    rng = np.random.default_rng(5)
+    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    case = ProjectionCase("waves", cfg, p, random_tokens(p, 1, rng), seed=5)
+    from cosim.projection import _config_dir
+    dump = _config_dir(cfg) / "waves" / "dump.fst"
+    dump.unlink(missing_ok=True)
+    _check(run_case(case, waves=True))
+    assert dump.stat().st_size > 1000
