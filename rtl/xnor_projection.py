@@ -373,6 +373,7 @@ class XnorProjection(wiring.Component):
 
     def __init__(self, config: ProjectionConfig) -> None:
         if not isinstance(config, ProjectionConfig):
+            self._MustUse__silence = True  # never elaborated; no "unused" warning for it
             raise TypeError(f"config must be a ProjectionConfig, not {config!r}")
         self.config = config
         super().__init__({

@@ -177,3 +177,11 @@ def test_waves_dump_fst():
     dump.unlink(missing_ok=True)
     _check(run_case(case, waves=True))
     assert dump.stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["780M", "2.7B"])
+def test_real_shapes(preset):
+    from cosim.run import real_shape_cases
+    for case in real_shape_cases(preset, 1, 64, 16):
+        _check(run_case(case))
