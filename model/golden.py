@@ -35,6 +35,7 @@ __all__ = [
     "conv",
     "conv_act",
     "dt_softplus",
+    "softplus_core",
     "decay",
     "scan",
     "gate",
@@ -260,7 +261,12 @@ def dt_softplus(q: QuantizedLayer, dt_raw: np.ndarray) -> np.ndarray:
     multiplied by the tail table before the exponent shift is applied.
     (..., H) in ``dt_raw`` -> (..., H) in ``dt`` (unsigned).
     """
-    x = _ints(dt_raw, "dt_raw") + q.dt_bias
+    return softplus_core(q, _ints(dt_raw, "dt_raw") + q.dt_bias)
+
+
+def softplus_core(q: QuantizedLayer, x: np.ndarray) -> np.ndarray:
+    """softplus of ``x = dt_raw + dt_bias`` in format ``dt_in`` -> ``dt``; see :func:`dt_softplus`."""
+    x = _ints(x, "x")
     f_x, f_dt = q.fmt["dt_raw"].frac, q.fmt["dt"].frac
     sp = q.spec
     t = round_shift(np.abs(x) * q.log2e, f_x + q.log2e_frac - sp.exp_in_frac)

@@ -1,8 +1,10 @@
 """cocotb 2.x drivers for Amaranth ``lib.stream`` ports (``<name>__payload/valid/ready``).
 
-Both classes act at falling clock edges: inputs driven there are stable at the next rising edge,
-and a handshake seen there (``valid & ready``, both settled) completes at that rising edge. The
-cycle number of a handshake is ``floor(sim time / period)`` at that falling edge.
+Both classes drive at falling clock edges and then sample in that time step's ReadOnly phase,
+once every write of the step (theirs and the other side's) has propagated: a ``ready`` that
+depends combinationally on the far end's ``ready`` is seen as the rising edge will see it. A
+handshake seen there completes at the next rising edge; its cycle number is
+``floor(sim time / period)``.
 
 With no pause generator the classes wake only when something can happen: a source whose
 ``ready`` is low waits for its rising edge, a sink whose ``valid`` is low waits for its rising
@@ -15,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 __all__ = ["random_pauses", "StreamSource", "StreamSink"]
@@ -62,10 +64,12 @@ class StreamSource(_Port):
                 await FallingEdge(self.clk)
             self.payload.value = w
             self.valid.value = 1
+            await ReadOnly()
             while not self.ready.value:
                 if self.pause is None:
                     await RisingEdge(self.ready)
                 await FallingEdge(self.clk)
+                await ReadOnly()
             cycles.append(self.cycle())
             await FallingEdge(self.clk)
         self.valid.value = 0
@@ -89,6 +93,7 @@ class StreamSink(_Port):
         while len(words) < n:
             ready = not (self.pause is not None and self.pause())
             self.ready.value = int(ready)
+            await ReadOnly()
             if self.valid.value:
                 if ready:
                     words.append(self.payload.value.to_unsigned())

@@ -1,0 +1,198 @@
+"""Table units of the SSM datapath: PWL lookup, exp2, softplus and decay.
+
+Each unit is built from the very table objects the golden model evaluates
+(:class:`~model.fixedpoint.PwlTable`, :class:`~model.fixedpoint.Exp2Table` and the constants of a
+:class:`~model.quantize.QuantizedLayer`), so the two cannot disagree on a breakpoint. The
+arithmetic follows docs/fixed_point.md section 6 line by line.
+
+The ``*_stage`` functions elaborate a unit into a parent module behind an enable (the parent's
+pipeline advance), so the scan datapath embeds them; the ``Softplus`` and ``Decay`` components
+wrap them with ``lib.stream`` ports for stand-alone, exhaustive verification.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from model.fixedpoint import PwlTable
+from model.quantize import QuantizedLayer
+
+__all__ = [
+    "round_shift", "saturate", "pwl_stage", "exp2_stage", "exp2_value", "softplus_stage",
+    "decay_stage", "Softplus", "Decay", "PWL_LATENCY", "SOFTPLUS_LATENCY", "DECAY_LATENCY",
+]
+
+PWL_LATENCY = 2  # index/fraction register, then table read + interpolation register
+SOFTPLUS_LATENCY = 1 + 2 * PWL_LATENCY + 1  # |x| log2 e, exp2 mantissa, tail table, sum
+DECAY_LATENCY = 1 + PWL_LATENCY + 1  # dt * Ak, exp2 mantissa, shift and saturate
+
+
+def round_shift(v: Value, s: int) -> Value:
+    """Round half up by a constant shift (``s <= 0``: exact left shift)."""
+    if s > 0:
+        return (v + (1 << (s - 1))) >> s
+    return v << -s
+
+
+def round_shift_var(v: Value, s: Value, limit: int) -> Value:
+    """Round half up by a variable shift ``s >= 0``; shifts of ``limit`` or more give the value
+    that ``limit`` gives (0 for any ``|v| < 2**(limit - 1)``), which keeps the barrel small."""
+    s = Value.cast(s)
+    sc = Mux(s > limit, limit, s)[: max(1, limit.bit_length())].as_unsigned()  # s >= 0 here
+    return (v + ((Value.cast(1) << sc) >> 1)) >> sc
+
+
+def saturate(v: Value, lo: int, hi: int) -> Value:
+    """Clip to ``[lo, hi]``; a bound the value's signedness already guarantees is not compared
+    (Verilator flags such constant comparisons)."""
+    v = Value.cast(v)
+    if not v.shape().signed and lo <= 0:
+        return Mux(v > hi, hi, v)
+    return Mux(v > hi, hi, Mux(v < lo, lo, v))
+
+
+def _reg(m: Module, v, en, name: str, shape=None) -> Signal:
+    r = Signal(shape if shape is not None else Value.cast(v).shape(), name=name)
+    with m.If(en):
+        m.d.sync += r.eq(v)
+    return r
+
+
+def _delay(m: Module, v, n: int, en, name: str):
+    for i in range(n):
+        v = _reg(m, v, en, f"{name}_d{i}")
+    return v
+
+
+def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
+    """Evaluate ``t`` on ``x`` (format ``t.in_fmt``); result registered ``PWL_LATENCY`` later.
+
+    ``y = sat(T[i] + rs((T[i+1] - T[i]) * r, shift))`` inside the domain, ``left`` below it,
+    the constant or ``x`` converted to the output format above it.
+    """
+    span = 1 << (t.seg_bits + t.shift)
+    x = Value.cast(x).as_signed() if t.in_fmt.signed else Value.cast(x)
+    can_be_below = t.in_fmt.signed or t.lo > 0
+    off = x - t.lo
+    off_c = saturate(off, 0, span - 1)
+    i = _reg(m, off_c >> t.shift, en, f"{name}_i", unsigned(max(1, t.seg_bits)))
+    r = _reg(m, off_c & ((1 << t.shift) - 1), en, f"{name}_r", unsigned(max(1, t.shift)))
+    below = _reg(m, (x < t.lo) if can_be_below else 0, en, f"{name}_below", unsigned(1))
+    above = _reg(m, x >= t.hi, en, f"{name}_above")
+    if t.right_const is None:
+        right = _reg(m, round_shift(x, t.in_fmt.frac - t.out_fmt.frac), en, f"{name}_right")
+    else:
+        right = t.right_const
+
+    rom_shape = signed(t.out_fmt.bits + 1)
+    rom = Memory(shape=rom_shape, depth=len(t.table), init=[int(v) for v in t.table])
+    m.submodules[f"{name}_rom"] = rom
+    lo_p, hi_p = rom.read_port(domain="comb"), rom.read_port(domain="comb")
+    m.d.comb += [lo_p.addr.eq(i), hi_p.addr.eq(i + 1)]
+    t0, t1 = lo_p.data, hi_p.data
+    interp = t0 + round_shift((t1 - t0) * r, t.shift) if t.shift else t0
+    y = Mux(below, t.left, Mux(above, right, interp))
+    f = t.out_fmt
+    return _reg(m, saturate(y, f.min_int, f.max_int), en, f"{name}_y",
+                signed(f.bits) if f.signed else unsigned(f.bits))
+
+
+def exp2_stage(m: Module, q: QuantizedLayer, t: Value, en, name: str) -> tuple[Signal, Signal]:
+    """``2**-t = m * 2**-(exp_bits + k)``: mantissa ``m`` and exponent ``k``, PWL_LATENCY later."""
+    e = q.exp2
+    frac = Value.cast(t)[: e.in_frac]
+    k = _delay(m, Value.cast(t) >> e.in_frac, PWL_LATENCY, en, f"{name}_k")
+    return pwl_stage(m, e.mantissa, frac, en, f"{name}_mant"), k
+
+
+def exp2_value(q: QuantizedLayer, mant: Value, k: Value) -> Value:
+    """``rs(m, k)``: the exp2 value in ``UQ(exp_bits + 1, exp_bits)`` (combinational)."""
+    return round_shift_var(mant, k, q.exp2.out_frac + 2)
+
+
+def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Signal:
+    """``dt = softplus(x)`` for ``x = dt_raw + dt_bias`` (format ``dt_in``); SOFTPLUS_LATENCY.
+
+    ``max(x, 0) + rs(m * TAIL(E), k + exp_bits + tail_frac - dt_frac)``, ``E = rs(m, k)``,
+    ``(m, k) = exp2(rs(|x| * log2e, x_frac + log2e_frac - exp_in_frac))``.
+    """
+    f_x, f_dt = q.fmt["dt_raw"].frac, q.fmt["dt"].frac
+    x = Value.cast(x).as_signed()
+    ax = Mux(x < 0, -x, x)
+    t = _reg(m, round_shift(ax * q.log2e, f_x + q.log2e_frac - q.spec.exp_in_frac), en,
+             f"{name}_t")
+    pos = _reg(m, round_shift(Mux(x < 0, 0, x), f_x - f_dt), en, f"{name}_pos")
+    mant, k = exp2_stage(m, q, t, en, f"{name}_exp2")
+    pos = _delay(m, pos, PWL_LATENCY, en, f"{name}_pos_a")
+    g = pwl_stage(m, q.tail, exp2_value(q, mant, k), en, f"{name}_tail")
+    mant = _delay(m, mant, PWL_LATENCY, en, f"{name}_mant_b")
+    k = _delay(m, k, PWL_LATENCY, en, f"{name}_k_b")
+    pos = _delay(m, pos, PWL_LATENCY, en, f"{name}_pos_b")
+    prod = mant * g
+    tail = round_shift_var(prod, k + (q.spec.exp_bits + q.tail.out_fmt.frac - f_dt),
+                           len(prod) + 1)
+    dt_fmt = q.fmt["dt"]
+    return _reg(m, saturate(pos + tail, dt_fmt.min_int, dt_fmt.max_int), en, f"{name}_dt",
+                unsigned(dt_fmt.bits))
+
+
+def decay_stage(m: Module, q: QuantizedLayer, dt: Value, ak: Value, en, name: str) -> Signal:
+    """``dA = sat(exp2(rs(dt * Ak, dt_frac + Ak_frac - exp_in_frac)))``; DECAY_LATENCY."""
+    t = _reg(m, round_shift(Value.cast(dt) * Value.cast(ak).as_signed(),
+                            q.fmt["dt"].frac + q.a2_frac - q.spec.exp_in_frac), en, f"{name}_t")
+    mant, k = exp2_stage(m, q, t[: len(t) - 1], en, f"{name}_exp2")  # t >= 0: drop the sign
+    f = q.fmt["dA"]
+    return _reg(m, saturate(exp2_value(q, mant, k), f.min_int, f.max_int), en, f"{name}_dA",
+                unsigned(f.bits))
+
+
+class _StreamUnit(wiring.Component):
+    """A pipeline of fixed latency between an input and an output stream (global stall)."""
+
+    def __init__(self, q: QuantizedLayer, in_shape, out_shape) -> None:
+        if not isinstance(q, QuantizedLayer):
+            raise TypeError(f"q must be a QuantizedLayer, not {q!r}")
+        self.q = q
+        super().__init__({"i": In(stream.Signature(in_shape)),
+                          "o": Out(stream.Signature(out_shape))})
+
+    def _pipeline(self, m: Module, en) -> Value:
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        y = self._pipeline(m, en)
+        valid = _delay(m, self.i.valid, self.latency, en, "valid")
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(y)]
+        return m
+
+
+class Softplus(_StreamUnit):
+    """Stream unit: ``x`` (format ``dt_in``) in, ``dt`` out, ``latency`` cycles later."""
+
+    latency = SOFTPLUS_LATENCY
+
+    def __init__(self, q: QuantizedLayer) -> None:
+        super().__init__(q, signed(q.fmt["dt_in"].bits), unsigned(q.fmt["dt"].bits))
+
+    def _pipeline(self, m, en):
+        return softplus_stage(m, self.q, self.i.payload, en, "sp")
+
+
+class Decay(_StreamUnit):
+    """Stream unit: ``{dt, ak}`` in, ``dA`` out, ``latency`` cycles later."""
+
+    latency = DECAY_LATENCY
+
+    def __init__(self, q: QuantizedLayer) -> None:
+        layout = data.StructLayout({"dt": unsigned(q.fmt["dt"].bits),
+                                    "ak": signed(q.spec.param_bits)})
+        super().__init__(q, layout, unsigned(q.fmt["dA"].bits))
+
+    def _pipeline(self, m, en):
+        return decay_stage(m, self.q, self.i.payload.dt, self.i.payload.ak, en, "decay")
