@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +27,24 @@ __all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
 
 def random_projection(
     d_in: int, d_out: int, act_bits: int, rng: np.random.Generator, *,
-    sign: np.ndarray | None = None, beta_frac: int = 12, mult_frac: int = 14,
+    sign: np.ndarray | None = None, beta_frac: int = 12, mult_frac: int | None = None,
     out_bits: int = 16, beta_bits: int = 16, mult_bits: int = 16,
 ) -> BinaryProjection:
     """A projection with random signs, betas and multipliers (or the given sign matrix).
 
-    The multipliers span a range wide enough that some outputs saturate at both rails.
+    With ``mult_frac=None`` the output shift is chosen so that a random token's outputs are
+    typically about ``2**(out_bits - 3)``: every bit of the arithmetic shows, and only the
+    tails saturate.
     """
     s = np.where(rng.random((d_out, d_in)) < 0.5, -1, 1) if sign is None else sign
     signs = pack_signs(s)
     hb = 1 << (beta_bits - 1)
+    if mult_frac is None:
+        a_rms = 1.0 if act_bits == 1 else 2 ** (act_bits - 1) / np.sqrt(3)
+        t_rms = np.sqrt(d_in) * a_rms * np.hypot(2.0**beta_frac, hb / np.sqrt(3))
+        mult_rms = (1 << mult_bits) / np.sqrt(3)
+        mult_frac = max(0, int(round(np.log2(t_rms * mult_rms / 2 ** (out_bits - 3))))
+                        - beta_frac)
     return BinaryProjection(
         d_in=d_in, d_out=d_out, act=ActQuant(act_bits, 1.0), signs=signs,
         popcount_w=np.bitwise_count(signs).sum(axis=1, dtype=np.int64),
@@ -73,8 +81,9 @@ class ProjectionCase:
         Activation codes, sent back to back.
     idle, backpressure : float
         Probability of an idle cycle on ``act`` and of ``ready`` low on ``out``.
-    reset_mid_token : bool
-        Send half a token, reset, then the tokens.
+    reset_mid_token : str
+        "" (no reset), "load" (reset with a token half loaded) or "compute" (reset while a
+        token is computed and its outputs are held back), then the tokens.
     seed : int
         Seeds the pause generators (printed by the testbench).
     """
@@ -85,7 +94,7 @@ class ProjectionCase:
     tokens: np.ndarray
     idle: float = 0.0
     backpressure: float = 0.0
-    reset_mid_token: bool = False
+    reset_mid_token: str = ""
     seed: int = 0
 
 
@@ -130,6 +139,7 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
     runner.test(
         hdl_toplevel="xnor_projection", test_module="sim.xnor_projection_tb",
         build_dir=build_dir, test_dir=case_dir, extra_env=env, waves=waves,
+        plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{case.seed + 1}"],
         log_file=case_dir / "sim.log",
     )
     if not result_file.exists():
@@ -138,11 +148,11 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
 
 
 def directed_case(name: str, cfg: ProjectionConfig, rng: np.random.Generator, fill: int | None,
-                  tokens: np.ndarray | str, **kw) -> ProjectionCase:
-    """A case with all weights ``fill`` (+1 / -1; None: random) and the given tokens."""
+                  tokens: np.ndarray, **kw) -> ProjectionCase:
+    """A case for ``cfg`` with all weights ``fill`` (+1 / -1; None: random) and ``tokens``."""
     sign = None if fill is None else np.full((cfg.d_out, cfg.d_in), fill)
     p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, sign=sign,
                           beta_frac=cfg.beta_frac, mult_frac=cfg.mult_frac,
-                          out_bits=cfg.out_bits)
-    p = replace(p, beta_bits=cfg.beta_bits, mult_bits=cfg.mult_bits)
+                          out_bits=cfg.out_bits, beta_bits=cfg.beta_bits,
+                          mult_bits=cfg.mult_bits)
     return ProjectionCase(name, cfg, p, np.asarray(tokens, np.int64), **kw)

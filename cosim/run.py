@@ -47,8 +47,9 @@ def _row(unit: str, case: ProjectionCase, res: dict, seconds: float) -> list[str
     conf = f"{c.d_in}x{c.d_out} S{c.simd} P{c.pe} B{c.act_bits}"
     if case.idle or case.backpressure:
         conf += f" idle {case.idle:.0%} bp {case.backpressure:.0%}"
-    ok = res["mismatches"] == 0 and (
-        case.idle or case.backpressure or res["cycles_measured"] == res["cycles_predicted"])
+    steady = all(sp == c.cycles_per_token for sp in res["token_spacing"])
+    ok = res["mismatches"] == 0 and (case.idle or case.backpressure or (
+        res["cycles_measured"] == res["cycles_predicted"] and steady))
     rate = res["cycles_per_s"]
     return [unit, case.name, conf, f"{res['tokens']} x {c.d_out}", str(res["cycles_measured"]),
             str(res["cycles_predicted"]), f"{rate / 1e3:.0f}" if rate else "-",

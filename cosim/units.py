@@ -32,6 +32,7 @@ def run_stream_unit(top, module: str, key: str, name: str, inputs: list[int],
     result_file.unlink(missing_ok=True)
     runner.test(hdl_toplevel=module, test_module="sim.stream_unit_tb", build_dir=build_dir,
                 test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
+                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{seed + 1}"],
                 extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
     if not result_file.exists():
         raise RuntimeError(f"simulation of {name} left no result; see {case_dir / 'sim.log'}")

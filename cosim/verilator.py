@@ -94,7 +94,9 @@ def build(top, module: str, d: Path, waves: bool = False):
         sources=[VerilatorControlFile(LINT_WAIVERS), VerilatorControlFile(ports), vfile],
         hdl_toplevel=module,
         build_dir=build_dir,
-        build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+        # --x-initial unique: RAMs start undefined (no initialiser), so a read before a write
+        # gets arbitrary data instead of a convenient zero.
+        build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "--noassert"]
         + (_fst_flags(build_dir) if waves else []),
         waves=waves,
         always=False,

@@ -113,11 +113,14 @@ def projection_config_from_args(args: argparse.Namespace) -> ProjectionConfig:
 
         p = prepare(get_preset(args.preset), 1, args.seed)
         q = export_layer(p.block, QuantSpec(act_bits=args.act_bits), stats=p.calib)
-        return ProjectionConfig.from_projection(getattr(q, args.proj), args.simd, args.pe)
+        return ProjectionConfig.from_projection(
+            getattr(q, args.proj), args.simd, args.pe,
+            tree_levels_per_stage=args.tree_levels_per_stage)
     return ProjectionConfig(
         d_in=args.d_in, d_out=args.d_out, simd=args.simd, pe=args.pe, act_bits=args.act_bits,
         beta_bits=args.beta_bits, beta_frac=args.beta_frac, mult_bits=args.mult_bits,
         mult_frac=args.mult_frac, out_bits=args.out_bits,
+        tree_levels_per_stage=args.tree_levels_per_stage,
     )
 
 
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     xp.add_argument("--mult-bits", type=int, default=16)
     xp.add_argument("--mult-frac", type=int, default=16)
     xp.add_argument("--out-bits", type=int, default=16)
+    xp.add_argument("--tree-levels-per-stage", type=int, default=2)
     ap.add_argument("-o", "--out", default="build/rtl", help="output directory")
     ap.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
     args = ap.parse_args(argv)

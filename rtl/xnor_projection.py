@@ -397,7 +397,8 @@ class XnorProjection(wiring.Component):
         m.submodules.cmem, m.submodules.amem = cmem, amem
 
         # -- load path ---------------------------------------------------------------------
-        beta_offset = Signal(signed(c.beta_acc_bits))
+        # Loaded state, like the memories: a reset must not clear it.
+        beta_offset = Signal(signed(c.beta_acc_bits), reset_less=True)
         ld = self.load.payload
         m.d.comb += self.load.ready.eq(1)
         for target, mem in ((LoadTarget.WEIGHTS, wmem), (LoadTarget.BETA, bmem),
@@ -546,7 +547,8 @@ class XnorProjection(wiring.Component):
         with m.If(adv):
             m.d.sync += self.out.valid.eq(pvalid)
             for p in range(P):
-                rounded = Signal(signed(c.prod_bits - c.out_shift + 1), name=f"rnd{p}")
+                # A shift wider than the product leaves 0 or -1: keep two bits for it.
+                rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
                 if c.out_shift > 0:
                     m.d.comb += rounded.eq((prods[p] + (1 << (c.out_shift - 1))) >> c.out_shift)
                 else:

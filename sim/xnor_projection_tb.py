@@ -16,7 +16,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, First, RisingEdge, Timer, with_timeout
 
 from sim.streams import StreamSink, StreamSource, random_pauses
 
@@ -112,10 +112,18 @@ async def projection_case(dut):
     await driver.load_memories()
 
     if case["reset_mid_token"]:
-        # Half a token in, then a reset: the unit must drop it and compute the next ones.
+        # A reset with a token half loaded ("load") or being computed with its first outputs
+        # held back by backpressure ("compute"): the unit must drop it, keep its weights and
+        # constants, and compute the next tokens.
         beats = driver.token_beats(case["tokens"][0])
-        await driver.act.send(beats[: max(1, len(beats) // 2)])
-        for _ in range(3):
+        if case["reset_mid_token"] == "load":
+            await driver.act.send(beats[: max(1, len(beats) // 2)])
+            wait = 3
+        else:
+            dut.out__ready.value = 0
+            await driver.act.send(beats + driver.token_beats(case["tokens"][0]))
+            wait = cfg["cycles_per_token"] // 2 + cfg["latency"]
+        for _ in range(wait):
             await FallingEdge(dut.clk)
         dut.rst.value = 1
         await FallingEdge(dut.clk)
@@ -127,8 +135,17 @@ async def projection_case(dut):
     in_cycles = []
     for token in tokens:
         in_cycles += await driver.act.send(driver.token_beats(token))
-    got, out_cycles = await collector
+    # A hang must fail, not wait forever: allow ten times the stall-free time.
+    budget = 10 * (len(tokens) * cfg["cycles_per_token"] + cfg["latency"]) + 1000
+    got, out_cycles = await with_timeout(collector, budget * PERIOD_NS, "ns")
     wall = time.perf_counter() - t0
+    # Nothing more may come out: watch one more token's time (without a Python wake-up per
+    # cycle) for a stray output beat.
+    await FallingEdge(dut.clk)
+    assert not dut.out__valid.value, "output beat after the last expected one"
+    extra = await First(RisingEdge(dut.out__valid),
+                        Timer((cfg["cycles_per_token"] + cfg["latency"]) * PERIOD_NS, "ns"))
+    assert isinstance(extra, Timer), "output beat after the last expected one"
 
     mismatches, first = check(got, case["expected"], cfg["d_out"])
     n = len(tokens)

@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cosim.projection import ProjectionCase, directed_case, random_projection, random_tokens, run_case
+from model.golden import project
 from rtl.emit import emit, lint, write_if_changed
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
@@ -49,6 +50,13 @@ def test_memory_images_must_match_config():
     memory_images(cfg, p)
     with pytest.raises(ValueError, match="does not match the projection"):
         memory_images(replace(cfg, act_bits=8), p)
+
+
+def test_wide_shift_does_not_break_the_generator():
+    # beta_frac + mult_frac beyond the product width: the rounded value is 0 or -1.
+    cfg = ProjectionConfig(d_in=16, d_out=4, simd=4, pe=4, act_bits=1, beta_frac=24,
+                           mult_frac=40)
+    emit(XnorProjection(cfg), "x")
 
 
 def test_component_rejects_non_config():
@@ -100,18 +108,21 @@ def test_verilog_is_lint_clean(tmp_path, kw):
 # -- co-simulation ---------------------------------------------------------------------------
 
 CONFIGS = {
-    # name: (d_in, d_out, simd, pe, act_bits)
-    "pad_b4": (100, 10, 16, 4, 4),   # neither d_in nor d_out divides
-    "bipolar": (64, 12, 8, 4, 1),    # act_bits = 1
-    "wide_b16": (48, 6, 48, 3, 16),  # one fold, 16 bit-planes
-    "b8": (96, 32, 32, 8, 8),
+    # name: (d_in, d_out, simd, pe, act_bits, tree_levels_per_stage)
+    "pad_b4": (100, 10, 16, 4, 4, 2),    # neither d_in nor d_out divides
+    "bipolar": (64, 12, 8, 4, 1, 2),     # act_bits = 1
+    "wide_b16": (48, 6, 48, 3, 16, 2),   # one fold, 16 bit-planes, SIMD not a power of two
+    "b8": (96, 32, 32, 8, 8, 2),
+    "tiny_bip": (5, 3, 2, 2, 1, 1),      # bipolar with padding, a register per tree level
+    "one_beat": (24, 4, 24, 4, 1, 2),    # one fold, one row group, one plane: 1 cycle/token
+    "serial": (6, 4, 1, 1, 3, 2),        # SIMD 1, PE 1
 }
 
 
-def _config(name: str, **kw) -> ProjectionConfig:
-    d_in, d_out, simd, pe, bits = CONFIGS[name]
-    return ProjectionConfig(d_in=d_in, d_out=d_out, simd=simd, pe=pe, act_bits=bits,
-                            beta_frac=12, mult_frac=14, **kw)
+def _projection(name: str, rng: np.random.Generator, **kw):
+    d_in, d_out, simd, pe, bits, lps = CONFIGS[name]
+    p = random_projection(d_in, d_out, bits, rng, **kw)
+    return ProjectionConfig.from_projection(p, simd, pe, tree_levels_per_stage=lps), p
 
 
 def _check(result: dict, stalls: bool = False) -> None:
@@ -121,12 +132,19 @@ def _check(result: dict, stalls: bool = False) -> None:
         assert result["cycles_measured"] == result["cycles_predicted"]
 
 
+def _saturated(p, tokens) -> float:
+    y = project(p, tokens)
+    rail = (1 << (p.out_bits - 1)) - 1
+    return float(np.mean((y >= rail) | (y <= -rail - 1)))
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_random_tokens_back_to_back(name, seed):
-    cfg = _config(name)
     rng = np.random.default_rng(seed)
-    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
-    res = run_case(ProjectionCase(f"random_s{seed}", cfg, p, random_tokens(p, 6, rng), seed=seed))
+    cfg, p = _projection(name, rng)
+    tokens = random_tokens(p, 6, rng)
+    assert _saturated(p, tokens) < 0.25  # the outputs show the arithmetic, not the rails
+    res = run_case(ProjectionCase(f"random_s{seed}", cfg, p, tokens, seed=seed))
     _check(res)
     # Back to back: one token every cycles_per_token, no idle cycle between them.
     assert res["token_spacing"] == [cfg.cycles_per_token] * 5
@@ -134,9 +152,8 @@ def test_random_tokens_back_to_back(name, seed):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_idle_and_backpressure(name, seed):
-    cfg = _config(name)
     rng = np.random.default_rng(seed + 10)
-    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    cfg, p = _projection(name, rng)
     _check(run_case(ProjectionCase(f"stall_s{seed}", cfg, p, random_tokens(p, 4, rng),
                                    idle=0.3, backpressure=0.4, seed=seed)), stalls=True)
 
@@ -152,25 +169,26 @@ def _extremes(cfg):
 @pytest.mark.parametrize("name", ["pad_b4", "bipolar", "wide_b16"])
 @pytest.mark.parametrize("fill", [1, -1])
 def test_directed_corners(name, fill):
-    """All weights +1 or -1, activations at their maximum, minimum and a single set bit."""
-    cfg = _config(name)
-    rng = np.random.default_rng(7)
-    case = directed_case(f"all{fill:+d}", cfg, rng, fill, np.stack(_extremes(cfg)))
+    """All weights +1 or -1, activations at their maximum, minimum and a single set bit (the
+    first two drive every row to a rail)."""
+    cfg, _ = _projection(name, np.random.default_rng(7))
+    case = directed_case(f"all{fill:+d}", cfg, np.random.default_rng(7), fill,
+                         np.stack(_extremes(cfg)))
     _check(run_case(case))
 
 
-def test_reset_in_the_middle_of_a_token():
-    cfg = _config("pad_b4")
+@pytest.mark.parametrize("name", ["pad_b4", "bipolar"])
+@pytest.mark.parametrize("when", ["load", "compute"])
+def test_reset_in_the_middle_of_a_token(name, when):
     rng = np.random.default_rng(3)
-    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
-    _check(run_case(ProjectionCase("reset_mid", cfg, p, random_tokens(p, 3, rng),
-                                   reset_mid_token=True, seed=3)))
+    cfg, p = _projection(name, rng)
+    _check(run_case(ProjectionCase(f"reset_{when}", cfg, p, random_tokens(p, 3, rng),
+                                   reset_mid_token=when, seed=3)))
 
 
 def test_waves_dump_fst():
-    cfg = _config("pad_b4")
     rng = np.random.default_rng(5)
-    p = random_projection(cfg.d_in, cfg.d_out, cfg.act_bits, rng, beta_frac=12, mult_frac=14)
+    cfg, p = _projection("pad_b4", rng)
     case = ProjectionCase("waves", cfg, p, random_tokens(p, 1, rng), seed=5)
     from cosim.projection import _config_dir
     dump = _config_dir(cfg) / "waves" / "dump.fst"
