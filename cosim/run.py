@@ -1,5 +1,8 @@
 """``make sim``: co-simulate the RTL units on real shapes and print one summary table.
 
+Projection unit: below. Scan unit: 64 decode steps of each preset's layer (dt_raw and the
+conv output x, B, C from the golden model's trace), state carried across tokens.
+
 For each preset the golden model runs a few decode steps of a synthetic-checkpoint layer; the
 activations it feeds in_proj and out_proj are sent through the Verilated projection unit and
 its outputs compared bit for bit with the golden projection outputs. A small random case with
@@ -20,6 +23,7 @@ from model.golden import GoldenLayer
 from model.quantize import QuantSpec, export_layer
 
 from .projection import ProjectionCase, random_projection, random_tokens, run_case
+from .scan import real_shape_case as scan_case, run_scan_case
 from rtl.xnor_projection import ProjectionConfig
 
 __all__ = ["real_shape_cases", "main"]
@@ -56,12 +60,27 @@ def _row(unit: str, case: ProjectionCase, res: dict, seconds: float) -> list[str
             f"{seconds:.0f}", "PASS" if ok else f"FAIL ({res['mismatches']} mismatches)"]
 
 
+def _scan_row(case, res: dict, seconds: float) -> list[str]:
+    c = case.config
+    qc = c.q.cfg
+    conf = f"H{qc.nheads} P{qc.headdim} N{qc.d_state} lanes {c.lanes}"
+    steady = all(sp == c.cycles_per_token for sp in res["token_spacing"])
+    ok = res["mismatches"] == 0 and res["cycles_measured"] == res["cycles_predicted"] and steady
+    rate = res["cycles_per_s"]
+    return ["ssm_scan", case.name, conf, f"{res['tokens']} x {qc.d_inner}",
+            str(res["cycles_measured"]), str(res["cycles_predicted"]),
+            f"{rate / 1e3:.0f}" if rate else "-", f"{seconds:.0f}",
+            "PASS" if ok else f"FAIL ({res['mismatches']} mismatches)"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cosim.run", description=__doc__)
     ap.add_argument("--presets", default="780M,2.7B", help="comma-separated presets")
     ap.add_argument("--simd", type=int, default=64)
     ap.add_argument("--pe", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lanes", type=int, default=16, help="scan unit lanes")
+    ap.add_argument("--scan-tokens", type=int, default=64, help="scan tokens per preset")
     args = ap.parse_args(argv)
     print(f"seed={args.seed}", flush=True)
     t_all = time.perf_counter()
@@ -80,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = run_case(case)
         rows.append(_row("xnor_projection", case, res, time.perf_counter() - t0))
+        print("  ".join(rows[-1]), flush=True)
+    for preset in args.presets.split(","):
+        t0 = time.perf_counter()
+        case = scan_case(preset, args.scan_tokens, args.lanes, args.seed)
+        res = run_scan_case(case)
+        rows.append(_scan_row(case, res, time.perf_counter() - t0))
         print("  ".join(rows[-1]), flush=True)
 
     head = ["unit", "case", "configuration", "vectors", "cycles measured", "cycles predicted",

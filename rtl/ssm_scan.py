@@ -103,10 +103,10 @@ class ScanConfig:
     @property
     def latency(self) -> int:
         """Cycles of a lone token beyond :attr:`cycles_per_token`, first ``head`` handshake to
-        last ``y`` handshake: the prep pipeline, the FIFO (write then read: 1), loading the
-        head into the scanner (1), :attr:`scan_depth` and the output register (1).
-        A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
-        return self.prep_latency + 1 + 1 + self.scan_depth + 1
+        last ``y`` handshake: the prep pipeline, the FIFO (``SyncFIFOBuffered``: written to
+        readable, 2), loading the head into the scanner (1), :attr:`scan_depth` and the output
+        register (1). A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
+        return self.prep_latency + 2 + 1 + self.scan_depth + 1
 
     # widths ---------------------------------------------------------------------------------
 
@@ -294,10 +294,8 @@ class SsmScan(wiring.Component):
         dA1 = _reg(m, cur.dA, adv, "dA1")
         dtx1 = _reg(m, dtx, adv, "dtx1")
         x1 = _reg(m, xp, adv, "x1")
-        bchunk = [bc_cur.b.as_value().word_select(k, s.data_bits * L)]
-        cchunk = [bc_cur.c.as_value().word_select(k, s.data_bits * L)]
-        b1 = _reg(m, bchunk[0], adv, "b1")
-        c1 = _reg(m, cchunk[0], adv, "c1")
+        b1 = _reg(m, bc_cur.b.as_value().word_select(k, s.data_bits * L), adv, "b1")
+        c1 = _reg(m, bc_cur.c.as_value().word_select(k, s.data_bits * L), adv, "c1")
 
         # Stage 2: h' per lane.
         f_state, fh = al["f_state"], f["ssm"].frac
@@ -345,8 +343,6 @@ class SsmScan(wiring.Component):
         # Output collector: P values of a head, then one beat.
         col = Signal(c.y_layout)
         cp = Signal(range(max(P, 2)))
-        with m.If(adv & v5):
-            m.d.sync += col[cp].eq(y5) if False else []
         with m.If(adv):
             with m.If(v5):
                 for i in range(P):

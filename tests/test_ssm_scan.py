@@ -1,0 +1,132 @@
+"""SSM scan unit: generator checks and bit-exact co-simulation against the golden model."""
+
+import numpy as np
+import pytest
+import torch
+
+from cosim.scan import ScanCase, golden_scan, random_scan_inputs, run_scan_case
+from model.checkpoint import load_block, synthetic_state_dict
+from model.config import BiMambaConfig
+from model.evaluate import synthetic_residual
+from model.quantize import QuantSpec, export_layer
+from rtl.emit import emit, lint, write_if_changed
+from rtl.ssm_scan import ScanConfig, SsmScan
+
+from .conftest import make_layer
+
+
+def G_round(h_prev, q):
+    """The state after a token with x = 0 and dt = softplus(dt_bias): dA * h, rounded."""
+    from model import golden as G
+    from model.bounds import scan_alignment
+    dt = G.dt_softplus(q, np.zeros(q.cfg.nheads, np.int64))
+    dA = G.decay(q, dt)
+    al = scan_alignment(q)
+    acc = (dA[:, None, None] * h_prev) << al["s1"]
+    return q.fmt["ssm"].saturate(G.round_shift(acc, al["f_state"] - q.fmt["ssm"].frac))
+
+SHAPES = {
+    # name: (d_model, headdim, d_state) -> H = 2 * d_model / headdim
+    "p16n16": (64, 16, 16),
+    "p8n8": (32, 8, 8),
+    "p4n32": (16, 4, 32),
+}
+
+
+def _layer(name: str, state_bits: int = 16):
+    d_model, headdim, d_state = SHAPES[name]
+    cfg = BiMambaConfig(d_model=d_model, n_layer=1, d_state=d_state, headdim=headdim,
+                        vocab_size=256)
+    block = load_block(synthetic_state_dict(cfg, 0), cfg, 0, torch.float64)
+    return export_layer(block, QuantSpec(state_bits=state_bits),
+                        synthetic_residual(cfg, 32, 1))
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return {name: _layer(name) for name in SHAPES}
+
+
+def test_config_errors(layers):
+    q = layers["p8n8"]
+    with pytest.raises(ValueError, match=r"lanes must divide d_state = 8 \(one of \[1, 2, 4, 8\]\), not 3"):
+        ScanConfig(q, 3)
+    with pytest.raises(TypeError, match="config must be a ScanConfig"):
+        SsmScan(q)
+
+
+def test_cycle_formula(layers):
+    c = ScanConfig(layers["p16n16"], 4)
+    assert c.cycles_per_token == 8 * 16 * 16 // 4
+    assert c.latency == c.prep_latency + 2 + 1 + c.scan_depth + 1
+
+
+def test_lint_clean(layers, tmp_path):
+    path = tmp_path / "rtl" / "ssm_scan.v"
+    write_if_changed(path, emit(SsmScan(ScanConfig(layers["p8n8"], 4)), "ssm_scan"))
+    lint(path)
+
+
+def _check(res, stalls=False):
+    print(res)
+    assert res["mismatches"] == 0, res["first_mismatch"]
+    if not stalls:
+        assert res["cycles_measured"] == res["cycles_predicted"]
+
+
+@pytest.mark.parametrize("shape, lanes", [("p16n16", 4), ("p8n8", 8), ("p4n32", 1),
+                                           ("p16n16", 16)])
+def test_random_sequences(layers, shape, lanes, seed):
+    q = layers[shape]
+    cfg = ScanConfig(q, lanes)
+    rng = np.random.default_rng(seed)
+    T = 6
+    dt_raw, x, B, C = random_scan_inputs(q, T, rng)
+    start = np.zeros(T, bool)
+    start[[0, 4]] = True  # a second sequence begins at token 4: its state starts at zero
+    res = run_scan_case(ScanCase(f"random_s{seed}", cfg, dt_raw, x, B, C, start, seed=seed))
+    _check(res)
+    assert res["token_spacing"] == [cfg.cycles_per_token] * (T - 1)
+
+
+@pytest.mark.parametrize("shape, lanes", [("p8n8", 2), ("p16n16", 16)])
+def test_idle_and_backpressure(layers, shape, lanes, seed):
+    q = layers[shape]
+    rng = np.random.default_rng(seed + 20)
+    dt_raw, x, B, C = random_scan_inputs(q, 4, rng)
+    start = np.array([True, False, False, False])
+    _check(run_scan_case(ScanCase(f"stall_s{seed}", ScanConfig(q, lanes), dt_raw, x, B, C,
+                                  start, idle=0.3, backpressure=0.4, seed=seed)), stalls=True)
+
+
+def test_corners(layers):
+    """dt at both ends of its table, x/B/C at their rails (the state saturates), zero input."""
+    q = layers["p8n8"]
+    c, f = q.cfg, q.fmt
+    H, P, N = c.nheads, c.headdim, c.d_state
+    T = 6
+    dt_raw = np.stack([np.full(H, f["dt_raw"].max_int), np.full(H, f["dt_raw"].min_int),
+                       np.full(H, f["dt_raw"].max_int), np.zeros(H, np.int64),
+                       np.full(H, f["dt_raw"].max_int), np.zeros(H, np.int64)])
+    mx, mn = f["xbc_act"].max_int, f["xbc_act"].min_int
+    x = np.stack([np.full((H, P), mx), np.full((H, P), mx), np.full((H, P), mn),
+                  np.zeros((H, P), np.int64), np.full((H, P), mn), np.zeros((H, P), np.int64)])
+    B = np.stack([np.full(N, mx), np.full(N, mx), np.full(N, mx), np.zeros(N, np.int64),
+                  np.full(N, mn), np.zeros(N, np.int64)])
+    C = np.stack([np.full(N, mx), np.full(N, mn), np.full(N, mx), np.zeros(N, np.int64),
+                  np.full(N, mx), np.zeros(N, np.int64)])
+    start = np.array([True, False, False, False, False, False])
+    case = ScanCase("corners", ScanConfig(q, 4), dt_raw, x, B, C, start)
+    states = []
+    y = golden_scan(q, case, states)
+    assert np.any(y == f["y"].max_int) and np.any(y == f["y"].min_int)  # rails reached
+    h = np.stack(states)
+    assert np.any(h == f["ssm"].max_int) and np.any(h == f["ssm"].min_int)  # state saturates
+    assert np.all(h[3] == (G_round(h[2], q)))  # zero input: the state only decays
+    _check(run_scan_case(case))
+
+
+@pytest.mark.slow
+def test_real_shape_2p7b_64_tokens():
+    from cosim.scan import real_shape_case
+    _check(run_scan_case(real_shape_case("2.7B", 64, 16)))
