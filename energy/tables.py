@@ -1,0 +1,71 @@
+"""Per-action energy tables: data files under ``energy/tables/``, one entry per action.
+
+Each entry carries its value, its unit and its source; :func:`load_table` checks all three, so
+a table cannot silently mix units or lose its provenance. Add a technology by adding a file
+with the same structure (``load_table(path)`` takes any JSON file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TABLE_DIR", "EnergyEntry", "EnergyTable", "load_table"]
+
+TABLE_DIR = Path(__file__).with_name("tables")
+_UNITS = {"pJ": 1e-12, "nJ": 1e-9, "fJ": 1e-15}
+
+
+@dataclass(frozen=True)
+class EnergyEntry:
+    value: float
+    unit: str
+    source: str
+
+    @property
+    def joules(self) -> float:
+        return self.value * _UNITS[self.unit]
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    name: str
+    source: str
+    node_nm: float
+    entries: dict[str, EnergyEntry]
+
+    def __getitem__(self, action: str) -> EnergyEntry:
+        try:
+            return self.entries[action]
+        except KeyError:
+            raise KeyError(f"action must be one of {', '.join(sorted(self.entries))}, "
+                           f"not {action!r}") from None
+
+
+def load_table(name_or_path: str | Path = "horowitz_45nm") -> EnergyTable:
+    """Load a table by name (``energy/tables/<name>.json``) or path.
+
+    Raises
+    ------
+    ValueError
+        If an entry lacks a positive value, a known unit or a source.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = TABLE_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in TABLE_DIR.glob("*.json")))
+        raise ValueError(f"energy table must be one of {known} or a JSON path, not {str(name_or_path)!r}")
+    raw = json.loads(path.read_text())
+    entries = {}
+    for action, e in raw["entries"].items():
+        if not isinstance(e.get("value"), (int, float)) or e["value"] <= 0:
+            raise ValueError(f"{path.name}: {action}.value must be a positive number, not {e.get('value')!r}")
+        if e.get("unit") not in _UNITS:
+            raise ValueError(f"{path.name}: {action}.unit must be one of {', '.join(_UNITS)}, "
+                             f"not {e.get('unit')!r}")
+        if not e.get("source"):
+            raise ValueError(f"{path.name}: {action}.source is missing")
+        entries[action] = EnergyEntry(float(e["value"]), e["unit"], e["source"])
+    return EnergyTable(raw["name"], raw["source"], float(raw["node_nm"]), entries)
