@@ -8,9 +8,6 @@ writes the case (memory images, tokens, golden outputs) for the cocotb testbench
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import numpy as np
 
 from model.golden import project
 from model.quantize import ActQuant, BinaryProjection, pack_signs
-from .verilator import BUILD_ROOT, build, unit_dir
+from .verilator import BUILD_ROOT, build, run_test, unit_dir, waves_requested
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
 __all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
@@ -109,12 +106,10 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
     ``waves`` (default: the ``WAVES`` environment variable) dumps ``dump.fst`` in the case's
     directory.
     """
-    if waves is None:
-        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    waves = waves_requested(waves)
     cfg = case.config
     runner, build_dir = build(XnorProjection(cfg), "xnor_projection", _config_dir(cfg), waves)
     case_dir = _config_dir(cfg) / case.name
-    case_dir.mkdir(parents=True, exist_ok=True)
     images = memory_images(cfg, case.proj)
     expected = project(case.proj, case.tokens)
     payload = {
@@ -130,21 +125,8 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
         "tokens": [list(map(int, t)) for t in case.tokens],
         "expected": expected,
     }
-    case_file = case_dir / "case.pkl"
-    result_file = case_dir / "result.json"
-    with open(case_file, "wb") as fh:
-        pickle.dump(payload, fh)
-    result_file.unlink(missing_ok=True)
-    env = {"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)}
-    runner.test(
-        hdl_toplevel="xnor_projection", test_module="sim.xnor_projection_tb",
-        build_dir=build_dir, test_dir=case_dir, extra_env=env, waves=waves,
-        plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{case.seed + 1}"],
-        log_file=case_dir / "sim.log",
-    )
-    if not result_file.exists():
-        raise RuntimeError(f"simulation of {case.name} left no result; see {case_dir / 'sim.log'}")
-    return json.loads(result_file.read_text())
+    return run_test(runner, build_dir, "xnor_projection", "sim.xnor_projection_tb", case_dir,
+                    payload, case.seed, waves)
 
 
 def directed_case(name: str, cfg: ProjectionConfig, rng: np.random.Generator, fill: int | None,

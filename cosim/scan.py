@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +10,7 @@ from model import golden as G
 from model.quantize import QuantizedLayer
 from rtl.ssm_scan import ConstTarget, ScanConfig, SsmScan
 
-from .verilator import build, unit_dir
+from .verilator import build, run_test, unit_dir, waves_requested
 
 __all__ = ["ScanCase", "pack", "golden_scan", "random_scan_inputs", "run_scan_case"]
 
@@ -50,6 +47,7 @@ class ScanCase:
     idle: float = 0.0
     backpressure: float = 0.0
     seed: int = 0
+    bc_idle: float = 0.0  # pauses of the bc source alone (B, C arriving late)
 
 
 def golden_scan(q: QuantizedLayer, case: ScanCase, states: list | None = None) -> np.ndarray:
@@ -91,8 +89,7 @@ def random_scan_inputs(q: QuantizedLayer, tokens: int, rng: np.random.Generator,
 
 def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
     """Build (cached) and run ``case``; return the testbench's figures."""
-    if waves is None:
-        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    waves = waves_requested(waves)
     cfg = case.config
     q = cfg.q
     d = unit_dir("ssm_scan", f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}",
@@ -100,7 +97,6 @@ def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
     top = SsmScan(cfg)
     runner, build_dir = build(top, "ssm_scan", d, waves)
     case_dir = d / case.name
-    case_dir.mkdir(parents=True, exist_ok=True)
     H = q.cfg.nheads
     consts = []
     for sel, values in ((ConstTarget.DT_BIAS, q.dt_bias), (ConstTarget.AK, q.a2),
@@ -110,7 +106,7 @@ def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
     T = len(case.dt_raw)
     y = golden_scan(q, case)
     payload = {
-        "name": case.name, "seed": case.seed, "idle": case.idle,
+        "name": case.name, "seed": case.seed, "idle": case.idle, "bc_idle": case.bc_idle,
         "backpressure": case.backpressure, "cfg": consts,
         "bc": [pack(cfg.bc_layout, {"start": int(case.start[t]), "b": case.B[t], "c": case.C[t]})
                for t in range(T)],
@@ -120,17 +116,8 @@ def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
         "cycles_per_token": cfg.cycles_per_token, "latency": cfg.latency, "tokens": T,
         "heads": H,
     }
-    case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
-    with open(case_file, "wb") as fh:
-        pickle.dump(payload, fh)
-    result_file.unlink(missing_ok=True)
-    runner.test(hdl_toplevel="ssm_scan", test_module="sim.ssm_scan_tb", build_dir=build_dir,
-                test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
-                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{case.seed + 1}"],
-                extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
-    if not result_file.exists():
-        raise RuntimeError(f"simulation of {case.name} left no result; see {case_dir / 'sim.log'}")
-    return json.loads(result_file.read_text())
+    return run_test(runner, build_dir, "ssm_scan", "sim.ssm_scan_tb", case_dir, payload,
+                    case.seed, waves)
 
 
 def pack_array(values, bits: int) -> int:

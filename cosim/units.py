@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-
-from .verilator import build, unit_dir
+from .verilator import build, run_test, unit_dir, waves_requested
 
 __all__ = ["run_stream_unit"]
 
@@ -18,22 +14,10 @@ def run_stream_unit(top, module: str, key: str, name: str, inputs: list[int],
 
     Words are unsigned payload ints. Returns the testbench's figures (mismatches, latency).
     """
-    if waves is None:
-        waves = os.environ.get("WAVES", "0") not in ("", "0")
     d = unit_dir(module, "unit", key)
+    waves = waves_requested(waves)
     runner, build_dir = build(top, module, d, waves)
-    case_dir = d / name
-    case_dir.mkdir(parents=True, exist_ok=True)
-    case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
-    with open(case_file, "wb") as fh:
-        pickle.dump({"name": name, "seed": seed, "idle": idle, "backpressure": backpressure,
-                     "inputs": [int(v) for v in inputs],
-                     "expected": [int(v) for v in expected]}, fh)
-    result_file.unlink(missing_ok=True)
-    runner.test(hdl_toplevel=module, test_module="sim.stream_unit_tb", build_dir=build_dir,
-                test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
-                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{seed + 1}"],
-                extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
-    if not result_file.exists():
-        raise RuntimeError(f"simulation of {name} left no result; see {case_dir / 'sim.log'}")
-    return json.loads(result_file.read_text())
+    payload = {"name": name, "seed": seed, "idle": idle, "backpressure": backpressure,
+               "inputs": [int(v) for v in inputs], "expected": [int(v) for v in expected]}
+    return run_test(runner, build_dir, module, "sim.stream_unit_tb", d / name, payload, seed,
+                    waves)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
 from rtl.emit import LINT_WAIVERS, emit, verilator_env, write_if_changed
 
-__all__ = ["ROOT", "BUILD_ROOT", "unit_dir", "build"]
+__all__ = ["ROOT", "BUILD_ROOT", "unit_dir", "build", "waves_requested", "run_test"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = ROOT / "build" / "cosim"
@@ -105,3 +107,32 @@ def build(top, module: str, d: Path, waves: bool = False):
     return runner, build_dir
 
 
+
+
+def waves_requested(waves: bool | None) -> bool:
+    """``waves`` if given, else the ``WAVES`` environment variable (``make sim WAVES=1``)."""
+    if waves is None:
+        return os.environ.get("WAVES", "0") not in ("", "0")
+    return waves
+
+
+def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: Path,
+             payload: dict, seed: int, waves: bool) -> dict:
+    """Write ``payload`` as the case, run ``test_module`` on the built ``module`` in
+    ``case_dir`` and return the JSON figures the testbench wrote.
+
+    RAMs and other undefined state start random (``+verilator+rand+reset+2``), seeded from the
+    case's seed so a failure replays.
+    """
+    case_dir.mkdir(parents=True, exist_ok=True)
+    case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
+    with open(case_file, "wb") as fh:
+        pickle.dump(payload, fh)
+    result_file.unlink(missing_ok=True)
+    runner.test(hdl_toplevel=module, test_module=test_module, build_dir=build_dir,
+                test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
+                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{seed + 1}"],
+                extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
+    if not result_file.exists():
+        raise RuntimeError(f"simulation in {case_dir} left no result; see {case_dir / 'sim.log'}")
+    return json.loads(result_file.read_text())

@@ -1,9 +1,10 @@
 """Every accumulator and intermediate product of the datapath, with the bound that sizes it.
 
 :func:`accumulators` is the single list: :func:`~model.quantize.export_layer` rejects an
-export whose widths exceed :data:`MAX_BITS`, the RTL generators read their adder and multiplier
-widths from it, and ``python -m model.bounds --preset 780M`` prints it as the table in
-docs/fixed_point.md. A bound is the largest magnitude the operation can produce given the
+export whose widths exceed :data:`MAX_BITS`, and ``python -m model.bounds --preset 780M``
+prints it as the table in docs/fixed_point.md. The RTL generators build the same operations on
+the same formats, so Amaranth's exact arithmetic gives them these widths; the scan shares the
+alignment shifts through :func:`scan_alignment`. A bound is the largest magnitude the operation can produce given the
 formats of its operands (saturated inputs, worst-case signs), not a calibrated value.
 """
 

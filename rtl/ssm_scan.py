@@ -8,6 +8,7 @@ Dataflow per token:
 
 * ``bc`` (one beat): B and C of the token (N values each) and ``start``, which begins a new
   sequence (the state read for that token is taken as zero, so no clearing pass is needed).
+  The first token after a reset also begins a new sequence, whatever its ``start``.
 * ``head`` (H beats): ``dt_raw`` and the P values of x of one head. A *prep* pipeline adds
   ``dt_bias[h]``, runs the softplus and decay units (``rtl/nonlinear.py``) and queues
   ``{dt, dA, x}`` in a FIFO deep enough to hide its latency.
@@ -74,6 +75,13 @@ class ScanConfig:
         if self.cycles_per_token < 2:
             raise ValueError(f"nheads * headdim * d_state / lanes must be >= 2, not "
                              f"{self.cycles_per_token}")
+        q = self.q
+        if q.spec.exp_bits + q.tail.out_fmt.frac - q.fmt["dt"].frac < 0:
+            # The softplus tail's shift would be negative: the RTL shifts right only.
+            raise ValueError(f"dt's fraction ({q.fmt['dt'].frac}) must be at most exp_bits + "
+                             f"tail fraction ({q.spec.exp_bits + q.tail.out_fmt.frac})")
+        if (q.a2 <= 0).any():
+            raise ValueError("A_log gives a non-positive exp(A_log) * log2(e): decay needs A < 0")
 
     @property
     def chunks(self) -> int:
@@ -92,7 +100,9 @@ class ScanConfig:
 
     @property
     def fifo_depth(self) -> int:
-        return self.prep_latency + 2
+        """Credits for a full round trip: accept, prep, FIFO (2), read, level update. With one
+        fewer, a unit that spends one cycle per head (P * N / lanes = 1) would starve."""
+        return self.prep_latency + 3
 
     @property
     def scan_depth(self) -> int:
@@ -239,15 +249,12 @@ class SsmScan(wiring.Component):
         finishing = Signal()
         load = Signal()
         need_bc = Signal()
-        m.d.comb += need_bc.eq(h == 0)  # loading head 0 starts a token: it needs its B, C
         m.d.comb += load.eq(adv & hfifo.r_rdy & (~busy | finishing) & (~need_bc | bc_full))
         m.d.comb += [hfifo.r_en.eq(load)]
         with m.If(load):
             m.d.sync += [cur.eq(hfifo.r_data), busy.eq(1)]
-            with m.If(need_bc):
-                m.d.sync += bc_cur.eq(bc_next)
-                m.d.comb += self.bc.ready.eq(0)
-                m.d.sync += bc_full.eq(0)
+            with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
+                m.d.sync += [bc_cur.eq(bc_next), bc_full.eq(0)]
         with m.Elif(finishing):
             m.d.sync += busy.eq(0)
 
@@ -275,8 +282,9 @@ class SsmScan(wiring.Component):
         m.d.comb += [addr.eq((h * P + p) * K + k), st_r.addr.eq(addr), st_r.en.eq(adv)]
 
         start = Signal()  # the token in cur_* begins a sequence: read the state as zero
+        fresh = Signal(init=1)  # no token since reset: the next one begins a sequence too
         with m.If(load & need_bc):
-            m.d.sync += start.eq(bc_next.start)
+            m.d.sync += [start.eq(bc_next.start | fresh), fresh.eq(0)]
 
         # Stage 1: operands of the lane update (state word arrives from the RAM).
         dtx = Signal(signed(s.dtx_bits))

@@ -30,7 +30,8 @@ async def scan_case(dut):
     dut._log.info("case %s seed=%d", case["name"], case["seed"])
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     cfg = StreamSource(dut, "cfg", dut.clk, PERIOD_NS)
-    bc = StreamSource(dut, "bc", dut.clk, PERIOD_NS, random_pauses(case["idle"], rng))
+    bc = StreamSource(dut, "bc", dut.clk, PERIOD_NS,
+                      random_pauses(max(case["idle"], case["bc_idle"]), rng))
     head = StreamSource(dut, "head", dut.clk, PERIOD_NS, random_pauses(case["idle"], rng))
     sink = StreamSink(dut, "y", dut.clk, PERIOD_NS, random_pauses(case["backpressure"], rng))
     dut.rst.value = 1
@@ -42,10 +43,11 @@ async def scan_case(dut):
     collector = cocotb.start_soon(sink.receive(n))
     bc_task = cocotb.start_soon(bc.send(case["bc"]))
     t0 = time.perf_counter()
-    head_cycles = await head.send(case["head"])
-    await bc_task
-    budget = 10 * (case["tokens"] * case["cycles_per_token"] + case["latency"]) + 1000
-    got, out_cycles = await with_timeout(collector, budget * PERIOD_NS, "ns")
+    # A deadlock must fail, not spin the clock forever: ten times the stall-free time.
+    budget = (10 * (case["tokens"] * case["cycles_per_token"] + case["latency"]) + 1000) * PERIOD_NS
+    head_cycles = await with_timeout(head.send(case["head"]), budget, "ns")
+    await with_timeout(bc_task, budget, "ns")
+    got, out_cycles = await with_timeout(collector, budget, "ns")
     wall = time.perf_counter() - t0
     await FallingEdge(dut.clk)
     assert not dut.y__valid.value, "y beat after the last expected one"

@@ -15,7 +15,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, with_timeout
 
 from sim.streams import StreamSink, StreamSource, random_pauses
 
@@ -36,8 +36,9 @@ async def stream_unit_case(dut):
     dut.rst.value = 0
     collector = cocotb.start_soon(sink.receive(len(case["expected"])))
     t0 = time.perf_counter()
-    in_cycles = await source.send(case["inputs"])
-    got, out_cycles = await collector
+    budget = (20 * len(case["inputs"]) + 1000) * PERIOD_NS  # fail on a hang, never spin
+    in_cycles = await with_timeout(source.send(case["inputs"]), budget, "ns")
+    got, out_cycles = await with_timeout(collector, budget, "ns")
     wall = time.perf_counter() - t0
     bad = [i for i, (g, e) in enumerate(zip(got, case["expected"])) if g != e]
     first = None

@@ -57,6 +57,17 @@ def test_units_with_stalls(layer):
     res = run_stream_unit(Softplus(q), "softplus", q.digest(), "stalls", _unsigned(x, f.bits),
                           [int(v) for v in G.softplus_core(q, x)], idle=0.3, backpressure=0.3)
     assert res["mismatches"] == 0, res["first_mismatch"]
+    fd = q.fmt["dt"]
+    dt = rng.integers(0, fd.max_int + 1, 2000)
+    h = rng.integers(0, q.cfg.nheads, 2000)
+    ak = [int(q.a2[i]) & ((1 << q.spec.param_bits) - 1) for i in h]
+    heads = np.zeros((2000, q.cfg.nheads), np.int64)
+    heads[np.arange(2000), h] = dt
+    want = G.decay(q, heads)[np.arange(2000), h]
+    res = run_stream_unit(Decay(q), "decay", q.digest(), "stalls",
+                          [int(d) | (a << fd.bits) for d, a in zip(dt, ak)],
+                          [int(v) for v in want], idle=0.3, backpressure=0.3)
+    assert res["mismatches"] == 0, res["first_mismatch"]
 
 
 @pytest.mark.parametrize("unit", [Softplus, Decay])

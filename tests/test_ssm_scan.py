@@ -1,5 +1,7 @@
 """SSM scan unit: generator checks and bit-exact co-simulation against the golden model."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -26,17 +28,18 @@ def G_round(h_prev, q):
     return q.fmt["ssm"].saturate(G.round_shift(acc, al["f_state"] - q.fmt["ssm"].frac))
 
 SHAPES = {
-    # name: (d_model, headdim, d_state) -> H = 2 * d_model / headdim
-    "p16n16": (64, 16, 16),
-    "p8n8": (32, 8, 8),
-    "p4n32": (16, 4, 32),
+    # name: (d_model, expand, headdim, d_state) -> H = expand * d_model / headdim
+    "p16n16": (64, 2, 16, 16),
+    "p8n8": (32, 2, 8, 8),
+    "p4n32": (16, 2, 4, 32),
+    "h2p1n2": (2, 1, 1, 2),  # one cycle per head and two per token with 2 lanes
 }
 
 
 def _layer(name: str, state_bits: int = 16):
-    d_model, headdim, d_state = SHAPES[name]
+    d_model, expand, headdim, d_state = SHAPES[name]
     cfg = BiMambaConfig(d_model=d_model, n_layer=1, d_state=d_state, headdim=headdim,
-                        vocab_size=256)
+                        expand=expand, vocab_size=256)
     block = load_block(synthetic_state_dict(cfg, 0), cfg, 0, torch.float64)
     return export_layer(block, QuantSpec(state_bits=state_bits),
                         synthetic_residual(cfg, 32, 1))
@@ -57,8 +60,12 @@ def test_config_errors(layers):
 
 def test_cycle_formula(layers):
     c = ScanConfig(layers["p16n16"], 4)
-    assert c.cycles_per_token == 8 * 16 * 16 // 4
-    assert c.latency == c.prep_latency + 2 + 1 + c.scan_depth + 1
+    assert c.cycles_per_token == 512 and c.latency == 20
+    assert ScanConfig(layers["h2p1n2"], 2).cycles_per_token == 2
+    with pytest.raises(ValueError, match=r"nheads \* headdim \* d_state / lanes must be >= 2, not 1"):
+        # One head of one channel (no such layer exports: its out_proj row has no spread).
+        ScanConfig(replace(layers["h2p1n2"], cfg=BiMambaConfig(
+            d_model=1, n_layer=1, d_state=2, headdim=1, expand=1, vocab_size=4)), 2)
 
 
 def test_lint_clean(layers, tmp_path):
@@ -75,12 +82,12 @@ def _check(res, stalls=False):
 
 
 @pytest.mark.parametrize("shape, lanes", [("p16n16", 4), ("p8n8", 8), ("p4n32", 1),
-                                           ("p16n16", 16)])
+                                           ("p16n16", 16), ("h2p1n2", 2)])
 def test_random_sequences(layers, shape, lanes, seed):
     q = layers[shape]
     cfg = ScanConfig(q, lanes)
     rng = np.random.default_rng(seed)
-    T = 6
+    T = max(6, 80 // cfg.cycles_per_token)  # short tokens: enough of them to expose a bubble
     dt_raw, x, B, C = random_scan_inputs(q, T, rng)
     start = np.zeros(T, bool)
     start[[0, 4]] = True  # a second sequence begins at token 4: its state starts at zero
@@ -89,7 +96,27 @@ def test_random_sequences(layers, shape, lanes, seed):
     assert res["token_spacing"] == [cfg.cycles_per_token] * (T - 1)
 
 
-@pytest.mark.parametrize("shape, lanes", [("p8n8", 2), ("p16n16", 16)])
+def test_first_token_after_reset_begins_a_sequence(layers):
+    # start = 0 on the first token: the RAM holds random contents (--x-initial unique), which
+    # must not leak in; the golden model starts from zero.
+    q = layers["p8n8"]
+    rng = np.random.default_rng(9)
+    dt_raw, x, B, C = random_scan_inputs(q, 3, rng)
+    _check(run_scan_case(ScanCase("after_reset", ScanConfig(q, 4), dt_raw, x, B, C,
+                                  np.zeros(3, bool), seed=9)))
+
+
+@pytest.mark.parametrize("shape, lanes", [("p8n8", 4), ("h2p1n2", 2)])
+def test_late_b_and_c(layers, shape, lanes):
+    q = layers[shape]
+    rng = np.random.default_rng(4)
+    dt_raw, x, B, C = random_scan_inputs(q, 5, rng)
+    start = np.array([True, False, False, True, False])
+    _check(run_scan_case(ScanCase("late_bc", ScanConfig(q, lanes), dt_raw, x, B, C, start,
+                                  bc_idle=0.9, seed=4)), stalls=True)
+
+
+@pytest.mark.parametrize("shape, lanes", [("p8n8", 2), ("p16n16", 16), ("h2p1n2", 1)])
 def test_idle_and_backpressure(layers, shape, lanes, seed):
     q = layers[shape]
     rng = np.random.default_rng(seed + 20)
