@@ -13,7 +13,7 @@ PRESET ?= 780M
 STEPS  ?= 256
 SEED   ?= 0
 
-.PHONY: all venv sim test test-slow bench sweep lint toolchain clean
+.PHONY: all venv sim test test-slow bench sweep report lint toolchain clean
 
 all: venv
 
@@ -41,6 +41,9 @@ bench: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --sweep
+
+report: $(STAMP)
+	$(PY) energy/report.py
 
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16

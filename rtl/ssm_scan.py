@@ -41,7 +41,19 @@ from .nonlinear import (
     softplus_stage,
 )
 
-__all__ = ["ScanConfig", "SsmScan", "ConstTarget"]
+__all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "SCAN_LATENCY"]
+
+# Head beat -> y beat beyond cycles_per_token (ScanConfig.latency explains each term).
+PREP_LATENCY = 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
+SCAN_DEPTH = 5
+SCAN_LATENCY = PREP_LATENCY + 2 + 1 + SCAN_DEPTH + 1
+
+
+def scan_cycles_per_token(nheads: int, headdim: int, d_state: int, lanes: int) -> int:
+    """``nheads * headdim * d_state / lanes``: one chunk of ``lanes`` state elements a cycle."""
+    if d_state % lanes:
+        raise ValueError(f"lanes must divide d_state = {d_state}, not {lanes}")
+    return nheads * headdim * (d_state // lanes)
 
 
 class ConstTarget:
@@ -91,12 +103,12 @@ class ScanConfig:
     def cycles_per_token(self) -> int:
         """``nheads * headdim * d_state / lanes``."""
         c = self.q.cfg
-        return c.nheads * c.headdim * self.chunks
+        return scan_cycles_per_token(c.nheads, c.headdim, c.d_state, self.lanes)
 
     @property
     def prep_latency(self) -> int:
         """head beat -> FIFO write: bias add (1), softplus, decay."""
-        return 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
+        return PREP_LATENCY
 
     @property
     def fifo_depth(self) -> int:
@@ -108,7 +120,7 @@ class ScanConfig:
     def scan_depth(self) -> int:
         """Issue of a (h, p) pair's last chunk -> its y in the output collector:
         state read (1), update (1), h' C products and lane sum (1), y accumulate (1), y (1)."""
-        return 5
+        return SCAN_DEPTH
 
     @property
     def latency(self) -> int:
@@ -116,7 +128,7 @@ class ScanConfig:
         last ``y`` handshake: the prep pipeline, the FIFO (``SyncFIFOBuffered``: written to
         readable, 2), loading the head into the scanner (1), :attr:`scan_depth` and the output
         register (1). A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
-        return self.prep_latency + 2 + 1 + self.scan_depth + 1
+        return SCAN_LATENCY
 
     # widths ---------------------------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""Estimator and report: cycle formulas against Verilator, the FP16 baseline, output formats,
+bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cosim.projection import ProjectionCase, random_projection, random_tokens, run_case
+from cosim.scan import ScanCase, random_scan_inputs, run_scan_case
+from energy.estimator import Arch, arch_from_args, estimate, projection_burst_cycles, scan_burst_cycles
+from energy.report import main as report_main
+from model.config import get_preset
+from rtl.ssm_scan import ScanConfig
+from rtl.xnor_projection import ProjectionConfig
+
+from .conftest import make_layer
+
+
+@pytest.mark.parametrize("d_in, d_out, simd, pe, bits, tokens", [
+    (100, 10, 16, 4, 4, 3), (96, 32, 32, 8, 8, 2)])
+def test_projection_cycles_match_verilator(d_in, d_out, simd, pe, bits, tokens):
+    rng = np.random.default_rng(0)
+    p = random_projection(d_in, d_out, bits, rng)
+    cfg = ProjectionConfig.from_projection(p, simd, pe)
+    res = run_case(ProjectionCase("estimator", cfg, p, random_tokens(p, tokens, rng)))
+    assert res["mismatches"] == 0
+    assert res["cycles_measured"] == projection_burst_cycles(d_in, d_out, simd, pe, bits, tokens)
+
+
+def test_scan_cycles_match_verilator():
+    _, q = make_layer("tiny", 0)
+    rng = np.random.default_rng(0)
+    dt_raw, x, B, C = random_scan_inputs(q, 3, rng)
+    res = run_scan_case(ScanCase("estimator", ScanConfig(q, 4), dt_raw, x, B, C,
+                                 np.array([True, False, False])))
+    assert res["mismatches"] == 0
+    c = q.cfg
+    assert res["cycles_measured"] == scan_burst_cycles(c.nheads, c.headdim, c.d_state, 4, 3)
+
+
+def test_estimate_uses_the_rtl_formulas_and_costs_fp16_the_same_way():
+    cfg, arch = get_preset("2.7B"), Arch()
+    b, f = estimate(cfg, arch), estimate(cfg, arch, "fp16")
+    per_layer = (ProjectionConfig(d_in=2560, d_out=10576, simd=64, pe=16).cycles_per_token
+                 + ProjectionConfig(d_in=5120, d_out=2560, simd=64, pe=16).cycles_per_token
+                 + 80 * 64 * 128 // 16 + -(-(2 * 2560 + 5376 + 3 * 5120) // 64))
+    assert b.cycles == 64 * per_layer + -(-32000 * 2560 // 256)
+    # Same DRAM traffic outside the weights; weights 16x smaller (1 bit vs 16).
+    assert f.energy_j["dram_state"] == b.energy_j["dram_state"]
+    assert f.energy_j["dram_weights"] / b.energy_j["dram_weights"] == pytest.approx(16, rel=0.05)
+    assert b.energy_per_token_j < f.energy_per_token_j
+    # More bit-planes cost more cycles and more popcount energy, never less.
+    b12 = estimate(cfg, Arch(act_bits=12))
+    assert b12.cycles > b.cycles
+    assert b12.energy_j["proj_xnor_popcount"] == pytest.approx(
+        b.energy_j["proj_xnor_popcount"] * 12 / 8)
+
+
+def test_state_on_chip_moves_state_traffic_off_dram():
+    cfg = get_preset("780M")
+    off, on = estimate(cfg, Arch()), estimate(cfg, Arch(state_on_chip=True))
+    assert "dram_state" in off.energy_j and "dram_state" not in on.energy_j
+    assert on.dram_bytes == pytest.approx(off.dram_bytes - 2 * cfg.state_size * cfg.n_layer * 2)
+
+
+def test_report_json_fields_and_paper_check(capsys):
+    assert report_main(["--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["presets"]) == {"780M", "1.3B", "2.7B"}
+    r = doc["presets"]["2.7B"]
+    for key in ("weights_fp16_bytes", "weights_bimamba_bytes", "tokens_per_s",
+                "energy_per_token_j", "energy_per_token_fp16_j"):
+        assert r[key] > 0
+    assert "5.04 GiB -> Bi-Mamba 0.55 GiB" in doc["paper_check"]
+
+
+def test_report_md_csv_and_plots(capsys, tmp_path):
+    assert report_main(["--preset", "780M"]) == 0
+    md = capsys.readouterr().out
+    assert "| 780M |" in md and "dram_weights" in md and "Paper check" in md
+    assert report_main(["--preset", "780M", "--format", "csv", "--plot", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("preset,") and lines[1].startswith("780M,")
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "energy_breakdown.png", "memory.png", "sweep_act_bits.png"}
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--preset", "3B"], "preset must be one of 780M, 1.3B, 2.7B, not '3B'"),
+    (["--set", "clock_hz=-1"], "clock_hz must be a positive number, not -1.0"),
+    (["--set", "lanes=3"], "lanes must divide d_state = 128, not 3"),
+    (["--set", "simd=abc"], "simd must be a int, not 'abc'"),
+    (["--set", "frequency=1"], "architecture parameter must be one of clock_hz"),
+])
+def test_report_bad_input(argv, msg, capsys):
+    with pytest.raises(SystemExit):
+        report_main(argv)
+    assert msg in capsys.readouterr().err
+
+
+def test_arch_from_file(tmp_path):
+    p = tmp_path / "arch.json"
+    p.write_text(json.dumps({"simd": 128, "state_on_chip": True}))
+    a = arch_from_args(str(p), ["pe=8"])
+    assert (a.simd, a.pe, a.state_on_chip) == (128, 8, True)
+
+
+def test_report_sweep_joins_accuracy_and_energy(capsys):
+    assert report_main(["--preset", "780M", "--sweep", "--sweep-act", "6,10",
+                        "--sweep-steps", "8", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["sweep"]
+    assert [r["act_bits"] for r in rows] == [6, 10]
+    assert rows[1]["mixer_out_db"] > rows[0]["mixer_out_db"]
+    assert rows[1]["energy_per_token_j"] > rows[0]["energy_per_token_j"]
