@@ -23,7 +23,9 @@ Assumptions (printed with every report):
   ``int8_mult * a * b / 64`` (the 32-bit anchor agrees within 3 %); one XNOR-popcount bit-op
   costs one 1-bit add. SRAM energy per 64-bit access by array size class.
 * Technology scaling (``node_nm``): logic and SRAM energies scale by ``(node / table_node)``
-  (a C V^2 rule at constant voltage, which overstates modern savings); DRAM does not scale.
+  (capacitance linear in feature size at constant voltage: a first-order rule that ignores
+  voltage scaling and wire energy); DRAM energy per bit does not scale.
+* SRAM energy per access by the table's size class of the array (8 KB, 32 KB, 1 MB).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class Arch:
     dram_bytes_per_s: float = 819.2e9  # one HBM2E stack
     dram_pj_per_bit: float = 1300.0 / 64  # Horowitz 64-bit DRAM access, low end
     state_on_chip: bool = False
+    act_sram_bytes: int = 8 * 1024  # activation buffer of the projection unit
+    state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
     node_nm: float = 45.0
 
@@ -104,6 +108,7 @@ class Estimate:
     energy_j: dict[str, float] = field(default_factory=dict)  # by component
     clock_hz: float = 1.0
     dram_bytes_per_s: float = 1.0
+    actions: dict[str, float] = field(default_factory=dict)  # action counts per token
 
     @property
     def compute_s(self) -> float:
@@ -157,75 +162,106 @@ def _proj_cfg(arch: Arch, d_in: int, d_out: int) -> ProjectionConfig:
                             pe=min(arch.pe, d_out), act_bits=arch.act_bits)
 
 
-def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba") -> Estimate:
-    """Cycles, DRAM bytes and energy by component of one decoded token of the whole model."""
+def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
+             tokens: int = 1) -> Estimate:
+    """Cycles, DRAM bytes, action counts and energy by component, per token.
+
+    ``tokens == 1`` is a decode step. ``tokens = L > 1`` is a prefill of L tokens, processed one
+    after another by the same units (so compute scales with L) while the weights, the state and
+    the LM head are fetched once for the whole prefill (the activations of all L tokens are
+    assumed to stay on chip); the returned figures are per token of the prefill.
+    """
     if design not in ("bimamba", "fp16"):
         raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
     if cfg.d_state % arch.lanes:
         raise ValueError(f"lanes must divide d_state = {cfg.d_state}, not {arch.lanes}")
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
     pr = _Prices(load_table(arch.table), arch)
     c = cfg
     D, E, C, H, P, N, F = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state,
                            c.d_in_proj)
     db, sb = arch.data_bits, arch.state_bits
-    e: dict[str, float] = {}
-    fp = footprint(cfg)
-    bin_weights = fp.binarised_params // c.n_layer  # per layer
+    state_bytes = H * P * N * (sb if design == "bimamba" else 16) / 8
+    if arch.state_on_chip and state_bytes * c.n_layer > arch.state_sram_bytes:
+        raise ValueError(f"state_sram_bytes must hold the state ({state_bytes * c.n_layer:.0f} "
+                         f"bytes) when state_on_chip, not {arch.state_sram_bytes}")
+    e: dict[str, float] = {}  # energy per layer per token, by component
+    n: dict[str, float] = {}  # action counts per layer per token
 
+    def act(component: str, count: float, unit_j: float, action: str) -> None:
+        e[component] = e.get(component, 0.0) + count * unit_j
+        n[action] = n.get(action, 0.0) + count
+
+    fp = footprint(cfg)
+    act_sram = _size_class(arch.act_sram_bytes)
     cycles = 0
     for d_in, d_out in ((D, F), (E, D)):
         if design == "bimamba":
             pc = _proj_cfg(arch, d_in, d_out)
-            cycles += pc.cycles_per_token
             B = arch.act_bits
-            e["proj_xnor_popcount"] = e.get("proj_xnor_popcount", 0) + (
-                pr.add(1) * pc.folds * pc.simd * pc.row_groups * pc.pe * B)
-            e["proj_accumulate"] = e.get("proj_accumulate", 0) + (
-                pr.add(pc.acc_bits) * pc.row_groups * pc.pe * pc.folds * B)
-            e["proj_beta_requant"] = e.get("proj_beta_requant", 0) + (
-                pr.add(pc.beta_acc_bits) * d_in * B + pr.mult(pc.sum_bits, 16) * d_out)
-            # Activation planes re-read once per row group from an 8 KB buffer.
-            e["sram_activations"] = e.get("sram_activations", 0) + pr.sram(
-                pc.row_groups * pc.folds * B * pc.simd / 8, "8KB")
+            cycles += pc.cycles_per_token
+            act("proj_xnor_popcount", pc.folds * pc.simd * pc.row_groups * pc.pe * B,
+                pr.add(1), "binary_bit_ops")
+            act("proj_accumulate", pc.row_groups * pc.pe * pc.folds * B, pr.add(pc.acc_bits),
+                "popcount_accumulate_adds")
+            act("proj_beta_requant", d_in * B, pr.add(pc.beta_acc_bits), "beta_adds")
+            act("proj_beta_requant", d_out, pr.mult(pc.sum_bits, 16), "requant_mults")
+            # Activation planes re-read once per row group.
+            act("sram_activations", pc.row_groups * pc.folds * B * pc.simd / 8,
+                pr.sram(1, act_sram), "sram_bytes")
         else:
             cycles += math.ceil(d_in / arch.simd) * math.ceil(d_out / arch.pe)
-            e["proj_fp16_mac"] = e.get("proj_fp16_mac", 0) + pr.fp16_mac() * d_in * d_out
-            e["sram_activations"] = e.get("sram_activations", 0) + pr.sram(
-                math.ceil(d_out / arch.pe) * d_in * 2, "8KB")
+            act("proj_fp16_mac", d_in * d_out, pr.fp16_mac(), "fp16_macs")
+            act("sram_activations", math.ceil(d_out / arch.pe) * d_in * 2, pr.sram(1, act_sram),
+                "sram_bytes")
     cycles += scan_cycles_per_token(H, P, N, arch.lanes)
     cycles += math.ceil((2 * D + C + 3 * E) / arch.other_lanes)
     state_vals = H * P * N
     if design == "bimamba":
-        e["scan"] = state_vals * (pr.mult(16, sb) + pr.mult(24, db) + pr.add(40)
-                                  + pr.mult(sb, db) + pr.add(40)) + H * P * pr.mult(16, db) * 2
-        e["tables_dt"] = H * (3 * pr.mult(17, 16) + 6 * pr.add(32))
-        e["other_stages"] = (2 * D + 2 * E) * pr.mult(24, 16) + C * c.d_conv * pr.mult(db, 16) + (
-            C + E) * pr.mult(db, 16) + E * pr.mult(db, db) + D * pr.add(24)
+        act("scan", state_vals * 3, pr.mult(20, sb), "scan_mults")  # dA h, dtx B, h C
+        act("scan", state_vals * 2 + H * P, pr.add(40), "scan_adds")
+        act("scan", H * P * 2, pr.mult(16, db), "scan_mults")  # dt x, D x
+        act("tables_dt", H * 3, pr.mult(17, 16), "table_lookups")  # softplus (2), decay
+        act("other_stages", (2 * D + 2 * E) * 2 + C * c.d_conv + C + 2 * E, pr.mult(db, 16),
+            "elementwise_mults")
+        act("other_stages", C + E, pr.mult(db, 16), "table_lookups")  # SiLU tables
     else:
-        e["scan"] = state_vals * 2 * pr.fp16_mac() + H * P * pr.fp16_mac()
-        e["tables_dt"] = H * 4 * pr.fp16_mac()
-        e["other_stages"] = (2 * D + 2 * E + C * c.d_conv + C + 2 * E + D) * pr.fp16_mac()
-    state_bytes = state_vals * (sb if design == "bimamba" else 16) / 8
-    weight_bytes = (bin_weights / 8 if design == "bimamba" else bin_weights * 2)
+        act("scan", state_vals * 2 + H * P, pr.fp16_mac(), "fp16_macs")
+        act("tables_dt", H * 4, pr.fp16_mac(), "fp16_macs")
+        act("other_stages", 2 * D + 2 * E + C * c.d_conv + C + 2 * E + D, pr.fp16_mac(),
+            "fp16_macs")
+    bin_weights = fp.binarised_params // c.n_layer
+    weight_bytes = bin_weights / 8 if design == "bimamba" else bin_weights * 2
     small = (fp.other_params / c.n_layer) * 2  # FP16 constants per layer
     if design == "bimamba":
         small += (F + D) * 4  # per-row multiplier and correction constants
     L = c.n_layer
     state_traffic = 0.0 if arch.state_on_chip else 2 * state_bytes  # read and write back
     if arch.state_on_chip:
-        e["sram_state"] = pr.sram(2 * state_bytes, "1MB")
-    est = Estimate(design, cycles * L, (weight_bytes + small + state_traffic) * L,
+        act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(arch.state_sram_bytes)),
+            "sram_bytes")
+
+    # Compute every token; weights, state and LM head once per call (per token in decode).
+    est = Estimate(design, cycles * L, (weight_bytes + small + state_traffic) * L / tokens,
                    {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
-    est.energy_j["dram_weights"] = pr.dram((weight_bytes + small) * L)
+    est.actions = {k: v * L for k, v in n.items()}
+    est.energy_j["dram_weights"] = pr.dram((weight_bytes + small) * L / tokens)
     if state_traffic:
-        est.energy_j["dram_state"] = pr.dram(state_traffic * L)
-    # Model level: one embedding row in, the tied LM head out (FP16 in both designs).
-    emb_bytes = fp.embedding_params * 2 + D * 2
-    est.cycles += math.ceil(fp.embedding_params / arch.lm_head_macs)
+        est.energy_j["dram_state"] = pr.dram(state_traffic * L / tokens)
+    emb_bytes = D * 2 + fp.embedding_params * 2 / tokens
+    est.cycles += math.ceil(fp.embedding_params / arch.lm_head_macs / tokens)
     est.dram_bytes += emb_bytes
-    est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac()
+    est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
     est.energy_j["dram_embedding"] = pr.dram(emb_bytes)
+    est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
+    est.actions["dram_bytes"] = est.dram_bytes
     return est
+
+
+def _size_class(n_bytes: int) -> str:
+    """The table's SRAM size class for an array of ``n_bytes``: 8KB, 32KB or 1MB."""
+    return "8KB" if n_bytes <= 8 * 1024 else "32KB" if n_bytes <= 32 * 1024 else "1MB"
 
 
 def arch_from_args(path: str | None, sets: list[str]) -> Arch:

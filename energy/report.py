@@ -21,16 +21,18 @@ if __package__ in (None, ""):  # run as a script: python energy/report.py
 
 from energy.estimator import Arch, arch_from_args, estimate  # noqa: E402
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
+from energy.tables import load_table  # noqa: E402
 from model.config import get_preset  # noqa: E402
 
 PRESETS = ("780M", "1.3B", "2.7B")
 GIB = 2**30
 
 
-def preset_report(name: str, arch: Arch) -> dict:
+def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
     cfg = get_preset(name)
     fp = footprint(cfg)
     b, f = estimate(cfg, arch, "bimamba"), estimate(cfg, arch, "fp16")
+    bp, fpp = estimate(cfg, arch, "bimamba", prefill), estimate(cfg, arch, "fp16", prefill)
     state_bytes = fp.state_values * arch.state_bits // 8
     return {
         "weights_fp16_bytes": fp.fp16_bytes - 2 * fp.embedding_params,
@@ -50,6 +52,11 @@ def preset_report(name: str, arch: Arch) -> dict:
         "weight_memory_saving": (fp.fp16_bytes - 2 * fp.embedding_params)
         / (fp.bimamba_bytes - 2 * fp.embedding_params),
         "speedup": b.tokens_per_s / f.tokens_per_s,
+        "actions_per_token": b.actions, "actions_per_token_fp16": f.actions,
+        "prefill_tokens": prefill,
+        "prefill_tokens_per_s": bp.tokens_per_s, "prefill_bound": bp.bound,
+        "prefill_energy_per_token_j": bp.energy_per_token_j,
+        "prefill_energy_per_token_fp16_j": fpp.energy_per_token_j,
     }
 
 
@@ -63,7 +70,13 @@ def paper_storage_line() -> str:
 
 
 def _md(reports: dict[str, dict], arch: Arch) -> str:
-    out = [f"Architecture: {json.dumps(asdict(arch))}", ""]
+    table = load_table(arch.table)
+    tech = f"{table.name} ({table.node_nm:g} nm)"
+    if arch.node_nm != table.node_nm:
+        tech += (f", scaled to {arch.node_nm:g} nm: logic and SRAM energy x "
+                 f"{arch.node_nm / table.node_nm:.3f} (linear in feature size at constant "
+                 f"voltage), DRAM unscaled")
+    out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", ""]
     out += ["| model | weights FP16 | weights Bi-Mamba | embedding (FP16) | SSM state | "
             "total FP16 | total Bi-Mamba |", "|---|---|---|---|---|---|---|"]
     for n, r in reports.items():
@@ -82,6 +95,14 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
                    f"{r['energy_per_token_j'] * 1e3:.2f} mJ | "
                    f"{r['energy_per_token_fp16_j'] * 1e3:.2f} mJ | {r['energy_saving']:.2f}x | "
                    f"{r['weight_memory_saving']:.2f}x |")
+    out += ["", f"Prefill of {next(iter(reports.values()))['prefill_tokens']} tokens (weights, "
+            "state and LM head fetched once), per token:", "",
+            "| model | tokens/s (bound) | energy/token Bi-Mamba | energy/token FP16 |",
+            "|---|---|---|---|"]
+    for n, r in reports.items():
+        out.append(f"| {n} | {r['prefill_tokens_per_s']:.1f} ({r['prefill_bound']}) | "
+                   f"{r['prefill_energy_per_token_j'] * 1e3:.2f} mJ | "
+                   f"{r['prefill_energy_per_token_fp16_j'] * 1e3:.2f} mJ |")
     for n, r in reports.items():
         out += ["", f"Energy per token by component, {n} (mJ):", "",
                 "| component | Bi-Mamba | FP16 |", "|---|---|---|"]
@@ -100,6 +121,8 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
 def _csv(reports: dict[str, dict]) -> str:
     buf = io.StringIO()
     flat = {n: {k: v for k, v in r.items() if not isinstance(v, dict)} for n, r in reports.items()}
+    for n, r in reports.items():  # action counts as columns too
+        flat[n].update({f"actions.{k}": v for k, v in r["actions_per_token"].items()})
     w = csv.DictWriter(buf, fieldnames=["preset", *next(iter(flat.values()))])
     w.writeheader()
     for n, r in flat.items():
@@ -206,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-act", default="4,6,8,10,12")
     ap.add_argument("--sweep-steps", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prefill", type=int, default=512, help="prefill length L (default 512)")
     args = ap.parse_args(argv)
     try:
         presets = args.preset or list(PRESETS)
@@ -213,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             if p not in PRESETS:
                 raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {p!r}")
         arch = arch_from_args(args.arch, args.set)
-        reports = {p: preset_report(p, arch) for p in presets}
+        if args.prefill < 1:
+            raise ValueError(f"prefill must be a positive integer, not {args.prefill}")
+        reports = {p: preset_report(p, arch, args.prefill) for p in presets}
     except ValueError as e:
         ap.error(str(e))
     sweep = None

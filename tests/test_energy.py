@@ -113,3 +113,32 @@ def test_report_sweep_joins_accuracy_and_energy(capsys):
     assert [r["act_bits"] for r in rows] == [6, 10]
     assert rows[1]["mixer_out_db"] > rows[0]["mixer_out_db"]
     assert rows[1]["energy_per_token_j"] > rows[0]["energy_per_token_j"]
+
+
+def test_prefill_amortises_weights_and_counts_actions():
+    cfg, arch = get_preset("780M"), Arch()
+    dec, pre = estimate(cfg, arch), estimate(cfg, arch, tokens=256)
+    assert pre.energy_j["dram_weights"] == pytest.approx(dec.energy_j["dram_weights"] / 256)
+    assert pre.energy_j["proj_xnor_popcount"] == pytest.approx(dec.energy_j["proj_xnor_popcount"])
+    assert pre.cycles < dec.cycles and pre.energy_per_token_j < dec.energy_per_token_j
+    # Binary bit-ops: d_in * d_out * act_bits per projection (no padding at SIMD 64, PE 16).
+    per_layer = (1536 * 6448 + 3072 * 1536) * 8
+    assert dec.actions["binary_bit_ops"] == per_layer * cfg.n_layer
+    assert dec.actions["dram_bytes"] == dec.dram_bytes
+    with pytest.raises(ValueError, match="tokens must be a positive integer, not 0"):
+        estimate(cfg, arch, tokens=0)
+
+
+def test_sram_size_and_node_scaling(capsys):
+    cfg = get_preset("780M")
+    small = estimate(cfg, Arch(act_sram_bytes=4096))
+    big = estimate(cfg, Arch(act_sram_bytes=64 * 1024))
+    assert big.energy_j["sram_activations"] == pytest.approx(10 * small.energy_j["sram_activations"])
+    with pytest.raises(ValueError, match="state_sram_bytes must hold the state"):
+        estimate(cfg, Arch(state_on_chip=True, state_sram_bytes=1024))
+    s7 = estimate(cfg, Arch(node_nm=7))
+    base = estimate(cfg, Arch())
+    assert s7.energy_j["scan"] == pytest.approx(base.energy_j["scan"] * 7 / 45)
+    assert s7.energy_j["dram_weights"] == base.energy_j["dram_weights"]
+    assert report_main(["--preset", "780M", "--set", "node_nm=7"]) == 0
+    assert "scaled to 7 nm" in capsys.readouterr().out
