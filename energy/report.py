@@ -144,12 +144,13 @@ def _plot(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> 
                                for k in [*r["energy_breakdown_j"], *r["energy_breakdown_fp16_j"]]))
     x = range(2 * len(names))
     bottom = [0.0] * len(x)
-    for comp in comps:
+    palette = plt.get_cmap("tab20").colors  # one colour per component, up to 20
+    for i, comp in enumerate(comps):
         vals = []
         for n in names:
             vals += [reports[n]["energy_breakdown_j"].get(comp, 0) * 1e3,
                      reports[n]["energy_breakdown_fp16_j"].get(comp, 0) * 1e3]
-        ax.bar(x, vals, bottom=bottom, label=comp)
+        ax.bar(x, vals, bottom=bottom, label=comp, color=palette[i % len(palette)])
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xticks(list(x), [f"{n}\n{d}" for n in names for d in ("Bi-Mamba", "FP16")])
     ax.set_ylabel("energy per token (mJ)")
