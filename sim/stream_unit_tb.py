@@ -7,33 +7,24 @@ compared. Figures go to ``BIMAMBA_RESULT``.
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 import random
 import time
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, with_timeout
+from cocotb.triggers import with_timeout
 
+from sim.harness import PERIOD_NS, load_case, start, write_result
 from sim.streams import StreamSink, StreamSource, random_pauses
-
-PERIOD_NS = 10
 
 
 @cocotb.test()
 async def stream_unit_case(dut):
-    with open(os.environ["BIMAMBA_CASE"], "rb") as fh:
-        case = pickle.load(fh)
+    case = load_case()
     rng = random.Random(case["seed"])
     dut._log.info("case %s seed=%d, %d vectors", case["name"], case["seed"], len(case["inputs"]))
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     source = StreamSource(dut, "i", dut.clk, PERIOD_NS, random_pauses(case["idle"], rng))
     sink = StreamSink(dut, "o", dut.clk, PERIOD_NS, random_pauses(case["backpressure"], rng))
-    dut.rst.value = 1
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut)
     collector = cocotb.start_soon(sink.receive(len(case["expected"])))
     t0 = time.perf_counter()
     budget = (20 * len(case["inputs"]) + 1000) * PERIOD_NS  # fail on a hang, never spin
@@ -49,6 +40,5 @@ async def stream_unit_case(dut):
               "mismatches": len(bad), "first_mismatch": first,
               "latency_measured": out_cycles[0] - in_cycles[0],
               "cycles": out_cycles[-1] - in_cycles[0] + 1, "wall_s": wall}
-    with open(os.environ["BIMAMBA_RESULT"], "w") as fh:
-        json.dump(result, fh)
+    write_result(result)
     assert not bad, first

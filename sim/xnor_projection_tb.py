@@ -8,19 +8,14 @@ by :mod:`cosim.projection`; the measured figures go to the JSON file named by
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
 import random
 import time
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, First, RisingEdge, Timer, with_timeout
+from cocotb.triggers import FallingEdge, with_timeout
 
+from sim.harness import PERIOD_NS, assert_quiet, load_case, start, write_result
 from sim.streams import StreamSink, StreamSource, random_pauses
-
-PERIOD_NS = 10
 
 
 def _pack(values, bits: int) -> int:
@@ -96,19 +91,13 @@ def check(got: list[list[int]], expected, d_out: int) -> tuple[int, str | None]:
 
 @cocotb.test()
 async def projection_case(dut):
-    with open(os.environ["BIMAMBA_CASE"], "rb") as fh:
-        case = pickle.load(fh)
+    case = load_case()
     cfg = case["config"]
     rng = random.Random(case["seed"])
     dut._log.info("case %s seed=%d", case["name"], case["seed"])
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
-
     driver = ProjectionDriver(dut, case, random_pauses(case["idle"], rng))
     monitor = ProjectionMonitor(dut, cfg, random_pauses(case["backpressure"], rng))
-    dut.rst.value = 1
-    await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut, reset_cycles=2)
     await driver.load_memories()
 
     if case["reset_mid_token"]:
@@ -139,13 +128,9 @@ async def projection_case(dut):
     budget = 10 * (len(tokens) * cfg["cycles_per_token"] + cfg["latency"]) + 1000
     got, out_cycles = await with_timeout(collector, budget * PERIOD_NS, "ns")
     wall = time.perf_counter() - t0
-    # Nothing more may come out: watch one more token's time (without a Python wake-up per
-    # cycle) for a stray output beat.
-    await FallingEdge(dut.clk)
-    assert not dut.out__valid.value, "output beat after the last expected one"
-    extra = await First(RisingEdge(dut.out__valid),
-                        Timer((cfg["cycles_per_token"] + cfg["latency"]) * PERIOD_NS, "ns"))
-    assert isinstance(extra, Timer), "output beat after the last expected one"
+    # Nothing more may come out for one more token's time.
+    await assert_quiet(dut, dut.out__valid, cfg["cycles_per_token"] + cfg["latency"],
+                       "output beat")
 
     mismatches, first = check(got, case["expected"], cfg["d_out"])
     n = len(tokens)
@@ -160,8 +145,7 @@ async def projection_case(dut):
         "token_spacing": spacing, "wall_s": wall,
         "sim_cycles": measured, "cycles_per_s": measured / wall if wall > 0 else None,
     }
-    with open(os.environ["BIMAMBA_RESULT"], "w") as fh:
-        json.dump(result, fh)
+    write_result(result)
     assert mismatches == 0, first
     if not (case["idle"] or case["backpressure"]):
         assert measured == result["cycles_predicted"], result
