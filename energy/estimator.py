@@ -14,8 +14,14 @@ Assumptions (printed with every report):
 * Decode at batch 1; the layers run one after another, and within a layer in_proj, the scan,
   out_proj and the element-wise stages (norms, conv, SiLU, gate: ``other_lanes`` elements a
   cycle) do too. Memory traffic overlaps compute: time per token is the larger of the two.
-* Weights do not fit on chip and stream from DRAM every token (1 bit per binarised weight,
-  FP16 for everything else). The SSM state stays in DRAM too unless ``state_on_chip``.
+* The model's weights do not fit on chip: every token, each projection's weights come from
+  DRAM (1 bit per binarised weight, FP16 for everything else) into the unit's weight RAM
+  through its load port, one word a cycle while the unit is idle (as the RTL requires), and
+  the array reads each word once. The scan reads and writes its state RAM every token; the
+  state is fetched from and written back to DRAM unless ``state_on_chip``.
+* The FP16 baseline is the same template: the array has ``simd x pe`` FP16 MACs where the 1-bit
+  design has ``simd x pe`` XNOR lanes taking ``act_bits`` cycles per weight (equal lane count,
+  far larger FP16 area), the same weight RAM flow, and an FP16 scan.
 * The LM head (tied FP16 embedding, ``vocab x d_model``) runs on an FP16 MAC unit of
   ``lm_head_macs`` per cycle in both designs.
 * Logic energy from the table's anchors: an n-bit add costs ``int8_add * n / 8`` up to 8 bits
@@ -35,6 +41,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from model.checkpoint import layer_key_shapes
 from model.config import BiMambaConfig
 from rtl.ssm_scan import SCAN_LATENCY, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
@@ -79,10 +86,11 @@ class Arch:
     lm_head_macs: int = 256  # FP16 MACs per cycle for the LM head
     state_bits: int = 16
     data_bits: int = 16
-    dram_bytes_per_s: float = 819.2e9  # one HBM2E stack
-    dram_pj_per_bit: float = 1300.0 / 64  # Horowitz 64-bit DRAM access, low end
+    dram_bytes_per_s: float = 102.4e9  # two DDR5-6400 channels (DDR class, like the energy)
+    dram_pj_per_bit: float = 0.0  # 0: the table's DRAM figure (Horowitz: 1.3 nJ / 64 bit)
     state_on_chip: bool = False
-    act_sram_bytes: int = 8 * 1024  # activation buffer of the projection unit
+    act_sram_bytes: int = 16 * 1024  # activation buffer (two tokens of planes) of the projection unit
+    weight_sram_bytes: int = 4 * 2**20  # weight RAM of the projection unit: one matrix
     state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
     node_nm: float = 45.0
@@ -92,7 +100,14 @@ class Arch:
             v = getattr(self, f.name)
             if f.name in ("table", "state_on_chip"):
                 continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if f.type in (int, "int") and not isinstance(v, int):
+                raise ValueError(f"{f.name} must be an integer, not {v!r}")
+            if f.name == "dram_pj_per_bit":
+                if not ok or v < 0:
+                    raise ValueError(f"dram_pj_per_bit must be >= 0 (0: from the table), not {v!r}")
+                continue
+            if not ok or v <= 0:
                 raise ValueError(f"{f.name} must be a positive number, not {v!r}")
         if not 1 <= self.act_bits <= 16:
             raise ValueError(f"act_bits must be an integer in [1, 16], not {self.act_bits}")
@@ -137,7 +152,8 @@ class _Prices:
     def __init__(self, table: EnergyTable, arch: Arch) -> None:
         self.t = table
         self.logic_scale = arch.node_nm / table.node_nm
-        self.dram_bit = arch.dram_pj_per_bit * 1e-12
+        self.dram_bit = (arch.dram_pj_per_bit * 1e-12 if arch.dram_pj_per_bit
+                         else table["dram_64b_low"].joules / 64)
 
     def add(self, bits: int) -> float:
         a8, a32 = self.t["int8_add"].joules, self.t["int32_add"].joules
@@ -167,9 +183,9 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     """Cycles, DRAM bytes, action counts and energy by component, per token.
 
     ``tokens == 1`` is a decode step. ``tokens = L > 1`` is a prefill of L tokens, processed one
-    after another by the same units (so compute scales with L) while the weights, the state and
-    the LM head are fetched once for the whole prefill (the activations of all L tokens are
-    assumed to stay on chip); the returned figures are per token of the prefill.
+    after another by the same units (compute and on-chip reads scale with L) while each layer's
+    weights are loaded into the weight RAM once, the state is fetched and written back once,
+    and the LM head runs for the last token only; the figures are per token of the prefill.
     """
     if design not in ("bimamba", "fp16"):
         raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
@@ -177,47 +193,71 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         raise ValueError(f"lanes must divide d_state = {cfg.d_state}, not {arch.lanes}")
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
-    pr = _Prices(load_table(arch.table), arch)
+    table = load_table(arch.table)
+    pr = _Prices(table, arch)
     c = cfg
     D, E, C, H, P, N, F = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state,
                            c.d_in_proj)
-    db, sb = arch.data_bits, arch.state_bits
-    state_bytes = H * P * N * (sb if design == "bimamba" else 16) / 8
+    db = arch.data_bits
+    sb = arch.state_bits if design == "bimamba" else 16
+    state_vals = H * P * N
+    state_bytes = state_vals * sb / 8  # one layer
     if arch.state_on_chip and state_bytes * c.n_layer > arch.state_sram_bytes:
         raise ValueError(f"state_sram_bytes must hold the state ({state_bytes * c.n_layer:.0f} "
                          f"bytes) when state_on_chip, not {arch.state_sram_bytes}")
-    e: dict[str, float] = {}  # energy per layer per token, by component
-    n: dict[str, float] = {}  # action counts per layer per token
+    e: dict[str, float] = {}  # energy per layer and token, by component
+    n: dict[str, float] = {}  # action counts per layer and token
 
     def act(component: str, count: float, unit_j: float, action: str) -> None:
         e[component] = e.get(component, 0.0) + count * unit_j
         n[action] = n.get(action, 0.0) + count
 
     fp = footprint(cfg)
-    act_sram = _size_class(arch.act_sram_bytes)
-    cycles = 0
+    cycles = 0.0
+    weight_dram = 0.0  # bytes per layer and call
     for d_in, d_out in ((D, F), (E, D)):
         if design == "bimamba":
             pc = _proj_cfg(arch, d_in, d_out)
-            B = arch.act_bits
-            cycles += pc.cycles_per_token
-            act("proj_xnor_popcount", pc.folds * pc.simd * pc.row_groups * pc.pe * B,
-                pr.add(1), "binary_bit_ops")
-            act("proj_accumulate", pc.row_groups * pc.pe * pc.folds * B, pr.add(pc.acc_bits),
+            B, words = arch.act_bits, pc.row_groups * pc.folds
+            w_bytes = words * pc.pe * pc.simd / 8  # the unit's weight RAM, padding included
+            amem = 2 * pc.folds * B * pc.simd / 8
+            # Weights are written through `load` while the unit is idle: one word a cycle.
+            cycles += pc.cycles_per_token + words / tokens
+            act("proj_xnor_popcount", words * pc.pe * pc.simd * B, pr.add(1), "binary_bit_ops")
+            act("proj_accumulate", words * pc.pe * B, pr.add(pc.acc_bits),
                 "popcount_accumulate_adds")
             act("proj_beta_requant", d_in * B, pr.add(pc.beta_acc_bits), "beta_adds")
             act("proj_beta_requant", d_out, pr.mult(pc.sum_bits, 16), "requant_mults")
-            # Activation planes re-read once per row group.
-            act("sram_activations", pc.row_groups * pc.folds * B * pc.simd / 8,
-                pr.sram(1, act_sram), "sram_bytes")
+            # Each (row group, fold) word is read once and held for the B planes (the RTL
+            # enables its read ports on plane 0 only).
+            act("sram_weights", w_bytes, pr.sram(1, _size_class(arch.weight_sram_bytes)),
+                "sram_weight_read_bytes")
+            act("sram_weights", w_bytes / tokens, pr.sram(1, _size_class(arch.weight_sram_bytes)),
+                "sram_weight_write_bytes")
+            act("sram_activations", words * B * pc.simd / 8 + pc.folds * B * pc.simd / 8,
+                pr.sram(1, _size_class(amem)), "sram_activation_bytes")
+            act("sram_activations", pc.folds * pc.simd * 2 + pc.row_groups * pc.pe * 4,
+                pr.sram(1, _size_class(pc.folds * pc.simd * 2)), "sram_constant_read_bytes")
+            weight_dram += w_bytes
+            need = max(w_bytes, amem)
+            if arch.weight_sram_bytes < w_bytes or arch.act_sram_bytes < amem:
+                raise ValueError(
+                    f"weight_sram_bytes must be >= {w_bytes:.0f} and act_sram_bytes >= "
+                    f"{amem:.0f} for the {d_in}x{d_out} projection (largest {need:.0f})")
         else:
-            cycles += math.ceil(d_in / arch.simd) * math.ceil(d_out / arch.pe)
+            words = math.ceil(d_in / arch.simd) * math.ceil(d_out / arch.pe)
+            w_bytes = d_in * d_out * 2
+            cycles += words + words / tokens  # compute, then the same word-a-cycle load
             act("proj_fp16_mac", d_in * d_out, pr.fp16_mac(), "fp16_macs")
-            act("sram_activations", math.ceil(d_out / arch.pe) * d_in * 2, pr.sram(1, act_sram),
-                "sram_bytes")
+            act("sram_weights", w_bytes, pr.sram(1, "1MB"), "sram_weight_read_bytes")
+            act("sram_weights", w_bytes / tokens, pr.sram(1, "1MB"), "sram_weight_write_bytes")
+            act("sram_activations", math.ceil(d_out / arch.pe) * d_in * 2,
+                pr.sram(1, _size_class(d_in * 2)), "sram_activation_bytes")
+            weight_dram += w_bytes
     cycles += scan_cycles_per_token(H, P, N, arch.lanes)
     cycles += math.ceil((2 * D + C + 3 * E) / arch.other_lanes)
-    state_vals = H * P * N
+    # The scan reads and writes every state element of the layer once per token.
+    act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(state_bytes)), "sram_state_bytes")
     if design == "bimamba":
         act("scan", state_vals * 3, pr.mult(20, sb), "scan_mults")  # dA h, dtx B, h C
         act("scan", state_vals * 2 + H * P, pr.add(40), "scan_adds")
@@ -227,35 +267,34 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
             "elementwise_mults")
         act("other_stages", C + E, pr.mult(db, 16), "table_lookups")  # SiLU tables
     else:
-        act("scan", state_vals * 2 + H * P, pr.fp16_mac(), "fp16_macs")
-        act("tables_dt", H * 4, pr.fp16_mac(), "fp16_macs")
-        act("other_stages", 2 * D + 2 * E + C * c.d_conv + C + 2 * E + D, pr.fp16_mac(),
-            "fp16_macs")
-    bin_weights = fp.binarised_params // c.n_layer
-    weight_bytes = bin_weights / 8 if design == "bimamba" else bin_weights * 2
-    small = (fp.other_params / c.n_layer) * 2  # FP16 constants per layer
+        act("scan", state_vals * 3 + H * P * 2, pr.fp16_mac(), "fp16_macs")
+        act("tables_dt", H * 3, pr.fp16_mac(), "fp16_macs")
+        act("other_stages", (2 * D + 2 * E) * 2 + C * c.d_conv + C + 2 * E + C + E,
+            pr.fp16_mac(), "fp16_macs")
+    layer_params = sum(math.prod(s) for k, s in layer_key_shapes(c, 0).items()
+                       if not k.endswith("proj.weight"))
+    small = layer_params * 2  # FP16 constants of a layer (norms, conv, dt/A/D, FBI scales)
     if design == "bimamba":
-        small += (F + D) * 4  # per-row multiplier and correction constants
+        small += (D + E) * 2 + (F + D) * 4  # beta per column, multiplier and correction per row
     L = c.n_layer
-    state_traffic = 0.0 if arch.state_on_chip else 2 * state_bytes  # read and write back
-    if arch.state_on_chip:
-        act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(arch.state_sram_bytes)),
-            "sram_bytes")
-
-    # Compute every token; weights, state and LM head once per call (per token in decode).
-    est = Estimate(design, cycles * L, (weight_bytes + small + state_traffic) * L / tokens,
+    state_traffic = 0.0 if arch.state_on_chip else 2 * state_bytes  # fetch and write back
+    est = Estimate(design, math.ceil(cycles * L),
+                   (weight_dram + small + state_traffic) * L / tokens,
                    {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
     est.actions = {k: v * L for k, v in n.items()}
-    est.energy_j["dram_weights"] = pr.dram((weight_bytes + small) * L / tokens)
+    est.energy_j["dram_weights"] = pr.dram((weight_dram + small) * L / tokens)
     if state_traffic:
         est.energy_j["dram_state"] = pr.dram(state_traffic * L / tokens)
-    emb_bytes = D * 2 + fp.embedding_params * 2 / tokens
+    # An embedding row in; the final norm and the LM head once per call.
+    emb_bytes = D * 2 + (fp.embedding_params + D) * 2 / tokens
     est.cycles += math.ceil(fp.embedding_params / arch.lm_head_macs / tokens)
     est.dram_bytes += emb_bytes
     est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
     est.energy_j["dram_embedding"] = pr.dram(emb_bytes)
     est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
-    est.actions["dram_bytes"] = est.dram_bytes
+    est.actions["dram_weight_bytes"] = (weight_dram + small) * L / tokens
+    est.actions["dram_state_bytes"] = state_traffic * L / tokens
+    est.actions["dram_embedding_bytes"] = emb_bytes
     return est
 
 
@@ -268,7 +307,10 @@ def arch_from_args(path: str | None, sets: list[str]) -> Arch:
     """An :class:`Arch` from defaults, an optional JSON file and ``name=value`` overrides."""
     values = {}
     if path:
-        values.update(json.loads(Path(path).read_text()))
+        try:
+            values.update(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--arch must name a readable JSON file: {e}") from None
     for item in sets:
         if "=" not in item:
             raise ValueError(f"--set takes name=value, not {item!r}")
@@ -280,11 +322,23 @@ def arch_from_args(path: str | None, sets: list[str]) -> Arch:
         if k not in known:
             raise ValueError(f"architecture parameter must be one of {', '.join(known)}, not {k!r}")
         typ = type(getattr(Arch(), k))
+        text = str(v).strip().lower()
         if typ is bool:
-            out[k] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
-        else:
-            try:
-                out[k] = typ(v) if typ is not int else int(float(v))
-            except (TypeError, ValueError):
-                raise ValueError(f"{k} must be a {typ.__name__}, not {v!r}") from None
+            if isinstance(v, bool):
+                out[k] = v
+            elif text in ("1", "true", "yes", "0", "false", "no"):
+                out[k] = text in ("1", "true", "yes")
+            else:
+                raise ValueError(f"{k} must be true or false, not {v!r}")
+            continue
+        try:
+            if typ is int:
+                f = float(v)
+                if not f.is_integer():
+                    raise ValueError
+                out[k] = int(f)
+            else:
+                out[k] = typ(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{k} must be a {typ.__name__}, not {v!r}") from None
     return replace(Arch(), **out)

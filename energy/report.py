@@ -34,12 +34,14 @@ def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
     b, f = estimate(cfg, arch, "bimamba"), estimate(cfg, arch, "fp16")
     bp, fpp = estimate(cfg, arch, "bimamba", prefill), estimate(cfg, arch, "fp16", prefill)
     state_bytes = fp.state_values * arch.state_bits // 8
+    state_fp16 = fp.state_values * 2
     return {
         "weights_fp16_bytes": fp.fp16_bytes - 2 * fp.embedding_params,
         "weights_bimamba_bytes": fp.bimamba_bytes - 2 * fp.embedding_params,
         "embedding_bytes": 2 * fp.embedding_params,
         "state_bytes": state_bytes,
-        "total_fp16_bytes": fp.fp16_bytes + state_bytes,
+        "state_fp16_bytes": state_fp16,
+        "total_fp16_bytes": fp.fp16_bytes + state_fp16,
         "total_bimamba_bytes": fp.bimamba_bytes + state_bytes,
         "tokens_per_s": b.tokens_per_s, "bound": b.bound,
         "tokens_per_s_fp16": f.tokens_per_s, "bound_fp16": f.bound,
@@ -113,8 +115,10 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             out.append(f"| {k} | {'-' if b is None else f'{b * 1e3:.3f}'} | "
                        f"{'-' if f is None else f'{f * 1e3:.3f}'} |")
     out += ["", paper_storage_line(), "",
-            "Assumptions: see energy/estimator.py (decode at batch 1, weights and state from "
-            "DRAM every token, FP16 LM head in both designs, Horowitz 45 nm energies)."]
+            "Assumptions (energy/estimator.py): decode at batch 1; weights from DRAM into the "
+            "unit's weight RAM every token, loaded while the unit is idle; SSM state from DRAM "
+            "unless state_on_chip; FP16 baseline with as many FP16 MACs as the 1-bit array has "
+            "XNOR lanes; FP16 LM head in both; Horowitz 45 nm energies, DDR-class DRAM."]
     return "\n".join(out)
 
 
@@ -200,8 +204,8 @@ def _plot(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> 
 
 def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: int,
                           seed: int) -> list[dict]:
-    """Golden-model SQNR (780M-shaped layer of ``preset``, ``steps`` decode steps) beside the
-    estimated energy and throughput, per activation width."""
+    """Golden-model SQNR (one synthetic layer of ``preset``, ``steps`` decode steps) beside the
+    estimated energy and throughput of the whole model, per activation width."""
     from model.evaluate import evaluate, prepare
     from model.quantize import QuantSpec
 
@@ -245,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     sweep = None
     if args.sweep:
-        acts = [int(v) for v in args.sweep_act.split(",")]
+        try:
+            acts = [int(v) for v in args.sweep_act.split(",")]
+            if args.sweep_steps < 1 or not all(1 <= a <= 16 for a in acts):
+                raise ValueError
+        except ValueError:
+            ap.error(f"--sweep-act takes activation widths in [1, 16] separated by commas and "
+                     f"--sweep-steps a positive integer, not {args.sweep_act!r} / {args.sweep_steps}")
         sweep = accuracy_energy_sweep(presets[0], arch, acts, args.sweep_steps, args.seed)
     if args.format == "json":
         doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line()}

@@ -464,10 +464,15 @@ class XnorProjection(wiring.Component):
         wp_r = wmem.read_port()
         ap_r = amem.read_port()
         bp_r = bmem.read_port()
+        # A (row group, fold) word serves all B planes: read it on plane 0 and let the read
+        # ports hold it for the other planes (a synchronous port keeps its data while disabled),
+        # so each weight bit leaves the RAM once per token. Beta is needed in row group 0 only.
+        first_plane = Signal()
+        m.d.comb += first_plane.eq(k == 0)
         m.d.comb += [
-            wp_r.addr.eq(r * F + f), wp_r.en.eq(adv),
-            ap_r.addr.eq(rbuf * F + f), ap_r.en.eq(adv),
-            bp_r.addr.eq(f), bp_r.en.eq(adv),
+            wp_r.addr.eq(r * F + f), wp_r.en.eq(adv & first_plane),
+            ap_r.addr.eq(rbuf * F + f), ap_r.en.eq(adv & first_plane),
+            bp_r.addr.eq(f), bp_r.en.eq(adv & first_plane & (r == 0)),
         ]
 
         meta_layout = data.StructLayout({

@@ -42,19 +42,41 @@ def test_scan_cycles_match_verilator():
 def test_estimate_uses_the_rtl_formulas_and_costs_fp16_the_same_way():
     cfg, arch = get_preset("2.7B"), Arch()
     b, f = estimate(cfg, arch), estimate(cfg, arch, "fp16")
-    per_layer = (ProjectionConfig(d_in=2560, d_out=10576, simd=64, pe=16).cycles_per_token
-                 + ProjectionConfig(d_in=5120, d_out=2560, simd=64, pe=16).cycles_per_token
+    pin = ProjectionConfig(d_in=2560, d_out=10576, simd=64, pe=16)
+    pout = ProjectionConfig(d_in=5120, d_out=2560, simd=64, pe=16)
+    per_layer = (pin.cycles_per_token + pin.row_groups * pin.folds  # compute + weight load
+                 + pout.cycles_per_token + pout.row_groups * pout.folds
                  + 80 * 64 * 128 // 16 + -(-(2 * 2560 + 5376 + 3 * 5120) // 64))
     assert b.cycles == 64 * per_layer + -(-32000 * 2560 // 256)
-    # Same DRAM traffic outside the weights; weights 16x smaller (1 bit vs 16).
     assert f.energy_j["dram_state"] == b.energy_j["dram_state"]
     assert f.energy_j["dram_weights"] / b.energy_j["dram_weights"] == pytest.approx(16, rel=0.05)
     assert b.energy_per_token_j < f.energy_per_token_j
-    # More bit-planes cost more cycles and more popcount energy, never less.
     b12 = estimate(cfg, Arch(act_bits=12))
     assert b12.cycles > b.cycles
-    assert b12.energy_j["proj_xnor_popcount"] == pytest.approx(
-        b.energy_j["proj_xnor_popcount"] * 12 / 8)
+
+
+def test_dram_traffic_and_energy_pinned_by_hand():
+    """2.7B decode: every DRAM byte and its energy, computed here from the shapes."""
+    c = get_preset("2.7B")
+    D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
+    weights_1bit = (D * F + E * D) / 8
+    fp16_consts = (2 * D + 2 * E  # norm gains, FBI scales and shifts per column...
+                   + 5376 * 4 + 5376 + 3 * H + E + D  # conv, conv bias, dt/A/D, norms
+                   - (2 * D + 2 * E) + 2 * (D + E)) * 2  # (wscale/wbias counted once)
+    unit_consts = (D + E) * 2 + (F + D) * 4  # beta per column, multiplier + correction per row
+    state = 2 * H * P * N * 2  # 16-bit state read and written back
+    per_layer = weights_1bit + fp16_consts + unit_consts + state
+    embedding = 32000 * D * 2 + D * 2 + D * 2  # LM head, one embedding row, final norm
+    b = estimate(c, Arch())
+    assert b.dram_bytes == pytest.approx(L * per_layer + embedding)
+    pj_per_bit = 1300 / 64  # Horowitz: 1.3 nJ per 64-bit DRAM access
+    dram_j = (b.energy_j["dram_weights"] + b.energy_j["dram_state"]
+              + b.energy_j["dram_embedding"])
+    assert dram_j == pytest.approx((L * per_layer + embedding) * 8 * pj_per_bit * 1e-12)
+    assert b.energy_j["lm_head"] == pytest.approx(32000 * D * (1.1 + 0.4) * 1e-12)
+    # The XNOR array: d_in * d_out * act_bits one-bit adds at 0.03 pJ / 8.
+    assert b.energy_j["proj_xnor_popcount"] == pytest.approx(
+        L * (D * F + E * D) * 8 * 0.03e-12 / 8)
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():
@@ -91,6 +113,11 @@ def test_report_md_csv_and_plots(capsys, tmp_path):
     (["--set", "clock_hz=-1"], "clock_hz must be a positive number, not -1.0"),
     (["--set", "lanes=3"], "lanes must divide d_state = 128, not 3"),
     (["--set", "simd=abc"], "simd must be a int, not 'abc'"),
+    (["--set", "act_bits=1.9"], "act_bits must be a int, not '1.9'"),
+    (["--set", "clock_hz=nan"], "clock_hz must be a positive number, not nan"),
+    (["--set", "state_on_chip=maybe"], "state_on_chip must be true or false"),
+    (["--arch", "/nonexistent.json"], "--arch must name a readable JSON file"),
+    (["--sweep", "--sweep-act", "a,b"], "--sweep-act takes activation widths"),
     (["--set", "frequency=1"], "architecture parameter must be one of clock_hz"),
 ])
 def test_report_bad_input(argv, msg, capsys):
@@ -120,24 +147,24 @@ def test_prefill_amortises_weights_and_counts_actions():
     dec, pre = estimate(cfg, arch), estimate(cfg, arch, tokens=256)
     assert pre.energy_j["dram_weights"] == pytest.approx(dec.energy_j["dram_weights"] / 256)
     assert pre.energy_j["proj_xnor_popcount"] == pytest.approx(dec.energy_j["proj_xnor_popcount"])
+    # Weight RAM: written once per prefill, read by every token.
+    assert pre.actions["sram_weight_read_bytes"] == dec.actions["sram_weight_read_bytes"]
+    assert pre.actions["sram_weight_write_bytes"] == pytest.approx(
+        dec.actions["sram_weight_write_bytes"] / 256)
     assert pre.cycles < dec.cycles and pre.energy_per_token_j < dec.energy_per_token_j
-    # Binary bit-ops: d_in * d_out * act_bits per projection (no padding at SIMD 64, PE 16).
-    per_layer = (1536 * 6448 + 3072 * 1536) * 8
+    per_layer = (1536 * 6448 + 3072 * 1536) * 8  # d_in * d_out * act_bits, no padding here
     assert dec.actions["binary_bit_ops"] == per_layer * cfg.n_layer
-    assert dec.actions["dram_bytes"] == dec.dram_bytes
     with pytest.raises(ValueError, match="tokens must be a positive integer, not 0"):
         estimate(cfg, arch, tokens=0)
 
 
-def test_sram_size_and_node_scaling(capsys):
-    cfg = get_preset("780M")
-    small = estimate(cfg, Arch(act_sram_bytes=4096))
-    big = estimate(cfg, Arch(act_sram_bytes=64 * 1024))
-    assert big.energy_j["sram_activations"] == pytest.approx(10 * small.energy_j["sram_activations"])
+def test_sram_sizes_are_checked_and_node_scaling(capsys):
+    cfg = get_preset("2.7B")
+    with pytest.raises(ValueError, match="weight_sram_bytes must be >= 3384320"):
+        estimate(cfg, Arch(weight_sram_bytes=2**20))
     with pytest.raises(ValueError, match="state_sram_bytes must hold the state"):
         estimate(cfg, Arch(state_on_chip=True, state_sram_bytes=1024))
-    s7 = estimate(cfg, Arch(node_nm=7))
-    base = estimate(cfg, Arch())
+    s7, base = estimate(cfg, Arch(node_nm=7)), estimate(cfg, Arch())
     assert s7.energy_j["scan"] == pytest.approx(base.energy_j["scan"] * 7 / 45)
     assert s7.energy_j["dram_weights"] == base.energy_j["dram_weights"]
     assert report_main(["--preset", "780M", "--set", "node_nm=7"]) == 0
