@@ -11,7 +11,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from model.checkpoint import load_block, synthetic_state_dict

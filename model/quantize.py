@@ -19,7 +19,7 @@ import torch
 
 from .config import BiMambaConfig
 from .fixedpoint import (
-    Exp2Table, PwlTable, QFormat, RsqrtTable, frac_for_range, signed_bits, unsigned_bits,
+    Exp2Table, PwlTable, QFormat, RsqrtTable, frac_for_range, signed_bits,
 )
 from .reference import BiMambaBlock
 

@@ -189,7 +189,7 @@ class SsmScan(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         q = c.q
-        H, P, N, L, K = q.cfg.nheads, q.cfg.headdim, q.cfg.d_state, c.lanes, c.chunks
+        H, P, L, K = q.cfg.nheads, q.cfg.headdim, c.lanes, c.chunks
         f, s = q.fmt, q.spec
         al = scan_alignment(q)
         m = Module()
@@ -254,7 +254,6 @@ class SsmScan(wiring.Component):
         k = Signal(range(max(K, 2)))
         busy = Signal()  # a head is loaded in cur_*
         cur = Signal(entry)
-        at_token_start = (h == 0) & (p == 0) & (k == 0)
         last_k, last_p, last_h = k == K - 1, p == P - 1, h == H - 1
 
         # Load the next head when idle or as the current one issues its last chunk.

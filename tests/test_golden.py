@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from model import golden as G
 from model.evaluate import LAYER_OUT_BUDGET_DB, evaluate, main, prepare

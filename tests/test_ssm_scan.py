@@ -14,7 +14,6 @@ from model.quantize import QuantSpec, export_layer
 from rtl.emit import emit, lint, write_if_changed
 from rtl.ssm_scan import ScanConfig, SsmScan
 
-from .conftest import make_layer
 
 
 def G_round(h_prev, q):
@@ -131,7 +130,6 @@ def test_corners(layers):
     q = layers["p8n8"]
     c, f = q.cfg, q.fmt
     H, P, N = c.nheads, c.headdim, c.d_state
-    T = 6
     dt_raw = np.stack([np.full(H, f["dt_raw"].max_int), np.full(H, f["dt_raw"].min_int),
                        np.full(H, f["dt_raw"].max_int), np.zeros(H, np.int64),
                        np.full(H, f["dt_raw"].max_int), np.zeros(H, np.int64)])
