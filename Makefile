@@ -19,9 +19,12 @@ all: venv
 
 venv: $(STAMP)
 
+# The pinned requirements, then the project itself (editable, no dependencies) so that
+# `import model` works from any folder.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 # Main job: the golden model against the float reference (per-stage SQNR, accuracy budget),
@@ -49,8 +52,7 @@ lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16
 
 toolchain: $(STAMP)
-	verilator --version
-	$(PY) -c "import amaranth, cocotb; print('amaranth', amaranth.__version__, 'cocotb', cocotb.__version__)"
+	$(PY) -m cosim.toolchain
 
 clean:
-	rm -rf $(VENV) build sim_build .pytest_cache
+	rm -rf $(VENV) build sim_build .pytest_cache .hypothesis *.egg-info
