@@ -14,6 +14,7 @@ and at model level ``backbone.embedding.weight (vocab, D)``, ``backbone.norm_f.w
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -24,6 +25,8 @@ from .reference import BiMambaBlock, BiMambaStack
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWarning",
+    "count_zero_weights",
     "layer_key_shapes",
     "model_key_shapes",
     "load_block",
@@ -33,7 +36,11 @@ __all__ = [
 
 
 class CheckpointError(ValueError):
-    """A state dict lacks a key or holds a tensor of the wrong shape."""
+    """A state dict lacks a key or holds a tensor of the wrong shape, type or value."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint loads, but a value is interpreted by this project's policy (zero weights)."""
 
 
 def layer_key_shapes(cfg: BiMambaConfig, layer: int) -> dict[str, tuple[int, ...]]:
@@ -68,13 +75,45 @@ def model_key_shapes(cfg: BiMambaConfig, n_layers: int | None = None) -> dict[st
     return shapes
 
 
+# Integer tensors are accepted (a hand-made state dict); bool and complex are not.
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+# Binary weights whose exact-zero latent values are counted: the two FBI-Linear matrices.
+_BINARY_KEYS = ("mixer.in_proj.weight", "mixer.out_proj.weight")
+
+
 def _check(sd: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Every key of ``shapes`` present in ``sd`` as a finite real tensor of that shape."""
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(
+            f"state dict must be a mapping of key -> tensor, not {type(sd).__name__}")
     for key, shape in shapes.items():
         if key not in sd:
             raise CheckpointError(f"missing key {key!r} (expected shape {shape})")
-        got = tuple(sd[key].shape)
+        t = sd[key]
+        if not isinstance(t, Tensor):
+            raise CheckpointError(f"key {key!r} must be a torch.Tensor, not {type(t).__name__}")
+        got = tuple(t.shape)
         if got != shape:
             raise CheckpointError(f"key {key!r} has shape {got}, expected {shape}")
+        if not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+            raise CheckpointError(f"key {key!r} must hold real numbers, not {t.dtype}")
+        bad = ~torch.isfinite(t) if t.is_floating_point() else None
+        if bad is not None and bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise CheckpointError(
+                f"key {key!r} has {int(bad.sum())} non-finite values (NaN or inf), "
+                f"the first at index {first}")
+
+
+def count_zero_weights(sd: Mapping[str, Tensor], layer: int) -> dict[str, int]:
+    """Exact-zero latent weights of layer ``layer``'s binary projections, by full key.
+
+    Bi-Mamba's own binariser is ``sign()``, which maps 0 to 0 (``W_hat = beta`` there); this
+    project maps it to +1 (a 1-bit weight has no zero). The two agree wherever the count is 0.
+    """
+    p = f"backbone.layers.{layer}."
+    return {p + k: int((sd[p + k] == 0).sum()) for k in _BINARY_KEYS}
 
 
 def _block_params(block: BiMambaBlock) -> dict[str, torch.nn.Parameter]:
@@ -98,6 +137,13 @@ def load_block(
         raise ValueError(f"layer must be in [0, {cfg.n_layer}), not {layer}")
     shapes = layer_key_shapes(cfg, layer)
     _check(sd, shapes)
+    zeros = {k: n for k, n in count_zero_weights(sd, layer).items() if n}
+    if zeros:
+        counts = ", ".join(f"{k}: {n}" for k, n in zeros.items())
+        warnings.warn(
+            f"{sum(zeros.values())} exact-zero binary weights ({counts}) are taken as +1; "
+            f"Bi-Mamba's sign() would give 0 (W_hat = beta) for them", CheckpointWarning,
+            stacklevel=2)
     block = BiMambaBlock(cfg)
     prefix = f"backbone.layers.{layer}."
     params = _block_params(block)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from model.checkpoint import (
-    CheckpointError, load_block, load_stack, model_key_shapes, synthetic_state_dict,
+    CheckpointError, CheckpointWarning, count_zero_weights, load_block, load_stack,
+    model_key_shapes, synthetic_state_dict,
 )
 from model.config import get_preset
 
@@ -83,3 +84,54 @@ def test_stack_checks_model_level_keys(key):
 def test_layer_index_out_of_range():
     with pytest.raises(ValueError, match=r"layer must be in \[0, 2\), not 2"):
         load_block(synthetic_state_dict(CFG, 0), CFG, 2)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("mixer.in_proj.weight", float("nan")), ("mixer.D", float("inf")),
+    ("mixer.conv1d.bias", float("-inf")), ("norm.weight", float("nan")),
+])
+def test_non_finite_values_are_refused_with_the_key(key, value):
+    sd = synthetic_state_dict(CFG, 0)
+    full = "backbone.layers.0." + key
+    t = sd[full].clone()
+    t.view(-1)[3] = value
+    t.view(-1)[5] = value
+    sd[full] = t
+    first = tuple(int(i) for i in torch.nonzero(~torch.isfinite(t))[0])
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"key '{full}' has 2 non-finite values (NaN or inf), the first at index {first}")):
+        load_block(sd, CFG, 0)
+
+
+def test_non_mapping_and_non_tensor_state_dicts_are_refused():
+    with pytest.raises(CheckpointError, match="state dict must be a mapping of key -> tensor, "
+                                              "not list"):
+        load_block([1, 2], CFG, 0)
+    sd = synthetic_state_dict(CFG, 0)
+    sd["backbone.layers.0.mixer.D"] = [1.0] * 8
+    with pytest.raises(CheckpointError, match=re.escape(
+            "key 'backbone.layers.0.mixer.D' must be a torch.Tensor, not list")):
+        load_block(sd, CFG, 0)
+    sd = synthetic_state_dict(CFG, 0)
+    sd["backbone.layers.0.mixer.D"] = torch.ones(8, dtype=torch.bool)
+    with pytest.raises(CheckpointError, match="must hold real numbers, not torch.bool"):
+        load_block(sd, CFG, 0)
+
+
+def test_zero_weights_are_counted_and_the_policy_stated():
+    sd = synthetic_state_dict(CFG, 0)
+    assert count_zero_weights(sd, 0) == {"backbone.layers.0.mixer.in_proj.weight": 0,
+                                         "backbone.layers.0.mixer.out_proj.weight": 0}
+    w = sd["backbone.layers.0.mixer.in_proj.weight"].clone()
+    w[0, :3] = 0.0
+    w[5, 7] = -0.0  # negative zero is an exact zero too
+    sd["backbone.layers.0.mixer.in_proj.weight"] = w
+    with pytest.warns(CheckpointWarning, match=re.escape(
+            "4 exact-zero binary weights (backbone.layers.0.mixer.in_proj.weight: 4) are taken "
+            "as +1; Bi-Mamba's sign() would give 0 (W_hat = beta) for them")):
+        block = load_block(sd, CFG, 0)
+    # The policy is applied: each zero becomes +1 in the effective weight.
+    fbi = block.mixer.in_proj
+    w_hat = fbi.effective_weight().detach()
+    assert torch.equal(w_hat[0, :3], (fbi.wscale + fbi.wbias)[0, :3])
+    assert torch.equal(w_hat[5, 7], (fbi.wscale + fbi.wbias)[0, 7])
