@@ -21,6 +21,7 @@ from .config import BiMambaConfig
 from .fixedpoint import (
     Exp2Table, PwlTable, QFormat, RsqrtTable, frac_for_range, signed_bits,
 )
+from .progress import progress
 from .reference import BiMambaBlock
 
 __all__ = [
@@ -365,7 +366,7 @@ def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
     rec: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         state = block.initial_state(torch.float64)
-        for t in range(u.shape[0]):
+        for t in progress(range(u.shape[0]), "float reference"):
             tr: dict[str, torch.Tensor] = {}
             _, state = block.step(torch.as_tensor(u[t], dtype=torch.float64), state, tr)
             for k, v in tr.items():
