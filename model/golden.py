@@ -27,6 +27,9 @@ __all__ = [
     "row_correction",
     "xnor_popcount_matvec",
     "integer_matvec",
+    "exact_matmul",
+    "sign_matmul",
+    "BATCH_TOKENS",
     "project",
     "rmsnorm_act",
     "block_norm",
@@ -154,6 +157,32 @@ def integer_matvec(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
     return p.sign_matrix() @ _ints(a, "a")
 
 
+# From this many tokens on, :func:`project` forms ``acc`` for all of them with one matrix
+# product (:func:`sign_matmul`) instead of one XNOR-popcount pass per token. The two give the
+# same integers (tests/test_golden.py); the batch form makes whole-text evaluation (10^5 bytes
+# through every layer) take seconds instead of hours.
+BATCH_TOKENS = 8
+
+
+def exact_matmul(a: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
+    """Integer ``a @ w.T`` for (T, n) x (m, n) -> (T, m), given ``bound >= sum_j |a_tj w_ij|``.
+
+    The product runs in BLAS floating point, which is exact here: every partial sum is an
+    integer of magnitude at most ``bound``, and float32 (float64) holds every integer up to
+    2**24 (2**53); the format is chosen from the bound, with int64 arithmetic beyond it.
+    """
+    dt = np.float32 if bound <= 2**24 else np.float64 if bound <= 2**53 else np.int64
+    return (_ints(a, "a").astype(dt) @ _ints(w, "w").T.astype(dt)).astype(np.int64)
+
+
+def sign_matmul(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
+    """``acc = a @ S.T`` for a batch of tokens (T, d_in) -> (T, d_out), exactly.
+
+    Every partial sum is bounded by ``acc_bound = d_in * max|a|`` (see :func:`exact_matmul`).
+    """
+    return exact_matmul(a, p.sign_matrix(), p.acc_bound)
+
+
 def project(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
     """FBI-Linear on quantised activations: (..., d_in) -> (..., d_out).
 
@@ -169,8 +198,12 @@ def project(p: BinaryProjection, a: np.ndarray) -> np.ndarray:
         if a.size and (a.min() < lo or a.max() > hi):
             raise ValueError(f"activation must lie in [{lo}, {hi}] for act_bits={p.act.bits}")
     flat = a.reshape(-1, p.d_in)
-    acc = np.stack([xnor_popcount_matvec(p, t) for t in flat]) if flat.shape[0] else np.zeros(
-        (0, p.d_out), np.int64)
+    if flat.shape[0] >= BATCH_TOKENS:
+        acc = sign_matmul(p, flat)
+    elif flat.shape[0]:
+        acc = np.stack([xnor_popcount_matvec(p, t) for t in flat])
+    else:
+        acc = np.zeros((0, p.d_out), np.int64)
     total = (acc << p.beta_frac) + (flat @ p.beta)[:, None]
     y = saturate(round_shift(total * p.mult, p.beta_frac + p.mult_frac), p.out_bits)
     return y.reshape(*a.shape[:-1], p.d_out)

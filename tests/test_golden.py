@@ -47,6 +47,22 @@ def test_xnor_popcount_equals_integer_matmul(tiny_layer, bits, d_in, rng):
         assert G.integer_matvec(p, a).tolist() == want
 
 
+@pytest.mark.parametrize("bits, d_in", [(8, 200), (16, 65), (16, 1024), (1, 64), (12, 4096)])
+def test_batched_sign_matmul_equals_per_token_xnor_popcount(tiny_layer, bits, d_in, rng):
+    """The batch form of project() gives the XNOR-popcount integers, at the rails too."""
+    _, q = tiny_layer
+    sign = np.where(rng.random((5, d_in)) < 0.5, -1, 1)
+    p = _proj(q, sign, bits)
+    lo, hi = _act_range(bits)
+    a = rng.integers(lo, hi + 1, (G.BATCH_TOKENS + 3, d_in))
+    a[0], a[1] = lo, hi
+    if bits == 1:
+        a = np.where(a >= 0, 1, -1)
+    per_token = np.stack([G.xnor_popcount_matvec(p, t) for t in a])
+    assert np.array_equal(G.sign_matmul(p, a), per_token)
+    assert np.array_equal(G.project(p, a), np.stack([G.project(p, t[None])[0] for t in a]))
+
+
 @pytest.mark.parametrize("fill", [1, -1])
 def test_projection_all_equal_weights_at_extremes(tiny_layer, fill):
     _, q = tiny_layer
