@@ -12,6 +12,8 @@ export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 PRESET ?= 780M
 STEPS  ?= 256
 SEED   ?= 0
+# Presets of the co-simulation step of `make sim` (PRESET/STEPS set the golden-model step).
+COSIM_PRESETS ?= 780M,2.7B
 
 .PHONY: all venv sim test test-slow bench sweep report lint toolchain clean
 
@@ -31,7 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 # then the RTL units in Verilator against the golden model on real shapes (WAVES=1 dumps FST).
 sim: $(STAMP)
 	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
-	$(PY) -m cosim.run --seed $(SEED)
+	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -15,11 +15,10 @@ import numpy as np
 
 from model.golden import project
 from model.quantize import ActQuant, BinaryProjection, pack_signs
-from .verilator import BUILD_ROOT, build, run_test, unit_dir, waves_requested
+from .verilator import BUILD_ROOT, Phase, build, run_test, unit_dir, waves_requested
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
 __all__ = ["ProjectionCase", "random_projection", "run_case", "BUILD_ROOT"]
-
 
 
 def random_projection(
@@ -100,15 +99,18 @@ def _config_dir(cfg: ProjectionConfig) -> Path:
     return unit_dir("xnor_projection", tag, repr(cfg))
 
 
-def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
+def run_case(case: ProjectionCase, waves: bool | None = None,
+             on_phase: Phase | None = None) -> dict:
     """Build (if needed) and run ``case``; return the testbench's measurements.
 
     ``waves`` (default: the ``WAVES`` environment variable) dumps ``dump.fst`` in the case's
-    directory.
+    directory (its path is the result's ``"fst"``). ``on_phase`` (optional) is told each step
+    ("emit", "build", "simulate") as it starts.
     """
     waves = waves_requested(waves)
     cfg = case.config
-    runner, build_dir = build(XnorProjection(cfg), "xnor_projection", _config_dir(cfg), waves)
+    runner, build_dir = build(XnorProjection(cfg), "xnor_projection", _config_dir(cfg), waves,
+                              on_phase)
     case_dir = _config_dir(cfg) / case.name
     images = memory_images(cfg, case.proj)
     expected = project(case.proj, case.tokens)
@@ -126,7 +128,7 @@ def run_case(case: ProjectionCase, waves: bool | None = None) -> dict:
         "expected": expected,
     }
     return run_test(runner, build_dir, "xnor_projection", "sim.xnor_projection_tb", case_dir,
-                    payload, case.seed, waves)
+                    payload, case.seed, waves, on_phase)
 
 
 def directed_case(name: str, cfg: ProjectionConfig, rng: np.random.Generator, fill: int | None,

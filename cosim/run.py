@@ -6,31 +6,65 @@ conv output x, B, C from the golden model's trace), state carried across tokens.
 For each preset the golden model runs a few decode steps of a synthetic-checkpoint layer; the
 activations it feeds in_proj and out_proj are sent through the Verilated projection unit and
 its outputs compared bit for bit with the golden projection outputs. A small random case with
-idle cycles and backpressure runs too. ``WAVES=1`` dumps an FST waveform per case.
+idle cycles and backpressure runs too.
+
+Every option is checked before anything slow starts (the checks are those of the units' own
+configuration classes, ``ProjectionConfig`` and ``ScanConfig``); a bad one is a one-line error
+with exit status 2. Progress goes to stderr: a bar on a terminal, else one line per finished
+step. ``WAVES=1`` dumps an FST waveform per case (real shapes: GBs in all; a warning gives the
+expected size first) and prints each file's path.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-
-from model.config import get_preset
-from model.evaluate import prepare
-from model.golden import GoldenLayer
-from model.quantize import QuantSpec, export_layer
-
-from .projection import ProjectionCase, random_projection, random_tokens, run_case
-from .scan import real_shape_case as scan_case, run_scan_case
+from model.config import BiMambaConfig, get_preset
+from rtl.cli import SEED_MAX, CliParser, check_out_dir, int_in
+from rtl.ssm_scan import SCAN_LATENCY, ScanConfig, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
-__all__ = ["real_shape_cases", "main"]
+from .verilator import BUILD_ROOT, FST_VIEWERS, use_build_root, waves_requested
+
+# Only light modules above (no torch): a bad option fails in a fraction of a second. The
+# golden model, the exports and the testbench drivers are imported once the options are valid.
+
+__all__ = ["SCAN_TOKENS_MAX", "real_shape_cases", "main"]
+
+SCAN_TOKENS_MAX = 1024  # 2.7B: 42 M simulated cycles, a few minutes of Verilator
+# The random case with stalls: shape, array and tokens (fixed, so the table compares across runs).
+RANDOM_CASE = dict(d_in=300, d_out=70, act_bits=8, simd=32, pe=8, tokens=4)
+# Order of magnitude of FST written per simulated cycle, for the WAVES=1 warning: the default
+# run (780M and 2.7B, 4.74 M cycles in all) wrote 6.2 GB.
+FST_BYTES_PER_CYCLE = 1300
+
+
+def _projection_tokens(cfg: BiMambaConfig) -> int:
+    """Two tokens where a token is short enough, to show back-to-back steady state."""
+    return 2 if cfg.d_model <= 2048 else 1
+
+
+def _projection_shapes(cfg: BiMambaConfig) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of in_proj and out_proj."""
+    return {"in_proj": (cfg.d_model, cfg.d_in_proj), "out_proj": (cfg.d_inner, cfg.d_model)}
 
 
 def real_shape_cases(preset: str, tokens: int, simd: int, pe: int, seed: int = 0):
     """in_proj and out_proj cases of ``preset`` with the golden model's own activations."""
+    import numpy as np
+
+    from model.evaluate import prepare
+    from model.golden import GoldenLayer
+    from model.quantize import QuantSpec, export_layer
+
+    from .projection import ProjectionCase
+
     p = prepare(get_preset(preset), tokens, seed)
     q = export_layer(p.block, QuantSpec(), stats=p.calib)
     layer = GoldenLayer(q)
@@ -73,39 +107,220 @@ def _scan_row(case, res: dict, seconds: float) -> list[str]:
             "PASS" if ok else f"FAIL ({res['mismatches']} mismatches)"]
 
 
+# -- options ---------------------------------------------------------------------------------
+
+
+def _parser() -> CliParser:
+    ap = CliParser(prog="python -m cosim.run", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="780M,2.7B",
+                    help="comma-separated presets, each one of 780M, 1.3B, 2.7B, tiny, small "
+                         "(default: 780M,2.7B)")
+    ap.add_argument("--simd", type=int, default=64,
+                    help="projection array columns, 1 to 4096 and at most each d_in "
+                         "(default: 64)")
+    ap.add_argument("--pe", type=int, default=16,
+                    help="projection array rows, 1 to 1024 and at most each d_out (default: 16)")
+    ap.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                    help=f"checkpoint, input and stall seed, 0 to {SEED_MAX} (default: 0)")
+    ap.add_argument("--lanes", type=int, default=16,
+                    help="scan unit lanes, a divisor of each preset's d_state (default: 16)")
+    ap.add_argument("--scan-tokens", type=int_in(1, SCAN_TOKENS_MAX), default=64,
+                    help=f"scan tokens per preset, 1 to {SCAN_TOKENS_MAX} (default: 64)")
+    ap.add_argument("-o", "--out", type=Path, default=BUILD_ROOT,
+                    help="folder for the builds, cases and waveforms (default: build/cosim in "
+                         "the project)")
+    return ap
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The validated options and what they imply before anything is exported."""
+
+    presets: list[str]
+    out: Path
+    waves: bool
+    cases: int
+    cycles: int  # predicted simulated cycles of all cases (stalls of the random case aside)
+
+
+def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
+    """Every check that can fail on an option, in a fraction of a second: presets known, the
+    projection array and scan lanes accepted by ProjectionConfig and ScanConfig for every
+    preset's shapes, WAVES readable, the output folder writable."""
+    presets = [p.strip() for p in args.presets.split(",")]
+    for name in presets:
+        try:
+            get_preset(name)
+        except ValueError as e:
+            ap.error(f"argument --presets: {e}")
+        if presets.count(name) > 1:
+            ap.error(f"argument --presets: {name} is listed {presets.count(name)} times")
+    r = RANDOM_CASE
+    rand = ProjectionConfig(d_in=r["d_in"], d_out=r["d_out"], simd=r["simd"], pe=r["pe"],
+                            act_bits=r["act_bits"])
+    cases, cycles = 1, r["tokens"] * rand.cycles_per_token + rand.latency
+    for name in presets:
+        cfg = get_preset(name)
+        for proj, (d_in, d_out) in _projection_shapes(cfg).items():
+            try:
+                # Shape and array only: the export's number formats cannot make it fail.
+                pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+            except ValueError as e:
+                flag = "--pe" if str(e).startswith("pe ") else "--simd"
+                ap.error(f"argument {flag}: for the {name} {proj} ({d_in}x{d_out}), {e}")
+            cases += 1
+            cycles += _projection_tokens(cfg) * pc.cycles_per_token + pc.latency
+        try:
+            ScanConfig.check_shape(cfg, args.lanes)
+        except ValueError as e:
+            ap.error(f"argument --lanes: for the {name} scan, {e}")
+        cases += 1
+        cycles += args.scan_tokens * scan_cycles_per_token(
+            cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + SCAN_LATENCY
+    try:
+        waves = waves_requested(None)
+    except ValueError as e:
+        ap.error(f"environment variable {e}")
+    out = check_out_dir(ap, "-o/--out", args.out)
+    return _Plan(presets, out.resolve(), waves, cases, cycles)
+
+
+# -- progress and waveforms ------------------------------------------------------------------
+
+
+def _size(n: float) -> str:
+    """Bytes in decimal units: ``812 B``, ``3.4 MB``, ``6.2 GB``."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}"
+
+
+def _warn_waves(plan: _Plan) -> None:
+    """Before the run: what WAVES=1 will write, and where."""
+    expect = plan.cycles * FST_BYTES_PER_CYCLE
+    plan.out.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(plan.out).free
+    print(f"warning: WAVES=1 dumps an FST waveform of every case under {plan.out}: "
+          f"{plan.cases} cases, {plan.cycles:,} simulated cycles, expect about "
+          f"{_size(expect)} (order of magnitude, ~{FST_BYTES_PER_CYCLE} B per cycle; real "
+          f"shapes write GBs); {_size(free)} free there", file=sys.stderr, flush=True)
+    if expect > free:
+        print(f"warning: that is more than the {_size(free)} free; unset WAVES or free space",
+              file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Progress on stderr: a tqdm bar on a terminal (with each finished step written above it),
+    else one line per finished step, so that a CI log shows the run advancing."""
+
+    def __init__(self, total: int, desc: str, unit: str, label: str) -> None:
+        from tqdm import tqdm
+
+        self.total, self.done, self.label = total, 0, label
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False,
+                        file=sys.stderr, dynamic_ncols=True)
+
+    def phase(self, text: str) -> None:
+        if not self.bar.disable:
+            self.bar.set_postfix_str(text)
+
+    def finished(self, line: str) -> None:
+        self.done += 1
+        line = f"[{self.label} {self.done}/{self.total}] {line}"
+        if self.bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
+        self.bar.update(1)
+
+    def note(self, line: str) -> None:
+        if self.bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    unit: str
+    case: object
+    run: Callable[..., dict]
+    row: Callable[[object, dict, float], list[str]]
+
+
+def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
+    """Every case, with its full unit configuration, before the first Verilator build."""
+    import numpy as np
+
+    from .projection import ProjectionCase, random_projection, random_tokens, run_case
+    from .scan import real_shape_case as scan_case, run_scan_case
+
+    proj_row = lambda case, res, s: _row("xnor_projection", case, res, s)  # noqa: E731
+    projections, scans = [], []
+    with _Progress(len(plan.presets) + 1, "preparing", "preset", "prep") as progress:
+        for preset in plan.presets:
+            t0 = time.perf_counter()
+            progress.phase(f"{preset}: golden model and exports")
+            cfg = get_preset(preset)
+            projections += [_Job("xnor_projection", c, run_case, proj_row) for c in
+                             real_shape_cases(preset, _projection_tokens(cfg), args.simd,
+                                              args.pe, args.seed)]
+            scans.append(_Job("ssm_scan", scan_case(preset, args.scan_tokens, args.lanes,
+                                                    args.seed), run_scan_case, _scan_row))
+            progress.finished(f"{preset}: in_proj, out_proj and scan cases from the golden "
+                              f"model ({time.perf_counter() - t0:.0f} s)")
+        r = RANDOM_CASE
+        rng = np.random.default_rng(args.seed)
+        p = random_projection(r["d_in"], r["d_out"], r["act_bits"], rng)
+        case = ProjectionCase("random_stalls", ProjectionConfig.from_projection(
+            p, r["simd"], r["pe"]), p, random_tokens(p, r["tokens"], rng), idle=0.3,
+            backpressure=0.3, seed=args.seed)
+        projections.append(_Job("xnor_projection", case, run_case, proj_row))
+        progress.finished("random_stalls: random projection and tokens")
+    return projections + scans
+
+
+def _run(jobs: list[_Job], waves: bool) -> tuple[list[list[str]], list[Path]]:
+    rows, dumps = [], []
+    with _Progress(len(jobs), "co-simulation", "case", "case") as progress:
+        for job in jobs:
+            name = job.case.name
+            t0 = time.perf_counter()
+            res = job.run(job.case, on_phase=lambda phase: progress.phase(f"{name}: {phase}"))
+            rows.append(job.row(job.case, res, time.perf_counter() - t0))
+            progress.finished("  ".join(rows[-1]))
+            if waves and res.get("fst"):
+                fst = Path(res["fst"])
+                dumps.append(fst)
+                progress.note(f"  waves: {fst} ({_size(fst.stat().st_size)}); open with "
+                              f"{FST_VIEWERS}")
+    return rows, dumps
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cosim.run", description=__doc__)
-    ap.add_argument("--presets", default="780M,2.7B", help="comma-separated presets")
-    ap.add_argument("--simd", type=int, default=64)
-    ap.add_argument("--pe", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lanes", type=int, default=16, help="scan unit lanes")
-    ap.add_argument("--scan-tokens", type=int, default=64, help="scan tokens per preset")
+    ap = _parser()
     args = ap.parse_args(argv)
+    plan = _validate(ap, args)
     print(f"seed={args.seed}", flush=True)
+    if plan.waves:
+        _warn_waves(plan)
     t_all = time.perf_counter()
-    cases = []
-    for preset in args.presets.split(","):
-        # Two tokens where a token is short enough, to show back-to-back steady state.
-        tokens = 2 if get_preset(preset).d_model <= 2048 else 1
-        cases += list(real_shape_cases(preset, tokens, args.simd, args.pe, args.seed))
-    rng = np.random.default_rng(args.seed)
-    p = random_projection(300, 70, 8, rng)
-    cases.append(ProjectionCase("random_stalls", ProjectionConfig.from_projection(p, 32, 8), p,
-                                random_tokens(p, 4, rng), idle=0.3, backpressure=0.3,
-                                seed=args.seed))
-    rows = []
-    for case in cases:
-        t0 = time.perf_counter()
-        res = run_case(case)
-        rows.append(_row("xnor_projection", case, res, time.perf_counter() - t0))
-        print("  ".join(rows[-1]), flush=True)
-    for preset in args.presets.split(","):
-        t0 = time.perf_counter()
-        case = scan_case(preset, args.scan_tokens, args.lanes, args.seed)
-        res = run_scan_case(case)
-        rows.append(_scan_row(case, res, time.perf_counter() - t0))
-        print("  ".join(rows[-1]), flush=True)
+    with use_build_root(plan.out):
+        jobs = _prepare(plan, args)
+        rows, dumps = _run(jobs, plan.waves)
 
     head = ["unit", "case", "configuration", "vectors", "cycles measured", "cycles predicted",
             "k cycles/s", "s", "result"]
@@ -116,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(line(r))
+    if dumps:
+        total = sum(f.stat().st_size for f in dumps)
+        print(f"\nwaveforms ({len(dumps)} FST files, {_size(total)}; open with {FST_VIEWERS}):")
+        for f in dumps:
+            print(f"  {f}")
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
     return 0 if all(r[-1] == "PASS" for r in rows) else 1
 

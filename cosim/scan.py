@@ -10,7 +10,7 @@ from model import golden as G
 from model.quantize import QuantizedLayer
 from rtl.ssm_scan import ConstTarget, ScanConfig, SsmScan
 
-from .verilator import build, run_test, unit_dir, waves_requested
+from .verilator import Phase, build, run_test, unit_dir, waves_requested
 
 __all__ = ["ScanCase", "pack", "golden_scan", "random_scan_inputs", "run_scan_case"]
 
@@ -87,15 +87,19 @@ def random_scan_inputs(q: QuantizedLayer, tokens: int, rng: np.random.Generator,
             codes(f["xbc_act"], (tokens, c.d_state)), codes(f["xbc_act"], (tokens, c.d_state)))
 
 
-def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
-    """Build (cached) and run ``case``; return the testbench's figures."""
+def run_scan_case(case: ScanCase, waves: bool | None = None,
+                  on_phase: Phase | None = None) -> dict:
+    """Build (cached) and run ``case``; return the testbench's figures.
+
+    ``waves`` and ``on_phase`` as for :func:`cosim.projection.run_case`.
+    """
     waves = waves_requested(waves)
     cfg = case.config
     q = cfg.q
     d = unit_dir("ssm_scan", f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}",
                  q.digest() + f"lanes={cfg.lanes}")
     top = SsmScan(cfg)
-    runner, build_dir = build(top, "ssm_scan", d, waves)
+    runner, build_dir = build(top, "ssm_scan", d, waves, on_phase)
     case_dir = d / case.name
     H = q.cfg.nheads
     consts = []
@@ -117,7 +121,7 @@ def run_scan_case(case: ScanCase, waves: bool | None = None) -> dict:
         "heads": H,
     }
     return run_test(runner, build_dir, "ssm_scan", "sim.ssm_scan_tb", case_dir, payload,
-                    case.seed, waves)
+                    case.seed, waves, on_phase)
 
 
 def pack_array(values, bits: int) -> int:

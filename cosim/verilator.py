@@ -1,34 +1,62 @@
 """Verilator builds of Amaranth components through ``cocotb_tools.runner``.
 
 One build directory per (unit, configuration key), reused while the emitted Verilog does not
-change; only the top-level ports are made public to VPI (see :func:`_runner`).
+change; only the top-level ports are made public to VPI (see :func:`_runner`). Build
+directories go under :data:`BUILD_ROOT` unless :func:`use_build_root` names another folder.
+
+``WAVES`` (read as cocotb reads it: 1/yes/y/on/true/enable or 0/no/n/off/false/disable) dumps
+an FST waveform per case, ``<case dir>/dump.fst``; :func:`run_test` returns its path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import pickle
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rtl.emit import LINT_WAIVERS, emit, verilator_env, write_if_changed
+from rtl.emit import emit, verilator_env, waiver_config, write_if_changed
 
-__all__ = ["ROOT", "BUILD_ROOT", "unit_dir", "build", "waves_requested", "run_test"]
+__all__ = ["ROOT", "BUILD_ROOT", "FST_VIEWERS", "Phase", "build_root", "use_build_root", "unit_dir",
+           "build", "waves_requested", "verilator_seed", "run_test"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = ROOT / "build" / "cosim"
+FST_VIEWERS = "GTKWave (gtkwave FILE) or Surfer (surfer FILE)"
+_build_root = BUILD_ROOT
+
+# A callback told the phase a case is in ("emit", "build", "simulate"), for progress display.
+Phase = Callable[[str], None]
 # cocotb hands the simulator this process's sys.path as PYTHONPATH; the testbenches import
 # sim.* and model.* from the project root whatever the caller's working directory.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def build_root() -> Path:
+    """The folder that build and case directories go under (:data:`BUILD_ROOT` by default)."""
+    return _build_root
+
+
+@contextlib.contextmanager
+def use_build_root(path: Path) -> Iterator[Path]:
+    """Put build and case directories under ``path`` while the ``with`` block runs."""
+    global _build_root
+    saved, _build_root = _build_root, Path(path).resolve()
+    try:
+        yield _build_root
+    finally:
+        _build_root = saved
+
+
 def unit_dir(unit: str, tag: str, key: str) -> Path:
-    """``build/cosim/<unit>_<tag>_<hash of key>``."""
-    return BUILD_ROOT / f"{unit}_{tag}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    """``<build root>/<unit>_<tag>_<hash of key>`` (build root: ``build/cosim``)."""
+    return build_root() / f"{unit}_{tag}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _runner():
@@ -82,18 +110,27 @@ def _fst_flags(build_dir: Path) -> list[str]:
             "-LDFLAGS", f"-L{libdir} -Wl,-rpath,{Path(libs[0]).parent}"]
 
 
-def build(top, module: str, d: Path, waves: bool = False):
-    """Emit ``top`` as ``module`` into ``d`` and Verilator-build it; returns (runner, build dir)."""
+def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None):
+    """Emit ``top`` as ``module`` into ``d`` and Verilator-build it; returns (runner, build dir).
+
+    ``on_phase`` (optional) is called with "emit" and then "build" as each step starts.
+    """
     from cocotb_tools.runner import VerilatorControlFile
 
+    on_phase = on_phase or (lambda phase: None)
     os.environ.update(verilator_env())
-    vfile = d / "rtl" / f"{module}.v"
+    vfile = (d / "rtl" / f"{module}.v").resolve()
+    on_phase("emit")
     write_if_changed(vfile, emit(top, module))
     ports = _public_ports(top, module, d / "ports.vlt")
+    # The lint waivers, scoped to this build's Verilog file (rtl/lint.vlt says why each holds).
+    waivers = d / "waivers.vlt"
+    write_if_changed(waivers, waiver_config([vfile]))
     runner = _runner()
     build_dir = d / ("sim_build_waves" if waves else "sim_build")
+    on_phase("build")
     runner.build(
-        sources=[VerilatorControlFile(LINT_WAIVERS), VerilatorControlFile(ports), vfile],
+        sources=[VerilatorControlFile(waivers), VerilatorControlFile(ports), vfile],
         hdl_toplevel=module,
         build_dir=build_dir,
         # --x-initial unique: RAMs start undefined (no initialiser), so a read before a write
@@ -107,32 +144,63 @@ def build(top, module: str, d: Path, waves: bool = False):
     return runner, build_dir
 
 
+# cocotb's runner reads WAVES with these words (cocotb_tools._env.get_bool, case-insensitive)
+# and overrides the waves argument with it; reading it the same way keeps the FST build flags
+# and the runner in step.
+_TRUE = ("1", "yes", "y", "on", "true", "enable")
+_FALSE = ("0", "no", "n", "off", "false", "disable")
 
 
 def waves_requested(waves: bool | None) -> bool:
-    """``waves`` if given, else the ``WAVES`` environment variable (``make sim WAVES=1``)."""
-    if waves is None:
-        return os.environ.get("WAVES", "0") not in ("", "0")
-    return waves
+    """``waves`` if given, else the ``WAVES`` environment variable (``make sim WAVES=1``).
+
+    Raises
+    ------
+    ValueError
+        If ``WAVES`` is set to a word that is not one of cocotb's booleans.
+    """
+    if waves is not None:
+        return waves
+    value = os.environ.get("WAVES", "")
+    if value.lower() in _TRUE:
+        return True
+    if value == "" or value.lower() in _FALSE:
+        return False
+    raise ValueError(f"WAVES must be one of {', '.join(_TRUE + _FALSE)} or empty, "
+                     f"not {value!r}")
+
+
+def verilator_seed(seed: int) -> int:
+    """``+verilator+seed+`` for a case seed: ``seed + 1`` (0 would mean "pick one at random"),
+    folded into Verilator's range, 1 to 2**31 - 1, for seeds of 2**31 - 1 and above."""
+    return seed % (2**31 - 1) + 1
 
 
 def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: Path,
-             payload: dict, seed: int, waves: bool) -> dict:
+             payload: dict, seed: int, waves: bool, on_phase: Phase | None = None) -> dict:
     """Write ``payload`` as the case, run ``test_module`` on the built ``module`` in
-    ``case_dir`` and return the JSON figures the testbench wrote.
+    ``case_dir`` and return the JSON figures the testbench wrote, plus ``"fst"``: the path of
+    the waveform when ``waves`` (else None).
 
     RAMs and other undefined state start random (``+verilator+rand+reset+2``), seeded from the
-    case's seed so a failure replays.
+    case's seed so a failure replays. ``on_phase`` (optional) is called with "simulate".
     """
+    if on_phase is not None:
+        on_phase("simulate")
     case_dir.mkdir(parents=True, exist_ok=True)
     case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
     with open(case_file, "wb") as fh:
         pickle.dump(payload, fh)
     result_file.unlink(missing_ok=True)
+    fst = case_dir / "dump.fst"  # the name cocotb's Verilator main writes
+    if waves:
+        fst.unlink(missing_ok=True)
     runner.test(hdl_toplevel=module, test_module=test_module, build_dir=build_dir,
                 test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
-                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{seed + 1}"],
+                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{verilator_seed(seed)}"],
                 extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
     if not result_file.exists():
         raise RuntimeError(f"simulation in {case_dir} left no result; see {case_dir / 'sim.log'}")
-    return json.loads(result_file.read_text())
+    result = json.loads(result_file.read_text())
+    result["fst"] = str(fst) if waves and fst.exists() else None
+    return result

@@ -1,8 +1,15 @@
 """Emit Verilog for any unit configuration: ``python -m rtl.emit xnor_projection ...``.
 
 The file is named after its module (``<out>/<module>.v``) and rewritten only when its text
-changes, so builds that depend on it stay incremental. ``--lint`` then runs
-``verilator --lint-only -Wall`` with the waivers of ``rtl/lint.vlt`` and fails on any warning.
+changes, so builds that depend on it stay incremental. ``--lint`` (before or after the unit
+name) then runs ``verilator --lint-only -Wall`` with the waivers of ``rtl/lint.vlt``, scoped to
+the emitted file wherever it is written, and fails on any warning.
+
+``--preset`` takes the shape and number formats from a synthetic export of that preset, so it
+cannot be combined with ``--d-in``, ``--d-out``, ``--beta-bits``, ``--beta-frac``,
+``--mult-bits``, ``--mult-frac`` or ``--out-bits``; ``--proj`` and ``--seed`` apply only with
+it. ``--act-bits``, ``--simd``, ``--pe`` and ``--tree-levels-per-stage`` apply either way.
+Usage errors are one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -13,15 +20,20 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 
+from .cli import SEED_MAX, CliParser, check_out_dir, int_in
 from .xnor_projection import ProjectionConfig, XnorProjection
 
-__all__ = ["LINT_WAIVERS", "emit", "write_if_changed", "lint", "verilator_env", "main"]
+__all__ = ["LINT_WAIVERS", "emit", "write_if_changed", "lint", "waiver_config", "verilator_env",
+           "main"]
 
 LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
+GENERATED = "@GENERATED@"  # stands for a generated file's path in LINT_WAIVERS
 
 
 @contextlib.contextmanager
@@ -34,7 +46,7 @@ def _ram_init_left_undefined():
     and a RAM's power-on contents are undefined in silicon, so an all-zero initialiser is
     dropped and the RAM starts undefined. Memories with real contents (ROM tables) are kept.
     This wraps a private method of Amaranth 0.5 (pinned in requirements.txt);
-    ``tests/test_rtl_emit.py`` checks both halves of the behaviour.
+    ``tests/test_xnor_projection.py`` checks both halves of the behaviour.
     """
     emitter = rtlil.ModuleEmitter
     original = emitter.emit_memory
@@ -85,24 +97,93 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
+def _vlt_name(path: Path) -> str:
+    """``path`` as a ``-file`` pattern: Verilator compares it with the file name exactly as it
+    was given on the command line, which is the resolved absolute path here and in
+    :mod:`cosim.verilator` (cocotb's runner resolves its sources). A ``"`` or ``\\`` cannot be
+    written inside the quoted pattern; ``?`` matches it."""
+    return str(Path(path).resolve()).replace("\\", "?").replace('"', "?")
+
+
+def waiver_config(files: Iterable[Path]) -> str:
+    """The waivers of ``rtl/lint.vlt``, each rule scoped to exactly ``files``.
+
+    ``rtl/lint.vlt`` is a template whose ``lint_off ... -file "@GENERATED@"`` rules are
+    repeated once per file with its absolute path, so a waiver applies wherever the Verilog is
+    written (any folder name) and to no other file. The reasons stay in ``rtl/lint.vlt``.
+    """
+    names = [_vlt_name(f) for f in files]
+    lines = ["`verilator_config",
+             f"// Written by rtl.emit.waiver_config: the rules of {LINT_WAIVERS} (each one's "
+             f"reason is there), scoped to {len(names)} generated file(s)."]
+    for line in LINT_WAIVERS.read_text().splitlines():
+        if line.startswith("lint_off") and GENERATED in line:
+            lines += [line.replace(GENERATED, name) for name in names]
+    return "\n".join(lines) + "\n"
+
+
 def lint(path: Path) -> str:
     """Run ``verilator --lint-only -Wall`` with the project's waivers; return its output.
+
+    The waivers (:func:`waiver_config`) are scoped to ``path`` wherever it lies.
 
     Raises
     ------
     RuntimeError
         If Verilator reports anything.
     """
+    path = Path(path).resolve()
     env = verilator_env()
     exe = shutil.which("verilator", path=env["PATH"])
-    res = subprocess.run(
-        [exe, "--lint-only", "-Wall", str(LINT_WAIVERS), str(path)],
-        env=env, capture_output=True, text=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="lint-") as tmp:
+        waivers = Path(tmp) / "waivers.vlt"
+        waivers.write_text(waiver_config([path]))
+        res = subprocess.run(
+            [exe, "--lint-only", "-Wall", str(waivers), str(path)],
+            env=env, capture_output=True, text=True,
+        )
     out = res.stdout + res.stderr
     if res.returncode != 0 or "%Warning" in out or "%Error" in out:
         raise RuntimeError(f"verilator lint failed for {path}:\n{out}")
     return out
+
+
+# Flags whose value a --preset export sets: dest -> default without a preset.
+PRESET_SETS = {"d_in": 64, "d_out": 64, "beta_bits": 16, "beta_frac": 16, "mult_bits": 16,
+               "mult_frac": 16, "out_bits": 16}
+# Flags that only mean something with --preset: dest -> default.
+PRESET_ONLY = {"proj": "in_proj", "seed": 0}
+SIZE_MAX = 1 << 16  # --d-in / --d-out: far above the largest preset (2.7B in_proj: 10576 rows)
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_preset_flags(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flags that --preset would override or that mean nothing without it, then fill in
+    the defaults (the flags default to None so that a given value can be told apart)."""
+    if args.preset is not None:
+        given = [d for d in PRESET_SETS if getattr(args, d) is not None]
+        if given:
+            flags = ", ".join(f"{_flag(d)} {getattr(args, d)}" for d in given)
+            ap.error(f"{flags} cannot be combined with --preset {args.preset}, whose export "
+                     f"sets {', '.join(given)}")
+        from model.config import get_preset
+
+        try:
+            get_preset(args.preset)
+        except ValueError as e:
+            ap.error(f"argument --preset: {e}")
+    else:
+        given = [d for d in PRESET_ONLY if getattr(args, d) is not None]
+        if given:
+            flags = ", ".join(f"{_flag(d)} {getattr(args, d)}" for d in given)
+            ap.error(f"{flags}: only used with --preset (to pick or seed a preset's export), "
+                     f"which is not given")
+    for dest, default in {**PRESET_SETS, **PRESET_ONLY}.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
 
 
 def projection_config_from_args(args: argparse.Namespace) -> ProjectionConfig:
@@ -124,32 +205,55 @@ def projection_config_from_args(args: argparse.Namespace) -> ProjectionConfig:
     )
 
 
+def _output_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """-o/--out and --lint, on the main parser and again on each unit's parser so that they may
+    follow the unit name; there they default to SUPPRESS, so that leaving them out after the
+    unit name keeps what was given before it."""
+    default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    parser.add_argument("-o", "--out", default=default("build/rtl"),
+                        help="output folder (default: build/rtl)")
+    parser.add_argument("--lint", action="store_true", default=default(False),
+                        help="run verilator --lint-only -Wall on the emitted file")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rtl.emit", description=__doc__)
+    ap = CliParser(prog="python -m rtl.emit", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    _output_options(ap, suppress=False)
     sub = ap.add_subparsers(dest="unit", required=True)
     xp = sub.add_parser("xnor_projection", help="XNOR-popcount projection unit")
-    xp.add_argument("--preset", help="take shape and constants from a synthetic export of this preset")
-    xp.add_argument("--proj", default="in_proj", choices=["in_proj", "out_proj"])
-    xp.add_argument("--seed", type=int, default=0)
-    xp.add_argument("--d-in", type=int, default=64)
-    xp.add_argument("--d-out", type=int, default=64)
-    xp.add_argument("--simd", type=int, default=16)
-    xp.add_argument("--pe", type=int, default=4)
-    xp.add_argument("--act-bits", type=int, default=8)
-    xp.add_argument("--beta-bits", type=int, default=16)
-    xp.add_argument("--beta-frac", type=int, default=16)
-    xp.add_argument("--mult-bits", type=int, default=16)
-    xp.add_argument("--mult-frac", type=int, default=16)
-    xp.add_argument("--out-bits", type=int, default=16)
-    xp.add_argument("--tree-levels-per-stage", type=int, default=2)
-    ap.add_argument("-o", "--out", default="build/rtl", help="output directory")
-    ap.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
+    _output_options(xp, suppress=True)
+    xp.add_argument("--preset", help="take shape and constants from a synthetic export of this "
+                    "preset (780M, 1.3B, 2.7B, tiny, small)")
+    xp.add_argument("--proj", choices=["in_proj", "out_proj"],
+                    help="with --preset: which projection (default: in_proj)")
+    xp.add_argument("--seed", type=int_in(0, SEED_MAX),
+                    help=f"with --preset: checkpoint seed, 0 to {SEED_MAX} (default: 0)")
+    for dest, what in (("d_in", "activation length"), ("d_out", "output rows")):
+        xp.add_argument(_flag(dest), type=int_in(1, SIZE_MAX),
+                        help=f"{what}, 1 to {SIZE_MAX} (default: {PRESET_SETS[dest]}; not with "
+                             f"--preset)")
+    xp.add_argument("--simd", type=int, default=16,
+                    help="input lanes (weight columns per cycle), 1 to 4096 and at most d_in "
+                         "(default: 16)")
+    xp.add_argument("--pe", type=int, default=4,
+                    help="output rows per cycle, 1 to 1024 and at most d_out (default: 4)")
+    xp.add_argument("--act-bits", type=int, default=8,
+                    help="activation bits (bit-planes), 1 to 16; with --preset, the export's "
+                         "activation width (default: 8)")
+    for dest in ("beta_bits", "beta_frac", "mult_bits", "mult_frac", "out_bits"):
+        xp.add_argument(_flag(dest), type=int,
+                        help=f"(default: {PRESET_SETS[dest]}; not with --preset)")
+    xp.add_argument("--tree-levels-per-stage", type=int, default=2,
+                    help="adder-tree levels between pipeline registers, 1 to 16 (default: 2)")
     args = ap.parse_args(argv)
+    _check_preset_flags(xp, args)
+    out = check_out_dir(xp, "-o/--out", Path(args.out))
     try:
         cfg = projection_config_from_args(args)
     except ValueError as e:
-        ap.error(str(e))
-    path = Path(args.out) / "xnor_projection.v"
+        xp.error(str(e))
+    path = out / "xnor_projection.v"
     written = write_if_changed(path, emit(XnorProjection(cfg), "xnor_projection"))
     print(f"{path} ({'written' if written else 'unchanged'}): {cfg}")
     print(f"cycles/token {cfg.cycles_per_token}, pipeline depth {cfg.pipeline_depth}, "

@@ -12,13 +12,17 @@ wrap them with ``lib.stream`` ports for stand-alone, exhaustive verification.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import PwlTable
-from model.quantize import QuantizedLayer
+
+if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only at run time
+    from model.quantize import QuantizedLayer
 
 __all__ = [
     "round_shift", "saturate", "pwl_stage", "exp2_stage", "exp2_value", "softplus_stage",
@@ -153,6 +157,8 @@ class _StreamUnit(wiring.Component):
     """A pipeline of fixed latency between an input and an output stream (global stall)."""
 
     def __init__(self, q: QuantizedLayer, in_shape, out_shape) -> None:
+        from model.quantize import QuantizedLayer
+
         if not isinstance(q, QuantizedLayer):
             raise TypeError(f"q must be a QuantizedLayer, not {q!r}")
         self.q = q

@@ -26,15 +26,21 @@ written through ``cfg``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.bounds import scan_alignment
 from model.fixedpoint import signed_bits
-from model.quantize import QuantizedLayer
+
+if TYPE_CHECKING:
+    # Both import torch (through model.quantize). Kept out of this module's import so that a
+    # command line can check a configuration with ScanConfig.check_shape in a fraction of a
+    # second, before it exports a layer.
+    from model.config import BiMambaConfig
+    from model.quantize import QuantizedLayer
 
 from .nonlinear import (
     DECAY_LATENCY, SOFTPLUS_LATENCY, _delay, _reg, decay_stage, round_shift, saturate,
@@ -79,14 +85,7 @@ class ScanConfig:
     lanes: int
 
     def __post_init__(self) -> None:
-        n = self.q.cfg.d_state
-        if not isinstance(self.lanes, int) or self.lanes < 1 or n % self.lanes:
-            divisors = [d for d in range(1, n + 1) if n % d == 0]
-            raise ValueError(f"lanes must divide d_state = {n} (one of {divisors}), "
-                             f"not {self.lanes!r}")
-        if self.cycles_per_token < 2:
-            raise ValueError(f"nheads * headdim * d_state / lanes must be >= 2, not "
-                             f"{self.cycles_per_token}")
+        self.check_shape(self.q.cfg, self.lanes)
         q = self.q
         if q.spec.exp_bits + q.tail.out_fmt.frac - q.fmt["dt"].frac < 0:
             # The softplus tail's shift would be negative: the RTL shifts right only.
@@ -94,6 +93,25 @@ class ScanConfig:
                              f"tail fraction ({q.spec.exp_bits + q.tail.out_fmt.frac})")
         if (q.a2 <= 0).any():
             raise ValueError("A_log gives a non-positive exp(A_log) * log2(e): decay needs A < 0")
+
+    @staticmethod
+    def check_shape(cfg: BiMambaConfig, lanes: int) -> None:
+        """The checks of ``lanes`` against the model's shape alone, which need no export: a
+        command line runs them before it spends time exporting a layer.
+
+        Raises
+        ------
+        ValueError
+            If ``lanes`` does not divide d_state, or a token would take fewer than 2 cycles.
+        """
+        n = cfg.d_state
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or n % lanes:
+            divisors = [d for d in range(1, n + 1) if n % d == 0]
+            raise ValueError(f"lanes must divide d_state = {n} (one of {divisors}), "
+                             f"not {lanes!r}")
+        cycles = scan_cycles_per_token(cfg.nheads, cfg.headdim, n, lanes)
+        if cycles < 2:
+            raise ValueError(f"nheads * headdim * d_state / lanes must be >= 2, not {cycles}")
 
     @property
     def chunks(self) -> int:
@@ -191,6 +209,8 @@ class SsmScan(wiring.Component):
         q = c.q
         H, P, L, K = q.cfg.nheads, q.cfg.headdim, c.lanes, c.chunks
         f, s = q.fmt, q.spec
+        from model.bounds import scan_alignment
+
         al = scan_alignment(q)
         m = Module()
 

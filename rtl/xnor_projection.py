@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
@@ -33,8 +34,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
-from model.golden import row_correction
-from model.quantize import BinaryProjection
+
+if TYPE_CHECKING:
+    # model.golden and model.quantize import torch; kept out of this module's import so that a
+    # command line can check a ProjectionConfig in a fraction of a second.
+    from model.quantize import BinaryProjection
 
 __all__ = ["LoadTarget", "ProjectionConfig", "XnorProjection", "memory_images"]
 
@@ -266,6 +270,8 @@ def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
     ValueError
         If ``cfg`` was not made for ``p`` (shapes or constant widths differ).
     """
+    from model.golden import row_correction
+
     want = ProjectionConfig.from_projection(p, cfg.simd, cfg.pe,
                                             tree_levels_per_stage=cfg.tree_levels_per_stage)
     if want != cfg:

@@ -57,6 +57,20 @@ def test_config_errors(layers):
         SsmScan(q)
 
 
+def test_shape_checks_need_no_export():
+    """ScanConfig.check_shape is the check ScanConfig itself runs, on the model's shape alone
+    (command lines call it before exporting a layer)."""
+    cfg = BiMambaConfig(d_model=64, n_layer=1, d_state=8, headdim=16, vocab_size=256)
+    ScanConfig.check_shape(cfg, 4)
+    with pytest.raises(ValueError, match=r"lanes must divide d_state = 8 \(one of \[1, 2, 4, 8\]\), not 3"):
+        ScanConfig.check_shape(cfg, 3)
+    with pytest.raises(ValueError, match=r"lanes must divide d_state = 8 .*, not 0"):
+        ScanConfig.check_shape(cfg, 0)
+    tiny = BiMambaConfig(d_model=1, n_layer=1, d_state=2, headdim=1, expand=1, vocab_size=4)
+    with pytest.raises(ValueError, match=r"nheads \* headdim \* d_state / lanes must be >= 2, not 1"):
+        ScanConfig.check_shape(tiny, 2)
+
+
 def test_cycle_formula(layers):
     c = ScanConfig(layers["p16n16"], 4)
     assert c.cycles_per_token == 512 and c.latency == 20
@@ -68,7 +82,7 @@ def test_cycle_formula(layers):
 
 
 def test_lint_clean(layers, tmp_path):
-    path = tmp_path / "rtl" / "ssm_scan.v"
+    path = tmp_path / "out" / "ssm_scan.v"  # any folder name: the waivers follow the file
     write_if_changed(path, emit(SsmScan(ScanConfig(layers["p8n8"], 4)), "ssm_scan"))
     lint(path)
 

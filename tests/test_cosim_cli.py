@@ -1,0 +1,173 @@
+"""``python -m cosim.run``: every option checked before anything slow starts (exact one-line
+errors, exit status 2), progress lines, and the WAVES=1 warning and waveform paths.
+
+No test here builds a Verilator model: the orchestration test swaps the runners for stubs."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cosim.projection
+import cosim.scan
+import cosim.verilator
+from cosim.run import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PROG = "python -m cosim.run"
+
+
+@pytest.fixture(autouse=True)
+def _no_waves(monkeypatch):
+    monkeypatch.delenv("WAVES", raising=False)
+
+
+def _error(capsys, argv: list[str]) -> str:
+    """The usage error of ``argv``: exit status 2 and exactly one line on stderr."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+def test_lanes_checked_before_anything_is_built(tmp_path, capsys):
+    out = tmp_path / "build"
+    t0 = time.perf_counter()
+    msg = _error(capsys, ["--lanes", "3", "-o", str(out)])
+    assert time.perf_counter() - t0 < 1.0
+    assert msg == (f"{PROG}: error: argument --lanes: for the 780M scan, lanes must divide "
+                   f"d_state = 128 (one of [1, 2, 4, 8, 16, 32, 64, 128]), not 3")
+    assert not out.exists()
+
+
+def test_lanes_error_from_a_fresh_interpreter_imports_no_torch(tmp_path):
+    """The options are checked with light modules only, so the error comes in well under a
+    second even counting the interpreter's start."""
+    code = ("import sys\nfrom cosim.run import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code, "--lanes", "3", "-o",
+                          str(tmp_path / "b")], cwd=ROOT, capture_output=True, text=True)
+    print(f"{time.perf_counter() - t0:.2f} s")
+    assert res.stdout == "2 False\n"
+    assert res.stderr.startswith(f"{PROG}: error: argument --lanes: for the 780M scan")
+    assert not (tmp_path / "b").exists()
+
+
+def test_scan_tokens_zero(capsys):
+    assert _error(capsys, ["--scan-tokens", "0"]) == (
+        f"{PROG}: error: argument --scan-tokens: must be an integer in [1, 1024], not 0")
+
+
+def test_scan_tokens_bounded(capsys):
+    assert _error(capsys, ["--scan-tokens", "100000"]) == (
+        f"{PROG}: error: argument --scan-tokens: must be an integer in [1, 1024], not 100000")
+
+
+def test_negative_seed(capsys):
+    assert _error(capsys, ["--seed", "-1"]) == (
+        f"{PROG}: error: argument --seed: must be an integer in [0, 4294967295], not -1")
+
+
+def test_huge_seed(capsys):
+    assert _error(capsys, ["--seed", str(2**64)]) == (
+        f"{PROG}: error: argument --seed: must be an integer in [0, 4294967295], "
+        f"not {2**64}")
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "cosim"
+    assert _error(capsys, ["-o", str(out)]) == (
+        f"{PROG}: error: argument -o/--out: {out} is not a writable folder ({blocker} is not "
+        f"a folder)")
+
+
+def test_simd_checked_against_every_preset(capsys):
+    assert _error(capsys, ["--presets", "780M,2.7B", "--simd", "2000"]) == (
+        f"{PROG}: error: argument --simd: for the 780M in_proj (1536x6448), simd must be in "
+        f"[1, d_in = 1536], not 2000")
+
+
+def test_pe_checked(capsys):
+    assert _error(capsys, ["--pe", "0"]) == (
+        f"{PROG}: error: argument --pe: for the 780M in_proj (1536x6448), pe must be an integer "
+        f"in [1, 1024], not 0")
+
+
+def test_lanes_checked_against_the_second_preset(capsys):
+    assert _error(capsys, ["--presets", "780M,tiny", "--lanes", "32"]) == (
+        f"{PROG}: error: argument --lanes: for the tiny scan, lanes must divide d_state = 16 "
+        f"(one of [1, 2, 4, 8, 16]), not 32")
+
+
+def test_unknown_and_repeated_presets(capsys):
+    assert _error(capsys, ["--presets", "780M,7B"]) == (
+        f"{PROG}: error: argument --presets: preset must be one of 780M, 1.3B, 2.7B, tiny, "
+        f"small, not '7B'")
+    assert _error(capsys, ["--presets", "tiny,tiny"]) == (
+        f"{PROG}: error: argument --presets: tiny is listed 2 times")
+
+
+def test_waves_value_checked(capsys, monkeypatch):
+    monkeypatch.setenv("WAVES", "maybe")
+    assert _error(capsys, []) == (
+        f"{PROG}: error: environment variable WAVES must be one of 1, yes, y, on, true, "
+        f"enable, 0, no, n, off, false, disable or empty, not 'maybe'")
+
+
+def _stub(unit: str, calls: list):
+    """A runner that reports the phases, writes a small dump.fst and passes."""
+
+    def run(case, waves=None, on_phase=None):
+        for phase in ("emit", "build", "simulate"):
+            on_phase(phase)
+        calls.append((unit, case.name))
+        fst = cosim.verilator.unit_dir(unit, "stub", case.name) / case.name / "dump.fst"
+        fst.parent.mkdir(parents=True, exist_ok=True)
+        fst.write_bytes(b"\0" * 2048)
+        c = case.config
+        cpt = c.cycles_per_token
+        n = len(case.tokens) if unit == "xnor_projection" else len(case.dt_raw)
+        return {"mismatches": 0, "tokens": n, "token_spacing": [cpt] * (n - 1),
+                "cycles_measured": n * cpt + c.latency, "cycles_predicted": n * cpt + c.latency,
+                "cycles_per_s": 1e5, "fst": str(fst)}
+
+    return run
+
+
+def test_progress_lines_and_waveform_paths(tmp_path, capsys, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(cosim.projection, "run_case", _stub("xnor_projection", calls))
+    monkeypatch.setattr(cosim.scan, "run_scan_case", _stub("ssm_scan", calls))
+    monkeypatch.setenv("WAVES", "1")
+    out = tmp_path / "cosim"
+    assert main(["--presets", "tiny", "--scan-tokens", "2", "-o", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert calls == [("xnor_projection", "tiny_in_proj"), ("xnor_projection", "tiny_out_proj"),
+                     ("xnor_projection", "random_stalls"), ("ssm_scan", "tiny_scan")]
+    err = stderr.splitlines()
+    # Before the run: the warning, with the folder and the expected size.
+    assert err[0].startswith(f"warning: WAVES=1 dumps an FST waveform of every case under "
+                             f"{out.resolve()}: 4 cases, ")
+    assert "expect about " in err[0] and "free there" in err[0]
+    # One line per prepared preset and per finished case (stderr is not a terminal here).
+    assert err[1].startswith("[prep 1/2] tiny: in_proj, out_proj and scan cases from the golden")
+    assert err[2] == "[prep 2/2] random_stalls: random projection and tokens"
+    done = [line for line in err if line.startswith("[case ")]
+    assert [line.split()[1] for line in done] == ["1/4]", "2/4]", "3/4]", "4/4]"]
+    assert all(line.endswith("  PASS") for line in done)
+    waves = [line for line in err if line.startswith("  waves: ")]
+    assert len(waves) == 4 and all(line.endswith(
+        "(2.0 kB); open with GTKWave (gtkwave FILE) or Surfer (surfer FILE)") for line in waves)
+    # The summary table stays, and the waveforms are listed after it.
+    assert stdout.startswith("seed=0\n\nunit ") and stdout.count("| PASS") == 4
+    assert "waveforms (4 FST files, 8.2 kB; open with GTKWave (gtkwave FILE) or Surfer " \
+           "(surfer FILE)):" in stdout
+    assert all(str(out.resolve()) in line for line in stdout.splitlines()
+               if line.endswith("dump.fst"))
