@@ -40,16 +40,19 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 from model.checkpoint import layer_key_shapes
 from model.config import BiMambaConfig
+from model.quantize import QuantSpec
 from rtl.ssm_scan import SCAN_LATENCY, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
 from .tables import EnergyTable, load_table
 
-__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "projection_burst_cycles",
+__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "array_notes", "buffer_needs",
+           "check_lanes", "dram_pj_per_bit", "fit_buffers", "projection_burst_cycles",
            "scan_burst_cycles"]
 
 
@@ -65,16 +68,42 @@ def scan_burst_cycles(nheads: int, headdim: int, d_state: int, lanes: int, token
     return tokens * scan_cycles_per_token(nheads, headdim, d_state, lanes) + SCAN_LATENCY
 
 
+def _room(v: object) -> int:
+    """A matrix side that cannot be the reason a lane count is refused."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else 1
+
+
+# Fields whose limits belong to a generator or to the quantisation spec. Each is checked by
+# building that object, so the estimator accepts exactly what the RTL and the golden model
+# accept and refuses the rest in their words (ValueError naming the field, range and value).
+_OWNED_LIMITS: dict[str, tuple[Callable[[object], object], ...]] = {
+    "simd": (lambda v: ProjectionConfig(d_in=_room(v), d_out=1, simd=v, pe=1),),
+    "pe": (lambda v: ProjectionConfig(d_in=1, d_out=_room(v), simd=1, pe=v),),
+    "act_bits": (lambda v: QuantSpec(act_bits=v),
+                 lambda v: ProjectionConfig(d_in=1, d_out=1, simd=1, pe=1, act_bits=v)),
+    "state_bits": (lambda v: QuantSpec(state_bits=v),),
+    "data_bits": (lambda v: QuantSpec(data_bits=v),),
+}
+
+
 @dataclass(frozen=True)
 class Arch:
     """The accelerator template. Every field can be overridden (``--set name=value`` or a JSON
     file).
 
+    Limits: ``simd`` and ``pe`` are those of :class:`~rtl.xnor_projection.ProjectionConfig`
+    (a lane count wider than a matrix runs that matrix on as many lanes as it has columns or
+    rows; :func:`array_notes` says so), ``act_bits``, ``state_bits`` and ``data_bits`` those of
+    :class:`~model.quantize.QuantSpec` (and ``act_bits`` of ``ProjectionConfig``); ``lanes``
+    must divide the model's d_state, as :class:`~rtl.ssm_scan.ScanConfig` requires (checked
+    against the model in :func:`estimate`). Every other number must be positive and finite
+    (``dram_pj_per_bit`` may be 0: the table's figure).
+
     Raises
     ------
     ValueError
-        On a non-positive size or rate, or a lane count that does not divide d_state (checked
-        against the model in :func:`estimate`).
+        On a value out of its range or of the wrong type (a boolean where a number is meant
+        included); the message names the field, the allowed range and the value.
     """
 
     clock_hz: float = 1.0e9
@@ -98,19 +127,27 @@ class Arch:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("table", "state_on_chip"):
-                continue
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            if f.type in (int, "int") and not isinstance(v, int):
-                raise ValueError(f"{f.name} must be an integer, not {v!r}")
-            if f.name == "dram_pj_per_bit":
-                if not ok or v < 0:
-                    raise ValueError(f"dram_pj_per_bit must be >= 0 (0: from the table), not {v!r}")
-                continue
-            if not ok or v <= 0:
-                raise ValueError(f"{f.name} must be a positive number, not {v!r}")
-        if not 1 <= self.act_bits <= 16:
-            raise ValueError(f"act_bits must be an integer in [1, 16], not {self.act_bits}")
+            if f.name == "table":
+                if not isinstance(v, str) or not v:
+                    raise ValueError(f"table must be a table name or a JSON path, not {v!r}")
+            elif f.name == "state_on_chip":
+                if not isinstance(v, bool):
+                    raise ValueError(f"state_on_chip must be true or false, not {v!r}")
+            elif f.name in _OWNED_LIMITS:
+                for check in _OWNED_LIMITS[f.name]:
+                    check(v)
+            elif f.type in (int, "int"):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ValueError(f"{f.name} must be a positive integer, not {v!r}")
+            else:
+                ok = (isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v))
+                if f.name == "dram_pj_per_bit":
+                    if not ok or v < 0:
+                        raise ValueError(
+                            f"dram_pj_per_bit must be a number >= 0 (0: from the table), not {v!r}")
+                elif not ok or v <= 0:
+                    raise ValueError(f"{f.name} must be a positive number, not {v!r}")
 
 
 @dataclass
@@ -149,7 +186,14 @@ class Estimate:
 class _Prices:
     """Energy per action in joules, from a table, with the assumptions of the module docstring."""
 
+    ACTIONS = ("int8_add", "int32_add", "int8_mult", "fp16_mult", "fp16_add", "dram_64b_low",
+               "sram_read_64b_8KB", "sram_read_64b_32KB", "sram_read_64b_1MB")
+
     def __init__(self, table: EnergyTable, arch: Arch) -> None:
+        missing = [a for a in self.ACTIONS if a not in table.entries]
+        if missing:
+            raise ValueError(f"table must price {', '.join(self.ACTIONS)}; {table.name!r} "
+                             f"lacks {', '.join(missing)}")
         self.t = table
         self.logic_scale = arch.node_nm / table.node_nm
         self.dram_bit = (arch.dram_pj_per_bit * 1e-12 if arch.dram_pj_per_bit
@@ -173,9 +217,74 @@ class _Prices:
         return n_bytes * 8 * self.dram_bit
 
 
+def dram_pj_per_bit(arch: Arch, table: EnergyTable | None = None) -> float:
+    """DRAM energy per bit in pJ: ``arch.dram_pj_per_bit``, or the table's 64-bit access / 64
+    when that is 0."""
+    if arch.dram_pj_per_bit:
+        return arch.dram_pj_per_bit
+    return (table or load_table(arch.table))["dram_64b_low"].joules / 64 * 1e12
+
+
+def _projections(cfg: BiMambaConfig) -> tuple[tuple[str, int, int], ...]:
+    """(name, d_in, d_out) of the two binary projections of a layer."""
+    return (("in_proj", cfg.d_model, cfg.d_in_proj), ("out_proj", cfg.d_inner, cfg.d_model))
+
+
 def _proj_cfg(arch: Arch, d_in: int, d_out: int) -> ProjectionConfig:
+    # An array wider than the matrix runs it on d_in columns / d_out rows (array_notes).
     return ProjectionConfig(d_in=d_in, d_out=d_out, simd=min(arch.simd, d_in),
                             pe=min(arch.pe, d_out), act_bits=arch.act_bits)
+
+
+def _proj_buffers(pc: ProjectionConfig) -> tuple[float, float]:
+    """Bytes of the unit's weight RAM (padding included) and activation RAM (two tokens of
+    ``act_bits`` planes, double-buffered) for one matrix."""
+    return (pc.row_groups * pc.folds * pc.pe * pc.simd / 8,
+            2 * pc.folds * pc.act_bits * pc.simd / 8)
+
+
+def buffer_needs(cfg: BiMambaConfig, arch: Arch) -> dict[str, int]:
+    """Smallest ``weight_sram_bytes`` and ``act_sram_bytes`` that hold both projections of
+    ``cfg`` on ``arch`` (the 1-bit design; :func:`estimate` refuses anything smaller)."""
+    w = a = 0.0
+    for _, d_in, d_out in _projections(cfg):
+        pw, pa = _proj_buffers(_proj_cfg(arch, d_in, d_out))
+        w, a = max(w, pw), max(a, pa)
+    return {"weight_sram_bytes": math.ceil(w), "act_sram_bytes": math.ceil(a)}
+
+
+def fit_buffers(cfg: BiMambaConfig, arch: Arch) -> tuple[Arch, list[str]]:
+    """``arch`` with its weight and activation RAMs grown to what ``cfg`` needs, and a note per
+    RAM that grew. For sweeps: a sweep point that needs larger RAMs than the base
+    architecture (more bit-planes, wider arrays) is costed with RAMs of its own size."""
+    grown, notes = {}, []
+    for name, need in buffer_needs(cfg, arch).items():
+        have = getattr(arch, name)
+        if need > have:
+            grown[name] = need
+            notes.append(f"{name} grown from {have} to {need} to hold the matrices")
+    return replace(arch, **grown), notes
+
+
+def array_notes(cfg: BiMambaConfig, arch: Arch) -> list[str]:
+    """What :func:`estimate` assumes when the projection array is wider than a matrix."""
+    notes = []
+    for name, d_in, d_out in _projections(cfg):
+        if arch.simd > d_in:
+            notes.append(f"simd = {arch.simd} exceeds d_in = {d_in} of {name}: it runs on "
+                         f"{d_in} columns")
+        if arch.pe > d_out:
+            notes.append(f"pe = {arch.pe} exceeds d_out = {d_out} of {name}: it runs on "
+                         f"{d_out} rows")
+    return notes
+
+
+def check_lanes(cfg: BiMambaConfig, lanes: int) -> None:
+    """The scan unit's rule (:class:`~rtl.ssm_scan.ScanConfig`): ``lanes`` divides d_state."""
+    n = cfg.d_state
+    if n % lanes:
+        divisors = [d for d in range(1, n + 1) if n % d == 0]
+        raise ValueError(f"lanes must divide d_state = {n} (one of {divisors}), not {lanes!r}")
 
 
 def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
@@ -189,8 +298,7 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     """
     if design not in ("bimamba", "fp16"):
         raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
-    if cfg.d_state % arch.lanes:
-        raise ValueError(f"lanes must divide d_state = {cfg.d_state}, not {arch.lanes}")
+    check_lanes(cfg, arch.lanes)
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
     table = load_table(arch.table)
@@ -215,12 +323,19 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     fp = footprint(cfg)
     cycles = 0.0
     weight_dram = 0.0  # bytes per layer and call
-    for d_in, d_out in ((D, F), (E, D)):
+    for _, d_in, d_out in _projections(c):
         if design == "bimamba":
             pc = _proj_cfg(arch, d_in, d_out)
             B, words = arch.act_bits, pc.row_groups * pc.folds
-            w_bytes = words * pc.pe * pc.simd / 8  # the unit's weight RAM, padding included
-            amem = 2 * pc.folds * B * pc.simd / 8
+            w_bytes, amem = _proj_buffers(pc)
+            if arch.weight_sram_bytes < w_bytes:
+                raise ValueError(
+                    f"weight_sram_bytes must be >= {math.ceil(w_bytes)} to hold the {d_in}x{d_out} "
+                    f"projection, not {arch.weight_sram_bytes}")
+            if arch.act_sram_bytes < amem:
+                raise ValueError(
+                    f"act_sram_bytes must be >= {math.ceil(amem)} to hold two tokens of the "
+                    f"{d_in}x{d_out} projection at act_bits = {B}, not {arch.act_sram_bytes}")
             # Weights are written through `load` while the unit is idle: one word a cycle.
             cycles += pc.cycles_per_token + words / tokens
             act("proj_xnor_popcount", words * pc.pe * pc.simd * B, pr.add(1), "binary_bit_ops")
@@ -239,11 +354,6 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
             act("sram_activations", pc.folds * pc.simd * 2 + pc.row_groups * pc.pe * 4,
                 pr.sram(1, _size_class(pc.folds * pc.simd * 2)), "sram_constant_read_bytes")
             weight_dram += w_bytes
-            need = max(w_bytes, amem)
-            if arch.weight_sram_bytes < w_bytes or arch.act_sram_bytes < amem:
-                raise ValueError(
-                    f"weight_sram_bytes must be >= {w_bytes:.0f} and act_sram_bytes >= "
-                    f"{amem:.0f} for the {d_in}x{d_out} projection (largest {need:.0f})")
         else:
             words = math.ceil(d_in / arch.simd) * math.ceil(d_out / arch.pe)
             w_bytes = d_in * d_out * 2
@@ -303,42 +413,76 @@ def _size_class(n_bytes: int) -> str:
     return "8KB" if n_bytes <= 8 * 1024 else "32KB" if n_bytes <= 32 * 1024 else "1MB"
 
 
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}
+
+
+def _from_text(kind: str, text: str) -> object:
+    """A ``--set`` value in the field's type where the text spells one; otherwise the text,
+    which :class:`Arch` then refuses with the field's range."""
+    t = text.strip()
+    if kind == "str":
+        return t
+    if kind == "bool":
+        low = t.lower()
+        return low in ("1", "true", "yes") if low in ("1", "true", "yes", "0", "false", "no") else t
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def _to_field(kind: str, v: object) -> object:
+    """Integral numbers to ``int`` for integer fields, numbers to ``float`` for float fields;
+    anything else (booleans included) is passed on for :class:`Arch` to judge."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return v
+    if kind == "int" and isinstance(v, float) and v.is_integer():
+        return int(v)
+    if kind == "float":
+        return float(v)
+    return v
+
+
 def arch_from_args(path: str | None, sets: list[str]) -> Arch:
-    """An :class:`Arch` from defaults, an optional JSON file and ``name=value`` overrides."""
-    values = {}
+    """An :class:`Arch` from defaults, an optional JSON file and ``name=value`` overrides.
+
+    The file must hold one JSON object; its values keep their JSON types (``true`` is not a
+    number). ``--set`` values are text, read as the field's type; ``--set`` wins over the file,
+    and a parameter may be set once. Everything is then checked by :class:`Arch`.
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the parameter, the allowed values and the value given.
+    """
+    kinds = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(Arch)}
+    values: dict[str, object] = {}
     if path:
         try:
-            values.update(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"--arch must name a readable JSON file: {e}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"--arch must hold a JSON object of architecture parameters, not "
+                             f"{_JSON_KINDS.get(type(doc), type(doc).__name__)}")
+        values.update(doc)
+    seen: set[str] = set()
     for item in sets:
         if "=" not in item:
             raise ValueError(f"--set takes name=value, not {item!r}")
-        k, v = item.split("=", 1)
-        values[k.strip()] = v.strip()
-    known = {f.name: f for f in fields(Arch)}
+        k, v = (part.strip() for part in item.split("=", 1))
+        if k in seen:
+            raise ValueError(f"--set must name each parameter once, not {k} twice")
+        seen.add(k)
+        values[k] = _from_text(kinds[k], v) if k in kinds else v
     out = {}
     for k, v in values.items():
-        if k not in known:
-            raise ValueError(f"architecture parameter must be one of {', '.join(known)}, not {k!r}")
-        typ = type(getattr(Arch(), k))
-        text = str(v).strip().lower()
-        if typ is bool:
-            if isinstance(v, bool):
-                out[k] = v
-            elif text in ("1", "true", "yes", "0", "false", "no"):
-                out[k] = text in ("1", "true", "yes")
-            else:
-                raise ValueError(f"{k} must be true or false, not {v!r}")
-            continue
-        try:
-            if typ is int:
-                f = float(v)
-                if not f.is_integer():
-                    raise ValueError
-                out[k] = int(f)
-            else:
-                out[k] = typ(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{k} must be a {typ.__name__}, not {v!r}") from None
+        if k not in kinds:
+            raise ValueError(f"architecture parameter must be one of {', '.join(kinds)}, not {k!r}")
+        out[k] = _to_field(kinds[k], v)
     return replace(Arch(), **out)

@@ -4,6 +4,13 @@
 ``--format md|csv|json`` the output, ``--set name=value`` / ``--arch FILE`` change the
 architecture, ``--plot DIR`` writes PNG charts, ``--sweep`` joins the golden model's accuracy
 with the estimated energy over activation widths.
+
+Every argument is checked before any work starts: architecture values against the limits of
+the RTL generators and the quantisation spec (``Arch`` in energy/estimator.py), ``--seed`` and
+``--sweep-steps`` against the golden model's own bounds (``MAX_SEED``, ``MAX_STEPS`` in
+model/evaluate.py), ``--prefill`` against ``MAX_PREFILL``, flags that would be ignored or
+contradict each other, and the ``--plot`` folder, by writing a file into it. A bad one ends
+the run with one line, ``report.py: error: <message>``, and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,19 +20,30 @@ import csv
 import io
 import json
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NoReturn
 
 if __package__ in (None, ""):  # run as a script: python energy/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from energy.estimator import Arch, arch_from_args, estimate  # noqa: E402
+from energy.estimator import (  # noqa: E402
+    Arch, arch_from_args, array_notes, check_lanes, estimate, fit_buffers,
+)
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
 from energy.tables import load_table  # noqa: E402
 from model.config import get_preset  # noqa: E402
+from model.evaluate import MAX_SEED, MAX_STEPS  # noqa: E402
+from model.quantize import QuantSpec  # noqa: E402
 
 PRESETS = ("780M", "1.3B", "2.7B")
 GIB = 2**30
+MAX_PREFILL = 2**20  # prefill length: a million tokens is past any context this models
+# Values of each --plot-sweep; simd, pe and lanes go in powers of two (a log2 axis).
+SWEEP_VALUES = {"act_bits": (2, 4, 6, 8, 10, 12, 16), "simd": (16, 32, 64, 128, 256),
+                "pe": (4, 8, 16, 32, 64), "lanes": (4, 8, 16, 32, 64)}
+PLOTS = ("energy_breakdown.png", "memory.png")  # plus sweep_<param>.png
 
 
 def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
@@ -59,6 +77,7 @@ def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
         "prefill_tokens_per_s": bp.tokens_per_s, "prefill_bound": bp.bound,
         "prefill_energy_per_token_j": bp.energy_per_token_j,
         "prefill_energy_per_token_fp16_j": fpp.energy_per_token_j,
+        "notes": array_notes(cfg, arch),
     }
 
 
@@ -79,6 +98,9 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
                  f"{arch.node_nm / table.node_nm:.3f} (linear in feature size at constant "
                  f"voltage), DRAM unscaled")
     out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", ""]
+    notes = [f"{n}: {t}" for n, r in reports.items() for t in r["notes"]]
+    if notes:
+        out += [f"Note: {t}" for t in notes] + [""]
     out += ["| model | weights FP16 | weights Bi-Mamba | embedding (FP16) | SSM state | "
             "total FP16 | total Bi-Mamba |", "|---|---|---|---|---|---|---|"]
     for n, r in reports.items():
@@ -124,7 +146,8 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
 
 def _csv(reports: dict[str, dict]) -> str:
     buf = io.StringIO()
-    flat = {n: {k: v for k, v in r.items() if not isinstance(v, dict)} for n, r in reports.items()}
+    flat = {n: {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+            for n, r in reports.items()}
     for n, r in reports.items():  # action counts as columns too
         flat[n].update({f"actions.{k}": v for k, v in r["actions_per_token"].items()})
     w = csv.DictWriter(buf, fieldnames=["preset", *next(iter(flat.values()))])
@@ -134,149 +157,228 @@ def _csv(reports: dict[str, dict]) -> str:
     return buf.getvalue()
 
 
-def _plot(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    names = list(reports)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    comps = list(dict.fromkeys(k for r in reports.values()
-                               for k in [*r["energy_breakdown_j"], *r["energy_breakdown_fp16_j"]]))
-    x = range(2 * len(names))
-    bottom = [0.0] * len(x)
-    palette = plt.get_cmap("tab20").colors  # one colour per component, up to 20
-    for i, comp in enumerate(comps):
-        vals = []
-        for n in names:
-            vals += [reports[n]["energy_breakdown_j"].get(comp, 0) * 1e3,
-                     reports[n]["energy_breakdown_fp16_j"].get(comp, 0) * 1e3]
-        ax.bar(x, vals, bottom=bottom, label=comp, color=palette[i % len(palette)])
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_xticks(list(x), [f"{n}\n{d}" for n in names for d in ("Bi-Mamba", "FP16")])
-    ax.set_ylabel("energy per token (mJ)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "energy_breakdown.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (key, label) in enumerate((("total_fp16_bytes", "FP16"),
-                                      ("total_bimamba_bytes", "Bi-Mamba"))):
-        ax.bar([j + 0.4 * i for j in range(len(names))],
-               [reports[n][key] / GIB for n in names], width=0.4, label=label)
-    ax.set_xticks([j + 0.2 for j in range(len(names))], names)
-    ax.set_ylabel("weights + embedding + state (GiB)")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "memory.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    values = {"act_bits": [2, 4, 6, 8, 10, 12, 16], "simd": [16, 32, 64, 128, 256],
-              "pe": [4, 8, 16, 32, 64], "lanes": [4, 8, 16, 32, 64]}[sweep_param]
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax2 = ax1.twinx()
-    for n in names:
-        es, ts = [], []
+def arch_sweep(presets: list[str], arch: Arch, param: str,
+               values: tuple[int, ...]) -> tuple[dict[str, list[dict]], list[str]]:
+    """Energy and throughput of the 1-bit design per preset over ``param``, the rest of
+    ``arch`` fixed. A point that needs larger weight or activation RAMs than ``arch`` has
+    (more bit-planes, a wider array) gets RAMs of its own size; the notes say which."""
+    rows: dict[str, list[dict]] = {}
+    notes = []
+    for n in presets:
+        cfg = get_preset(n)
+        rows[n] = []
         for v in values:
-            a = replace(arch, **{sweep_param: v})
-            e = estimate(get_preset(n), a)
-            es.append(e.energy_per_token_j * 1e3)
-            ts.append(e.tokens_per_s)
-        ax1.plot(values, es, marker="o", label=f"{n} energy")
-        ax2.plot(values, ts, marker="x", linestyle="--", label=f"{n} tokens/s")
-    ax1.set_xlabel(sweep_param)
-    ax1.set_ylabel("energy per token (mJ)")
-    ax2.set_ylabel("tokens/s")
-    ax1.legend(loc="upper left", fontsize=7)
-    ax2.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    paths.append(out / f"sweep_{sweep_param}.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+            a, grown = fit_buffers(cfg, replace(arch, **{param: v}))
+            e = estimate(cfg, a)
+            rows[n].append({param: v, "energy_per_token_j": e.energy_per_token_j,
+                            "tokens_per_s": e.tokens_per_s, "bound": e.bound,
+                            "memory_tokens_per_s": 1 / e.memory_s})
+            notes += [f"{n} at {param} = {v}: {g}" for g in grown]
+    return rows, notes
+
+
+def write_plots(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> list[Path]:
+    """The breakdown, memory and ``sweep_<param>`` charts into ``out`` (which must exist)."""
+    from energy.plots import plot_breakdown, plot_memory, plot_sweep
+
+    rows, notes = arch_sweep(list(reports), arch, sweep_param, SWEEP_VALUES[sweep_param])
+    return [plot_breakdown(reports, arch, out / PLOTS[0]),
+            plot_memory(reports, arch, out / PLOTS[1]),
+            plot_sweep(rows, arch, sweep_param, out / f"sweep_{sweep_param}.png", notes)]
 
 
 def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: int,
                           seed: int) -> list[dict]:
     """Golden-model SQNR (one synthetic layer of ``preset``, ``steps`` decode steps) beside the
-    estimated energy and throughput of the whole model, per activation width."""
+    estimated energy and throughput of the whole model, per activation width.
+
+    A width whose activation RAM would not fit ``arch.act_sram_bytes`` is costed with a RAM of
+    its size (``act_sram_bytes`` in the row). A width the golden model cannot export (an
+    accumulator past its 62-bit limit) has no SQNR (None) and says why in ``note``."""
     from model.evaluate import evaluate, prepare
-    from model.quantize import QuantSpec
+    from model.quantize import ExportError
 
     p = prepare(get_preset(preset), steps, seed)
     rows = []
     for a in act_bits:
-        sq = evaluate(p, QuantSpec(act_bits=a))
-        e = estimate(get_preset(preset), replace(arch, act_bits=a))
+        note = None
+        try:
+            sq = evaluate(p, QuantSpec(act_bits=a))
+        except ExportError as e:
+            sq, note = {"layer_out": None, "mixer_out": None}, f"no golden model: {e}"
+        point, _ = fit_buffers(get_preset(preset), replace(arch, act_bits=a))
+        e = estimate(get_preset(preset), point)
         rows.append({"act_bits": a, "layer_out_db": sq["layer_out"],
                      "mixer_out_db": sq["mixer_out"], "energy_per_token_j": e.energy_per_token_j,
-                     "tokens_per_s": e.tokens_per_s, "bound": e.bound})
+                     "tokens_per_s": e.tokens_per_s, "bound": e.bound,
+                     "act_sram_bytes": point.act_sram_bytes,
+                     "weight_sram_bytes": point.weight_sram_bytes, "note": note})
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python energy/report.py", description=__doc__)
+def _db(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f} dB"
+
+
+def _bounded(flag: str, text: str, lo: int, hi: int) -> int:
+    """``text`` as an integer in [lo, hi]."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ValueError(f"{flag} must be an integer in [{lo}, {hi}], not "
+                         f"{text.strip() if value is not None else repr(text)}")
+    return value
+
+
+def _act_widths(text: str) -> list[int]:
+    """``--sweep-act``: distinct widths, each one QuantSpec accepts."""
+    try:
+        acts = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--sweep-act takes activation widths separated by commas, not "
+                         f"{text!r}") from None
+    for a in acts:
+        try:
+            QuantSpec(act_bits=a)
+        except ValueError as e:
+            raise ValueError(f"--sweep-act: {e}") from None
+    dup = next((a for i, a in enumerate(acts) if a in acts[:i]), None)
+    if dup is not None:
+        raise ValueError(f"--sweep-act must list each width once, not {dup} twice")
+    return acts
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it (by writing one: the
+    permission bits alone do not say, for root or on a read-only mount)."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(0, "a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"--plot must name a writable folder, not {str(folder)!r} "
+                         f"({e.strerror or e})") from None
+    return folder
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, ``report.py: error: <message>``, and exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="report.py", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", action="append", help=f"one of {', '.join(PRESETS)} (repeatable)")
     ap.add_argument("--format", default="md", choices=["md", "csv", "json"])
-    ap.add_argument("--arch", help="JSON file of architecture parameters")
+    ap.add_argument("--arch", help="JSON file holding one object of architecture parameters")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="override one architecture parameter (repeatable)")
-    ap.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
-    ap.add_argument("--plot-sweep", default="act_bits", choices=["act_bits", "simd", "pe", "lanes"])
+                    help="override one architecture parameter (repeatable, once per name; "
+                         "wins over --arch)")
+    ap.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (created if needed)")
+    ap.add_argument("--plot-sweep", choices=list(SWEEP_VALUES),
+                    help="parameter of the sweep chart (with --plot; default act_bits)")
     ap.add_argument("--sweep", action="store_true",
-                    help="join golden-model SQNR with energy over activation widths")
-    ap.add_argument("--sweep-act", default="4,6,8,10,12")
-    ap.add_argument("--sweep-steps", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prefill", type=int, default=512, help="prefill length L (default 512)")
+                    help="join golden-model SQNR with energy over activation widths "
+                         "(--format md or json)")
+    ap.add_argument("--sweep-act", help="activation widths of --sweep (default 4,6,8,10,12)")
+    ap.add_argument("--sweep-steps", help=f"decode steps of --sweep, 1 to {MAX_STEPS} (default 64)")
+    ap.add_argument("--seed", help=f"seed of --sweep, 0 to {MAX_SEED} (default 0)")
+    ap.add_argument("--prefill", default="512",
+                    help=f"prefill length L, 1 to {MAX_PREFILL} (default 512)")
+    return ap
+
+
+def _conflicts(args: argparse.Namespace) -> None:
+    """Flags that would be ignored, or that ask for two things at once."""
+    for flag, given in (("--sweep-act", args.sweep_act), ("--sweep-steps", args.sweep_steps),
+                        ("--seed", args.seed)):
+        if given is not None and not args.sweep:
+            raise ValueError(f"{flag} needs --sweep")
+    if args.plot_sweep is not None and not args.plot:
+        raise ValueError("--plot-sweep needs --plot")
+    if args.sweep and args.format == "csv":
+        raise ValueError("--sweep needs --format md or json (csv holds the preset table only)")
+    dup = next((p for i, p in enumerate(args.preset or []) if p in args.preset[:i]), None)
+    if dup is not None:
+        raise ValueError(f"--preset must name each preset once, not {dup} twice")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
-    try:
+
+    try:  # every argument, before any work
         presets = args.preset or list(PRESETS)
         for p in presets:
             if p not in PRESETS:
                 raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {p!r}")
+        _conflicts(args)
+        prefill = _bounded("--prefill", args.prefill, 1, MAX_PREFILL)
+        acts = _act_widths(args.sweep_act or "4,6,8,10,12")
+        steps = _bounded("--sweep-steps", "64" if args.sweep_steps is None else args.sweep_steps,
+                         1, MAX_STEPS)
+        seed = _bounded("--seed", "0" if args.seed is None else args.seed, 0, MAX_SEED)
         arch = arch_from_args(args.arch, args.set)
-        if args.prefill < 1:
-            raise ValueError(f"prefill must be a positive integer, not {args.prefill}")
-        reports = {p: preset_report(p, arch, args.prefill) for p in presets}
+        load_table(arch.table)
+        for p in presets:
+            check_lanes(get_preset(p), arch.lanes)
+    except ValueError as e:
+        ap.error(str(e))
+    reports = {}
+    for p in presets:  # arithmetic only; refuses RAM sizes that do not hold this preset
+        try:
+            reports[p] = preset_report(p, arch, prefill)
+        except ValueError as e:
+            ap.error(f"{p}: {e}")
+    try:  # before the sweep and before anything is printed
+        plot_dir = _writable_folder(Path(args.plot)) if args.plot else None
     except ValueError as e:
         ap.error(str(e))
     sweep = None
     if args.sweep:
-        try:
-            acts = [int(v) for v in args.sweep_act.split(",")]
-            if args.sweep_steps < 1 or not all(1 <= a <= 16 for a in acts):
-                raise ValueError
-        except ValueError:
-            ap.error(f"--sweep-act takes activation widths in [1, 16] separated by commas and "
-                     f"--sweep-steps a positive integer, not {args.sweep_act!r} / {args.sweep_steps}")
-        sweep = accuracy_energy_sweep(presets[0], arch, acts, args.sweep_steps, args.seed)
+        sweep = accuracy_energy_sweep(presets[0], arch, acts, steps, seed)
     if args.format == "json":
         doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line()}
         if sweep:
             doc["sweep"] = sweep
         print(json.dumps(doc, indent=2))
     elif args.format == "csv":
+        for n, r in reports.items():
+            for t in r["notes"]:
+                print(f"{ap.prog}: note: {n}: {t}", file=sys.stderr)
         print(_csv(reports), end="")
     else:
         print(_md(reports, arch))
         if sweep:
             print(f"\nAccuracy and energy over activation widths ({presets[0]}, "
-                  f"{args.sweep_steps} steps, seed {args.seed}):\n")
+                  f"{steps} steps, seed {seed}):\n")
             print("| act_bits | layer_out SQNR | mixer_out SQNR | energy/token | tokens/s |")
             print("|---|---|---|---|---|")
+            notes = []
             for r in sweep:
-                print(f"| {r['act_bits']} | {r['layer_out_db']:.1f} dB | "
-                      f"{r['mixer_out_db']:.1f} dB | {r['energy_per_token_j'] * 1e3:.2f} mJ | "
+                print(f"| {r['act_bits']} | {_db(r['layer_out_db'])} | {_db(r['mixer_out_db'])} | "
+                      f"{r['energy_per_token_j'] * 1e3:.2f} mJ | "
                       f"{r['tokens_per_s']:.1f} ({r['bound']}) |")
-    if args.plot:
-        for path in _plot(reports, arch, Path(args.plot), args.plot_sweep):
+                if r["note"]:
+                    notes.append(f"Note: act_bits = {r['act_bits']}: {r['note']}.")
+                if r["act_sram_bytes"] != arch.act_sram_bytes:
+                    notes.append(f"Note: act_bits = {r['act_bits']} is costed with "
+                                 f"act_sram_bytes = {r['act_sram_bytes']} (two tokens of its "
+                                 f"planes), not {arch.act_sram_bytes}.")
+            if notes:
+                print("\n" + "\n".join(notes))
+    if plot_dir is not None:
+        try:
+            paths = write_plots(reports, arch, plot_dir, args.plot_sweep or "act_bits")
+        except OSError as e:
+            ap.error(f"--plot could not write into {str(plot_dir)!r}: {e.strerror or e}")
+        for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -49,7 +49,8 @@ def load_table(name_or_path: str | Path = "horowitz_45nm") -> EnergyTable:
     Raises
     ------
     ValueError
-        If an entry lacks a positive value, a known unit or a source.
+        If the file cannot be read as a table, or an entry lacks a positive value, a known
+        unit or a source.
     """
     path = Path(name_or_path)
     if not path.suffix:
@@ -57,7 +58,20 @@ def load_table(name_or_path: str | Path = "horowitz_45nm") -> EnergyTable:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in TABLE_DIR.glob("*.json")))
         raise ValueError(f"energy table must be one of {known} or a JSON path, not {str(name_or_path)!r}")
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"energy table must be a readable JSON file, not {str(path)!r}: {e}") \
+            from None
+    keys = ("name", "source", "node_nm", "entries")
+    if (not isinstance(raw, dict) or any(k not in raw for k in keys)
+            or not isinstance(raw["entries"], dict)
+            or not all(isinstance(e, dict) for e in raw["entries"].values())):
+        raise ValueError(f"{path.name}: energy table must be a JSON object with "
+                         f"{', '.join(keys)} (entries: action -> {{value, unit, source}})")
+    node = raw["node_nm"]
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not node > 0:
+        raise ValueError(f"{path.name}: node_nm must be a positive number, not {node!r}")
     entries = {}
     for action, e in raw["entries"].items():
         if not isinstance(e.get("value"), (int, float)) or e["value"] <= 0:

@@ -55,28 +55,65 @@ def test_estimate_uses_the_rtl_formulas_and_costs_fp16_the_same_way():
     assert b12.cycles > b.cycles
 
 
-def test_dram_traffic_and_energy_pinned_by_hand():
-    """2.7B decode: every DRAM byte and its energy, computed here from the shapes."""
-    c = get_preset("2.7B")
-    D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
-    weights_1bit = (D * F + E * D) / 8
+# 2.7B shapes: d_model, d_inner, d_in_proj, heads, headdim, d_state, layers.
+D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
+
+
+def dram_bytes_27b_by_hand() -> dict[str, float]:
+    """DRAM bytes of one 2.7B decode step by design, counted here from the shapes."""
     fp16_consts = (2 * D + 2 * E  # norm gains, FBI scales and shifts per column...
                    + 5376 * 4 + 5376 + 3 * H + E + D  # conv, conv bias, dt/A/D, norms
                    - (2 * D + 2 * E) + 2 * (D + E)) * 2  # (wscale/wbias counted once)
     unit_consts = (D + E) * 2 + (F + D) * 4  # beta per column, multiplier + correction per row
     state = 2 * H * P * N * 2  # 16-bit state read and written back
-    per_layer = weights_1bit + fp16_consts + unit_consts + state
     embedding = 32000 * D * 2 + D * 2 + D * 2  # LM head, one embedding row, final norm
+    return {
+        "bimamba": L * ((D * F + E * D) / 8 + fp16_consts + unit_consts + state) + embedding,
+        "fp16": L * ((D * F + E * D) * 2 + fp16_consts + state) + embedding,
+    }
+
+
+def dram_j(e) -> float:
+    return e.energy_j["dram_weights"] + e.energy_j["dram_state"] + e.energy_j["dram_embedding"]
+
+
+def test_dram_traffic_and_energy_pinned_by_hand():
+    """2.7B decode: every DRAM byte and its energy, computed here from the shapes."""
+    c = get_preset("2.7B")
+    by_hand = dram_bytes_27b_by_hand()
     b = estimate(c, Arch())
-    assert b.dram_bytes == pytest.approx(L * per_layer + embedding)
+    assert b.dram_bytes == pytest.approx(by_hand["bimamba"])
     pj_per_bit = 1300 / 64  # Horowitz: 1.3 nJ per 64-bit DRAM access
-    dram_j = (b.energy_j["dram_weights"] + b.energy_j["dram_state"]
-              + b.energy_j["dram_embedding"])
-    assert dram_j == pytest.approx((L * per_layer + embedding) * 8 * pj_per_bit * 1e-12)
+    assert dram_j(b) == pytest.approx(by_hand["bimamba"] * 8 * pj_per_bit * 1e-12)
     assert b.energy_j["lm_head"] == pytest.approx(32000 * D * (1.1 + 0.4) * 1e-12)
     # The XNOR array: d_in * d_out * act_bits one-bit adds at 0.03 pJ / 8.
     assert b.energy_j["proj_xnor_popcount"] == pytest.approx(
         L * (D * F + E * D) * 8 * 0.03e-12 / 8)
+
+
+def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
+    """The README's HBM case through the CLI: DRAM energy is bytes x 8 x 3.9 pJ, time per token
+    the larger of compute and bytes / 819.2 GB/s; nothing else moves."""
+    by_hand = dram_bytes_27b_by_hand()
+    assert report_main(["--preset", "2.7B", "--set", "dram_pj_per_bit=3.9",
+                        "--set", "dram_bytes_per_s=819.2e9", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
+    base = {d: estimate(get_preset("2.7B"), Arch(), d) for d in ("bimamba", "fp16")}
+    for design, key in (("bimamba", "energy_breakdown_j"), ("fp16", "energy_breakdown_fp16_j")):
+        got = r[key]
+        assert sum(got[k] for k in ("dram_weights", "dram_state", "dram_embedding")) == \
+            pytest.approx(by_hand[design] * 8 * 3.9e-12)
+        for k, v in base[design].energy_j.items():  # on-chip energies do not depend on DRAM
+            if not k.startswith("dram_"):
+                assert got[k] == pytest.approx(v)
+    assert r["dram_bytes_per_token"] == pytest.approx(by_hand["bimamba"])
+    # FP16 turns compute-bound: its cycles now outlast its DRAM time.
+    assert by_hand["fp16"] / 819.2e9 < 1 / r["tokens_per_s_fp16"]
+    assert r["bound_fp16"] == "compute"
+    # The README's figures: 31.5 / 306.4 mJ, 9.7x.
+    assert round(r["energy_per_token_j"] * 1e3, 1) == 31.5
+    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 306.4
+    assert round(r["energy_saving"], 1) == 9.7
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():
@@ -111,9 +148,10 @@ def test_report_md_csv_and_plots(capsys, tmp_path):
 @pytest.mark.parametrize("argv, msg", [
     (["--preset", "3B"], "preset must be one of 780M, 1.3B, 2.7B, not '3B'"),
     (["--set", "clock_hz=-1"], "clock_hz must be a positive number, not -1.0"),
-    (["--set", "lanes=3"], "lanes must divide d_state = 128, not 3"),
-    (["--set", "simd=abc"], "simd must be a int, not 'abc'"),
-    (["--set", "act_bits=1.9"], "act_bits must be a int, not '1.9'"),
+    (["--set", "lanes=3"],
+     "lanes must divide d_state = 128 (one of [1, 2, 4, 8, 16, 32, 64, 128]), not 3"),
+    (["--set", "simd=abc"], "simd must be an integer in [1, 4096], not 'abc'"),
+    (["--set", "act_bits=1.9"], "act_bits must be an integer in [1, 16], not 1.9"),
     (["--set", "clock_hz=nan"], "clock_hz must be a positive number, not nan"),
     (["--set", "state_on_chip=maybe"], "state_on_chip must be true or false"),
     (["--arch", "/nonexistent.json"], "--arch must name a readable JSON file"),
@@ -121,8 +159,9 @@ def test_report_md_csv_and_plots(capsys, tmp_path):
     (["--set", "frequency=1"], "architecture parameter must be one of clock_hz"),
 ])
 def test_report_bad_input(argv, msg, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         report_main(argv)
+    assert exc.value.code == 2
     assert msg in capsys.readouterr().err
 
 

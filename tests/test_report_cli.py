@@ -1,0 +1,223 @@
+"""The report's command line: every bad argument ends in one line, ``report.py: error: ...``,
+with exit status 2 and no traceback; limits come from the RTL and quantisation configs; the
+default ``--plot`` writes every chart."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from energy.estimator import Arch, arch_from_args, buffer_needs, estimate, fit_buffers
+from energy.report import PLOTS, SWEEP_VALUES, main as report_main
+from model.config import get_preset
+from model.evaluate import MAX_SEED, MAX_STEPS
+from model.quantize import QuantSpec
+from rtl.xnor_projection import ProjectionConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def error_of(argv: list[str], capsys) -> str:
+    """The one stderr line of a refused command line (exit status 2, nothing on stdout)."""
+    with pytest.raises(SystemExit) as exc:
+        report_main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("report.py: error: ")
+    return err[len("report.py: error: "):-1]
+
+
+@pytest.fixture
+def json_file(tmp_path):
+    def write(doc) -> str:
+        p = tmp_path / "arch.json"
+        p.write_text(json.dumps(doc))
+        return str(p)
+    return write
+
+
+@pytest.mark.parametrize("argv, msg", [
+    # QuantSpec: the golden model needs state_bits >= 4.
+    (["--set", "state_bits=3"], "state_bits must be an integer in [4, 32], not 3"),
+    (["--set", "data_bits=25"], "data_bits must be an integer in [6, 24], not 25"),
+    (["--set", "act_bits=17"], "act_bits must be an integer in [1, 16], not 17"),
+    # ProjectionConfig: simd <= 4096, pe <= 1024; no clamping of a value out of range.
+    (["--set", "simd=1e20"], "simd must be an integer in [1, 4096], not 100000000000000000000"),
+    (["--set", "simd=4097"], "simd must be an integer in [1, 4096], not 4097"),
+    (["--set", "pe=0"], "pe must be an integer in [1, 1024], not 0"),
+    (["--set", "simd=true"], "simd must be an integer in [1, 4096], not 'true'"),
+    (["--set", "other_lanes=0"], "other_lanes must be a positive integer, not 0"),
+    (["--set", "dram_pj_per_bit=-1"],
+     "dram_pj_per_bit must be a number >= 0 (0: from the table), not -1.0"),
+    (["--set", "clock_hz=inf"], "clock_hz must be a positive number, not inf"),
+    (["--set", "simd=32", "--set", "simd=64"],
+     "--set must name each parameter once, not simd twice"),
+    (["--set", "simd"], "--set takes name=value, not 'simd'"),
+    (["--set", "table=nope"],
+     "energy table must be one of horowitz_45nm or a JSON path, not 'nope'"),
+    # Sizes that a preset cannot fit name the RAM, what it needs and what it got.
+    (["--preset", "2.7B", "--set", "act_bits=16"],
+     "2.7B: act_sram_bytes must be >= 20480 to hold two tokens of the 5120x2560 projection at "
+     "act_bits = 16, not 16384"),
+    (["--preset", "780M", "--set", "weight_sram_bytes=1024"],
+     "780M: weight_sram_bytes must be >= 1238016 to hold the 1536x6448 projection, not 1024"),
+    # Seeds and sizes.
+    (["--sweep", "--seed", "-1"], f"--seed must be an integer in [0, {MAX_SEED}], not -1"),
+    (["--sweep", "--seed", f"{MAX_SEED + 1}"],
+     f"--seed must be an integer in [0, {MAX_SEED}], not {MAX_SEED + 1}"),
+    (["--sweep", "--sweep-steps", "0"],
+     f"--sweep-steps must be an integer in [1, {MAX_STEPS}], not 0"),
+    (["--prefill", "0"], "--prefill must be an integer in [1, 1048576], not 0"),
+    (["--prefill", "2x"], "--prefill must be an integer in [1, 1048576], not '2x'"),
+    (["--sweep", "--sweep-act", "4,17"],
+     "--sweep-act: act_bits must be an integer in [1, 16], not 17"),
+    (["--sweep", "--sweep-act", "4,4"], "--sweep-act must list each width once, not 4 twice"),
+    # Flags that would be ignored or contradict each other.
+    (["--seed", "3"], "--seed needs --sweep"),
+    (["--sweep-steps", "8"], "--sweep-steps needs --sweep"),
+    (["--plot-sweep", "simd"], "--plot-sweep needs --plot"),
+    (["--sweep", "--format", "csv"],
+     "--sweep needs --format md or json (csv holds the preset table only)"),
+    (["--preset", "780M", "--preset", "780M"],
+     "--preset must name each preset once, not 780M twice"),
+    # argparse's own errors take the same one-line form.
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--seed"], "argument --seed: expected one argument"),
+])
+def test_bad_arguments_exact_messages(argv, msg, capsys):
+    assert error_of(argv, capsys) == msg
+
+
+def test_arch_json_boolean_is_not_an_integer(json_file, capsys):
+    assert error_of(["--arch", json_file({"simd": True})], capsys) == \
+        "simd must be an integer in [1, 4096], not True"
+    assert error_of(["--arch", json_file({"clock_hz": False})], capsys) == \
+        "clock_hz must be a positive number, not False"
+    assert error_of(["--arch", json_file({"state_on_chip": 1})], capsys) == \
+        "state_on_chip must be true or false, not 1"
+
+
+@pytest.mark.parametrize("doc, kind", [([1, 2], "a list"), ("simd", "a string"), (64, "a number"),
+                                       (None, "null")])
+def test_arch_json_must_be_an_object(doc, kind, json_file, capsys):
+    assert error_of(["--arch", json_file(doc)], capsys) == \
+        f"--arch must hold a JSON object of architecture parameters, not {kind}"
+
+
+def test_arch_json_numbers_and_set_precedence(json_file):
+    a = arch_from_args(json_file({"simd": 128.0, "clock_hz": 2, "state_on_chip": True}),
+                       ["simd=32"])
+    assert (a.simd, a.clock_hz, a.state_on_chip) == (32, 2.0, True)
+    assert isinstance(a.clock_hz, float)
+
+
+def test_unwritable_plot_folder_is_refused_before_any_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = blocker / "plots"
+    assert error_of(["--preset", "780M", "--plot", str(target)], capsys) == \
+        f"--plot must name a writable folder, not '{target}' (Not a directory)"
+    assert error_of(["--preset", "780M", "--plot", str(blocker)], capsys) == \
+        f"--plot must name a writable folder, not '{blocker}' (a file, not a folder)"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_read_only_plot_folder_is_refused(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert error_of(["--preset", "780M", "--plot", str(ro)], capsys) == \
+            f"--plot must name a writable folder, not '{ro}' (Permission denied)"
+    finally:
+        ro.chmod(0o700)
+
+
+def test_plot_with_defaults_writes_every_chart(tmp_path, capsys):
+    """All three presets, the act_bits sweep up to 16 bits: 2.7B at 16 bits needs a 20 KiB
+    activation RAM, so that point is costed with one and the chart says so."""
+    assert report_main(["--plot", str(tmp_path / "new" / "dir")]) == 0
+    names = {p.name for p in (tmp_path / "new" / "dir").iterdir()}
+    assert names == {*PLOTS, "sweep_act_bits.png"}
+    err = capsys.readouterr().err
+    assert err.count("wrote ") == 3
+
+
+def test_sweep_points_get_rams_of_their_size():
+    cfg = get_preset("2.7B")
+    assert buffer_needs(cfg, Arch(act_bits=16)) == {"weight_sram_bytes": 3384320,
+                                                    "act_sram_bytes": 20480}
+    a, notes = fit_buffers(cfg, Arch(act_bits=16))
+    assert (a.act_sram_bytes, a.weight_sram_bytes) == (20480, Arch().weight_sram_bytes)
+    assert notes == ["act_sram_bytes grown from 16384 to 20480 to hold the matrices"]
+    assert fit_buffers(cfg, Arch()) == (Arch(), [])
+    estimate(cfg, a)  # feasible now
+    for v in SWEEP_VALUES["act_bits"]:  # every sweep value is one the golden model accepts
+        QuantSpec(act_bits=v)
+
+
+def test_arch_limits_are_those_of_the_rtl_and_the_spec():
+    """Arch accepts exactly the values ProjectionConfig and QuantSpec accept, at both ends."""
+    def accepts(build) -> bool:
+        try:
+            build()
+            return True
+        except ValueError:
+            return False
+
+    for v in (0, 1, 4096, 4097, True, 2.5):
+        assert accepts(lambda: Arch(simd=v)) == accepts(
+            lambda: ProjectionConfig(d_in=4097, d_out=1, simd=v, pe=1))
+    for v in (0, 1, 1024, 1025, False):
+        assert accepts(lambda: Arch(pe=v)) == accepts(
+            lambda: ProjectionConfig(d_in=1, d_out=1025, simd=1, pe=v))
+    for name in ("act_bits", "state_bits", "data_bits"):
+        for v in range(0, 34):
+            assert accepts(lambda: Arch(**{name: v})) == accepts(lambda: QuantSpec(**{name: v}))
+
+
+def test_wide_array_is_reported_not_silently_clamped(capsys):
+    assert report_main(["--preset", "780M", "--set", "simd=4096"]) == 0
+    out = capsys.readouterr().out
+    assert "Note: 780M: simd = 4096 exceeds d_in = 1536 of in_proj: it runs on 1536 columns" in out
+
+
+def test_script_error_has_no_traceback(tmp_path):
+    """As a script: one line on stderr, exit status 2."""
+    p = tmp_path / "list.json"
+    p.write_text("[1, 2]")
+    res = subprocess.run([sys.executable, "energy/report.py", "--arch", str(p)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert res.stderr == ("report.py: error: --arch must hold a JSON object of architecture "
+                          "parameters, not a list\n")
+
+
+def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsys):
+    """2.7B at 16-bit activations overflows a 62-bit accumulator of the golden model: the
+    row keeps its energy, shows no SQNR and says why (the golden model is stubbed here)."""
+    import model.evaluate
+    from model.quantize import ExportError
+
+    def evaluate(p, spec):
+        if spec.act_bits == 16:
+            raise ExportError("in_proj.prod needs 63 bits (> 62)")
+        return {"layer_out": 50.0, "mixer_out": 25.0}
+
+    monkeypatch.setattr(model.evaluate, "prepare", lambda cfg, steps, seed: None)
+    monkeypatch.setattr(model.evaluate, "evaluate", evaluate)
+    assert report_main(["--preset", "2.7B", "--sweep", "--sweep-act", "8,16",
+                        "--sweep-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 8 | 50.0 dB | 25.0 dB | 118.65 mJ | 39.1 (compute) |" in out
+    assert "| 16 | n/a | n/a | 119.30 mJ |" in out
+    assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out
+    assert ("Note: act_bits = 16 is costed with act_sram_bytes = 20480 (two tokens of its "
+            "planes), not 16384.") in out
