@@ -196,8 +196,7 @@ class _Prices:
                              f"lacks {', '.join(missing)}")
         self.t = table
         self.logic_scale = arch.node_nm / table.node_nm
-        self.dram_bit = (arch.dram_pj_per_bit * 1e-12 if arch.dram_pj_per_bit
-                         else table["dram_64b_low"].joules / 64)
+        self.dram_bit = dram_pj_per_bit(arch, table) * 1e-12  # J per bit
 
     def add(self, bits: int) -> float:
         a8, a32 = self.t["int8_add"].joules, self.t["int32_add"].joules
