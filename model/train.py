@@ -1,0 +1,504 @@
+"""Train the byte-level teacher and the Bi-Mamba student on the Shakespeare split.
+
+``python -m model.train --model teacher|student|naive --out DIR ...``
+
+* ``teacher``: a float Mamba-2 LM (:class:`~model.lm.BiMambaLM` with ``binary=False``)
+  trained from the Mamba-2 initialisation with cross-entropy on next bytes.
+* ``student``: the Bi-Mamba LM (FBI-Linear in_proj/out_proj) initialised from a trained
+  teacher (``--teacher``: latent weights copied, FBI 'xnor' alpha/beta) and trained by
+  distillation: the loss is KL(teacher || student) over the next-byte distribution at every
+  position, plus ``--ce-weight`` times the cross-entropy on the data (0 by default: pure
+  distillation, Bi-Mamba's recipe). The teacher runs in eval mode, without gradients.
+* ``naive``: the teacher binarised with the same init and no training (the post-training
+  binarisation baseline); only evaluated and saved.
+
+Training samples windows of ``--seq + 1`` bytes at uniformly random offsets of the training
+split (seeded), uses AdamW with a linear warm-up and a cosine decay to a tenth of ``--lr``,
+gradient clipping, and bf16 autocast on CUDA. Every ``--eval-every`` steps the validation
+bits per byte (bpc) is measured on a fixed subset (``--eval-seqs`` windows evenly spaced over
+the validation split, each from a zero state) and the best model so far is written to
+``DIR/<model>.safetensors`` (:mod:`model.lm_checkpoint` format). At the end the best
+checkpoint is read back and evaluated over the whole validation and test splits (see
+:func:`evaluate_bpc`), so the reported numbers are those of the shipped file. Outputs in
+``DIR``: ``<model>.safetensors``, ``log.csv`` (step, train_loss, val_bpc, lr, seconds) and
+``summary.json``.
+
+Imports only torch, numpy, safetensors, tqdm and this package, so it runs on a machine that
+has those but not this project's environment (``PYTHONPATH=. python3 -m model.train ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from .config import BiMambaConfig
+from .data import DEFAULT_ROOT, load_split
+from .lm import BYTE_VOCAB, LM_CONFIG, BiMambaLM, student_from_teacher
+from .lm_checkpoint import load_lm_model, read_metadata, save_lm
+from .reference import FBILinear
+
+__all__ = [
+    "MODELS",
+    "EVAL_MODES",
+    "lr_at",
+    "param_groups",
+    "sample_batch",
+    "subset_windows",
+    "nll_sum",
+    "evaluate_bpc",
+    "distill_loss",
+    "main",
+]
+
+MODELS = ("teacher", "student", "naive")
+EVAL_MODES = ("stream", "windows")
+LN2 = math.log(2.0)
+
+
+def lr_at(step: int, lr: float, warmup: int, steps: int, min_ratio: float = 0.1) -> float:
+    """Learning rate of ``step`` (0-based): linear warm-up, then cosine to ``min_ratio * lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if steps <= warmup:
+        return lr
+    frac = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
+    """AdamW groups: weight decay on the matrices (embedding, projections, conv), not on
+    vectors (norms, dt_bias, A_log, D, conv bias) nor on FBI alpha/beta, which are scales."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if name.endswith("weight") and p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sample_batch(data: Tensor, batch: int, seq: int, rng: np.random.Generator
+                 ) -> tuple[Tensor, Tensor]:
+    """Random training windows.
+
+    Parameters
+    ----------
+    data : Tensor of uint8, shape (n,)
+        A split, on the training device.
+    batch, seq : int
+    rng : numpy Generator
+        Draws the offsets (uniform over every window that fits).
+
+    Returns
+    -------
+    x, y : LongTensor, shape (batch, seq)
+        Inputs and next-byte targets.
+    """
+    n = data.shape[0]
+    if n < seq + 1:
+        raise ValueError(f"seq must be < the split length {n}, not {seq}")
+    off = torch.from_numpy(rng.integers(0, n - seq, size=batch)).to(data.device)
+    idx = off[:, None] + torch.arange(seq + 1, device=data.device)
+    w = data[idx].long()
+    return w[:, :-1], w[:, 1:]
+
+
+def subset_windows(data: np.ndarray, n_windows: int, seq: int) -> tuple[Tensor, Tensor]:
+    """``n_windows`` windows evenly spaced over ``data`` (deterministic), as (x, y).
+
+    Returns
+    -------
+    x, y : LongTensor, shape (n_windows', seq)
+        n_windows' = min(n_windows, len(data) - seq) windows, inputs and targets.
+    """
+    last = len(data) - seq - 1
+    if last < 0:
+        raise ValueError(f"seq must be < the split length {len(data)}, not {seq}")
+    off = np.unique(np.linspace(0, last, n_windows).round().astype(np.int64))
+    w = torch.from_numpy(np.stack([data[o:o + seq + 1] for o in off]).astype(np.int64))
+    return w[:, :-1], w[:, 1:]
+
+
+@torch.no_grad()
+def nll_sum(model: BiMambaLM, x: Tensor, y: Tensor, mask: Tensor | None, seq: int,
+            batch: int, carry: bool, device: torch.device) -> tuple[float, int]:
+    """Summed next-byte negative log-likelihood (nats) over the unmasked positions.
+
+    Parameters
+    ----------
+    x, y : LongTensor, shape (S, T)
+        S rows of inputs and targets.
+    mask : BoolTensor, shape (S, T), optional
+        Positions to score (all if omitted).
+    seq : int
+        Length of the windows each row is cut into.
+    batch : int
+        Rows per forward pass.
+    carry : bool
+        True: each row is one stream and the state is carried from window to window (the
+        model reads the whole row, as a decoder would). False: each window starts from zero.
+    device : torch.device
+
+    Returns
+    -------
+    nll : float
+    count : int
+        Number of scored positions.
+    """
+    if mask is None:
+        mask = torch.ones_like(y, dtype=torch.bool)
+    # FBI-Linear caches its weight for inference, keyed by version counters that some
+    # optimizers do not bump; drop the caches so an evaluation between optimizer steps can
+    # never see a stale weight.
+    for m in model.modules():
+        if isinstance(m, FBILinear):
+            m.clear_cache()
+    total, count = 0.0, 0
+    for r0 in range(0, x.shape[0], batch):
+        xs, ys, ms = (t[r0:r0 + batch].to(device) for t in (x, y, mask))
+        states = None
+        for c0 in range(0, xs.shape[1], seq):
+            logits, new = model(xs[:, c0:c0 + seq], states if carry else None)
+            states = new
+            # At least float32 for the log-softmax; float64 models keep float64.
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            nll = F.cross_entropy(logits.flatten(0, 1), ys[:, c0:c0 + seq].flatten(),
+                                  reduction="none")
+            m = ms[:, c0:c0 + seq].flatten()
+            total += float(nll[m].double().sum())
+            count += int(m.sum())
+    return total, count
+
+
+def evaluate_bpc(model: BiMambaLM, data: np.ndarray, seq: int = 256, batch: int = 16,
+                 mode: str = "stream", device: torch.device | str = "cpu") -> dict:
+    """Bits per byte of ``model`` over a whole split: every byte after the first is scored.
+
+    Parameters
+    ----------
+    model : BiMambaLM
+        Evaluated in eval mode, float32 as given (no autocast).
+    data : ndarray of uint8, shape (n,)
+    seq : int
+        Window length of each forward pass.
+    batch : int
+        ``stream``: the split is cut into ``batch`` contiguous streams read in parallel, each
+        from a zero state with the state carried across windows, so only the first byte of
+        each stream is read without context (what a decoder reading the text computes).
+        ``windows``: windows per forward pass.
+    mode : str
+        ``stream`` or ``windows`` (non-overlapping windows of ``seq`` bytes, each from a zero
+        state, as in training).
+    device : torch.device or str
+
+    Returns
+    -------
+    dict
+        ``bpc``, ``bytes`` (scored), ``mode``, ``seq``.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is unknown or ``data`` has fewer than 2 bytes.
+    """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {', '.join(EVAL_MODES)}, not {mode!r}")
+    n = len(data) - 1
+    if n < 1:
+        raise ValueError(f"data must hold at least 2 bytes, not {len(data)}")
+    if mode == "stream":
+        rows = max(1, min(batch, n))
+        T = -(-n // rows)
+    else:
+        rows, T = -(-n // seq), seq
+    pad = rows * T - n
+    inp = np.concatenate([data[:-1], np.zeros(pad, np.uint8)]).astype(np.int64)
+    tgt = np.concatenate([data[1:], np.zeros(pad, np.uint8)]).astype(np.int64)
+    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+    x, y, m = (torch.from_numpy(a.reshape(rows, T)) for a in (inp, tgt, mask))
+    was_training = model.training
+    model.eval()
+    try:
+        nll, count = nll_sum(model, x, y, m, seq, batch, mode == "stream",
+                             torch.device(device))
+    finally:
+        model.train(was_training)
+    return {"bpc": nll / count / LN2, "bytes": count, "mode": mode, "seq": seq}
+
+
+def distill_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Mean over positions of KL(teacher || student) on the next-byte distribution, in nats.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor, shape (..., V)
+    """
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    s = F.log_softmax(student_logits.to(dtype).flatten(0, -2), dim=-1)
+    t = F.log_softmax(teacher_logits.to(dtype).flatten(0, -2), dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean")
+
+
+def _subset_bpc(model: BiMambaLM, xy: tuple[Tensor, Tensor], seq: int, batch: int,
+                device: torch.device) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        nll, count = nll_sum(model, xy[0], xy[1], None, seq, batch, False, device)
+    finally:
+        model.train(was_training)
+    return nll / count / LN2
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description="Train the float teacher, distil the Bi-Mamba student, or binarise the "
+                    "teacher naively, on the byte-level Shakespeare split.")
+    ap.add_argument("--model", choices=MODELS, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="teacher checkpoint (.safetensors), required for student and naive")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--wd", type=float, default=0.1, help="AdamW weight decay on matrices")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--ce-weight", type=float, default=0.0,
+                    help="student: weight of the data cross-entropy added to the KL")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="default: cuda if available, else cpu")
+    ap.add_argument("--d-model", type=int, default=LM_CONFIG.d_model)
+    ap.add_argument("--n-layer", type=int, default=LM_CONFIG.n_layer)
+    ap.add_argument("--d-state", type=int, default=LM_CONFIG.d_state)
+    ap.add_argument("--headdim", type=int, default=LM_CONFIG.headdim)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-seqs", type=int, default=200,
+                    help="validation windows of --seq bytes for checkpoint selection")
+    ap.add_argument("--eval-batch", type=int, default=16,
+                    help="streams (rows) per forward pass of the final evaluation")
+    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
+                    help="holds shakespeare/{train,val,test}.bin (make data)")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="stop training after this many seconds (the best checkpoint is kept)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    return ap
+
+
+def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    for name in ("steps", "warmup"):
+        if getattr(a, name) < 0:
+            ap.error(f"--{name} must be >= 0, not {getattr(a, name)}")
+    for name in ("batch", "seq", "eval_every", "eval_seqs", "eval_batch"):
+        if getattr(a, name) <= 0:
+            ap.error(f"--{name.replace('_', '-')} must be a positive integer, "
+                     f"not {getattr(a, name)}")
+    if not a.lr > 0:
+        ap.error(f"--lr must be > 0, not {a.lr}")
+    if a.model in ("student", "naive") and a.teacher is None:
+        ap.error(f"--teacher is required for --model {a.model}")
+    if a.model == "teacher" and a.teacher is not None:
+        ap.error("--teacher is only for --model student or naive")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _build_parser()
+    a = ap.parse_args(argv)
+    _check_args(ap, a)
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    command = "python -m model.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    t_start = time.perf_counter()
+
+    splits = {name: load_split(name, a.data_root) for name in ("train", "val", "test")}
+    train_data = torch.from_numpy(splits["train"]).to(device)
+    val_xy = subset_windows(splits["val"], a.eval_seqs, a.seq)
+
+    teacher: BiMambaLM | None = None
+    if a.model == "teacher":
+        cfg = BiMambaConfig(d_model=a.d_model, n_layer=a.n_layer, d_state=a.d_state,
+                            headdim=a.headdim, vocab_size=BYTE_VOCAB)
+        model = BiMambaLM(cfg, binary=False, dropout=a.dropout).init_weights(a.seed)
+    else:
+        if read_metadata(a.teacher)["binary"] != "false":
+            ap.error(f"--teacher must be a float (teacher) checkpoint, not {a.teacher}")
+        teacher = load_lm_model(a.teacher).to(device).eval()
+        teacher.requires_grad_(False)
+        cfg = teacher.cfg
+        model = student_from_teacher(teacher, dropout=a.dropout)
+    model.to(device)
+    steps = 0 if a.model == "naive" else a.steps
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+           else nullcontext())
+
+    def train_logits(x: Tensor) -> Tensor:
+        return model(x)[0]  # the states are not needed in training
+
+    fwd = torch.compile(train_logits) if a.compile else train_logits
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    ckpt = a.out / f"{a.model}.safetensors"
+    log_path = a.out / "log.csv"
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{a.model}: {n_params:,} parameters, {cfg}, device {device}", flush=True)
+
+    opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95)
+                            ) if steps else None
+    tty = sys.stderr.isatty()
+    best = (math.inf, -1)
+    # Losses stay on the device between evaluations: reading one back every step would
+    # wait for the GPU each time.
+    losses: list[Tensor] = []
+    t_train = time.perf_counter()
+    step = 0
+    with open(log_path, "w", newline="") as f_log:
+        log = csv.writer(f_log)
+        log.writerow(["step", "train_loss", "val_bpc", "lr", "seconds"])
+
+        def evaluate(step: int, lr: float) -> None:
+            nonlocal best
+            bpc = _subset_bpc(model, val_xy, a.seq, a.eval_batch * 4, device)
+            train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+            losses.clear()
+            seconds = time.perf_counter() - t_train
+            log.writerow([step, f"{train_loss:.5f}", f"{bpc:.5f}", f"{lr:.3e}",
+                          f"{seconds:.1f}"])
+            f_log.flush()
+            mark = ""
+            if bpc < best[0] or best[1] < 0:  # the first evaluation always writes a file
+                best = (bpc, step)
+                save_lm(model, ckpt)
+                mark = " *"
+            line = (f"step {step:5d}  train_loss {train_loss:.4f}  val_bpc {bpc:.4f}  "
+                    f"lr {lr:.2e}  {seconds:6.1f} s{mark}")
+            if tty:
+                tqdm.write(line)
+            else:
+                print(line, flush=True)
+
+        evaluate(0, lr_at(0, a.lr, a.warmup, steps) if steps else 0.0)
+        bar = tqdm(range(steps), desc=a.model, disable=not tty, dynamic_ncols=True)
+        model.train()
+        for step in bar:
+            lr = lr_at(step, a.lr, a.warmup, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = sample_batch(train_data, a.batch, a.seq, rng)
+            with amp:
+                logits = fwd(x)
+                if teacher is None:
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                else:
+                    with torch.no_grad():
+                        t_logits, _ = teacher(x)
+                    loss = distill_loss(logits, t_logits)
+                    if a.ce_weight:
+                        loss = loss + a.ce_weight * F.cross_entropy(
+                            logits.float().flatten(0, 1), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
+            opt.step()
+            losses.append(loss.detach())
+            if tty and step % 20 == 0:
+                bar.set_postfix(loss=f"{float(losses[-1]):.3f}", best=f"{best[0]:.3f}")
+            timed_out = a.time_limit is not None and time.perf_counter() - t_train > a.time_limit
+            if (step + 1) % a.eval_every == 0 or step + 1 == steps or timed_out:
+                evaluate(step + 1, lr)
+            if timed_out:
+                print(f"time limit of {a.time_limit} s reached after {step + 1} steps",
+                      flush=True)
+                break
+        bar.close()
+        steps_done = step + 1 if steps else 0
+    train_seconds = time.perf_counter() - t_train
+
+    # The reported numbers are those of the file: read it back (FP16, packed signs).
+    final = load_lm_model(ckpt).to(device)
+    t_eval = time.perf_counter()
+    results = {
+        "val_bpc_subset": _subset_bpc(final, val_xy, a.seq, a.eval_batch * 4, device),
+        "val": evaluate_bpc(final, splits["val"], a.seq, a.eval_batch, "stream", device),
+        "test": evaluate_bpc(final, splits["test"], a.seq, a.eval_batch, "stream", device),
+        "val_windows": evaluate_bpc(final, splits["val"], a.seq, a.eval_batch * 4,
+                                    "windows", device),
+        "test_windows": evaluate_bpc(final, splits["test"], a.seq, a.eval_batch * 4,
+                                     "windows", device),
+    }
+    eval_seconds = time.perf_counter() - t_eval
+    summary = {
+        "model": a.model,
+        "config": asdict(cfg),
+        "parameters": n_params,
+        "val_bpc": results["val"]["bpc"],
+        "test_bpc": results["test"]["bpc"],
+        "val_bpc_windows": results["val_windows"]["bpc"],
+        "test_bpc_windows": results["test_windows"]["bpc"],
+        "val_bpc_subset": results["val_bpc_subset"],
+        "val_bytes": results["val"]["bytes"],
+        "test_bytes": results["test"]["bytes"],
+        "best_step": best[1],
+        "steps": steps_done,
+        "tokens": steps_done * a.batch * a.seq,
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "max_memory_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                           if device.type == "cuda" else None),
+        "torch": torch.__version__,
+        "seed": a.seed,
+        "command": command,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+        "loss": ("cross-entropy" if a.model == "teacher" else
+                 "none" if a.model == "naive" else
+                 "KL(teacher || student)" + (f" + {a.ce_weight} * cross-entropy"
+                                             if a.ce_weight else "")),
+        "teacher_sha256": _sha256(a.teacher) if a.teacher is not None else None,
+        "checkpoint": str(ckpt),
+    }
+    split_json = Path(a.data_root) / "shakespeare" / "split.json"
+    if split_json.is_file():
+        summary["split_sha256"] = {k: v["sha256"] for k, v in
+                                   json.loads(split_json.read_text())["splits"].items()}
+    # Re-save the selected model with its summary in the metadata (same tensors).
+    summary["checkpoint_bytes"] = save_lm(final, ckpt, {"train": json.dumps(summary)})
+    (a.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{a.model}: best step {best[1]}, val {summary['val_bpc']:.4f} bpc, "
+          f"test {summary['test_bpc']:.4f} bpc (windows of {a.seq}: val "
+          f"{summary['val_bpc_windows']:.4f}, test {summary['test_bpc_windows']:.4f}), "
+          f"{steps_done} steps, {summary['tokens']:,} tokens, {train_seconds:.1f} s training "
+          f"on {summary['device']}; {ckpt} ({summary['checkpoint_bytes']:,} bytes)",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
