@@ -33,6 +33,7 @@ __all__ = [
     "ExportError",
     "pack_signs",
     "calibrate",
+    "CALIB_CHUNK",
     "export_layer",
 ]
 
@@ -50,6 +51,7 @@ _SPEC_RANGES: dict[str, tuple[int, int]] = {
     "res_frac": (0, 24), "param_bits": (4, 24), "norm_bits": (8, 24),
     "rsqrt_index_bits": (2, 16), "rsqrt_bits": (6, 24), "scale_bits": (4, 24),
     "silu_seg_bits": (1, 12), "exp_seg_bits": (1, 12), "tail_seg_bits": (1, 12),
+    "head_bits": (2, 16),
 }
 
 
@@ -88,6 +90,9 @@ class QuantSpec:
     silu_seg_bits, exp_seg_bits, tail_seg_bits : int
         log2 of the PWL segment counts of SiLU (over [-8, 8)), 2**-f (over [0, 1)) and the
         softplus tail log1p(E)/E (over [0, 1]).
+    head_bits : int
+        Language model only (:mod:`model.golden_lm`): the final RMSNorm's output activations
+        and the LM head's weights (the tied embedding), both signed ``head_bits`` wide.
     headroom : float
         Calibrated formats cover ``headroom`` times the largest value seen.
 
@@ -114,6 +119,7 @@ class QuantSpec:
     silu_seg_bits: int = 8
     exp_seg_bits: int = 7
     tail_seg_bits: int = 6
+    head_bits: int = 8
     headroom: float = 2.0
 
     def __post_init__(self) -> None:
@@ -356,29 +362,49 @@ def pack_signs(sign: np.ndarray) -> np.ndarray:
 # -- calibration ---------------------------------------------------------------------------
 
 
-def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the float reference step by step over ``u`` (L, D) and collect every traced tensor.
+# Tokens per sequence-path call in :func:`calibrate`: the SSD form holds an (H, L, L) decay
+# matrix, 50 MB in float64 for 24 heads at this length.
+CALIB_CHUNK = 512
 
-    Returns name -> array of shape (L, ...) in float64, plus ``a_in`` / ``a_out`` (the FBI
-    activations ``norm * alpha``), ``silu_z`` and ``dtx``.
+
+def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the float reference over ``u`` (L, D) and collect every traced tensor.
+
+    The sequence path runs in chunks of :data:`CALIB_CHUNK` tokens with the state carried,
+    and the per-token state ``ssm`` (which the SSD form never materialises) follows from the
+    recurrence ``h_t = dA_t h_(t-1) + (dt_t x_t) B_t`` in NumPy: the decode step's values to
+    float64 rounding (tested), at a small fraction of a Python step per token.
+
+    Returns name -> array of shape (L, ...) in float64: the keys of
+    :meth:`~model.reference.BiMambaMixer.step`'s trace plus norm and mixer_out, and ``a_in`` /
+    ``a_out`` (the FBI activations ``norm * alpha``), ``silu_z`` and ``dtx``.
     """
     block = copy.deepcopy(block).double()  # the caller's block keeps its dtype
+    u = np.asarray(u, np.float64)
     rec: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        state = block.initial_state(torch.float64)
-        for t in progress(range(u.shape[0]), "float reference"):
+        state = None
+        for c0 in progress(range(0, u.shape[0], CALIB_CHUNK), "float reference"):
             tr: dict[str, torch.Tensor] = {}
-            _, state = block.step(torch.as_tensor(u[t], dtype=torch.float64), state, tr)
+            _, state = block(torch.as_tensor(u[c0: c0 + CALIB_CHUNK]), state, tr)
             for k, v in tr.items():
                 rec.setdefault(k, []).append(v.numpy().copy())
-    out = {k: np.stack(v) for k, v in rec.items()}
+    out = {k: np.concatenate(v) for k, v in rec.items()}
     m = block.mixer
     c = block.cfg
+    E, gn, rep = c.d_inner, c.ngroups * c.d_state, c.nheads // c.ngroups
+    x = out["xbc_act"][:, :E].reshape(-1, c.nheads, c.headdim)
+    Bh = np.repeat(out["xbc_act"][:, E: E + gn].reshape(-1, c.ngroups, c.d_state), rep, axis=1)
+    out["dtx"] = out["dt"][:, :, None] * x
+    ssm = np.empty((u.shape[0], c.nheads, c.headdim, c.d_state))
+    h = np.zeros(ssm.shape[1:])
+    for t in range(u.shape[0]):
+        h = out["dA"][t][:, None, None] * h + out["dtx"][t][:, :, None] * Bh[t][:, None, :]
+        ssm[t] = h
+    out["ssm"] = ssm
     out["a_in"] = out["norm"] * m.in_proj.wscale.detach().numpy()[0]
     out["a_out"] = out["out_norm"] * m.out_proj.wscale.detach().numpy()[0]
     out["silu_z"] = out["z"] * 0.5 * (1 + np.tanh(out["z"] / 2))  # silu, no exp overflow
-    x = out["xbc_act"][:, : c.d_inner].reshape(-1, c.nheads, c.headdim)
-    out["dtx"] = out["dt"][:, :, None] * x
     return out
 
 

@@ -161,3 +161,29 @@ def test_spec_document_lists_the_computed_widths():
     q = export_layer(p.block, QuantSpec(), stats=p.calib)
     for name, f in q.fmt.items():
         assert f"| {name} | {f} |" in doc, name
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_calibration_trace_equals_the_decode_step(preset):
+    """calibrate() runs the chunked sequence path plus a NumPy state recurrence; every traced
+    tensor must be the decode step's, across chunk boundaries, to float64 rounding."""
+    import copy
+
+    from model.quantize import CALIB_CHUNK, calibrate
+
+    block, _ = make_layer(preset, 0)
+    u = synthetic_residual(block.cfg, CALIB_CHUNK + 37, 3)
+    fast = calibrate(block, u)
+    b = copy.deepcopy(block).double()
+    rec: dict = {}
+    with torch.no_grad():
+        st = b.initial_state(torch.float64)
+        for t in range(u.shape[0]):
+            tr: dict = {}
+            _, st = b.step(torch.as_tensor(u[t]), st, tr)
+            for k, v in tr.items():
+                rec.setdefault(k, []).append(v.numpy().copy())
+    for k, v in rec.items():
+        want = np.stack(v)
+        assert fast[k].shape == want.shape, k
+        assert np.abs(fast[k] - want).max() <= 1e-12 * np.abs(want).max(), k
