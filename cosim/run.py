@@ -35,9 +35,14 @@ from .verilator import BUILD_ROOT, FST_VIEWERS, use_build_root, waves_requested
 # Only light modules above (no torch): a bad option fails in a fraction of a second. The
 # golden model, the exports and the testbench drivers are imported once the options are valid.
 
-__all__ = ["SCAN_TOKENS_MAX", "real_shape_cases", "main"]
+__all__ = ["SCAN_TOKENS_MAX", "MODEL_PROJ_TOKENS", "real_shape_cases", "shipped_layer_cases", "main"]
 
 SCAN_TOKENS_MAX = 1024  # 2.7B: 42 M simulated cycles, a few minutes of Verilator
+# The shipped Shakespeare model and its corpus (`make data`), for the real-text cases.
+_ROOT = Path(__file__).resolve().parent.parent
+_SHIPPED = _ROOT / "checkpoints" / "shakespeare"
+_DATA = _ROOT / "build" / "data" / "shakespeare"
+MODEL_PROJ_TOKENS = 16  # projection tokens per real-text case (a small layer: 5 k cycles each)
 # The random case with stalls: shape, array and tokens (fixed, so the table compares across runs).
 RANDOM_CASE = dict(d_in=300, d_out=70, act_bits=8, simd=32, pe=8, tokens=4)
 # Order of magnitude of FST written per simulated cycle, for the WAVES=1 warning: the default
@@ -127,6 +132,10 @@ def _parser() -> CliParser:
                     help="scan unit lanes, a divisor of each preset's d_state (default: 16)")
     ap.add_argument("--scan-tokens", type=int_in(1, SCAN_TOKENS_MAX), default=64,
                     help=f"scan tokens per preset, 1 to {SCAN_TOKENS_MAX} (default: 64)")
+    ap.add_argument("--model-layers", default="0,5",
+                    help="layers of the shipped Shakespeare student (checkpoints/shakespeare) "
+                         "whose in_proj, out_proj and scan run on real text; '' for none "
+                         "(default: 0,5, the first and the last; needs `make data`)")
     ap.add_argument("-o", "--out", type=Path, default=BUILD_ROOT,
                     help="folder for the builds, cases and waveforms (default: build/cosim in "
                          "the project)")
@@ -138,6 +147,7 @@ class _Plan:
     """The validated options and what they imply before anything is exported."""
 
     presets: list[str]
+    model_layers: list[int]
     out: Path
     waves: bool
     cases: int
@@ -178,12 +188,98 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
         cases += 1
         cycles += args.scan_tokens * scan_cycles_per_token(
             cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + SCAN_LATENCY
+    layers: list[int] = []
+    if args.model_layers.strip():
+        lm_cfg = _shipped_config()
+        try:
+            layers = [int(v) for v in args.model_layers.split(",")]
+        except ValueError:
+            ap.error(f"argument --model-layers: takes layer numbers separated by commas, "
+                     f"not {args.model_layers!r}")
+        bad = [i for i in layers if not 0 <= i < lm_cfg.n_layer]
+        if bad or len(set(layers)) != len(layers):
+            ap.error(f"argument --model-layers: each layer once, in [0, {lm_cfg.n_layer}), "
+                     f"not {args.model_layers!r}")
+        for proj, (d_in, d_out) in _projection_shapes(lm_cfg).items():
+            try:
+                pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+            except ValueError as e:
+                flag = "--pe" if str(e).startswith("pe ") else "--simd"
+                ap.error(f"argument {flag}: for the Shakespeare model's {proj} "
+                         f"({d_in}x{d_out}), {e}")
+            cases += len(layers)
+            cycles += len(layers) * (MODEL_PROJ_TOKENS * pc.cycles_per_token + pc.latency)
+        try:
+            ScanConfig.check_shape(lm_cfg, args.lanes)
+        except ValueError as e:
+            ap.error(f"argument --lanes: for the Shakespeare model's scan, {e}")
+        cases += len(layers)
+        cycles += len(layers) * (args.scan_tokens * scan_cycles_per_token(
+            lm_cfg.nheads, lm_cfg.headdim, lm_cfg.d_state, args.lanes) + SCAN_LATENCY)
     try:
         waves = waves_requested(None)
     except ValueError as e:
         ap.error(f"environment variable {e}")
     out = check_out_dir(ap, "-o/--out", args.out)
-    return _Plan(presets, out.resolve(), waves, cases, cycles)
+    missing = [f for f in ("train.bin", "test.bin") if not (_DATA / f).is_file()]
+    if layers and missing:  # last: every other option is reported without the corpus
+        ap.error(f"argument --model-layers: the real-text cases need the corpus "
+                 f"({_DATA / missing[0]} is missing): run `make data`, or pass "
+                 f"--model-layers ''")
+    return _Plan(presets, layers, out.resolve(), waves, cases, cycles)
+
+
+def _shipped_config() -> BiMambaConfig:
+    """The shipped student's shape, from its safetensors header (no torch import: validation
+    stays fast). The header is an 8-byte little-endian length and a JSON object."""
+    import json
+
+    with open(_SHIPPED / "student.safetensors", "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n))["__metadata__"]
+    return BiMambaConfig(**json.loads(meta["config"]))
+
+
+def shipped_layer_cases(layers: list[int], proj_tokens: int, scan_tokens: int, simd: int,
+                        pe: int, lanes: int, seed: int = 0):
+    """in_proj, out_proj and scan cases of layers of the shipped student on real text.
+
+    The integer model is calibrated on training text (``model.lm_eval.shipped_golden``); the
+    test split's first bytes go through the golden model layer by layer, and each chosen
+    layer's own activations (its block norm and out_norm outputs, its dt_raw and conv outputs)
+    feed the units.
+    """
+    import numpy as np
+
+    from model.data import load_split
+    from model.evaluate import golden_trace
+    from model.lm_eval import shipped_golden
+
+    from .projection import ProjectionCase
+    from .scan import ScanCase
+
+    _, q = shipped_golden(_SHIPPED, data_root=_DATA.parent)
+    text = load_split("test", _DATA.parent)[: max(proj_tokens, scan_tokens)].astype(np.int64)
+    h = q.embedding[text]
+    for i, lq in enumerate(q.layers[: max(layers) + 1]):
+        tr = golden_trace(lq, h)
+        h = tr["layer_out"]
+        if i not in layers:
+            continue
+        c = lq.cfg
+        for name, proj, key in (("in_proj", lq.in_proj, "norm"), ("out_proj", lq.out_proj,
+                                                                   "out_norm")):
+            cfg = ProjectionConfig.from_projection(proj, simd, pe)
+            yield ProjectionCase(f"shakespeare_L{i}_{name}", cfg, proj,
+                                 tr[key][:proj_tokens], seed=seed)
+        E, N = c.d_inner, c.d_state
+        xa = tr["xbc_act"][:scan_tokens]
+        start = np.zeros(scan_tokens, bool)
+        start[0] = True
+        yield ScanCase(f"shakespeare_L{i}_scan", ScanConfig(lq, lanes),
+                       tr["dt_raw"][:scan_tokens],
+                       xa[:, :E].reshape(scan_tokens, c.nheads, c.headdim), xa[:, E: E + N],
+                       xa[:, E + N:], start, seed=seed)
 
 
 # -- progress and waveforms ------------------------------------------------------------------
@@ -270,7 +366,8 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
 
     proj_row = lambda case, res, s: _row("xnor_projection", case, res, s)  # noqa: E731
     projections, scans = [], []
-    with _Progress(len(plan.presets) + 1, "preparing", "preset", "prep") as progress:
+    with _Progress(len(plan.presets) + 1 + bool(plan.model_layers), "preparing", "preset",
+                   "prep") as progress:
         for preset in plan.presets:
             t0 = time.perf_counter()
             progress.phase(f"{preset}: golden model and exports")
@@ -290,6 +387,18 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
             backpressure=0.3, seed=args.seed)
         projections.append(_Job("xnor_projection", case, run_case, proj_row))
         progress.finished("random_stalls: random projection and tokens")
+        if plan.model_layers:
+            t0 = time.perf_counter()
+            progress.phase("shakespeare: calibration, golden model on test text")
+            for c in shipped_layer_cases(plan.model_layers, MODEL_PROJ_TOKENS,
+                                         args.scan_tokens, args.simd, args.pe, args.lanes,
+                                         args.seed):
+                if c.name.endswith("_scan"):
+                    scans.append(_Job("ssm_scan", c, run_scan_case, _scan_row))
+                else:
+                    projections.append(_Job("xnor_projection", c, run_case, proj_row))
+            progress.finished(f"shakespeare: layers {plan.model_layers} of the shipped student "
+                              f"on test text ({time.perf_counter() - t0:.0f} s)")
     return projections + scans
 
 

@@ -114,6 +114,28 @@ def test_unknown_and_repeated_presets(capsys):
         f"{PROG}: error: argument --presets: tiny is listed 2 times")
 
 
+@pytest.mark.parametrize("layers, msg", [
+    ("9", "argument --model-layers: each layer once, in [0, 6), not '9'"),
+    ("0,0", "argument --model-layers: each layer once, in [0, 6), not '0,0'"),
+    ("a", "argument --model-layers: takes layer numbers separated by commas, not 'a'"),
+])
+def test_model_layers_checked(layers, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--presets", "tiny", "--model-layers", layers])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_model_layers_need_the_corpus(capsys, monkeypatch, tmp_path):
+    import cosim.run as run
+
+    monkeypatch.setattr(run, "_DATA", tmp_path / "none")
+    with pytest.raises(SystemExit) as e:
+        main(["--presets", "tiny"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "the real-text cases need the corpus" in err and "run `make data`" in err
+
+
 def test_waves_value_checked(capsys, monkeypatch):
     monkeypatch.setenv("WAVES", "maybe")
     assert _error(capsys, []) == (
@@ -147,7 +169,8 @@ def test_progress_lines_and_waveform_paths(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cosim.scan, "run_scan_case", _stub("ssm_scan", calls))
     monkeypatch.setenv("WAVES", "1")
     out = tmp_path / "cosim"
-    assert main(["--presets", "tiny", "--scan-tokens", "2", "-o", str(out)]) == 0
+    assert main(["--presets", "tiny", "--scan-tokens", "2", "--model-layers", "",
+                 "-o", str(out)]) == 0
     stdout, stderr = capsys.readouterr()
     assert calls == [("xnor_projection", "tiny_in_proj"), ("xnor_projection", "tiny_out_proj"),
                      ("xnor_projection", "random_stalls"), ("ssm_scan", "tiny_scan")]
