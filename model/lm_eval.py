@@ -42,13 +42,16 @@ from .progress import progress
 from .quantize import QuantSpec, calibrate
 from .train import evaluate_bpc
 
-__all__ = ["SHIPPED", "CALIB_BYTES", "shipped_golden", "stream_rows", "golden_bits", "float_bits", "stage_sqnr", "run", "main"]
+__all__ = [
+    "SHIPPED", "CALIB_BYTES", "GOLDEN_CHUNK", "shipped_golden", "stream_rows", "golden_bits",
+    "float_bits", "stage_sqnr", "sweep", "run", "main",
+]
 
 # The model trained on the corpus and kept in the repository (docs/real_model.md).
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "shakespeare"
 
 # Tokens per golden-model chunk: bounds the int64 intermediates to a few hundred MB.
-_CHUNK = 4096
+GOLDEN_CHUNK = 4096
 
 # Training bytes the golden model's scales are calibrated on (the start of the training split).
 CALIB_BYTES = 4096
@@ -88,13 +91,13 @@ def golden_bits(g: GoldenLM, rows: list[tuple[np.ndarray, np.ndarray]]) -> float
     """Total bits of every target under the integer model (host-side float64 softmax)."""
     total = 0.0
     scale = g.q.logit_scale
-    chunks = [(x, y, c) for x, y in rows for c in range(0, len(x), _CHUNK)]
+    chunks = [(x, y, c) for x, y in rows for c in range(0, len(x), GOLDEN_CHUNK)]
     states = None
     for x, y, c in progress(chunks, "golden model"):
         if c == 0:
             states = g.initial_state()
-        logits, states = g.sequence(x[c: c + _CHUNK], states)
-        total += bits_per_byte(logits * scale, y[c: c + _CHUNK])
+        logits, states = g.sequence(x[c: c + GOLDEN_CHUNK], states)
+        total += bits_per_byte(logits * scale, y[c: c + GOLDEN_CHUNK])
     return total
 
 
