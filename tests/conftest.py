@@ -47,6 +47,17 @@ def make_layer(preset: str = "tiny", seed: int = 0, spec: QuantSpec | None = Non
     return block, q
 
 
+def usage_error(capsys, main, argv: list[str]) -> str:
+    """The usage error of ``main(argv)``: exit status 2, nothing on stdout and exactly one line
+    on stderr (no traceback, no usage block), returned without its newline."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
 @pytest.fixture(scope="session")
 def tiny_layer():
     return make_layer("tiny", 0)

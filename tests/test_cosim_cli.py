@@ -15,6 +15,8 @@ import cosim.scan
 import cosim.verilator
 from cosim.run import main
 
+from .conftest import usage_error
+
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m cosim.run"
 
@@ -25,13 +27,7 @@ def _no_waves(monkeypatch):
 
 
 def _error(capsys, argv: list[str]) -> str:
-    """The usage error of ``argv``: exit status 2 and exactly one line on stderr."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    assert e.value.code == 2 and out == ""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    return err.rstrip("\n")
+    return usage_error(capsys, main, argv)
 
 
 def test_lanes_checked_before_anything_is_built(tmp_path, capsys):

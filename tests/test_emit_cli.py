@@ -9,19 +9,15 @@ import pytest
 
 from rtl.emit import main, verilator_env, waiver_config
 
+from .conftest import usage_error
+
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m rtl.emit xnor_projection"
 SMALL = ["--d-in", "100", "--d-out", "10", "--simd", "16", "--pe", "4", "--act-bits", "4"]
 
 
 def _error(capsys, argv: list[str]) -> str:
-    """The usage error of ``argv``: exit status 2 and exactly one line on stderr."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    assert e.value.code == 2 and out == ""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    return err.rstrip("\n")
+    return usage_error(capsys, main, argv)
 
 
 @pytest.mark.parametrize("order", ["lint_first", "lint_after_unit"])
