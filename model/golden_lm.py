@@ -30,7 +30,7 @@ from .golden import GoldenLayer, GoldenState, exact_matmul, rmsnorm_act
 from .progress import progress
 from .quantize import (
     CALIB_CHUNK, ActQuant, ExportError, NormParams, QuantizedLayer, QuantSpec, _act_scale,
-    _norm_params, _param, calibrate, export_layer,
+    _norm_params, _param, calibrate, export_layer, single_thread,
 )
 
 __all__ = [
@@ -88,7 +88,7 @@ def residual_streams(lm, tokens: np.ndarray) -> list[np.ndarray]:
     tokens = np.asarray(tokens, np.int64)
     out: list[list[np.ndarray]] = [[] for _ in range(len(m.backbone.layers) + 1)]
     states = [None] * len(m.backbone.layers)
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         for c0 in range(0, len(tokens), CALIB_CHUNK):
             h = m.backbone.embedding.weight[torch.from_numpy(tokens[c0: c0 + CALIB_CHUNK])]
             for i, layer in enumerate(m.backbone.layers):
