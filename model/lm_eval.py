@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                              ("streams", 1, 4096), ("sqnr_bytes", 1, 65536)):
             v = getattr(args, name)
             if v is not None and not lo <= v <= hi:
-                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {v}")
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer in [{lo}, {hi}], "
+                                 f"not {v}")
         widths = {k: getattr(args, k) for k in ("act_bits", "state_bits", "head_bits")
                   if getattr(args, k) is not None}
         spec = replace(QuantSpec(), **widths)
