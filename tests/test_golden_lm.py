@@ -18,9 +18,20 @@ from model.quantize import ExportError, QuantSpec
 CFG = BiMambaConfig(d_model=64, n_layer=2, d_state=16, headdim=16, vocab_size=256)
 
 
+def _trained_looking(lm: BiMambaLM, seed: int) -> BiMambaLM:
+    """Norm gains and D away from their Mamba-2 init of 1, as a trained model has them, so a
+    dropped or misplaced gain cannot pass unnoticed."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if name.endswith(("norm.weight", "norm_f.weight", "mixer.D")):
+                p.mul_(1 + 0.4 * torch.randn(p.shape, generator=g))
+    return lm
+
+
 @pytest.fixture(scope="module")
 def lm_and_q():
-    lm = BiMambaLM(CFG, binary=True).init_weights(3).eval()
+    lm = _trained_looking(BiMambaLM(CFG, binary=True).init_weights(3).eval(), 3)
     calib = np.random.default_rng(7).integers(0, 256, 160)
     return lm, export_lm(lm, QuantSpec(), calib)
 
@@ -85,7 +96,7 @@ def test_export_and_input_errors(lm_and_q):
         export_lm(teacher, QuantSpec(), np.arange(10))
     with pytest.raises(ValueError, match=r"calib_tokens must have shape \(L >= 1,\), not \(0,\)"):
         export_lm(lm, QuantSpec(), np.array([], np.int64))
-    big = BiMambaLM(CFG, binary=True).init_weights(3).eval()
+    big = _trained_looking(BiMambaLM(CFG, binary=True).init_weights(3).eval(), 3)
     with torch.no_grad():
         big.backbone.embedding.weight[5, 0] = 5000.0
     with pytest.raises(ExportError, match="embedding peak 5000 does not fit the residual format"):
@@ -95,3 +106,14 @@ def test_export_and_input_errors(lm_and_q):
         g.sequence(np.array([0, 256]))
     with pytest.raises(TypeError, match="tokens must be integers, not float64"):
         g.sequence(np.array([1.0]))
+
+
+def test_embedding_and_head_tables_round_the_float_embedding(lm_and_q):
+    """Both tables are the tied embedding, each within half an LSB of its own format."""
+    lm, q = lm_and_q
+    emb = lm.backbone.embedding.weight.detach().double().numpy()
+    res = q.layers[0].fmt["res"]
+    assert np.abs(q.embedding * 2.0**-res.frac - emb).max() <= 2.0 ** -(res.frac + 1)
+    assert np.abs(q.head * 2.0**-q.head_frac - emb).max() <= 2.0 ** -(q.head_frac + 1)
+    # The head format uses its width: the peak needs the top bit of head_bits - 1.
+    assert np.abs(q.head).max() >= 1 << (q.spec.head_bits - 2)
