@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from . import lm_eval
-from .data import DEFAULT_ROOT, DataError, load_split
-from .golden_lm import GoldenLM, export_lm
+from .data import DEFAULT_ROOT, DataError
+from .golden_lm import GoldenLM
 from .lm import BiMambaLM
 from .lm_checkpoint import load_lm_model
 from .lm_eval import SHIPPED
@@ -196,15 +196,15 @@ def run(checkpoint: Path, prompt: bytes, n: int, *, seed: int = 0,
         If the golden model is asked for and the training split is not under ``data_root``.
     """
     t0 = time.perf_counter()
-    # The corpus is read before the model, so a missing `make data` fails at once.
-    train = None if use_float else load_split("train", data_root)
-    student = load_lm_model(checkpoint / "student.safetensors")
     rng = np.random.default_rng(seed)
     if use_float:
+        student = load_lm_model(checkpoint / "student.safetensors")
         text = generate_float(student, prompt, n, rng, temperature, top_k)
     else:
-        g = GoldenLM(export_lm(student, spec or QuantSpec(), train[:calib_bytes]))
-        text = generate(g, prompt, n, rng, temperature, top_k)
+        # The calibration of model.lm_eval, which reads the corpus before the model, so a
+        # missing `make data` fails at once.
+        _, q = lm_eval.shipped_golden(checkpoint, spec, calib_bytes, data_root)
+        text = generate(GoldenLM(q), prompt, n, rng, temperature, top_k)
     return {
         "prompt": prompt.decode("latin-1"), "text": text.decode("latin-1"), "bytes": n,
         "seed": seed, "temperature": temperature, "top_k": top_k,
