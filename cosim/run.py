@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.config import BiMambaConfig, get_preset
 from rtl.cli import SEED_MAX, CliParser, check_out_dir, int_in
@@ -31,6 +32,9 @@ from rtl.ssm_scan import SCAN_LATENCY, ScanConfig, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
 from .verilator import BUILD_ROOT, FST_VIEWERS, use_build_root, waves_requested
+
+if TYPE_CHECKING:  # an annotation only: importing it at run time would pull in the model
+    from .projection import ProjectionCase
 
 # Only light modules above (no torch): a bad option fails in a fraction of a second. The
 # golden model, the exports and the testbench drivers are imported once the options are valid.

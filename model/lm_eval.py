@@ -25,7 +25,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .data import DEFAULT_ROOT, DataError, load_split
 from .evaluate import (
