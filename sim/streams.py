@@ -20,7 +20,7 @@ from collections.abc import Callable
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["random_pauses", "StreamSource", "StreamSink"]
+__all__ = ["random_pauses", "StreamSource", "StreamSink", "MemorySource"]
 
 Pause = Callable[[], bool]
 
@@ -105,3 +105,43 @@ class StreamSink(_Port):
             await FallingEdge(self.clk)
         self.ready.value = 1
         return words, cycles
+
+
+class MemorySource(StreamSource):
+    """A memory feeding a stream of beats: the first beat is offered ``latency`` cycles after
+    :meth:`send` starts, each later one ``period`` cycles after the previous handshake at the
+    earliest (``period`` = beat bits / bytes per cycle / 8: ``period = 1`` delivers a whole
+    beat every cycle), and ``pause`` adds random bubbles on top. It fetches one beat ahead, no
+    more: a consumer that stops taking beats for a while does not find a backlog waiting.
+    """
+
+    def __init__(self, dut, name: str, clk, period_ns: float, latency: int = 0,
+                 period: int = 1, pause: Pause | None = None) -> None:
+        super().__init__(dut, name, clk, period_ns, pause)
+        self.latency, self.period = latency, period
+
+    async def send(self, words: list[int]) -> list[int]:
+        from cocotb.triggers import Timer
+
+        cycles = []
+        if self.latency:
+            await Timer(self.latency * self.period_ns, "ns")
+        for w in words:
+            while self.pause is not None and self.pause():
+                self.valid.value = 0
+                await FallingEdge(self.clk)
+            self.payload.value = w
+            self.valid.value = 1
+            await ReadOnly()
+            while not self.ready.value:
+                if self.pause is None:
+                    await RisingEdge(self.ready)
+                await FallingEdge(self.clk)
+                await ReadOnly()
+            cycles.append(self.cycle())
+            await FallingEdge(self.clk)
+            if self.period > 1:
+                self.valid.value = 0
+                await Timer((self.period - 1) * self.period_ns, "ns")
+        self.valid.value = 0
+        return cycles

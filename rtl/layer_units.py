@@ -1,0 +1,357 @@
+"""The stages of a Bi-Mamba layer around the projections and the scan, as stream units.
+
+Each unit computes one golden-model stage bit for bit (docs/fixed_point.md; docs/layer_engine.md
+gives the schedule), ``pe`` elements a cycle, with one pipeline enable (``adv``: low only while
+the output is stalled):
+
+* :class:`RmsNormUnit`: ``rmsnorm_act`` (the block norm and the gated norm): a pass over the
+  input (sum of squares, kept in a buffer), the rsqrt table, and a pass over the buffer with
+  the per-channel gains read from the weight stream.
+* :class:`ConvUnit`: ``conv`` then ``conv_act``: the causal depthwise conv over the last
+  ``d_conv`` tokens, its state of ``d_conv - 1`` inputs per channel on chip, and the SiLU table.
+* :class:`GateUnit`: ``gate``: ``y * SiLU(z)``.
+
+The tables are those of the export (:class:`~model.fixedpoint.PwlTable`,
+:class:`~model.fixedpoint.RsqrtTable`), read by :func:`rtl.nonlinear.pwl_stage` and
+:func:`rsqrt_stage`. Constants that the weight stream carries arrive on a ``mem`` port of
+``beat_bits`` bits per beat, a record split over consecutive beats (``rtl/packer.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from model.fixedpoint import signed_bits
+
+from .nonlinear import PWL_LATENCY, _delay, _reg, pwl_stage, round_shift, round_shift_var, saturate
+from .stream_projection import gather
+
+if TYPE_CHECKING:
+    from model.fixedpoint import RsqrtTable
+    from model.quantize import NormParams, QuantizedLayer
+
+__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
+           "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "divisors"]
+
+NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
+NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
+CONV_LATENCY = 1 + PWL_LATENCY  # issue -> handshake: state read and conv, the SiLU table
+GATE_LATENCY = PWL_LATENCY + 1  # issue -> handshake: the SiLU table, y * SiLU(z)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _check_divides(name: str, value: int, what: str, n: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or n % value:
+        raise ValueError(f"{name} must divide {what} = {n} (one of {divisors(n)}), not {value!r}")
+
+
+def _lanes(v: Value, n: int, bits: int) -> list[Value]:
+    return [v[i * bits: (i + 1) * bits].as_signed() for i in range(n)]
+
+
+def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple[Signal, Signal]:
+    """``(T, half) = rsqrt(ss)`` of :class:`~model.fixedpoint.RsqrtTable`, two registers later.
+
+    Cycle 1: ``e = bit_length(ss) - 1`` by a priority encoder. Cycle 2: the top
+    ``index_bits - 1`` mantissa bits below the leading one, ``(ss << mb) >> e`` (a truncating
+    shift either way), index the row ``e & 1`` of the table; ``half = e >> 1``.
+    """
+    ss = Value.cast(ss)
+    width = len(ss)
+    e = Signal(range(max(width, 2)), name=f"{name}_e_c")
+    for i in range(width):
+        with m.If(ss[i]):
+            m.d.comb += e.eq(i)
+    e_r = _reg(m, e, en, f"{name}_e")
+    ss_r = _reg(m, ss, en, f"{name}_ss")
+    mb = table.index_bits - 1
+    top = (ss_r << mb) >> e_r
+    rom = Memory(shape=unsigned(table.out_bits), depth=2 << mb,
+                 init=[int(v) for v in table.table.reshape(-1)])
+    m.submodules[f"{name}_rom"] = rom
+    rp = rom.read_port(domain="comb")
+    m.d.comb += rp.addr.eq(Cat(top[:mb], e_r[0]))
+    return _reg(m, rp.data, en, f"{name}_t"), _reg(m, e_r >> 1, en, f"{name}_half")
+
+
+class RmsNormUnit(wiring.Component):
+    """Integer RMSNorm with the FBI alpha folded into its gain (golden ``rmsnorm_act``).
+
+    Parameters
+    ----------
+    n : NormParams
+    rsqrt : RsqrtTable
+    pe : int
+        Elements a cycle; divides ``n.n``.
+    beat_bits : int
+        Width of a ``gain`` beat; a record of ``pe`` gains takes ``gain_beats`` beats.
+
+    Members
+    -------
+    x : ``In(stream.Signature(ArrayLayout(signed(in_bits), pe)))``, ``n / pe`` beats a vector
+    gain : ``In(stream.Signature(unsigned(beat_bits)))``, ``n / pe`` records a vector
+    a : ``Out(stream.Signature(ArrayLayout(signed(act_bits), pe)))``, ``n / pe`` beats
+
+    Schedule per vector: the ``x`` beats (one a cycle, sum of squares accumulated), two cycles
+    of rsqrt, then one group a record (``gain_beats`` cycles), each out ``NORM_LATENCY``
+    cycles after its issue. The next vector's ``x`` is accepted once the last group is issued.
+    """
+
+    def __init__(self, n: NormParams, rsqrt: RsqrtTable, pe: int, beat_bits: int) -> None:
+        _check_divides("pe", pe, "the norm width", n.n)
+        if n.act.bits < 2:
+            raise ValueError(f"act_bits must be in [2, 16] for the layer engine, not {n.act.bits}")
+        if rsqrt.out_bits + 2 < n.norm_fmt.bits:
+            raise ValueError(f"rsqrt_bits + 2 must be >= norm_bits = {n.norm_fmt.bits}, not "
+                             f"{rsqrt.out_bits + 2}: the normalising shift would be negative")
+        self.n, self.rsqrt, self.pe, self.beat_bits = n, rsqrt, pe, beat_bits
+        super().__init__({
+            "x": In(stream.Signature(data.ArrayLayout(signed(n.in_fmt.bits), pe))),
+            "gain": In(stream.Signature(unsigned(beat_bits))),
+            "a": Out(stream.Signature(data.ArrayLayout(signed(n.act.bits), pe))),
+        })
+
+    @property
+    def gain_beats(self) -> int:
+        return -(-self.pe * self.n.gain_fmt.bits // self.beat_bits)
+
+    @property
+    def groups(self) -> int:
+        return self.n.n // self.pe
+
+    @property
+    def ss_bits(self) -> int:
+        n = self.n
+        return signed_bits(n.n * (1 << (2 * (n.in_fmt.bits - 1))) + n.eps_q)
+
+    def elaborate(self, platform):
+        n, P, G = self.n, self.pe, self.groups
+        ib, gb, R = n.in_fmt.bits, n.gain_fmt.bits, self.rsqrt.out_bits
+        m = Module()
+        buf = Memory(shape=unsigned(P * ib), depth=max(G, 2), init=[])
+        m.submodules.buf = buf
+        wp, rp = buf.write_port(), buf.read_port()
+
+        LOAD, RS1, RS2, NORM = range(4)
+        st = Signal(range(4), init=LOAD)
+        i = Signal(range(max(G, 2)))
+        last_i = i == G - 1
+        ss = Signal(unsigned(self.ss_bits))
+        adv = Signal()
+        m.d.comb += adv.eq(~self.a.valid | self.a.ready)
+
+        # -- pass 1: buffer the input, sum of squares ------------------------------------------
+        xs = [Value.cast(self.x.payload[k]) for k in range(P)]
+        sq = sum((v * v for v in xs), Value.cast(0))
+        take_x = self.x.valid & self.x.ready
+        m.d.comb += [self.x.ready.eq(st == LOAD), wp.addr.eq(i), wp.data.eq(Cat(*xs)),
+                     wp.en.eq(take_x)]
+        with m.If(take_x):
+            m.d.sync += [ss.eq(Mux(i == 0, 0, ss) + sq), i.eq(Mux(last_i, 0, i + 1))]
+            with m.If(last_i):
+                m.d.sync += st.eq(RS1)
+
+        # -- rsqrt: two cycles, free-running (its inputs hold while it runs) -------------------
+        ss_c = Signal(unsigned(self.ss_bits))
+        m.d.comb += ss_c.eq(ss + n.eps_q)  # >= 1 unless eps_q = 0 and the input is all zero
+        t, half = rsqrt_stage(m, self.rsqrt, Mux(ss_c == 0, 1, ss_c), 1, "rsqrt")
+        with m.If(st == RS1):
+            m.d.sync += st.eq(RS2)
+        with m.If(st == RS2):
+            m.d.sync += st.eq(NORM)
+
+        # -- pass 2: one group per gain record --------------------------------------------------
+        take = Signal()
+        record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, take,
+                                   adv & (st == NORM), "gain")
+        issue = Signal()
+        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
+                     rp.addr.eq(i), rp.en.eq(adv)]
+        with m.If(issue):
+            m.d.sync += i.eq(Mux(last_i, 0, i + 1))
+            with m.If(last_i):
+                m.d.sync += st.eq(LOAD)
+        # The token's T and shift travel with each group: the next vector's rsqrt may run
+        # while this one's last groups are stalled.
+        shift = R - n.norm_fmt.bits + 2
+        t1 = _reg(m, t, adv, "t1")
+        sh1 = _reg(m, half + shift, adv, "sh1")
+        g1 = _reg(m, record[: P * gb], adv, "g1")
+        v1 = _reg(m, issue, adv, "v1")
+        nf = n.norm_fmt
+        us = []
+        for k, v in enumerate(_lanes(rp.data, P, ib)):
+            prod = v * t1
+            u = saturate(round_shift_var(prod, sh1, len(prod) + 1), nf.min_int, nf.max_int)
+            us.append(_reg(m, u, adv, f"u{k}", signed(nf.bits)))
+        g2 = _reg(m, g1, adv, "g2")
+        v2 = _reg(m, v1, adv, "v2")
+        lo, hi = -(1 << (n.act.bits - 1)), (1 << (n.act.bits - 1)) - 1
+        with m.If(adv):
+            m.d.sync += self.a.valid.eq(v2)
+            for k, (u, g) in enumerate(zip(us, _lanes(g2, P, gb))):
+                m.d.sync += self.a.payload[k].eq(
+                    saturate(round_shift(u * g, nf.frac + n.gain_fmt.frac), lo, hi))
+        return m
+
+
+class ConvUnit(wiring.Component):
+    """Causal depthwise conv1d with its state, then SiLU (golden ``conv`` and ``conv_act``).
+
+    Parameters
+    ----------
+    q : QuantizedLayer
+    pe : int
+        Channels a cycle; divides ``conv_dim``.
+    beat_bits : int
+        Width of a ``w`` beat. A record holds, per channel lane, the ``d_conv`` weights
+        (``param_bits`` each, oldest tap first) and the bias (``bias_bits``).
+    order : sequence of int, optional
+        The channel order of the ``x`` beats (a permutation of ``range(conv_dim)``); only the
+        packer needs it, the unit processes group after group.
+
+    Members
+    -------
+    x : ``In(stream.Signature({start, v: ArrayLayout(signed(xbc_bits), pe)}))``
+        ``conv_dim / pe`` beats a token; ``start`` (read on every beat of a token) begins a new
+        sequence: the state is taken as zero. The first token after reset does too.
+    w : ``In(stream.Signature(unsigned(beat_bits)))``, one record a group
+    y : ``Out(stream.Signature(ArrayLayout(signed(xbc_act_bits), pe)))``
+    """
+
+    def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int) -> None:
+        _check_divides("pe", pe, "conv_dim", q.cfg.conv_dim)
+        if q.cfg.d_conv < 2:
+            raise ValueError(f"d_conv must be >= 2 for the conv unit, not {q.cfg.d_conv}")
+        self.q, self.pe, self.beat_bits = q, pe, beat_bits
+        xb = q.fmt["xbc"].bits
+        super().__init__({
+            "x": In(stream.Signature(data.StructLayout({
+                "start": 1, "v": data.ArrayLayout(signed(xb), pe)}))),
+            "w": In(stream.Signature(unsigned(beat_bits))),
+            "y": Out(stream.Signature(data.ArrayLayout(signed(q.fmt["xbc_act"].bits), pe))),
+        })
+
+    @property
+    def bias_bits(self) -> int:
+        """Exact width of this export's bias (accumulator units)."""
+        return signed_bits(int(abs(self.q.conv_b).max()))
+
+    @property
+    def lane_bits(self) -> int:
+        return self.q.cfg.d_conv * self.q.spec.param_bits + self.bias_bits
+
+    @property
+    def record_beats(self) -> int:
+        return -(-self.pe * self.lane_bits // self.beat_bits)
+
+    @property
+    def groups(self) -> int:
+        return self.q.cfg.conv_dim // self.pe
+
+    def elaborate(self, platform):
+        q, P, G = self.q, self.pe, self.groups
+        K, pb, xb = q.cfg.d_conv, q.spec.param_bits, q.fmt["xbc"].bits
+        m = Module()
+        adv = Signal()
+        m.d.comb += adv.eq(~self.y.valid | self.y.ready)
+
+        state = Memory(shape=unsigned(P * (K - 1) * xb), depth=max(G, 2), init=[])
+        m.submodules.state = state
+        sw, sr = state.write_port(), state.read_port()
+        g = Signal(range(max(G, 2)))
+        fresh = Signal(init=1)  # no token since reset: the next one begins a sequence
+        take = Signal()
+        record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
+                                   adv & self.x.valid, "w")
+        issue = Signal()
+        m.d.comb += [issue.eq(adv & self.x.valid & rec_valid), take.eq(issue),
+                     self.x.ready.eq(issue), sr.addr.eq(g), sr.en.eq(adv)]
+        with m.If(issue):
+            m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
+            with m.If(g == G - 1):
+                m.d.sync += fresh.eq(0)
+        x1 = _reg(m, self.x.payload.v, adv, "x1")
+        w1 = _reg(m, record[: P * self.lane_bits], adv, "w1")
+        z1 = _reg(m, self.x.payload.start | fresh, adv, "z1")
+        a1 = _reg(m, g, adv, "a1")
+        v1 = _reg(m, issue, adv, "v1")
+
+        f = q.fmt
+        shift = f["xbc"].frac + q.conv_w_frac - f["conv"].frac
+        new_state, ys = [], []
+        for k in range(P):
+            lane = w1[k * self.lane_bits: (k + 1) * self.lane_bits]
+            taps = _lanes(lane, K, pb)
+            bias = lane[K * pb:].as_signed()
+            old = _lanes(sr.data[k * (K - 1) * xb: (k + 1) * (K - 1) * xb], K - 1, xb)
+            ext = [Mux(z1, 0, o) for o in old] + [x1[k * xb: (k + 1) * xb].as_signed()]
+            acc = sum((w * e for w, e in zip(taps, ext)), bias)
+            cv = saturate(round_shift(acc, shift), f["conv"].min_int, f["conv"].max_int)
+            cvs = Signal(signed(f["conv"].bits), name=f"conv{k}")
+            m.d.comb += cvs.eq(cv)
+            ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
+            new_state += [e[:xb] for e in ext[1:]]
+        m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
+        m.d.comb += [self.y.payload.eq(Cat(*ys)),
+                     self.y.valid.eq(_delay(m, v1, PWL_LATENCY, adv, "vy"))]
+        return m
+
+
+class GateUnit(wiring.Component):
+    """``g = sat(rs(y * SiLU(z), y.frac + silu_z.frac - gate.frac))`` (golden ``gate``).
+
+    Members
+    -------
+    y : ``In(stream.Signature(ArrayLayout(signed(y_bits), headdim)))``, a head a beat
+    z : ``In(stream.Signature(ArrayLayout(signed(z_bits), pe)))``
+    g : ``Out(stream.Signature(ArrayLayout(signed(gate_bits), pe)))``
+
+    A ``y`` beat is used over ``headdim / pe`` cycles, one ``z`` beat each.
+    """
+
+    def __init__(self, q: QuantizedLayer, pe: int) -> None:
+        _check_divides("pe", pe, "headdim", q.cfg.headdim)
+        self.q, self.pe = q, pe
+        f = q.fmt
+        super().__init__({
+            "y": In(stream.Signature(data.ArrayLayout(signed(f["y"].bits), q.cfg.headdim))),
+            "z": In(stream.Signature(data.ArrayLayout(signed(f["z"].bits), pe))),
+            "g": Out(stream.Signature(data.ArrayLayout(signed(f["gate"].bits), pe))),
+        })
+
+    def elaborate(self, platform):
+        q, P = self.q, self.pe
+        f = q.fmt
+        S = q.cfg.headdim // P
+        m = Module()
+        adv = Signal()
+        m.d.comb += adv.eq(~self.g.valid | self.g.ready)
+        s = Signal(range(max(S, 2)))
+        issue = Signal()
+        m.d.comb += [issue.eq(adv & self.y.valid & self.z.valid), self.z.ready.eq(issue),
+                     self.y.ready.eq(issue & (s == S - 1))]
+        with m.If(issue):
+            m.d.sync += s.eq(Mux(s == S - 1, 0, s + 1))
+        yb = f["y"].bits
+        ys = Value.cast(self.y.payload).word_select(s, P * yb)
+        y_d = _delay(m, ys, PWL_LATENCY, adv, "y")
+        shift = f["y"].frac + f["silu_z"].frac - f["gate"].frac
+        gf = f["gate"]
+        szs = [pwl_stage(m, q.silu_z, self.z.payload[k], adv, f"silu{k}") for k in range(P)]
+        valid = _delay(m, issue, PWL_LATENCY, adv, "v")
+        with m.If(adv):
+            m.d.sync += self.g.valid.eq(valid)
+            for k, sz in enumerate(szs):
+                yv = y_d[k * yb: (k + 1) * yb].as_signed()
+                m.d.sync += self.g.payload[k].eq(
+                    saturate(round_shift(yv * sz, shift), gf.min_int, gf.max_int))
+        return m

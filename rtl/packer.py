@@ -1,0 +1,117 @@
+"""The weight stream: every weight and constant of a layer as the beats the engine reads.
+
+One function per stream section turns an export (:class:`~model.quantize.QuantizedLayer`) into
+``mem`` beats, little-endian: field i of a record at bits ``[i*w, (i+1)*w)``, a record wider
+than a beat split over consecutive beats (beat b holds record bits ``[b*W, (b+1)*W)``). The
+layout is docs/layer_engine.md, section 2. :func:`layer_stream` concatenates the sections of a
+whole layer in the order the engine consumes them; its beat counts, from
+:class:`rtl.layer.LayerConfig`, are what the estimator reads as bytes per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["pack_fields", "split_record", "projection_beats"]
+
+
+def pack_fields(values: Iterable[int], bits: int) -> int:
+    """Little-endian concatenation of ``values``, ``bits`` each (two's complement)."""
+    word, mask = 0, (1 << bits) - 1
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def split_record(record: int, n_beats: int, beat_bits: int) -> list[int]:
+    """A record of up to ``n_beats * beat_bits`` bits as ``n_beats`` beats, low bits first."""
+    if record >> (n_beats * beat_bits):
+        raise ValueError(f"record of {record.bit_length()} bits does not fit {n_beats} beats "
+                         f"of {beat_bits} bits")
+    mask = (1 << beat_bits) - 1
+    return [(record >> (b * beat_bits)) & mask for b in range(n_beats)]
+
+
+def projection_beats(cfg, p, rows: Sequence[int] | None = None) -> list[int]:
+    """The beats of one token of a :class:`~rtl.stream_projection.StreamProjection`.
+
+    Parameters
+    ----------
+    cfg : StreamProjectionConfig
+    p : BinaryProjection
+        The export the unit computes.
+    rows : sequence of int, optional
+        The order in which output rows leave the unit (a permutation of ``range(d_out)``);
+        row group r carries rows ``rows[r*pe : (r+1)*pe]``, the last one padded with zero rows.
+
+    Returns
+    -------
+    list of int
+        ``folds`` beta records, then per row group ``folds`` weight beats and one row-constant
+        record: ``cfg.mem_beats`` beats of ``cfg.beat_bits`` bits.
+    """
+    from model.golden import row_correction
+
+    if (cfg.d_in, cfg.d_out, cfg.act_bits) != (p.d_in, p.d_out, p.act.bits):
+        raise ValueError(f"config {cfg} does not match the projection ({p.d_in} x {p.d_out}, "
+                         f"{p.act.bits}-bit activations)")
+    rows = np.arange(p.d_out) if rows is None else np.asarray(rows)
+    if sorted(rows.tolist()) != list(range(p.d_out)):
+        raise ValueError("rows must be a permutation of range(d_out)")
+    S, P, W, F = cfg.simd, cfg.pe, cfg.beat_bits, cfg.folds
+    beats: list[int] = []
+    for f in range(F):
+        beats += split_record(pack_fields(p.beta[f * S: (f + 1) * S], cfg.beta_bits),
+                              cfg.beta_beats, W)
+    sign = np.zeros((cfg.row_groups * P, p.d_in), np.uint8)  # pad rows stay zero
+    sign[: p.d_out] = p.sign_matrix()[rows] > 0
+    corr = np.zeros(cfg.row_groups * P, np.int64)
+    corr[: p.d_out] = row_correction(p)[rows]
+    mult = np.zeros(cfg.row_groups * P, np.int64)
+    mult[: p.d_out] = p.mult[rows]
+    # (R, P, F, S) -> (R, F, P, S): a weight beat is one (row group, fold), lane p at p*S.
+    words = sign.reshape(cfg.row_groups, P, F, S).transpose(0, 2, 1, 3).reshape(
+        cfg.row_groups, F, P * S)
+    packed = np.packbits(words, axis=2, bitorder="little")
+    cmask = (1 << cfg.corr_bits) - 1
+    for r in range(cfg.row_groups):
+        beats += [int.from_bytes(packed[r, f].tobytes(), "little") for f in range(F)]
+        rc = [(int(corr[i]) & cmask) | (int(mult[i]) << cfg.corr_bits)
+              for i in range(r * P, (r + 1) * P)]
+        beats += split_record(pack_fields(rc, cfg.rc_bits), cfg.rc_beats, W)
+    return beats
+
+
+def norm_beats(n, pe: int, beat_bits: int) -> list[int]:
+    """The gains of an :class:`~rtl.layer_units.RmsNormUnit`: a record of ``pe`` gains per
+    group of ``pe`` channels."""
+    gb = n.gain_fmt.bits
+    n_beats = -(-pe * gb // beat_bits)
+    out: list[int] = []
+    for g in range(n.n // pe):
+        out += split_record(pack_fields(n.gain[g * pe: (g + 1) * pe], gb), n_beats, beat_bits)
+    return out
+
+
+def conv_beats(q, pe: int, beat_bits: int, order: Sequence[int] | None = None) -> list[int]:
+    """The weights and biases of a :class:`~rtl.layer_units.ConvUnit`, channels in ``order``
+    (a permutation of ``range(conv_dim)``): per lane the ``d_conv`` taps, oldest first
+    (``param_bits`` each), then the bias (the export's exact width)."""
+    from model.fixedpoint import signed_bits
+
+    C, K, pb = q.cfg.conv_dim, q.cfg.d_conv, q.spec.param_bits
+    order = np.arange(C) if order is None else np.asarray(order)
+    bb = signed_bits(int(np.abs(q.conv_b).max()))
+    lane_bits = K * pb + bb
+    n_beats = -(-pe * lane_bits // beat_bits)
+    out: list[int] = []
+    for g in range(C // pe):
+        rec = 0
+        for lane, ch in enumerate(order[g * pe: (g + 1) * pe]):
+            word = pack_fields(q.conv_w[ch], pb) | ((int(q.conv_b[ch]) & ((1 << bb) - 1))
+                                                    << (K * pb))
+            rec |= word << (lane * lane_bits)
+        out += split_record(rec, n_beats, beat_bits)
+    return out
