@@ -21,7 +21,7 @@ import random
 import time
 
 import cocotb
-from cocotb.triggers import FallingEdge, Timer, with_timeout
+from cocotb.triggers import FallingEdge, SimTimeoutError, Timer, with_timeout
 
 from sim.harness import PERIOD_NS, assert_quiet, load_case, start, write_result
 from sim.streams import MemorySource, StreamSink, StreamSource, random_pauses
@@ -79,8 +79,15 @@ async def dataflow_case(dut):
     collectors = {n: cocotb.start_soon(snk.receive(len(case["sinks"][n]["expected"])))
                   for n, snk in sinks.items()}
     senders = {n: cocotb.start_soon(src.send(words[n])) for n, src in sources.items()}
-    in_cycles = {n: await with_timeout(t, budget, "ns") for n, t in senders.items()}
-    results = {n: await with_timeout(t, budget, "ns") for n, t in collectors.items()}
+    try:
+        in_cycles = {n: await with_timeout(t, budget, "ns") for n, t in senders.items()}
+        results = {n: await with_timeout(t, budget, "ns") for n, t in collectors.items()}
+    except SimTimeoutError:
+        progress = {n: f"{p.count}/{len(words[n])}" for n, p in sources.items()}
+        progress.update({n: f"{p.count}/{len(case['sinks'][n]['expected'])}"
+                         for n, p in sinks.items()})
+        write_result({"name": case["name"], "seed": case["seed"], "timeout": progress})
+        raise
     wall = time.perf_counter() - t0
     for n in sinks:
         await assert_quiet(dut, getattr(dut, f"{n}__valid"), case.get("quiet_cycles", 64),

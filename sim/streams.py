@@ -39,9 +39,22 @@ class _Port:
         self.ready = getattr(dut, f"{name}__ready")
         self.clk = clk
         self.period_ns = period_ns
+        self.count = 0  # handshakes so far (what a timeout report shows)
 
     def cycle(self) -> int:
         return int(get_sim_time("ns") // self.period_ns)
+
+    async def _rose(self, signal) -> bool:
+        """Wait for ``signal`` to rise; True if it rose while the clock is low.
+
+        A rise in the clock's low half comes from a write at a falling edge (a combinational
+        path from the other side of the port): nothing changes it before the next rising edge,
+        which completes the handshake, so it must be counted now. A rise at a rising edge is
+        checked again at the next falling edge, as usual.
+        """
+        await RisingEdge(signal)
+        await ReadOnly()
+        return not self.clk.value and bool(signal.value)
 
 
 class StreamSource(_Port):
@@ -66,11 +79,12 @@ class StreamSource(_Port):
             self.valid.value = 1
             await ReadOnly()
             while not self.ready.value:
-                if self.pause is None:
-                    await RisingEdge(self.ready)
+                if self.pause is None and await self._rose(self.ready):
+                    break  # rose while the clock is low: final for the coming edge
                 await FallingEdge(self.clk)
                 await ReadOnly()
             cycles.append(self.cycle())
+            self.count += 1
             await FallingEdge(self.clk)
         self.valid.value = 0
         return cycles
@@ -98,8 +112,12 @@ class StreamSink(_Port):
                 if ready:
                     words.append(self.payload.value.to_unsigned())
                     cycles.append(self.cycle())
+                    self.count += 1
             elif self.pause is None:
-                await RisingEdge(self.valid)
+                if await self._rose(self.valid):  # ready is 1 here: the beat is taken
+                    words.append(self.payload.value.to_unsigned())
+                    cycles.append(self.cycle())
+                    self.count += 1
                 await FallingEdge(self.clk)
                 continue
             await FallingEdge(self.clk)
@@ -134,11 +152,12 @@ class MemorySource(StreamSource):
             self.valid.value = 1
             await ReadOnly()
             while not self.ready.value:
-                if self.pause is None:
-                    await RisingEdge(self.ready)
+                if self.pause is None and await self._rose(self.ready):
+                    break  # rose while the clock is low: final for the coming edge
                 await FallingEdge(self.clk)
                 await ReadOnly()
             cycles.append(self.cycle())
+            self.count += 1
             await FallingEdge(self.clk)
             if self.period > 1:
                 self.valid.value = 0
