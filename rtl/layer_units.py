@@ -35,13 +35,30 @@ if TYPE_CHECKING:
     from model.fixedpoint import RsqrtTable
     from model.quantize import NormParams, QuantizedLayer
 
-__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
+__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "gain_record_beats", "conv_bias_bits",
+           "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
            "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "divisors"]
 
 NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
 NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
 CONV_LATENCY = 1 + PWL_LATENCY  # issue -> handshake: state read and conv, the SiLU table
 GATE_LATENCY = PWL_LATENCY + 1  # issue -> handshake: the SiLU table, y * SiLU(z)
+
+
+def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
+    """Beats of one record of ``pe`` gains of an :class:`RmsNormUnit`."""
+    return -(-pe * n.gain_fmt.bits // beat_bits)
+
+
+def conv_bias_bits(q: QuantizedLayer) -> int:
+    """Exact width of the export's conv bias (accumulator units)."""
+    return signed_bits(int(abs(q.conv_b).max()))
+
+
+def conv_record_beats(q: QuantizedLayer, pe: int, beat_bits: int) -> int:
+    """Beats of one record of a :class:`ConvUnit`: per lane ``d_conv`` taps and the bias."""
+    lane = q.cfg.d_conv * q.spec.param_bits + conv_bias_bits(q)
+    return -(-pe * lane // beat_bits)
 
 
 def divisors(n: int) -> list[int]:
@@ -121,7 +138,7 @@ class RmsNormUnit(wiring.Component):
 
     @property
     def gain_beats(self) -> int:
-        return -(-self.pe * self.n.gain_fmt.bits // self.beat_bits)
+        return gain_record_beats(self.n, self.pe, self.beat_bits)
 
     @property
     def groups(self) -> int:
@@ -242,8 +259,7 @@ class ConvUnit(wiring.Component):
 
     @property
     def bias_bits(self) -> int:
-        """Exact width of this export's bias (accumulator units)."""
-        return signed_bits(int(abs(self.q.conv_b).max()))
+        return conv_bias_bits(self.q)
 
     @property
     def lane_bits(self) -> int:
@@ -251,7 +267,7 @@ class ConvUnit(wiring.Component):
 
     @property
     def record_beats(self) -> int:
-        return -(-self.pe * self.lane_bits // self.beat_bits)
+        return conv_record_beats(self.q, self.pe, self.beat_bits)
 
     @property
     def groups(self) -> int:

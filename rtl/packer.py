@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["pack_fields", "split_record", "projection_beats"]
+__all__ = ["pack_fields", "split_record", "projection_beats", "norm_beats", "conv_beats", "scan_beats",
+           "layer_sections", "layer_beats"]
 
 
 def pack_fields(values: Iterable[int], bits: int) -> int:
@@ -115,3 +116,43 @@ def conv_beats(q, pe: int, beat_bits: int, order: Sequence[int] | None = None) -
             rec |= word << (lane * lane_bits)
         out += split_record(rec, n_beats, beat_bits)
     return out
+
+
+def scan_beats(q, values_per_beat: int, value_bits: int, beat_bits: int) -> list[int]:
+    """The scan's per-head constants: dt_bias of every head, then ``A`` (``exp(A_log)
+    log2 e``), then ``D``; ``values_per_beat`` values of ``value_bits`` a beat."""
+    values = np.concatenate([q.dt_bias, q.a2, q.d_skip])
+    return [pack_fields(values[i: i + values_per_beat], value_bits)
+            for i in range(0, len(values), values_per_beat)]
+
+
+def layer_sections(lc) -> dict[str, list[int]]:
+    """One token's beats of a :class:`~rtl.layer.BiMambaLayer`, per section."""
+    q, W = lc.q, lc.beat_bits
+    return {
+        "norm_in": norm_beats(q.norm_in, lc.pe, W),
+        "in_proj": projection_beats(lc.in_proj, q.in_proj, lc.in_proj_rows()),
+        "scan": scan_beats(q, lc.scan_values_per_beat, lc.scan_value_bits, W),
+        "conv": conv_beats(q, lc.pe, W, lc.conv_order()),
+        "norm_out": norm_beats(q.norm_out, lc.pe, W),
+        "out_proj": projection_beats(lc.out_proj, q.out_proj),
+    }
+
+
+def layer_beats(lc) -> list[int]:
+    """One token's ``mem`` beats of a :class:`~rtl.layer.BiMambaLayer`, in stream order.
+
+    Raises
+    ------
+    ValueError
+        If a section's length differs from the count the engine's demultiplexer expects.
+    """
+    from .layer import SECTIONS
+
+    sections = layer_sections(lc)
+    want = lc.section_beats()
+    for name in SECTIONS:
+        if len(sections[name]) != want[name]:
+            raise ValueError(f"section {name}: {len(sections[name])} beats packed, the engine "
+                             f"reads {want[name]}")
+    return [b for name in SECTIONS for b in sections[name]]

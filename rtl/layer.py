@@ -1,0 +1,426 @@
+"""``BiMambaLayer``: a whole Bi-Mamba block in RTL, a residual token in and a residual token out,
+every weight and constant read from one memory stream at up to one beat a cycle.
+
+The engine is the golden model's :class:`~model.golden.GoldenLayer` bit for bit. Its stages are
+stream units joined by FIFOs (docs/layer_engine.md has the block diagram and the schedule)::
+
+    u ─┬─> RmsNormUnit ─> StreamProjection (in_proj) ─┬─> z FIFO ──────────────┐
+       │                                             ├─> xBC FIFO ─> ConvUnit ─> feeder ─> SsmScan ─> GateUnit
+       │                                             └─> dt FIFO ──────────────┘                        │
+       │   ┌──────────────────────────────────────────────────────────────────────────────────────────┘
+       │   └─> RmsNormUnit (gated norm) ─> StreamProjection (out_proj) ─┐
+       └─> u FIFO ──────────────────────────────────────────────────────┴─> residual add ─> o
+
+The ``mem`` stream carries six sections per token, in the order the stages need them (see
+:data:`SECTIONS`); a demultiplexer counts beats and routes each section to its unit, so a
+unit that is not ready stalls the stream and nothing else. Conv and SSM state stay on chip, in
+the conv unit and the scan unit, for the layer this engine holds; the constants and tables that
+are not on the stream (the PWL and rsqrt tables, the shifts of the number formats) are
+generator parameters of the export ``q``.
+
+in_proj's output rows leave in the order z, B, C, x, dt (the packer permutes its rows and the
+conv's channels accordingly), so the conv emits B and C, which the scan needs first, before x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layer_units import (
+    CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, ConvUnit, GateUnit,
+    RmsNormUnit, conv_record_beats, divisors, gain_record_beats,
+)
+from .nonlinear import saturate
+from .ssm_scan import ScanConfig, SsmScan
+from .stream_projection import StreamProjection, StreamProjectionConfig
+
+if TYPE_CHECKING:
+    from model.quantize import QuantizedLayer
+
+__all__ = ["LayerConfig", "BiMambaLayer", "SECTIONS"]
+
+# The weight stream's sections per token, in stream order.
+SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
+
+
+def _divides(name: str, value: int, what: str, n: int) -> None:
+    if n % value:
+        raise ValueError(f"{name} must divide {what} = {n} (one of {divisors(n)}), not {value}")
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Generator parameters of :class:`BiMambaLayer`.
+
+    Parameters
+    ----------
+    q : QuantizedLayer
+        The export the engine computes.
+    simd, pe : int
+        The projection array: ``pe`` rows x ``simd`` columns, one ``pe * simd``-bit weight
+        beat; ``pe`` is also the lane count of every element-wise stage.
+    planes : int, optional
+        Activation bit-planes per cycle in the projections (default: all, bit-parallel).
+    lanes : int
+        State elements the scan updates per cycle.
+
+    Raises
+    ------
+    ValueError
+        If a parameter does not divide the dimension it must divide; the message names the
+        parameter and the allowed values.
+    """
+
+    q: QuantizedLayer
+    simd: int
+    pe: int
+    lanes: int
+    planes: int | None = None
+
+    def __post_init__(self) -> None:
+        q = self.q
+        c = q.cfg
+        for name in ("simd", "pe", "lanes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if q.spec.act_bits < 2:
+            raise ValueError(f"act_bits must be in [2, 16] for the layer engine, not "
+                             f"{q.spec.act_bits}")
+        if c.ngroups != 1:
+            raise ValueError(f"ngroups must be 1 for the layer engine, not {c.ngroups}")
+        _divides("simd", self.simd, "d_model", c.d_model)
+        _divides("simd", self.simd, "d_inner", c.d_inner)
+        _divides("pe", self.pe, "simd", self.simd)
+        _divides("pe", self.pe, "d_state", c.d_state)
+        _divides("pe", self.pe, "headdim", c.headdim)
+        ScanConfig.check_shape(c, self.lanes)
+        if self.planes is not None and not 1 <= self.planes <= q.spec.act_bits:
+            raise ValueError(f"planes must be in [1, act_bits = {q.spec.act_bits}], not "
+                             f"{self.planes!r}")
+        if self.beat_bits < self.scan_value_bits:
+            raise ValueError(f"pe * simd = {self.beat_bits} must be >= {self.scan_value_bits}: a "
+                             f"beat must hold one scan constant")
+
+    # -- the units -------------------------------------------------------------------------
+
+    @property
+    def beat_bits(self) -> int:
+        return self.pe * self.simd
+
+    @property
+    def beat_bytes(self) -> float:
+        return self.beat_bits / 8
+
+    @property
+    def in_proj(self) -> StreamProjectionConfig:
+        return StreamProjectionConfig.from_projection(self.q.in_proj, self.simd, self.pe,
+                                                      self.planes)
+
+    @property
+    def out_proj(self) -> StreamProjectionConfig:
+        return StreamProjectionConfig.from_projection(self.q.out_proj, self.simd, self.pe,
+                                                      self.planes)
+
+    @property
+    def scan(self) -> ScanConfig:
+        return ScanConfig(self.q, self.lanes)
+
+    def in_proj_rows(self) -> np.ndarray:
+        """in_proj's output rows in the order they leave the unit: z, B, C, x, dt."""
+        c = self.q.cfg
+        E, N, H = c.d_inner, c.d_state, c.nheads
+        return np.concatenate([np.arange(E), np.arange(2 * E, 2 * E + 2 * N),
+                               np.arange(E, 2 * E), np.arange(2 * E + 2 * N, 2 * E + 2 * N + H)])
+
+    def conv_order(self) -> np.ndarray:
+        """Conv channels (index into xBC) in processing order: B, C, then x."""
+        c = self.q.cfg
+        E, N = c.d_inner, c.d_state
+        return np.concatenate([np.arange(E, E + 2 * N), np.arange(E)])
+
+    @property
+    def scan_value_bits(self) -> int:
+        """A scan constant on the stream: dt_bias (dt_in bits) or A or D (param_bits)."""
+        return max(self.q.spec.param_bits, self.q.fmt["dt_in"].bits)
+
+    @property
+    def scan_values_per_beat(self) -> int:
+        return self.beat_bits // self.scan_value_bits
+
+    # -- the stream ------------------------------------------------------------------------
+
+    def norm_unit(self, which: str) -> RmsNormUnit:
+        n = self.q.norm_in if which == "norm_in" else self.q.norm_out
+        return RmsNormUnit(n, self.q.rsqrt, self.pe, self.beat_bits)
+
+    def conv_unit(self) -> ConvUnit:
+        return ConvUnit(self.q, self.pe, self.beat_bits)
+
+    @property
+    def gain_beats(self) -> dict[str, int]:
+        """Beats of one record of ``pe`` gains, per norm."""
+        return {"norm_in": gain_record_beats(self.q.norm_in, self.pe, self.beat_bits),
+                "norm_out": gain_record_beats(self.q.norm_out, self.pe, self.beat_bits)}
+
+    @property
+    def conv_beats(self) -> int:
+        """Beats of one conv record (``pe`` channels)."""
+        return conv_record_beats(self.q, self.pe, self.beat_bits)
+
+    def section_beats(self) -> dict[str, int]:
+        """``mem`` beats per token, per section (:data:`SECTIONS` order)."""
+        c = self.q.cfg
+        return {
+            "norm_in": c.d_model // self.pe * self.gain_beats["norm_in"],
+            "in_proj": self.in_proj.mem_beats,
+            "scan": -(-3 * c.nheads // self.scan_values_per_beat),
+            "conv": c.conv_dim // self.pe * self.conv_beats,
+            "norm_out": c.d_inner // self.pe * self.gain_beats["norm_out"],
+            "out_proj": self.out_proj.mem_beats,
+        }
+
+    @property
+    def beats_per_token(self) -> int:
+        return sum(self.section_beats().values())
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes the memory delivers per token: every beat, padding included."""
+        return self.beats_per_token * self.beat_bits // 8
+
+    @property
+    def u_layout(self) -> data.StructLayout:
+        return data.StructLayout({"start": 1, "v": data.ArrayLayout(
+            signed(self.q.fmt["res"].bits), self.pe)})
+
+    @property
+    def o_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(self.q.fmt["res"].bits), self.pe)
+
+
+class BiMambaLayer(wiring.Component):
+    """The layer engine (see the module docstring).
+
+    Members
+    -------
+    u : ``In(stream.Signature(config.u_layout))``
+        ``d_model / pe`` beats a token; ``start`` on a token's first beat begins a new
+        sequence (conv and SSM state taken as zero). The first token after reset does too.
+    mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
+        The token's sections, :data:`SECTIONS` order (:func:`rtl.packer.layer_beats`).
+    o : ``Out(stream.Signature(config.o_layout))``, ``d_model / pe`` beats a token.
+    """
+
+    def __init__(self, config: LayerConfig) -> None:
+        if not isinstance(config, LayerConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be a LayerConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "u": In(stream.Signature(config.u_layout)),
+            "mem": In(stream.Signature(unsigned(config.beat_bits))),
+            "o": Out(stream.Signature(config.o_layout)),
+        })
+
+    def elaborate(self, platform):
+        lc = self.config
+        q = lc.q
+        c, f = q.cfg, q.fmt
+        P, W = lc.pe, lc.beat_bits
+        D, E, N, H, Hd = c.d_model, c.d_inner, c.d_state, c.nheads, c.headdim
+        C = c.conv_dim
+        m = Module()
+
+        m.submodules.norm_in = norm_in = lc.norm_unit("norm_in")
+        m.submodules.in_proj = in_proj = StreamProjection(lc.in_proj)
+        m.submodules.conv = conv = lc.conv_unit()
+        m.submodules.scan = scan = SsmScan(lc.scan)
+        m.submodules.gate = gate = GateUnit(q, P)
+        m.submodules.norm_out = norm_out = lc.norm_unit("norm_out")
+        m.submodules.out_proj = out_proj = StreamProjection(lc.out_proj)
+
+        rb, db = f["res"].bits, q.spec.data_bits
+        m.submodules.ufifo = ufifo = fifo.SyncFIFOBuffered(width=P * rb, depth=max(D // P, 3))
+        m.submodules.zfifo = zfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(E // P, 3))
+        m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(C // P, 3))
+        dt_groups = -(-H // P)
+        m.submodules.dtfifo = dtfifo = fifo.SyncFIFOBuffered(width=P * db,
+                                                             depth=max(dt_groups, 3))
+        # (SyncFIFOBuffered needs a depth of 3 or more.) `start` of each token, for the conv and for the scan's B/C beat.
+        m.submodules.start_conv = start_conv = fifo.SyncFIFO(width=1, depth=4)
+        m.submodules.start_scan = start_scan = fifo.SyncFIFO(width=1, depth=4)
+
+        # -- the weight stream: count beats, route each section to its unit ---------------------
+        beats = lc.section_beats()
+        sec = Signal(range(len(SECTIONS)))
+        nb = Signal(range(max(beats.values()) + 1))
+        unpack = self._scan_consts(m, scan)
+        targets = [norm_in.gain, in_proj.mem, unpack, conv.w, norm_out.gain, out_proj.mem]
+        ready = Signal()
+        for i, t in enumerate(targets):
+            m.d.comb += [t.payload.eq(self.mem.payload), t.valid.eq(self.mem.valid & (sec == i))]
+            with m.If(sec == i):
+                m.d.comb += ready.eq(t.ready)
+        m.d.comb += self.mem.ready.eq(ready)
+        with m.If(self.mem.valid & self.mem.ready):
+            for i, name in enumerate(SECTIONS):
+                with m.If(sec == i):
+                    with m.If(nb == beats[name] - 1):
+                        m.d.sync += [nb.eq(0), sec.eq((i + 1) % len(SECTIONS))]
+                    with m.Else():
+                        m.d.sync += nb.eq(nb + 1)
+
+        # -- u: into the block norm and the u FIFO (for the residual) --------------------------
+        ucnt = Signal(range(max(D // P, 2)))
+        first = ucnt == 0
+        room = ufifo.w_rdy & (~first | (start_conv.w_rdy & start_scan.w_rdy))
+        take_u = self.u.valid & self.u.ready
+        m.d.comb += [
+            self.u.ready.eq(norm_in.x.ready & room),
+            norm_in.x.valid.eq(self.u.valid & room),
+            norm_in.x.payload.eq(self.u.payload.v),
+            ufifo.w_data.eq(self.u.payload.v), ufifo.w_en.eq(take_u),
+            start_conv.w_data.eq(self.u.payload.start), start_scan.w_data.eq(self.u.payload.start),
+            start_conv.w_en.eq(take_u & first), start_scan.w_en.eq(take_u & first),
+        ]
+        with m.If(take_u):
+            m.d.sync += ucnt.eq(Mux(ucnt == D // P - 1, 0, ucnt + 1))
+
+        # -- block norm -> in_proj -> z / xBC / dt FIFOs by row group --------------------------
+        wiring.connect(m, norm_in.a, in_proj.act)
+        rg = Signal(range(max(lc.in_proj.row_groups, 2)))
+        to_z, to_x = rg < E // P, rg < (E + C) // P
+        out = in_proj.out
+        for ff in (zfifo, xfifo, dtfifo):
+            m.d.comb += ff.w_data.eq(out.payload)
+        m.d.comb += [
+            zfifo.w_en.eq(out.valid & to_z), xfifo.w_en.eq(out.valid & ~to_z & to_x),
+            dtfifo.w_en.eq(out.valid & ~to_x),
+            out.ready.eq(Mux(to_z, zfifo.w_rdy, Mux(to_x, xfifo.w_rdy, dtfifo.w_rdy))),
+        ]
+        with m.If(out.valid & out.ready):
+            m.d.sync += rg.eq(Mux(rg == lc.in_proj.row_groups - 1, 0, rg + 1))
+
+        # -- conv: xBC groups with the token's start flag --------------------------------------
+        G = C // P
+        cg = Signal(range(max(G, 2)))
+        m.d.comb += [
+            conv.x.valid.eq(xfifo.r_rdy & start_conv.r_rdy),
+            conv.x.payload.v.eq(xfifo.r_data), conv.x.payload.start.eq(start_conv.r_data),
+            xfifo.r_en.eq(conv.x.valid & conv.x.ready),
+            start_conv.r_en.eq(conv.x.valid & conv.x.ready & (cg == G - 1)),
+        ]
+        with m.If(conv.x.valid & conv.x.ready):
+            m.d.sync += cg.eq(Mux(cg == G - 1, 0, cg + 1))
+
+        self._feeder(m, conv, scan, dtfifo, start_scan)
+
+        # -- gate (y of a head, z from its FIFO) -> gated norm -> out_proj ---------------------
+        wiring.connect(m, scan.y, gate.y)
+        m.d.comb += [gate.z.payload.eq(zfifo.r_data), gate.z.valid.eq(zfifo.r_rdy),
+                     zfifo.r_en.eq(gate.z.ready)]
+        wiring.connect(m, gate.g, norm_out.x)
+        wiring.connect(m, norm_out.a, out_proj.act)
+
+        # -- residual: o = sat(u + out_proj) ---------------------------------------------------
+        res = f["res"]
+        mo = out_proj.out
+        m.d.comb += [
+            self.o.valid.eq(mo.valid & ufifo.r_rdy),
+            mo.ready.eq(self.o.ready & ufifo.r_rdy),
+            ufifo.r_en.eq(self.o.valid & self.o.ready),
+        ]
+        for k in range(P):
+            uk = ufifo.r_data[k * rb: (k + 1) * rb].as_signed()
+            m.d.comb += self.o.payload[k].eq(saturate(uk + mo.payload[k], res.min_int,
+                                                      res.max_int))
+        return m
+
+    def _scan_consts(self, m: Module, scan: SsmScan):
+        """The scan section: beats of packed constants, written one a cycle into the scan unit
+        (dt_bias of every head, then A, then D). Returns the stream the demultiplexer feeds."""
+        lc = self.config
+        H = lc.q.cfg.nheads
+        v, cw = lc.scan_values_per_beat, lc.scan_value_bits
+        s = stream.Signature(unsigned(lc.beat_bits)).create(path=("scan_consts",))
+        lane = Signal(range(max(v, 2)))
+        sel = Signal(range(3))
+        addr = Signal(range(max(H, 2)))
+        last = (sel == 2) & (addr == H - 1)
+        m.d.comb += [
+            scan.cfg.valid.eq(s.valid), scan.cfg.payload.sel.eq(sel),
+            scan.cfg.payload.addr.eq(addr),
+            scan.cfg.payload.data.eq(Value.cast(s.payload).word_select(lane, cw).as_signed()),
+            s.ready.eq((lane == v - 1) | last),
+        ]
+        with m.If(s.valid):  # scan.cfg is always ready
+            m.d.sync += lane.eq(Mux((lane == v - 1) | last, 0, lane + 1))
+            with m.If(addr == H - 1):
+                m.d.sync += [addr.eq(0), sel.eq(Mux(sel == 2, 0, sel + 1))]
+            with m.Else():
+                m.d.sync += addr.eq(addr + 1)
+        return s
+
+    def _feeder(self, m: Module, conv: ConvUnit, scan: SsmScan, dtfifo, start_scan) -> None:
+        """Conv output (B, C, then x, ``pe`` channels a beat) into the scan's beats: one B/C
+        beat with the token's start flag, then a beat per head of its x and dt_raw."""
+        lc = self.config
+        c = lc.q.cfg
+        P, db = lc.pe, lc.q.fmt["xbc_act"].bits
+        N, Hd, H = c.d_state, c.headdim, c.nheads
+        nbc, nh = 2 * N // P, Hd // P
+        y = conv.y
+        beat = Value.cast(y.payload)
+        n = Signal(range(max(nbc + c.d_inner // P, 2)))
+        in_bc = n < nbc
+        take = y.valid & y.ready
+        with m.If(take):
+            m.d.sync += n.eq(Mux(n == nbc + c.d_inner // P - 1, 0, n + 1))
+
+        # B and C: shift in at the top, so the first beat ends up lowest.
+        bc_asm = Signal(2 * N * db)
+        bc_valid = Signal()
+        bc_last = n == nbc - 1
+        bc_word = Cat(bc_asm[P * db:], beat) if nbc > 1 else beat
+        with m.If(take & in_bc):
+            m.d.sync += bc_asm.eq(bc_word)
+        bc_out = Signal(scan.bc.payload.shape())
+        with m.If(scan.bc.valid & scan.bc.ready):
+            m.d.sync += bc_valid.eq(0)
+        with m.If(take & bc_last):
+            m.d.sync += [bc_valid.eq(1), Value.cast(bc_out).eq(Cat(start_scan.r_data, bc_word))]
+        m.d.comb += [scan.bc.valid.eq(bc_valid), scan.bc.payload.eq(bc_out),
+                     start_scan.r_en.eq(take & bc_last)]
+
+        # x of a head (Hd / pe beats) with the head's dt_raw from the dt FIFO.
+        hq = Signal(range(max(nh, 2)))
+        h = Signal(range(max(H, 2)))
+        dl = Signal(range(max(P, 2)))
+        x_asm = Signal(Hd * db)
+        x_word = Cat(x_asm[P * db:], beat) if nh > 1 else beat
+        head_valid = Signal()
+        head_out = Signal(scan.head.payload.shape())
+        head_last = hq == nh - 1
+        with m.If(scan.head.valid & scan.head.ready):
+            m.d.sync += head_valid.eq(0)
+        dt = dtfifo.r_data.word_select(dl, lc.q.spec.data_bits)
+        done_head = take & ~in_bc & head_last
+        with m.If(take & ~in_bc):
+            m.d.sync += [x_asm.eq(x_word), hq.eq(Mux(head_last, 0, hq + 1))]
+        with m.If(done_head):
+            m.d.sync += [head_valid.eq(1), Value.cast(head_out).eq(Cat(dt, x_word)),
+                         h.eq(Mux(h == H - 1, 0, h + 1)),
+                         dl.eq(Mux((dl == P - 1) | (h == H - 1), 0, dl + 1))]
+        m.d.comb += [
+            dtfifo.r_en.eq(done_head & ((dl == P - 1) | (h == H - 1))),
+            scan.head.valid.eq(head_valid), scan.head.payload.eq(head_out),
+            y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid | scan.bc.ready,
+                           ~head_last | ~head_valid | scan.head.ready)),
+        ]
