@@ -37,16 +37,48 @@ from .layer_units import (
     RmsNormUnit, conv_record_beats, divisors, gain_record_beats,
 )
 from .nonlinear import saturate
-from .ssm_scan import ScanConfig, SsmScan
+from .ssm_scan import SCAN_LATENCY, ScanConfig, SsmScan
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
 if TYPE_CHECKING:
     from model.quantize import QuantizedLayer
 
-__all__ = ["LayerConfig", "BiMambaLayer", "SECTIONS"]
+__all__ = ["LayerConfig", "BiMambaLayer", "Schedule", "SECTIONS"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The cycle formula's answer for one token (:meth:`LayerConfig.schedule`).
+
+    Members
+    -------
+    ends : dict
+        Cycle of the last event of each phase: the last ``mem`` handshake of a section
+        (norm_in, in_proj, scan constants, conv, norm_out, out_proj), the scan's last y
+        handshake (``ssm``) and the gate's last output (``gate``).
+    last_out : int
+        The token's last ``o`` handshake.
+    token_cycles : int
+        Cycles between the ends of back-to-back tokens.
+    beats : int
+        ``mem`` beats per token.
+    period : int
+        Cycles per beat of the memory.
+    """
+
+    ends: dict
+    last_out: int
+    token_cycles: int
+    beats: int
+    period: int
+
+    @property
+    def memory_cycles(self) -> int:
+        """The roofline: cycles the memory needs for a token's beats."""
+        return self.beats * self.period
 
 
 def _divides(name: str, value: int, what: str, n: int) -> None:
@@ -194,6 +226,110 @@ class LayerConfig:
     def bytes_per_token(self) -> int:
         """Bytes the memory delivers per token: every beat, padding included."""
         return self.beats_per_token * self.beat_bits // 8
+
+    # -- cycles ----------------------------------------------------------------------------
+
+    def schedule(self, period: int = 1, latency: int = 0, first: bool = False) -> "Schedule":
+        """The engine's cycle formula: when each phase of a token ends (docs/layer_engine.md,
+        section 4).
+
+        Parameters
+        ----------
+        period : int
+            Cycles per ``mem`` beat the memory can deliver (1: a beat a cycle).
+        latency : int
+            Cycles before the memory's first beat (only the first token waits for it).
+        first : bool
+            The first token after reset, its ``u`` beats from cycle 0 one a cycle: times are
+            from cycle 0. Otherwise a token of a back-to-back burst (``u`` and the output never
+            stalled): times are from the handshake of the token's last ``u`` beat.
+
+        Returns
+        -------
+        Schedule
+            Phase end times; ``token_cycles`` (the spacing of back-to-back tokens) and
+            ``last_out`` (the last ``o`` handshake).
+        """
+        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+            raise ValueError(f"period must be a positive integer, not {period!r}")
+        if not isinstance(latency, int) or isinstance(latency, bool) or latency < 0:
+            raise ValueError(f"latency must be an integer >= 0, not {latency!r}")
+        q, p = self.q, period
+        c = q.cfg
+        P = self.pe
+        beats = self.section_beats()
+        t: dict[str, int] = {}
+        u_last = c.d_model // P - 1 if first else 0
+        # Block norm: two rsqrt cycles after the last input, then a gain record per group.
+        start = max(u_last + 1 + NORM_RSQRT_CYCLES, latency if first else 0)
+        t["norm_in"] = start + (beats["norm_in"] - 1) * p
+
+        def projection(pc: StreamProjectionConfig, after: int) -> int:
+            # The last activations leave the norm NORM_LATENCY after its last issue; the unit
+            # computes from the next cycle. Beta and row-constant beats take a period each; a
+            # weight beat is used for cycles_per_weight cycles once it arrives.
+            s0 = after + max(NORM_LATENCY + 1, p)
+            return (s0 + (pc.folds * pc.beta_beats - 1) * p + pc.row_groups * (
+                pc.folds * (p + pc.cycles_per_weight - 1) + pc.rc_beats * p))
+
+        t["in_proj"] = projection(self.in_proj, t["norm_in"])
+        # Scan constants: a beat's values are written one a cycle once it arrives.
+        v, n3 = self.scan_values_per_beat, 3 * c.nheads
+        t["scan"] = t["in_proj"] + sum(p + min(v, n3 - i) - 1 for i in range(0, n3, v))
+        t["conv"] = t["scan"] + beats["conv"] * p
+        # The scan: head h reaches it when its last x group leaves the conv; the scanner takes
+        # a head every headdim * d_state / lanes cycles, or waits for the next head.
+        n_cv = self.conv_beats
+        nbc, nh = 2 * c.d_state // P, c.headdim // P
+        per_head = c.headdim * (c.d_state // self.lanes)
+        head0 = t["scan"] + (nbc + nh) * n_cv * p + CONV_LATENCY + 1
+        t["ssm"] = head0 + (c.nheads - 1) * max(per_head, nh * n_cv * p) + per_head \
+            + SCAN_LATENCY - 1
+        # Gate: the last y beat's slices, one a cycle; the gated norm as the block norm.
+        t["gate"] = t["ssm"] + nh + GATE_LATENCY
+        t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + p) \
+            + (beats["norm_out"] - 1) * p
+        t["out_proj"] = projection(self.out_proj, t["norm_out"])
+        last_out = t["out_proj"] + self.out_proj.tail_latency
+        return Schedule(t, last_out, last_out + 1 - u_last, self.beats_per_token, p)
+
+    def roofline_fraction(self, period: int = 1) -> float:
+        """Back-to-back tokens per second as a fraction of the memory roofline: the beats of a
+        token at ``period`` cycles each over the formula's cycles per token."""
+        return self.beats_per_token * period / self.schedule(period).token_cycles
+
+    @classmethod
+    def sized_for(cls, q: "QuantizedLayer", bytes_per_cycle: int, target: float = 0.9,
+                  planes: int | None = None) -> "LayerConfig":
+        """The engine that eats ``bytes_per_cycle`` of weight stream a cycle: a beat of
+        ``8 * bytes_per_cycle`` bits (``pe * simd``), bit-parallel planes, ``pe`` the largest
+        power of two with ``pe * pe <= beat`` that the shapes allow, and the fewest scan lanes
+        that reach ``target`` of the roofline (else every lane, ``lanes = d_state``).
+
+        Raises
+        ------
+        ValueError
+            If no ``pe * simd`` split of the beat divides the model's dimensions.
+        """
+        bits = 8 * bytes_per_cycle
+        c = q.cfg
+        for pe in sorted((d for d in divisors(bits) if d * d <= bits), reverse=True):
+            simd = bits // pe
+            if (simd % pe or c.d_model % simd or c.d_inner % simd or c.d_state % pe
+                    or c.headdim % pe):
+                continue
+            lanes_ok = [n for n in divisors(c.d_state)
+                        if c.nheads * c.headdim * (c.d_state // n) >= 2]
+            best = None
+            for lanes in lanes_ok:
+                best = cls(q, simd, pe, lanes, planes)
+                if best.roofline_fraction() >= target:
+                    return best
+            if best is not None:
+                return best
+        raise ValueError(f"bytes_per_cycle = {bytes_per_cycle}: no pe x simd = {bits} bits "
+                         f"divides d_model = {c.d_model}, d_inner = {c.d_inner}, d_state = "
+                         f"{c.d_state} and headdim = {c.headdim}")
 
     @property
     def u_layout(self) -> data.StructLayout:

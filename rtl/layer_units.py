@@ -42,7 +42,7 @@ __all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "gain_record_beats", "conv_bia
 NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
 NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
 CONV_LATENCY = 1 + PWL_LATENCY  # issue -> handshake: state read and conv, the SiLU table
-GATE_LATENCY = PWL_LATENCY + 1  # issue -> handshake: the SiLU table, y * SiLU(z)
+GATE_LATENCY = PWL_LATENCY + 1  # slice issue -> handshake: the SiLU table, y * SiLU(z)
 
 
 def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
@@ -331,7 +331,9 @@ class GateUnit(wiring.Component):
     z : ``In(stream.Signature(ArrayLayout(signed(z_bits), pe)))``
     g : ``Out(stream.Signature(ArrayLayout(signed(gate_bits), pe)))``
 
-    A ``y`` beat is used over ``headdim / pe`` cycles, one ``z`` beat each.
+    A ``y`` beat is taken into a register (when the last one's slices are done or issuing) and
+    used over ``headdim / pe`` cycles, one ``z`` beat each; slice i of a beat taken at cycle
+    t issues at ``t + 1 + i`` and its output handshakes ``GATE_LATENCY`` cycles later.
     """
 
     def __init__(self, q: QuantizedLayer, pe: int) -> None:
@@ -351,14 +353,23 @@ class GateUnit(wiring.Component):
         m = Module()
         adv = Signal()
         m.d.comb += adv.eq(~self.g.valid | self.g.ready)
+        # The y beat is taken into a register at once, so the scan is never held up while
+        # its beat is used over S cycles (a head takes the scan at least headdim cycles).
+        ybuf = Signal(len(Value.cast(self.y.payload)))
+        have = Signal()
         s = Signal(range(max(S, 2)))
         issue = Signal()
-        m.d.comb += [issue.eq(adv & self.y.valid & self.z.valid), self.z.ready.eq(issue),
-                     self.y.ready.eq(issue & (s == S - 1))]
+        last = s == S - 1
+        m.d.comb += [issue.eq(adv & have & self.z.valid), self.z.ready.eq(issue),
+                     self.y.ready.eq(~have | (issue & last))]
         with m.If(issue):
-            m.d.sync += s.eq(Mux(s == S - 1, 0, s + 1))
+            m.d.sync += s.eq(Mux(last, 0, s + 1))
+            with m.If(last):
+                m.d.sync += have.eq(0)
+        with m.If(self.y.valid & self.y.ready):
+            m.d.sync += [ybuf.eq(self.y.payload), have.eq(1)]
         yb = f["y"].bits
-        ys = Value.cast(self.y.payload).word_select(s, P * yb)
+        ys = ybuf.word_select(s, P * yb)
         y_d = _delay(m, ys, PWL_LATENCY, adv, "y")
         shift = f["y"].frac + f["silu_z"].frac - f["gate"].frac
         gf = f["gate"]
