@@ -28,10 +28,21 @@ Assumptions (printed with every report):
   and interpolates linearly to ``int32_add`` at 32; an a x b-bit multiply costs
   ``int8_mult * a * b / 64`` (the 32-bit anchor agrees within 3 %); one XNOR-popcount bit-op
   costs one 1-bit add. SRAM energy per 64-bit access by array size class.
-* Technology scaling (``node_nm``): logic and SRAM energies scale by ``(node / table_node)``
-  (capacitance linear in feature size at constant voltage: a first-order rule that ignores
-  voltage scaling and wire energy); DRAM energy per bit does not scale.
+* Technology (``table``, ``node_nm``): ``node_nm = 0`` prices with the table as it is. A
+  ``node_nm`` other than the table's uses the shipped table made for that node where one
+  exists (``tpuv4i_7nm`` for 7); only where none exists are the named table's logic and SRAM
+  energies scaled by ``node / table_node`` (capacitance linear in feature size at constant
+  voltage: a first-order rule that ignores voltage scaling and wire energy, and overstates
+  the gain for logic and small SRAMs), and the report labels the figures as scaled. DRAM
+  energy per bit never scales.
 * SRAM energy per access by the table's size class of the array (8 KB, 32 KB, 1 MB).
+* DRAM traffic is :func:`energy.roofline.bytes_per_token` (every weight, parameter and
+  FBI constant once, in the form the hardware consumes; SSM and conv state read and written
+  back), with the projection weights at the size of the unit's weight RAM (its padding
+  included).
+* Static power (``static_w`` for the 1-bit design, ``static_fp16_w`` for FP16: leakage,
+  clocking and DRAM background) times the time per token is its own component, ``static``.
+  The defaults, 0.5 W each, are an assumption, not a sourced figure (docs/estimator.md).
 """
 
 from __future__ import annotations
@@ -42,18 +53,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from model.checkpoint import layer_key_shapes
 from model.config import BiMambaConfig
 from model.quantize import QuantSpec
 from rtl.ssm_scan import SCAN_LATENCY, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
-from .tables import EnergyTable, load_table
+from .roofline import bytes_per_token
+from .tables import EnergyTable, load_table, table_for_node
 
 __all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "array_notes", "buffer_needs",
            "check_lanes", "dram_pj_per_bit", "fit_buffers", "projection_burst_cycles",
-           "scan_burst_cycles"]
+           "resolve_table", "scan_burst_cycles"]
 
 
 def projection_burst_cycles(d_in: int, d_out: int, simd: int, pe: int, act_bits: int,
@@ -122,7 +133,9 @@ class Arch:
     weight_sram_bytes: int = 4 * 2**20  # weight RAM of the projection unit: one matrix
     state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
-    node_nm: float = 45.0
+    node_nm: float = 0.0  # 0: the table's own node
+    static_w: float = 0.5  # assumption: static power of the 1-bit design (W)
+    static_fp16_w: float = 0.5  # assumption: static power of the FP16 design (W)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -146,6 +159,13 @@ class Arch:
                     if not ok or v < 0:
                         raise ValueError(
                             f"dram_pj_per_bit must be a number >= 0 (0: from the table), not {v!r}")
+                elif f.name == "node_nm":
+                    if not ok or v < 0:
+                        raise ValueError(
+                            f"node_nm must be a number >= 0 (0: the table's node), not {v!r}")
+                elif f.name in ("static_w", "static_fp16_w"):
+                    if not ok or v < 0:
+                        raise ValueError(f"{f.name} must be a number of watts >= 0, not {v!r}")
                 elif not ok or v <= 0:
                     raise ValueError(f"{f.name} must be a positive number, not {v!r}")
 
@@ -189,13 +209,13 @@ class _Prices:
     ACTIONS = ("int8_add", "int32_add", "int8_mult", "fp16_mult", "fp16_add", "dram_64b_low",
                "sram_read_64b_8KB", "sram_read_64b_32KB", "sram_read_64b_1MB")
 
-    def __init__(self, table: EnergyTable, arch: Arch) -> None:
+    def __init__(self, arch: Arch) -> None:
+        table, self.logic_scale, _ = resolve_table(arch)
         missing = [a for a in self.ACTIONS if a not in table.entries]
         if missing:
             raise ValueError(f"table must price {', '.join(self.ACTIONS)}; {table.name!r} "
                              f"lacks {', '.join(missing)}")
         self.t = table
-        self.logic_scale = arch.node_nm / table.node_nm
         self.dram_bit = dram_pj_per_bit(arch, table) * 1e-12  # J per bit
 
     def add(self, bits: int) -> float:
@@ -214,6 +234,23 @@ class _Prices:
 
     def dram(self, n_bytes: float) -> float:
         return n_bytes * 8 * self.dram_bit
+
+
+def resolve_table(arch: Arch) -> tuple[EnergyTable, float, str]:
+    """The table that prices ``arch``, the factor its logic and SRAM energies are scaled by,
+    and a label saying which (see the module docstring: a table made for the node wins over
+    linear scaling)."""
+    named = load_table(arch.table)
+    node = arch.node_nm
+    if node == 0 or node == named.node_nm:
+        return named, 1.0, f"{named.name} ({named.node_nm:g} nm)"
+    at_node = table_for_node(node)
+    if at_node is not None:
+        return at_node, 1.0, (f"{at_node.name} ({node:g} nm: the shipped table for this node, "
+                              f"used instead of scaling {named.name})")
+    return named, node / named.node_nm, (
+        f"{named.name} ({named.node_nm:g} nm) scaled linearly to {node:g} nm: logic and SRAM "
+        f"x {node / named.node_nm:.3f} (no table at this node), DRAM unscaled")
 
 
 def dram_pj_per_bit(arch: Arch, table: EnergyTable | None = None) -> float:
@@ -300,11 +337,9 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     check_lanes(cfg, arch.lanes)
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
-    table = load_table(arch.table)
-    pr = _Prices(table, arch)
+    pr = _Prices(arch)
     c = cfg
-    D, E, C, H, P, N, F = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state,
-                           c.d_in_proj)
+    D, E, C, H, P, N = c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state
     db = arch.data_bits
     sb = arch.state_bits if design == "bimamba" else 16
     state_vals = H * P * N
@@ -320,6 +355,7 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         n[action] = n.get(action, 0.0) + count
 
     fp = footprint(cfg)
+    need = bytes_per_token(c, design, arch.state_bits, arch.data_bits, arch.state_on_chip)
     cycles = 0.0
     weight_dram = 0.0  # bytes per layer and call
     for _, d_in, d_out in _projections(c):
@@ -365,8 +401,11 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
             weight_dram += w_bytes
     cycles += scan_cycles_per_token(H, P, N, arch.lanes)
     cycles += math.ceil((2 * D + C + 3 * E) / arch.other_lanes)
-    # The scan reads and writes every state element of the layer once per token.
+    # The scan reads and writes every state element of the layer once per token; the conv
+    # reads its K - 1 stored inputs per channel and writes the newest one back.
     act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(state_bytes)), "sram_state_bytes")
+    conv_bytes = C * (c.d_conv - 1) * (db if design == "bimamba" else 16) / 8
+    act("sram_state", 2 * conv_bytes, pr.sram(1, _size_class(conv_bytes)), "sram_conv_state_bytes")
     if design == "bimamba":
         act("scan", state_vals * 3, pr.mult(20, sb), "scan_mults")  # dA h, dtx B, h C
         act("scan", state_vals * 2 + H * P, pr.add(40), "scan_adds")
@@ -380,30 +419,34 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         act("tables_dt", H * 3, pr.fp16_mac(), "fp16_macs")
         act("other_stages", (2 * D + 2 * E) * 2 + C * c.d_conv + C + 2 * E + C + E,
             pr.fp16_mac(), "fp16_macs")
-    layer_params = sum(math.prod(s) for k, s in layer_key_shapes(c, 0).items()
-                       if not k.endswith("proj.weight"))
-    small = layer_params * 2  # FP16 constants of a layer (norms, conv, dt/A/D, FBI scales)
-    if design == "bimamba":
-        small += (D + E) * 2 + (F + D) * 4  # beta per column, multiplier and correction per row
     L = c.n_layer
-    state_traffic = 0.0 if arch.state_on_chip else 2 * state_bytes  # fetch and write back
+    # DRAM: bytes_per_token's kinds, the projection weights at the weight RAM's (padded) size.
+    # Weights and parameters come once per call, the state once per call (fetched before the
+    # first token, written back after the last), one embedding row per token.
+    weights = weight_dram * L + need["fp16_parameters"] + need["hardware_constants"]
+    state_traffic = need["ssm_state"] + need["conv_state"]
+    emb_row = D * 2
+    emb_bytes = emb_row + (need["embedding"] - emb_row) / tokens
     est = Estimate(design, math.ceil(cycles * L),
-                   (weight_dram + small + state_traffic) * L / tokens,
+                   (weights + state_traffic) / tokens + emb_bytes,
                    {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
     est.actions = {k: v * L for k, v in n.items()}
-    est.energy_j["dram_weights"] = pr.dram((weight_dram + small) * L / tokens)
+    est.energy_j["dram_weights"] = pr.dram(weights / tokens)
     if state_traffic:
-        est.energy_j["dram_state"] = pr.dram(state_traffic * L / tokens)
-    # An embedding row in; the final norm and the LM head once per call.
-    emb_bytes = D * 2 + (fp.embedding_params + D) * 2 / tokens
+        est.energy_j["dram_state"] = pr.dram(state_traffic / tokens)
+    # The final norm and the LM head once per call.
     est.cycles += math.ceil(fp.embedding_params / arch.lm_head_macs / tokens)
-    est.dram_bytes += emb_bytes
     est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
     est.energy_j["dram_embedding"] = pr.dram(emb_bytes)
     est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
-    est.actions["dram_weight_bytes"] = (weight_dram + small) * L / tokens
-    est.actions["dram_state_bytes"] = state_traffic * L / tokens
+    est.actions["dram_weight_bytes"] = weights / tokens
+    est.actions["dram_state_bytes"] = state_traffic / tokens
+    est.actions["dram_conv_state_bytes"] = need["conv_state"] / tokens
     est.actions["dram_embedding_bytes"] = emb_bytes
+    # Static power over the time each token takes (compute and memory overlap).
+    static_w = arch.static_w if design == "bimamba" else arch.static_fp16_w
+    if static_w:
+        est.energy_j["static"] = static_w / est.tokens_per_s
     return est
 
 

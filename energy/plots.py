@@ -23,7 +23,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from .estimator import Arch, dram_pj_per_bit  # noqa: E402
 
-__all__ = ["POW2_SWEEPS", "arch_caption", "plot_breakdown", "plot_memory", "plot_sweep"]
+__all__ = ["POW2_SWEEPS", "arch_caption", "plot_breakdown", "plot_memory", "plot_roofline",
+           "plot_sweep"]
 
 GIB = 2**30
 DPI = 120
@@ -35,6 +36,7 @@ POW2_SWEEPS = ("simd", "pe", "lanes")
 # Components by kind, in the order the breakdown lists them (top to bottom).
 GROUPS = (
     ("DRAM", ("dram_weights", "dram_state", "dram_embedding")),
+    ("static", ("static",)),
     ("SRAM", ("sram_weights", "sram_activations", "sram_state")),
     ("logic", ("proj_xnor_popcount", "proj_accumulate", "proj_beta_requant", "proj_fp16_mac",
                "scan", "tables_dt", "other_stages", "lm_head")),
@@ -58,7 +60,7 @@ def arch_caption(arch: Arch, skip: tuple[str, ...] = (), width: int = 110) -> st
     parts.append(f"{arch.state_bits}-bit state {'on chip' if arch.state_on_chip else 'in DRAM'}")
     parts.append(f"{arch.clock_hz / 1e9:g} GHz")
     parts.append(f"DRAM {dram_pj_per_bit(arch):.3g} pJ/bit at {arch.dram_bytes_per_s / 1e9:g} GB/s")
-    parts.append(f"{arch.table} at {arch.node_nm:g} nm")
+    parts.append(arch.table if not arch.node_nm else f"{arch.table} at {arch.node_nm:g} nm")
     lines = [parts[0]]
     for part in parts[1:]:
         if len(lines[-1]) + 2 + len(part) > width:
@@ -177,6 +179,76 @@ def plot_memory(reports: dict[str, dict], arch: Arch, path: Path) -> Path:
     fig.suptitle("Memory: weights + embedding + SSM state (decode, batch 1)\nBi-Mamba: 1-bit "
                  f"in_proj/out_proj, FP16 rest, {arch.state_bits}-bit state; FP16: everything "
                  "16-bit", fontsize=10)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_roofline(reports: dict[str, dict], arch: Arch, path: Path) -> Path:
+    """One panel per preset: tokens/s over DRAM bandwidth (log-log). Each design's memory
+    roofline (bandwidth / minimal bytes per token) meets its compute ceiling (clock / cycles
+    per token); the dot is the design at the report's bandwidth, the dotted verticals the DRAM
+    technologies of energy/references/dram.json, a cross a measured GPU record."""
+    from .sources import load_memories
+
+    names = list(reports)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names) + 1.4, 5.2), sharey=True,
+                             squeeze=False, layout="constrained")
+    memories = list(load_memories().values())
+    gpu_bw = [g["gpu_bytes_per_s"] for r in reports.values() for g in r["baselines"]
+              if g["gpu_bytes_per_s"]]
+    lo = 10e9
+    hi = max([5e12, *gpu_bw, *(m.bytes_per_s * 2 for m in memories)])
+    bws = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    for ax, n in zip(axes[0], names):
+        r = reports[n]
+        for d, sfx, label in (("bimamba", "", "Bi-Mamba"), ("fp16", "_fp16", "FP16")):
+            total = sum(r["bytes_per_token"][d].values())
+            ceiling = r["compute_tokens_per_s" + sfx]
+            colour = DESIGN_COLOURS[label]
+            ax.plot([b / 1e9 for b in bws], [min(b / total, ceiling) for b in bws],
+                    color=colour, linewidth=1.6)
+            ax.plot([b / 1e9 for b in bws], [b / total for b in bws], color=colour,
+                    linewidth=0.8, linestyle="--")
+            ax.plot([r["dram_bytes_per_s"] / 1e9], [r["tokens_per_s" + sfx]], marker="o",
+                    color=colour, markersize=7, linestyle="none")
+            ax.annotate(f"{r['tokens_per_s' + sfx]:.0f} tok/s\n"
+                        f"({100 * r['roofline_fraction' + sfx]:.0f} % of roofline)",
+                        (r["dram_bytes_per_s"] / 1e9, r["tokens_per_s" + sfx]),
+                        xytext=(6, -4 if d == "bimamba" else -22), textcoords="offset points",
+                        fontsize=7, color=colour)
+        for g in r["baselines"]:
+            if g["gpu_bytes_per_s"]:
+                ax.plot([g["gpu_bytes_per_s"] / 1e9], [g["tokens_per_s"]], marker="X",
+                        color=DESIGN_COLOURS["FP16"], markeredgecolor="black", markersize=7,
+                        linestyle="none")
+        at: dict[float, list[str]] = {}
+        for m in memories:  # one line and one label per bandwidth
+            at.setdefault(m.bytes_per_s, []).append(m.name)
+        for bw, ms in at.items():
+            ax.axvline(bw / 1e9, color="0.75", linewidth=0.6, linestyle=":")
+            ax.text(bw / 1e9, 0.02, " / ".join(ms), rotation=90, fontsize=6, color="0.4",
+                    transform=ax.get_xaxis_transform(), ha="right", va="bottom")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(which="major", color="0.88", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_xlabel("DRAM bandwidth (GB/s, log)")
+        ax.set_title(f"{n}: at equal bandwidth Bi-Mamba is {r['speedup_equal_bandwidth']:.1f}x "
+                     f"FP16;\nat this design point {r['speedup']:.2f}x", fontsize=9)
+    axes[0][0].set_ylabel("tokens/s (log)")
+    handles = [Line2D([], [], color=c, label=d) for d, c in DESIGN_COLOURS.items()]
+    handles += [Line2D([], [], color="0.3", linestyle="--", linewidth=0.8,
+                       label="memory roofline alone"),
+                Line2D([], [], color="0.3", marker="o", linestyle="none",
+                       label="design at the report's bandwidth"),
+                Line2D([], [], color=DESIGN_COLOURS["FP16"], marker="X", markeredgecolor="black",
+                       linestyle="none", label="measured GPU, FP16 (bench/results)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False,
+               fontsize=8)
+    fig.suptitle("Batch-1 decode roofline: min(bandwidth / minimal bytes per token, compute "
+                 "ceiling)\n" + arch_caption(arch, width=int((4.4 * len(names) + 1.4) * 14)),
+                 fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -2,8 +2,15 @@
 
 ``python energy/report.py`` prints the tables for all three presets; ``--preset`` picks one,
 ``--format md|csv|json`` the output, ``--set name=value`` / ``--arch FILE`` change the
-architecture, ``--plot DIR`` writes PNG charts, ``--sweep`` joins the golden model's accuracy
-with the estimated energy over activation widths.
+architecture, ``--memory NAME`` prices DRAM and sets its bandwidth from a DRAM technology of
+``energy/references/dram.json``, ``--plot DIR`` writes PNG charts, ``--sweep`` joins the golden
+model's accuracy with the estimated energy over activation widths.
+
+Beside the estimate it prints the memory roofline (``energy/roofline.py``: the minimal DRAM
+bytes per token by kind, the tokens/s the bandwidth allows, the design's share of it, the
+speedup at equal bandwidth), the DRAM-only energy floor, the estimate under both energy tables
+(Horowitz 45 nm, TPUv4i 7 nm), the measured GPU decode records of ``bench/results/`` and the
+published anchors of ``energy/references/anchors.json``.
 
 Every argument is checked before any work starts: architecture values against the limits of
 the RTL generators and the quantisation spec (``Arch`` in energy/estimator.py), ``--seed`` and
@@ -28,11 +35,17 @@ from typing import NoReturn
 if __package__ in (None, ""):  # run as a script: python energy/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.gpu_decode import load_results  # noqa: E402
 from energy.estimator import (  # noqa: E402
-    Arch, arch_from_args, array_notes, check_lanes, estimate, fit_buffers,
+    Arch, arch_from_args, array_notes, check_lanes, dram_pj_per_bit, estimate, fit_buffers,
+    resolve_table,
 )
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
-from energy.tables import load_table  # noqa: E402
+from energy.roofline import (  # noqa: E402
+    BYTE_KINDS, bytes_per_token, energy_floor_j, roofline_tokens_per_s,
+)
+from energy.sources import gpu_bandwidth, load_anchors, load_memories  # noqa: E402
+from energy.tables import load_table, table_names  # noqa: E402
 from model.config import get_preset  # noqa: E402
 from model.evaluate import MAX_SEED, MAX_STEPS  # noqa: E402
 from model.quantize import QuantSpec  # noqa: E402
@@ -43,13 +56,48 @@ MAX_PREFILL = 2**20  # prefill length: a million tokens is past any context this
 # Values of each --plot-sweep; simd, pe and lanes go in powers of two (a log2 axis).
 SWEEP_VALUES = {"act_bits": (2, 4, 6, 8, 10, 12, 16), "simd": (16, 32, 64, 128, 256),
                 "pe": (4, 8, 16, 32, 64), "lanes": (4, 8, 16, 32, 64)}
-PLOTS = ("energy_breakdown.png", "memory.png")  # plus sweep_<param>.png
+PLOTS = ("energy_breakdown.png", "memory.png", "roofline.png")  # plus sweep_<param>.png
+DESIGN_NAMES = {"bimamba": "Bi-Mamba", "fp16": "FP16"}
 
 
-def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
+def _baselines(name: str, records: list[dict]) -> list[dict]:
+    """The measured records of preset ``name``, each with the FP16 roofline at its GPU's
+    bandwidth (where anchors.json has it) and the measured share of that roofline."""
+    cfg = get_preset(name)
+    need = sum(bytes_per_token(cfg, "fp16").values())
+    out = []
+    for r in records:
+        if r["preset"] != name:
+            continue
+        r = dict(r)
+        bw = gpu_bandwidth(r["gpu"])
+        r["bytes_per_token_fp16"] = need
+        r["gpu_bytes_per_s"] = None if bw is None else bw[0]
+        r["gpu_bandwidth_source"] = None if bw is None else bw[1]
+        r["roofline_tokens_per_s"] = None if bw is None else roofline_tokens_per_s(need, bw[0])
+        r["roofline_fraction"] = (None if bw is None
+                                  else r["tokens_per_s"] / r["roofline_tokens_per_s"])
+        out.append(r)
+    return out
+
+
+def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None = None,
+                  records: list[dict] | None = None) -> dict:
+    """Every figure of one preset on ``arch`` (``memory``: the DRAM technology that set its
+    DRAM figures, for the record; ``records``: measured GPU records to attach)."""
     cfg = get_preset(name)
     fp = footprint(cfg)
     b, f = estimate(cfg, arch, "bimamba"), estimate(cfg, arch, "fp16")
+    need = {d: bytes_per_token(cfg, d, arch.state_bits, arch.data_bits, arch.state_on_chip)
+            for d in ("bimamba", "fp16")}
+    total = {d: sum(v.values()) for d, v in need.items()}
+    roof = {d: roofline_tokens_per_s(total[d], arch.dram_bytes_per_s) for d in total}
+    pj = dram_pj_per_bit(arch)
+    floor = {d: energy_floor_j(total[d], pj) for d in total}
+    by_table = {}
+    for t in table_names():
+        tb = replace(arch, table=t, node_nm=0.0)
+        by_table[t] = {d: estimate(cfg, tb, d).energy_per_token_j for d in ("bimamba", "fp16")}
     bp, fpp = estimate(cfg, arch, "bimamba", prefill), estimate(cfg, arch, "fp16", prefill)
     state_bytes = fp.state_values * arch.state_bits // 8
     state_fp16 = fp.state_values * 2
@@ -77,6 +125,21 @@ def preset_report(name: str, arch: Arch, prefill: int = 512) -> dict:
         "prefill_tokens_per_s": bp.tokens_per_s, "prefill_bound": bp.bound,
         "prefill_energy_per_token_j": bp.energy_per_token_j,
         "prefill_energy_per_token_fp16_j": fpp.energy_per_token_j,
+        "bytes_per_token": need,
+        "minimal_bytes_per_token": total["bimamba"],
+        "minimal_bytes_per_token_fp16": total["fp16"],
+        "dram_pj_per_bit": pj, "dram_bytes_per_s": arch.dram_bytes_per_s, "memory": memory,
+        "roofline_tokens_per_s": roof["bimamba"],
+        "roofline_tokens_per_s_fp16": roof["fp16"],
+        "compute_tokens_per_s": 1 / b.compute_s, "compute_tokens_per_s_fp16": 1 / f.compute_s,
+        "roofline_fraction": b.tokens_per_s / roof["bimamba"],
+        "roofline_fraction_fp16": f.tokens_per_s / roof["fp16"],
+        "speedup_equal_bandwidth": roof["bimamba"] / roof["fp16"],
+        "energy_floor_j": floor["bimamba"], "energy_floor_fp16_j": floor["fp16"],
+        "estimate_over_floor": b.energy_per_token_j / floor["bimamba"],
+        "estimate_over_floor_fp16": f.energy_per_token_j / floor["fp16"],
+        "energy_per_token_by_table_j": by_table,
+        "baselines": _baselines(name, records or []),
         "notes": array_notes(cfg, arch),
     }
 
@@ -91,13 +154,16 @@ def paper_storage_line() -> str:
 
 
 def _md(reports: dict[str, dict], arch: Arch) -> str:
-    table = load_table(arch.table)
-    tech = f"{table.name} ({table.node_nm:g} nm)"
-    if arch.node_nm != table.node_nm:
-        tech += (f", scaled to {arch.node_nm:g} nm: logic and SRAM energy x "
-                 f"{arch.node_nm / table.node_nm:.3f} (linear in feature size at constant "
-                 f"voltage), DRAM unscaled")
-    out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", ""]
+    table, _, tech = resolve_table(arch)
+    if table.scaled_actions:
+        tech += (f"; scaled linearly from 45 nm for want of a {table.node_nm:g} nm figure: "
+                 f"{', '.join(table.scaled_actions)}")
+    first = next(iter(reports.values()))
+    mem = first["memory"]
+    dram = (f"DRAM: {first['dram_pj_per_bit']:.3g} pJ/bit at "
+            f"{first['dram_bytes_per_s'] / 1e9:g} GB/s"
+            + (f" ({mem}, --memory)" if mem else " (the architecture's figures)"))
+    out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", dram, ""]
     notes = [f"{n}: {t}" for n, r in reports.items() for t in r["notes"]]
     if notes:
         out += [f"Note: {t}" for t in notes] + [""]
@@ -136,12 +202,109 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             f = r["energy_breakdown_fp16_j"].get(k)
             out.append(f"| {k} | {'-' if b is None else f'{b * 1e3:.3f}'} | "
                        f"{'-' if f is None else f'{f * 1e3:.3f}'} |")
+    out += _roofline_md(reports)
+    out += _floor_md(reports)
+    out += _baselines_md(reports)
     out += ["", paper_storage_line(), "",
-            "Assumptions (energy/estimator.py): decode at batch 1; weights from DRAM into the "
-            "unit's weight RAM every token, loaded while the unit is idle; SSM state from DRAM "
-            "unless state_on_chip; FP16 baseline with as many FP16 MACs as the 1-bit array has "
-            "XNOR lanes; FP16 LM head in both; Horowitz 45 nm energies, DDR-class DRAM."]
+            "Assumptions (energy/estimator.py, docs/estimator.md): decode at batch 1; weights "
+            "from DRAM into the unit's weight RAM every token, loaded while the unit is idle; "
+            "SSM and conv state from DRAM unless state_on_chip; FP16 baseline with as many FP16 "
+            "MACs as the 1-bit array has XNOR lanes; FP16 LM head in both; static power "
+            f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
     return "\n".join(out)
+
+
+def _mb(v: float) -> str:
+    return f"{v / 1e6:.1f}"
+
+
+def _roofline_md(reports: dict[str, dict]) -> list[str]:
+    bw = next(iter(reports.values()))["dram_bytes_per_s"]
+    out = ["", f"Memory roofline at {bw / 1e9:g} GB/s: minimal DRAM MB per token by kind "
+           "(energy/roofline.py: bytes_per_token), the tokens/s that bandwidth allows, the "
+           "design's tokens/s and its share:", "",
+           "| model | design | proj. weights | FP16 params | HW constants | SSM state | conv "
+           "state | LM head + emb. | total MB | roofline tok/s | design tok/s | % of roofline |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, r in reports.items():
+        for d, sfx in (("bimamba", ""), ("fp16", "_fp16")):
+            k = r["bytes_per_token"][d]
+            out.append(f"| {n} | {DESIGN_NAMES[d]} | "
+                       + " | ".join(_mb(k[kind]) for kind in BYTE_KINDS)
+                       + f" | {_mb(sum(k.values()))} | {r['roofline_tokens_per_s' + sfx]:.1f} | "
+                       f"{r['tokens_per_s' + sfx]:.1f} ({r['bound' + sfx]}) | "
+                       f"{100 * r['roofline_fraction' + sfx]:.0f} % |")
+    out += ["", "| model | speedup at the design point | speedup at equal bandwidth (roofline "
+            "ratio) |", "|---|---|---|"]
+    for n, r in reports.items():
+        out.append(f"| {n} | {r['speedup']:.2f}x | {r['speedup_equal_bandwidth']:.2f}x |")
+    return out
+
+
+def _floor_md(reports: dict[str, dict]) -> list[str]:
+    out = ["", "DRAM-only energy floor (minimal bytes x pJ/bit, nothing else) beside the "
+           "estimate, and the estimate under each energy table (same DRAM):", "",
+           "| model | floor Bi-Mamba | estimate / floor | floor FP16 | estimate / floor | "
+           + " | ".join(f"{t} Bi-Mamba / FP16" for t in table_names()) + " |",
+           "|---|---|---|---|---|" + "---|" * len(table_names())]
+    for n, r in reports.items():
+        out.append(f"| {n} | {r['energy_floor_j'] * 1e3:.2f} mJ | "
+                   f"{r['estimate_over_floor']:.2f}x | {r['energy_floor_fp16_j'] * 1e3:.2f} mJ | "
+                   f"{r['estimate_over_floor_fp16']:.2f}x | "
+                   + " | ".join(f"{v['bimamba'] * 1e3:.2f} / {v['fp16'] * 1e3:.2f} mJ"
+                                for v in r["energy_per_token_by_table_j"].values()) + " |")
+    for t in table_names():
+        scaled = load_table(t).scaled_actions
+        if scaled:
+            out += ["", f"{t}: {', '.join(scaled)} scaled linearly from 45 nm (no "
+                    f"{load_table(t).node_nm:g} nm figure in the table's source)."]
+    last = list(reports)[-1]
+    r = reports[last]
+    tb = {d: sum(r["bytes_per_token"][d].values()) for d in ("bimamba", "fp16")}
+    out += ["", f"DRAM technologies (energy/references/dram.json), {last}: roofline and floor "
+            "of each, the rest of the architecture unchanged (--memory NAME re-runs the whole "
+            "estimate with one):", "",
+            "| memory | pJ/bit | GB/s (configuration) | status | roofline tok/s Bi-Mamba / "
+            "FP16 | floor Bi-Mamba / FP16 |", "|---|---|---|---|---|---|"]
+    for m in load_memories().values():
+        out.append(f"| {m.name} | {m.pj_per_bit:g} | {m.bytes_per_s / 1e9:g} ({m.config}) | "
+                   f"{m.status} | {roofline_tokens_per_s(tb['bimamba'], m.bytes_per_s):.0f} / "
+                   f"{roofline_tokens_per_s(tb['fp16'], m.bytes_per_s):.0f} | "
+                   f"{energy_floor_j(tb['bimamba'], m.pj_per_bit) * 1e3:.1f} / "
+                   f"{energy_floor_j(tb['fp16'], m.pj_per_bit) * 1e3:.1f} mJ |")
+    return out
+
+
+def _baselines_md(reports: dict[str, dict]) -> list[str]:
+    out = ["", "Beside real systems: the estimate, measured GPU decode (bench/results/, "
+           "python -m bench.gpu_decode) and published anchors (energy/references/anchors.json):",
+           "", "| system | model | kind | tokens/s | W | J/token | note |",
+           "|---|---|---|---|---|---|---|"]
+    for n, r in reports.items():
+        out.append(f"| this estimate, Bi-Mamba | {n} | estimate | {r['tokens_per_s']:.1f} | "
+                   f"{r['energy_per_token_j'] * r['tokens_per_s']:.2f} | "
+                   f"{r['energy_per_token_j']:.4f} | chip + DRAM |")
+        out.append(f"| this estimate, FP16 | {n} | estimate | {r['tokens_per_s_fp16']:.1f} | "
+                   f"{r['energy_per_token_fp16_j'] * r['tokens_per_s_fp16']:.2f} | "
+                   f"{r['energy_per_token_fp16_j']:.4f} | chip + DRAM |")
+        for g in r["baselines"]:
+            note = f"board power, idle {g['idle_power_w']:.0f} W" if g["idle_power_w"] else ""
+            if g["roofline_fraction"] is not None:
+                note += (f"; {100 * g['roofline_fraction']:.0f} % of the FP16 roofline at "
+                         f"{g['gpu_bytes_per_s'] / 1e12:g} TB/s")
+            w = "-" if g["power_w"] is None else f"{g['power_w']:.0f}"
+            j = "-" if g["j_per_token"] is None else f"{g['j_per_token']:.3f}"
+            out.append(f"| {g['system']} ({g['date'][:10]}) | {n}, random weights | measured | "
+                       f"{g['tokens_per_s']:.1f} | {w} | {j} | {note} |")
+    for a in load_anchors():
+        w = "-" if a["power_w"] is None else f"{a['power_w']:.3g}"
+        j = "-" if a["j_per_token"] is None else f"{a['j_per_token']:.3g}"
+        note = a["platform"] + ("; derived: " + "; ".join(a["derived"]) if a["derived"] else "")
+        out.append(f"| {a['system']} | {a['model']} | {a['kind']} | {a['tokens_per_s']:g} | {w} | "
+                   f"{j} | {note} |")
+    out += ["", "Sources: " + "; ".join(dict.fromkeys(a["source"] for a in load_anchors()))
+            + ". What each figure was checked against: anchors.json, field 'checked'."]
+    return out
 
 
 def _csv(reports: dict[str, dict]) -> str:
@@ -179,11 +342,12 @@ def arch_sweep(presets: list[str], arch: Arch, param: str,
 
 def write_plots(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> list[Path]:
     """The breakdown, memory and ``sweep_<param>`` charts into ``out`` (which must exist)."""
-    from energy.plots import plot_breakdown, plot_memory, plot_sweep
+    from energy.plots import plot_breakdown, plot_memory, plot_roofline, plot_sweep
 
     rows, notes = arch_sweep(list(reports), arch, sweep_param, SWEEP_VALUES[sweep_param])
     return [plot_breakdown(reports, arch, out / PLOTS[0]),
             plot_memory(reports, arch, out / PLOTS[1]),
+            plot_roofline(reports, arch, out / PLOTS[2]),
             plot_sweep(rows, arch, sweep_param, out / f"sweep_{sweep_param}.png", notes)]
 
 
@@ -280,6 +444,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override one architecture parameter (repeatable, once per name; "
                          "wins over --arch)")
+    ap.add_argument("--memory", metavar="NAME",
+                    help="DRAM technology of energy/references/dram.json that sets "
+                         "dram_pj_per_bit and dram_bytes_per_s")
     ap.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (created if needed)")
     ap.add_argument("--plot-sweep", choices=list(SWEEP_VALUES),
                     help="parameter of the sweep chart (with --plot; default act_bits)")
@@ -309,6 +476,25 @@ def _conflicts(args: argparse.Namespace) -> None:
         raise ValueError(f"--preset must name each preset once, not {dup} twice")
 
 
+def _with_memory(args: argparse.Namespace, arch: Arch) -> Arch:
+    """``arch`` with the DRAM figures of ``--memory`` (refused beside a --set or --arch value
+    for the same fields, which it would silently override)."""
+    if args.memory is None:
+        return arch
+    memories = load_memories()
+    if args.memory not in memories:
+        raise ValueError(f"--memory must be one of {', '.join(memories)}, not {args.memory!r}")
+    given = {item.split("=", 1)[0].strip() for item in args.set}
+    if args.arch:
+        given |= set(json.loads(Path(args.arch).read_text()))
+    clash = [k for k in ("dram_pj_per_bit", "dram_bytes_per_s") if k in given]
+    if clash:
+        raise ValueError(f"--memory sets {' and '.join(clash)}; leave {clash[0]} out of "
+                         "--set and --arch")
+    m = memories[args.memory]
+    return replace(arch, dram_pj_per_bit=m.pj_per_bit, dram_bytes_per_s=m.bytes_per_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -326,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = _bounded("--seed", "0" if args.seed is None else args.seed, 0, MAX_SEED)
         arch = arch_from_args(args.arch, args.set)
         load_table(arch.table)
+        arch = _with_memory(args, arch)
+        records = load_results()
         for p in presets:
             check_lanes(get_preset(p), arch.lanes)
     except ValueError as e:
@@ -333,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for p in presets:  # arithmetic only; refuses RAM sizes that do not hold this preset
         try:
-            reports[p] = preset_report(p, arch, prefill)
+            reports[p] = preset_report(p, arch, prefill, args.memory, records)
         except ValueError as e:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
@@ -344,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         sweep = accuracy_energy_sweep(presets[0], arch, acts, steps, seed)
     if args.format == "json":
-        doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line()}
+        doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line(),
+               "energy_table": resolve_table(arch)[2],
+               "memory_technologies": [asdict(m) for m in load_memories().values()],
+               "anchors": load_anchors()}
         if sweep:
             doc["sweep"] = sweep
         print(json.dumps(doc, indent=2))

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TABLE_DIR", "EnergyEntry", "EnergyTable", "load_table"]
+__all__ = ["TABLE_DIR", "EnergyEntry", "EnergyTable", "load_table", "table_names",
+           "table_for_node"]
 
 TABLE_DIR = Path(__file__).with_name("tables")
 _UNITS = {"pJ": 1e-12, "nJ": 1e-9, "fJ": 1e-15}
@@ -19,9 +20,13 @@ _UNITS = {"pJ": 1e-12, "nJ": 1e-9, "fJ": 1e-15}
 
 @dataclass(frozen=True)
 class EnergyEntry:
+    """One action's energy. ``scaled``: the value is another node's figure scaled linearly,
+    not a figure of this table's source (the entry's ``source`` says from what)."""
+
     value: float
     unit: str
     source: str
+    scaled: bool = False
 
     @property
     def joules(self) -> float:
@@ -34,6 +39,11 @@ class EnergyTable:
     source: str
     node_nm: float
     entries: dict[str, EnergyEntry]
+
+    @property
+    def scaled_actions(self) -> list[str]:
+        """Actions whose entries are scaled from another node, not taken from the source."""
+        return [a for a, e in self.entries.items() if e.scaled]
 
     def __getitem__(self, action: str) -> EnergyEntry:
         try:
@@ -81,5 +91,23 @@ def load_table(name_or_path: str | Path = "horowitz_45nm") -> EnergyTable:
                              f"not {e.get('unit')!r}")
         if not e.get("source"):
             raise ValueError(f"{path.name}: {action}.source is missing")
-        entries[action] = EnergyEntry(float(e["value"]), e["unit"], e["source"])
+        if not isinstance(e.get("scaled", False), bool):
+            raise ValueError(f"{path.name}: {action}.scaled must be true or false, not "
+                             f"{e['scaled']!r}")
+        entries[action] = EnergyEntry(float(e["value"]), e["unit"], e["source"],
+                                      e.get("scaled", False))
     return EnergyTable(raw["name"], raw["source"], float(raw["node_nm"]), entries)
+
+
+def table_names() -> list[str]:
+    """Names of the tables shipped in ``energy/tables/``."""
+    return sorted(p.stem for p in TABLE_DIR.glob("*.json"))
+
+
+def table_for_node(node_nm: float) -> EnergyTable | None:
+    """The shipped table made for ``node_nm``, or None where there is none."""
+    for name in table_names():
+        t = load_table(name)
+        if t.node_nm == node_nm:
+            return t
+    return None

@@ -60,16 +60,21 @@ D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
 
 
 def dram_bytes_27b_by_hand() -> dict[str, float]:
-    """DRAM bytes of one 2.7B decode step by design, counted here from the shapes."""
-    fp16_consts = (2 * D + 2 * E  # norm gains, FBI scales and shifts per column...
-                   + 5376 * 4 + 5376 + 3 * H + E + D  # conv, conv bias, dt/A/D, norms
-                   - (2 * D + 2 * E) + 2 * (D + E)) * 2  # (wscale/wbias counted once)
+    """DRAM bytes of one 2.7B decode step by design, counted here from the shapes.
+
+    FBI's alpha is folded into the norm gains and its beta fetched once, as beta / alpha per
+    column beside the per-row constants: the checkpoint's wscale / wbias are not fetched too.
+    """
+    fp16_consts = (D + E  # block norm and gated-norm gains (alpha folded in)
+                   + 5376 * 4 + 5376 + 3 * H) * 2  # conv weight and bias, dt_bias / A_log / D
     unit_consts = (D + E) * 2 + (F + D) * 4  # beta per column, multiplier + correction per row
-    state = 2 * H * P * N * 2  # 16-bit state read and written back
+    state = 2 * H * P * N * 2  # 16-bit SSM state read and written back
+    conv_state = 2 * 5376 * 3 * 2  # K - 1 = 3 inputs per channel, 16 bits, read and written
     embedding = 32000 * D * 2 + D * 2 + D * 2  # LM head, one embedding row, final norm
     return {
-        "bimamba": L * ((D * F + E * D) / 8 + fp16_consts + unit_consts + state) + embedding,
-        "fp16": L * ((D * F + E * D) * 2 + fp16_consts + state) + embedding,
+        "bimamba": L * ((D * F + E * D) / 8 + fp16_consts + unit_consts + state + conv_state)
+        + embedding,
+        "fp16": L * ((D * F + E * D) * 2 + fp16_consts + state + conv_state) + embedding,
     }
 
 
@@ -104,23 +109,28 @@ def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
         assert sum(got[k] for k in ("dram_weights", "dram_state", "dram_embedding")) == \
             pytest.approx(by_hand[design] * 8 * 3.9e-12)
         for k, v in base[design].energy_j.items():  # on-chip energies do not depend on DRAM
-            if not k.startswith("dram_"):
+            if not k.startswith("dram_") and k != "static":  # static follows the time per token
                 assert got[k] == pytest.approx(v)
+        tps = r["tokens_per_s" if design == "bimamba" else "tokens_per_s_fp16"]
+        assert got["static"] == pytest.approx(0.5 / tps)
     assert r["dram_bytes_per_token"] == pytest.approx(by_hand["bimamba"])
     # FP16 turns compute-bound: its cycles now outlast its DRAM time.
     assert by_hand["fp16"] / 819.2e9 < 1 / r["tokens_per_s_fp16"]
     assert r["bound_fp16"] == "compute"
-    # The README's figures: 31.5 / 306.4 mJ, 9.7x.
-    assert round(r["energy_per_token_j"] * 1e3, 1) == 31.5
-    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 306.4
-    assert round(r["energy_saving"], 1) == 9.7
+    # 44.3 / 310.5 mJ, 7.0x (before static power and the conv state: 31.5 / 306.4, 9.7x):
+    # the compute-bound 1-bit design pays 12.8 mJ of static energy a token at 39 tokens/s.
+    assert round(r["energy_per_token_j"] * 1e3, 1) == 44.3
+    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 310.5
+    assert round(r["energy_saving"], 1) == 7.0
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():
     cfg = get_preset("780M")
     off, on = estimate(cfg, Arch()), estimate(cfg, Arch(state_on_chip=True))
     assert "dram_state" in off.energy_j and "dram_state" not in on.energy_j
-    assert on.dram_bytes == pytest.approx(off.dram_bytes - 2 * cfg.state_size * cfg.n_layer * 2)
+    conv = 2 * cfg.conv_dim * (cfg.d_conv - 1) * 2 * cfg.n_layer  # conv state, 16 bits
+    assert on.dram_bytes == pytest.approx(off.dram_bytes - 2 * cfg.state_size * cfg.n_layer * 2
+                                          - conv)
 
 
 def test_report_json_fields_and_paper_check(capsys):
@@ -142,7 +152,7 @@ def test_report_md_csv_and_plots(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("preset,") and lines[1].startswith("780M,")
     assert {p.name for p in tmp_path.iterdir()} == {
-        "energy_breakdown.png", "memory.png", "sweep_act_bits.png"}
+        "energy_breakdown.png", "memory.png", "roofline.png", "sweep_act_bits.png"}
 
 
 @pytest.mark.parametrize("argv, msg", [
@@ -203,8 +213,17 @@ def test_sram_sizes_are_checked_and_node_scaling(capsys):
         estimate(cfg, Arch(weight_sram_bytes=2**20))
     with pytest.raises(ValueError, match="state_sram_bytes must hold the state"):
         estimate(cfg, Arch(state_on_chip=True, state_sram_bytes=1024))
-    s7, base = estimate(cfg, Arch(node_nm=7)), estimate(cfg, Arch())
-    assert s7.energy_j["scan"] == pytest.approx(base.energy_j["scan"] * 7 / 45)
+    base = estimate(cfg, Arch())
+    # 7 nm has a table (TPUv4i): it prices the FP16 MACs of the LM head, 0.34 + 0.16 pJ.
+    s7 = estimate(cfg, Arch(node_nm=7))
+    assert s7.energy_j["lm_head"] == pytest.approx(32000 * D * (0.34 + 0.16) * 1e-12)
     assert s7.energy_j["dram_weights"] == base.energy_j["dram_weights"]
     assert report_main(["--preset", "780M", "--set", "node_nm=7"]) == 0
-    assert "scaled to 7 nm" in capsys.readouterr().out
+    assert "tpuv4i_7nm (7 nm: the shipped table for this node" in capsys.readouterr().out
+    # 16 nm has none: Horowitz scaled linearly by 16/45, and labelled so.
+    s16 = estimate(cfg, Arch(node_nm=16))
+    assert s16.energy_j["scan"] == pytest.approx(base.energy_j["scan"] * 16 / 45)
+    assert s16.energy_j["dram_weights"] == base.energy_j["dram_weights"]
+    assert report_main(["--preset", "780M", "--set", "node_nm=16"]) == 0
+    assert "scaled linearly to 16 nm: logic and SRAM x 0.356 (no table at this node)" in \
+        capsys.readouterr().out

@@ -59,7 +59,14 @@ def json_file(tmp_path):
      "--set must name each parameter once, not simd twice"),
     (["--set", "simd"], "--set takes name=value, not 'simd'"),
     (["--set", "table=nope"],
-     "energy table must be one of horowitz_45nm or a JSON path, not 'nope'"),
+     "energy table must be one of horowitz_45nm, tpuv4i_7nm or a JSON path, not 'nope'"),
+    (["--set", "node_nm=-7"], "node_nm must be a number >= 0 (0: the table's node), not -7.0"),
+    (["--set", "static_w=-1"], "static_w must be a number of watts >= 0, not -1.0"),
+    # --memory names a row of energy/references/dram.json and owns the DRAM fields.
+    (["--memory", "HBM9"], "--memory must be one of DDR4, LPDDR4, LPDDR5, GDDR5, GDDR6, HBM2, "
+                           "HBM2e, HBM3, not 'HBM9'"),
+    (["--memory", "HBM2", "--set", "dram_pj_per_bit=3"],
+     "--memory sets dram_pj_per_bit; leave dram_pj_per_bit out of --set and --arch"),
     # Sizes that a preset cannot fit name the RAM, what it needs and what it got.
     (["--preset", "2.7B", "--set", "act_bits=16"],
      "2.7B: act_sram_bytes must be >= 20480 to hold two tokens of the 5120x2560 projection at "
@@ -146,7 +153,7 @@ def test_plot_with_defaults_writes_every_chart(tmp_path, capsys):
     names = {p.name for p in (tmp_path / "new" / "dir").iterdir()}
     assert names == {*PLOTS, "sweep_act_bits.png"}
     err = capsys.readouterr().err
-    assert err.count("wrote ") == 3
+    assert err.count("wrote ") == 4
 
 
 def test_sweep_points_get_rams_of_their_size():
@@ -216,8 +223,10 @@ def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsy
     assert report_main(["--preset", "2.7B", "--sweep", "--sweep-act", "8,16",
                         "--sweep-steps", "2"]) == 0
     out = capsys.readouterr().out
-    assert "| 8 | 50.0 dB | 25.0 dB | 118.65 mJ | 39.1 (compute) |" in out
-    assert "| 16 | n/a | n/a | 119.30 mJ |" in out
+    # Energies include 0.5 W of static power over each width's time per token (12.78 mJ at
+    # 8 bits, 22.83 mJ at 16), so width now moves energy through throughput too.
+    assert "| 8 | 50.0 dB | 25.0 dB | 131.79 mJ | 39.1 (compute) |" in out
+    assert "| 16 | n/a | n/a | 142.49 mJ |" in out
     assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out
     assert ("Note: act_bits = 16 is costed with act_sram_bytes = 20480 (two tokens of its "
             "planes), not 16384.") in out

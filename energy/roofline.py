@@ -1,0 +1,95 @@
+"""Bytes per decoded token and the memory roofline they imply.
+
+:func:`bytes_per_token` is the single place where the DRAM traffic of one decode step is
+counted, by kind, from the model's shapes and the quantisation widths. The estimator
+(:func:`energy.estimator.estimate`) prices exactly these bytes, the roofline divides the
+bandwidth by their sum, and the DRAM energy floor multiplies the sum by the energy per bit.
+When the memory layout of the layer engine exists, this function is the one to rewire to it.
+
+The count is the minimum a batch-1 decode step must move when nothing is kept on chip between
+tokens (``state_on_chip=False``): every weight once, every other parameter once, the SSM state
+and the conv state read and written back once, the LM head once. Kinds:
+
+==================== ==========================================================================
+projection_weights   in_proj and out_proj: 1 bit per weight (Bi-Mamba) or FP16
+fp16_parameters      block norm, conv weight and bias, dt_bias, A_log, D, gated-norm gain. In the
+                     1-bit design FBI's alpha is folded into the two norm gains that precede
+                     the projections, so the checkpoint's ``wscale`` is never fetched on its own
+hardware_constants   1-bit design only, the form the projection unit consumes: beta / alpha per
+                     input column (FP16) and a multiplier and correction per output row (32 bits);
+                     they replace the checkpoint's ``wscale`` / ``wbias``, which are not fetched
+ssm_state            H x P x N per layer at ``state_bits`` (FP16 for the FP16 design), read and
+                     written back
+conv_state           C x (K - 1) per layer at ``data_bits`` (FP16 for the FP16 design), read and
+                     written back
+embedding            the tied LM head (V x D, FP16), one embedding row and the final norm gain
+==================== ==========================================================================
+"""
+
+from __future__ import annotations
+
+from model.config import BiMambaConfig
+
+__all__ = ["BYTE_KINDS", "DESIGNS", "bytes_per_token", "roofline_tokens_per_s",
+           "energy_floor_j"]
+
+DESIGNS = ("bimamba", "fp16")
+BYTE_KINDS = ("projection_weights", "fp16_parameters", "hardware_constants", "ssm_state",
+              "conv_state", "embedding")
+FP16_BYTES = 2
+ROW_CONSTANT_BYTES = 4  # multiplier and correction of one output row of the projection unit
+
+
+def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int = 16,
+                    data_bits: int = 16, state_on_chip: bool = False) -> dict[str, float]:
+    """DRAM bytes of one decode step of the whole model, by kind (keys :data:`BYTE_KINDS`).
+
+    Parameters
+    ----------
+    cfg : BiMambaConfig
+    design : str
+        ``bimamba`` (1-bit projections) or ``fp16`` (everything FP16, no FBI constants).
+    state_bits, data_bits : int
+        Widths of the SSM state and of the conv state (``QuantSpec.state_bits`` and
+        ``data_bits``) in the 1-bit design; the FP16 design keeps both at 16 bits.
+    state_on_chip : bool
+        The SSM and conv states stay on chip between tokens (their kinds are then 0).
+
+    Raises
+    ------
+    ValueError
+        On an unknown design or a width that is not a positive integer.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, not {design!r}")
+    for name, v in (("state_bits", state_bits), ("data_bits", data_bits)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    c = cfg
+    D, E, C, H, F, K, L = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.d_in_proj, c.d_conv,
+                           c.n_layer)
+    weights = D * F + E * D  # in_proj (F x D) and out_proj (D x E) of one layer
+    binary = design == "bimamba"
+    sb, db = (state_bits, data_bits) if binary else (16, 16)
+    per_layer_params = D + C * K + C + 3 * H + E  # norm, conv w + b, dt_bias/A_log/D, gated norm
+    out = {
+        "projection_weights": L * (weights / 8 if binary else weights * FP16_BYTES),
+        "fp16_parameters": L * per_layer_params * FP16_BYTES,
+        "hardware_constants": L * ((D + E) * FP16_BYTES + (F + D) * ROW_CONSTANT_BYTES)
+        if binary else 0.0,
+        "ssm_state": 0.0 if state_on_chip else L * 2 * c.state_size * sb / 8,
+        "conv_state": 0.0 if state_on_chip else L * 2 * C * (K - 1) * db / 8,
+        "embedding": (c.vocab_size * D + D + D) * FP16_BYTES,
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def roofline_tokens_per_s(total_bytes: float, bytes_per_s: float) -> float:
+    """Tokens per second that ``bytes_per_s`` of DRAM bandwidth allows at ``total_bytes`` per
+    token, with compute free: the memory roofline of batch-1 decode."""
+    return bytes_per_s / total_bytes
+
+
+def energy_floor_j(total_bytes: float, pj_per_bit: float) -> float:
+    """DRAM-only energy floor of one token: the minimal bytes at ``pj_per_bit``, nothing else."""
+    return total_bytes * 8 * pj_per_bit * 1e-12
