@@ -29,13 +29,12 @@ class DataflowCase:
     name: str
     sources: dict[str, list[int]]
     expected: dict[str, list[int]]
-    memory: Memory | None = None
+    memories: list[Memory] = field(default_factory=list)
     idle: float = 0.0
     backpressure: float = 0.0
     seed: int = 0
     reset_at: int | None = None
     timeout_cycles: int = 1_000_000
-    extra: dict = field(default_factory=dict)
 
 
 def run_dataflow(top, module: str, key: str, case: DataflowCase, waves: bool | None = None,
@@ -52,9 +51,8 @@ def run_dataflow(top, module: str, key: str, case: DataflowCase, waves: bool | N
         "sinks": {n: {"expected": [int(b) for b in v], "backpressure": case.backpressure}
                   for n, v in case.expected.items()},
     }
-    if case.memory is not None:
-        mm = case.memory
-        payload["memory"] = {"port": mm.port, "beats": [int(b) for b in mm.beats],
-                             "latency": mm.latency, "period": mm.period, "bubble": mm.bubble}
+    payload["memories"] = [{"port": mm.port, "beats": [int(b) for b in mm.beats],
+                            "latency": mm.latency, "period": mm.period, "bubble": mm.bubble}
+                           for mm in case.memories]
     return run_test(runner, build_dir, module, "sim.dataflow_tb", d / case.name, payload,
                     case.seed, waves, on_phase)

@@ -1,12 +1,17 @@
-"""``make sim``: co-simulate the RTL units on real shapes and print one summary table.
+"""``make sim``: co-simulate the RTL on real shapes and print one summary table.
 
-Projection unit: below. Scan unit: 64 decode steps of each preset's layer (dt_raw and the
-conv output x, B, C from the golden model's trace), state carried across tokens.
+``--units layer`` (the default): the whole layer engine (``rtl/layer.py``), sized for
+``--bytes-per-cycle`` of weight stream, decodes tokens of each preset's synthetic-checkpoint
+layer and ``--model-tokens`` tokens of test text through layers of the shipped Shakespeare
+student; every output beat is compared with the golden model and every token's cycles with the
+engine's formula, and the row gives the share of the memory roofline reached. A tiny layer
+with random stalls on every stream and a reset in the middle of a token runs too.
 
-For each preset the golden model runs a few decode steps of a synthetic-checkpoint layer; the
-activations it feeds in_proj and out_proj are sent through the Verilated projection unit and
-its outputs compared bit for bit with the golden projection outputs. A small random case with
-idle cycles and backpressure runs too.
+``--units projection,scan``: the stand-alone units. Projection unit: for each preset the golden
+model runs a few decode steps; the activations it feeds in_proj and out_proj go through the
+weight-stationary projection unit, and a small random case with idle cycles and backpressure
+runs too. Scan unit: ``--scan-tokens`` decode steps of each preset's layer (dt_raw and the conv
+output x, B, C from the golden model's trace), state carried across tokens.
 
 Every option is checked before anything slow starts (the checks are those of the units' own
 configuration classes, ``ProjectionConfig`` and ``ScanConfig``); a bad one is a one-line error
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from model.config import BiMambaConfig, get_preset
 from rtl.cli import SEED_MAX, CliParser, check_out_dir, int_in
+from rtl.layer import LayerConfig
 from rtl.ssm_scan import SCAN_LATENCY, ScanConfig, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
@@ -41,6 +47,7 @@ if TYPE_CHECKING:  # an annotation only: importing it at run time would pull in 
 
 __all__ = ["SCAN_TOKENS_MAX", "MODEL_PROJ_TOKENS", "real_shape_cases", "shipped_layer_cases", "main"]
 
+UNITS = ("layer", "projection", "scan")
 SCAN_TOKENS_MAX = 1024  # 2.7B: 42 M simulated cycles, a few minutes of Verilator
 # The shipped Shakespeare model and its corpus (`make data`), for the real-text cases.
 _ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +129,18 @@ def _scan_row(case, res: dict, seconds: float) -> list[str]:
 def _parser() -> CliParser:
     ap = CliParser(prog="python -m cosim.run", description=__doc__,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--units", default="layer",
+                    help="comma-separated: layer (the layer engine), projection (the "
+                         "weight-stationary projection unit), scan (default: layer)")
+    ap.add_argument("--bytes-per-cycle", type=int_in(1, 1 << 16), default=64,
+                    help="layer engine: weight-stream bytes a cycle it is sized for, 1 to "
+                         "65536 (default: 64)")
+    ap.add_argument("--layer-tokens", type=int_in(1, 64), default=None,
+                    help="layer engine: decode tokens per preset, 1 to 64 (default: 2 up to "
+                         "d_model 2048, else 1)")
+    ap.add_argument("--model-tokens", type=int_in(1, 1024), default=64,
+                    help="layer engine: decode tokens of test text through each of "
+                         "--model-layers, 1 to 1024 (default: 64)")
     ap.add_argument("--presets", default="780M,2.7B",
                     help="comma-separated presets, each one of 780M, 1.3B, 2.7B, tiny, small "
                          "(default: 780M,2.7B)")
@@ -150,6 +169,7 @@ def _parser() -> CliParser:
 class _Plan:
     """The validated options and what they imply before anything is exported."""
 
+    units: list[str]
     presets: list[str]
     model_layers: list[int]
     out: Path
@@ -159,9 +179,16 @@ class _Plan:
 
 
 def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
-    """Every check that can fail on an option, in a fraction of a second: presets known, the
-    projection array and scan lanes accepted by ProjectionConfig and ScanConfig for every
-    preset's shapes, WAVES readable, the output folder writable."""
+    """Every check that can fail on an option, in a fraction of a second: units and presets
+    known, the layer engine's array (``LayerConfig.array_for``), the projection array and scan
+    lanes (``ProjectionConfig``, ``ScanConfig``) accepted for every preset's shapes, WAVES
+    readable, the output folder writable."""
+    units = [u.strip() for u in args.units.split(",")]
+    for u in units:
+        if u not in UNITS:
+            ap.error(f"argument --units: each one of {', '.join(UNITS)}, not {u!r}")
+        if units.count(u) > 1:
+            ap.error(f"argument --units: {u} is listed {units.count(u)} times")
     presets = [p.strip() for p in args.presets.split(",")]
     for name in presets:
         try:
@@ -170,28 +197,39 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
             ap.error(f"argument --presets: {e}")
         if presets.count(name) > 1:
             ap.error(f"argument --presets: {name} is listed {presets.count(name)} times")
-    r = RANDOM_CASE
-    rand = ProjectionConfig(d_in=r["d_in"], d_out=r["d_out"], simd=r["simd"], pe=r["pe"],
-                            act_bits=r["act_bits"])
-    cases, cycles = 1, r["tokens"] * rand.cycles_per_token + rand.latency
+    cases, cycles = 0, 0
+    if "layer" in units:
+        for name in presets + ["tiny"]:
+            try:
+                LayerConfig.array_for(get_preset(name), args.bytes_per_cycle)
+            except ValueError as e:
+                ap.error(f"argument --bytes-per-cycle: for the {name} layer, {e}")
+        cases += len(presets) + 1
+    if "projection" in units:
+        r = RANDOM_CASE
+        rand = ProjectionConfig(d_in=r["d_in"], d_out=r["d_out"], simd=r["simd"], pe=r["pe"],
+                                act_bits=r["act_bits"])
+        cases, cycles = cases + 1, cycles + r["tokens"] * rand.cycles_per_token + rand.latency
     for name in presets:
         cfg = get_preset(name)
-        for proj, (d_in, d_out) in _projection_shapes(cfg).items():
+        if "projection" in units:
+            for proj, (d_in, d_out) in _projection_shapes(cfg).items():
+                try:
+                    # Shape and array only: the export's number formats cannot make it fail.
+                    pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+                except ValueError as e:
+                    flag = "--pe" if str(e).startswith("pe ") else "--simd"
+                    ap.error(f"argument {flag}: for the {name} {proj} ({d_in}x{d_out}), {e}")
+                cases += 1
+                cycles += _projection_tokens(cfg) * pc.cycles_per_token + pc.latency
+        if "scan" in units:
             try:
-                # Shape and array only: the export's number formats cannot make it fail.
-                pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+                ScanConfig.check_shape(cfg, args.lanes)
             except ValueError as e:
-                flag = "--pe" if str(e).startswith("pe ") else "--simd"
-                ap.error(f"argument {flag}: for the {name} {proj} ({d_in}x{d_out}), {e}")
+                ap.error(f"argument --lanes: for the {name} scan, {e}")
             cases += 1
-            cycles += _projection_tokens(cfg) * pc.cycles_per_token + pc.latency
-        try:
-            ScanConfig.check_shape(cfg, args.lanes)
-        except ValueError as e:
-            ap.error(f"argument --lanes: for the {name} scan, {e}")
-        cases += 1
-        cycles += args.scan_tokens * scan_cycles_per_token(
-            cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + SCAN_LATENCY
+            cycles += args.scan_tokens * scan_cycles_per_token(
+                cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + SCAN_LATENCY
     layers: list[int] = []
     if args.model_layers.strip():
         lm_cfg = _shipped_config()
@@ -204,22 +242,41 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
         if bad or len(set(layers)) != len(layers):
             ap.error(f"argument --model-layers: each layer once, in [0, {lm_cfg.n_layer}), "
                      f"not {args.model_layers!r}")
-        for proj, (d_in, d_out) in _projection_shapes(lm_cfg).items():
+        if "layer" in units:
             try:
-                pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+                LayerConfig.array_for(lm_cfg, args.bytes_per_cycle)
             except ValueError as e:
-                flag = "--pe" if str(e).startswith("pe ") else "--simd"
-                ap.error(f"argument {flag}: for the Shakespeare model's {proj} "
-                         f"({d_in}x{d_out}), {e}")
+                ap.error(f"argument --bytes-per-cycle: for the Shakespeare model, {e}")
             cases += len(layers)
-            cycles += len(layers) * (MODEL_PROJ_TOKENS * pc.cycles_per_token + pc.latency)
-        try:
-            ScanConfig.check_shape(lm_cfg, args.lanes)
-        except ValueError as e:
-            ap.error(f"argument --lanes: for the Shakespeare model's scan, {e}")
-        cases += len(layers)
-        cycles += len(layers) * (args.scan_tokens * scan_cycles_per_token(
-            lm_cfg.nheads, lm_cfg.headdim, lm_cfg.d_state, args.lanes) + SCAN_LATENCY)
+        if "projection" in units:
+            for proj, (d_in, d_out) in _projection_shapes(lm_cfg).items():
+                try:
+                    pc = ProjectionConfig(d_in=d_in, d_out=d_out, simd=args.simd, pe=args.pe)
+                except ValueError as e:
+                    flag = "--pe" if str(e).startswith("pe ") else "--simd"
+                    ap.error(f"argument {flag}: for the Shakespeare model's {proj} "
+                             f"({d_in}x{d_out}), {e}")
+                cases += len(layers)
+                cycles += len(layers) * (MODEL_PROJ_TOKENS * pc.cycles_per_token + pc.latency)
+        if "scan" in units:
+            try:
+                ScanConfig.check_shape(lm_cfg, args.lanes)
+            except ValueError as e:
+                ap.error(f"argument --lanes: for the Shakespeare model's scan, {e}")
+            cases += len(layers)
+            cycles += len(layers) * (args.scan_tokens * scan_cycles_per_token(
+                lm_cfg.nheads, lm_cfg.headdim, lm_cfg.d_state, args.lanes) + SCAN_LATENCY)
+    if "layer" in units:
+        # Order of magnitude for the WAVES warning: a token costs about its weight bits over
+        # the beat, the scan and the gaps aside.
+        bits = 8 * args.bytes_per_cycle
+        for name in presets:
+            cfg = get_preset(name)
+            w = cfg.d_model * cfg.d_in_proj + cfg.d_inner * cfg.d_model
+            cycles += (args.layer_tokens or _projection_tokens(cfg)) * w // bits
+        if layers:
+            w = lm_cfg.d_model * lm_cfg.d_in_proj + lm_cfg.d_inner * lm_cfg.d_model
+            cycles += len(layers) * args.model_tokens * w // bits
     try:
         waves = waves_requested(None)
     except ValueError as e:
@@ -230,7 +287,7 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
         ap.error(f"argument --model-layers: the real-text cases need the corpus "
                  f"({_DATA / missing[0]} is missing): run `make data`, or pass "
                  f"--model-layers ''")
-    return _Plan(presets, layers, out.resolve(), waves, cases, cycles)
+    return _Plan(units, presets, layers, out.resolve(), waves, cases, cycles)
 
 
 def _shipped_config() -> BiMambaConfig:
@@ -365,45 +422,154 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
     """Every case, with its full unit configuration, before the first Verilator build."""
     import numpy as np
 
+    from .layer import run_layer_case
     from .projection import ProjectionCase, random_projection, random_tokens, run_case
     from .scan import real_shape_case as scan_case, run_scan_case
 
     proj_row = lambda case, res, s: _row("xnor_projection", case, res, s)  # noqa: E731
-    projections, scans = [], []
-    with _Progress(len(plan.presets) + 1 + bool(plan.model_layers), "preparing", "preset",
-                   "prep") as progress:
+    layers, projections, scans = [], [], []
+    steps = len(plan.presets) + ("projection" in plan.units) + bool(plan.model_layers) + (
+        "layer" in plan.units)
+    with _Progress(steps, "preparing", "preset", "prep") as progress:
         for preset in plan.presets:
             t0 = time.perf_counter()
             progress.phase(f"{preset}: golden model and exports")
             cfg = get_preset(preset)
-            projections += [_Job("xnor_projection", c, run_case, proj_row) for c in
-                             real_shape_cases(preset, _projection_tokens(cfg), args.simd,
-                                              args.pe, args.seed)]
-            scans.append(_Job("ssm_scan", scan_case(preset, args.scan_tokens, args.lanes,
-                                                    args.seed), run_scan_case, _scan_row))
-            progress.finished(f"{preset}: in_proj, out_proj and scan cases from the golden "
+            what = []
+            if "layer" in plan.units:
+                layers.append(_Job("layer", preset_layer_case(
+                    preset, args.layer_tokens or _projection_tokens(cfg),
+                    args.bytes_per_cycle, args.seed), run_layer_case, _layer_row))
+                what.append("layer")
+            if "projection" in plan.units:
+                projections += [_Job("xnor_projection", c, run_case, proj_row) for c in
+                                real_shape_cases(preset, _projection_tokens(cfg), args.simd,
+                                                 args.pe, args.seed)]
+                what.append("in_proj, out_proj")
+            if "scan" in plan.units:
+                scans.append(_Job("ssm_scan", scan_case(preset, args.scan_tokens, args.lanes,
+                                                        args.seed), run_scan_case, _scan_row))
+                what.append("scan")
+            progress.finished(f"{preset}: {' and '.join(what)} cases from the golden "
                               f"model ({time.perf_counter() - t0:.0f} s)")
-        r = RANDOM_CASE
-        rng = np.random.default_rng(args.seed)
-        p = random_projection(r["d_in"], r["d_out"], r["act_bits"], rng)
-        case = ProjectionCase("random_stalls", ProjectionConfig.from_projection(
-            p, r["simd"], r["pe"]), p, random_tokens(p, r["tokens"], rng), idle=0.3,
-            backpressure=0.3, seed=args.seed)
-        projections.append(_Job("xnor_projection", case, run_case, proj_row))
-        progress.finished("random_stalls: random projection and tokens")
+        if "layer" in plan.units:
+            layers.append(_Job("layer", stalls_layer_case(args.seed), run_layer_case,
+                               _layer_row))
+            progress.finished("tiny_stalls_reset: stalls on every stream, a reset mid-token")
+        if "projection" in plan.units:
+            r = RANDOM_CASE
+            rng = np.random.default_rng(args.seed)
+            p = random_projection(r["d_in"], r["d_out"], r["act_bits"], rng)
+            case = ProjectionCase("random_stalls", ProjectionConfig.from_projection(
+                p, r["simd"], r["pe"]), p, random_tokens(p, r["tokens"], rng), idle=0.3,
+                backpressure=0.3, seed=args.seed)
+            projections.append(_Job("xnor_projection", case, run_case, proj_row))
+            progress.finished("random_stalls: random projection and tokens")
         if plan.model_layers:
             t0 = time.perf_counter()
             progress.phase("shakespeare: calibration, golden model on test text")
-            for c in shipped_layer_cases(plan.model_layers, MODEL_PROJ_TOKENS,
-                                         args.scan_tokens, args.simd, args.pe, args.lanes,
-                                         args.seed):
-                if c.name.endswith("_scan"):
-                    scans.append(_Job("ssm_scan", c, run_scan_case, _scan_row))
-                else:
-                    projections.append(_Job("xnor_projection", c, run_case, proj_row))
+            if "layer" in plan.units:
+                layers += [_Job("layer", c, run_layer_case, _layer_row) for c in
+                           shipped_engine_cases(plan.model_layers, args.model_tokens,
+                                                args.bytes_per_cycle, args.seed)]
+            if "projection" in plan.units or "scan" in plan.units:
+                for c in shipped_layer_cases(plan.model_layers, MODEL_PROJ_TOKENS,
+                                             args.scan_tokens, args.simd, args.pe, args.lanes,
+                                             args.seed):
+                    if c.name.endswith("_scan"):
+                        if "scan" in plan.units:
+                            scans.append(_Job("ssm_scan", c, run_scan_case, _scan_row))
+                    elif "projection" in plan.units:
+                        projections.append(_Job("xnor_projection", c, run_case, proj_row))
             progress.finished(f"shakespeare: layers {plan.model_layers} of the shipped student "
                               f"on test text ({time.perf_counter() - t0:.0f} s)")
-    return projections + scans
+    return layers + projections + scans
+
+
+def preset_layer_case(preset: str, tokens: int, bytes_per_cycle: int, seed: int = 0):
+    """``tokens`` decode steps of a synthetic-checkpoint ``preset`` layer through the engine
+    sized for ``bytes_per_cycle``, on the residual stream the golden model is evaluated on."""
+    from model.evaluate import prepare
+    from model.quantize import QuantSpec, export_layer
+
+    from .layer import LayerCase
+
+    p = prepare(get_preset(preset), tokens, seed)
+    q = export_layer(p.block, QuantSpec(), stats=p.calib)
+    return LayerCase(f"{preset}_layer", [LayerConfig.sized_for(q, bytes_per_cycle)],
+                     q.fmt["res"].quantize(p.u), seed=seed)
+
+
+# The layer case with stalls: the tiny preset, 8 tokens, a new sequence at token 5, pauses of
+# probability 0.3 on u, o and the weight stream, a reset in the middle of token 1's in_proj.
+STALLS_CASE = dict(simd=16, pe=4, lanes=4, tokens=8, restart=5, pause=0.3)
+
+
+def stalls_layer_case(seed: int = 0):
+    """The tiny layer of :data:`STALLS_CASE` (a synthetic checkpoint of ``seed``)."""
+    import numpy as np
+    import torch
+
+    from model.checkpoint import load_block, synthetic_state_dict
+    from model.evaluate import synthetic_residual
+    from model.quantize import QuantSpec, export_layer
+
+    from .layer import LayerCase, random_residual
+
+    cfg = get_preset("tiny")
+    block = load_block(synthetic_state_dict(cfg, seed, n_layers=1), cfg, 0, torch.float64)
+    q = export_layer(block, QuantSpec(), synthetic_residual(cfg, 32, seed + 1))
+    s = STALLS_CASE
+    lc = LayerConfig(q, s["simd"], s["pe"], s["lanes"])
+    starts = np.zeros(s["tokens"], bool)
+    starts[s["restart"]] = True
+    at = lc.schedule(first=True).last_out + lc.schedule().ends["in_proj"] // 2
+    return LayerCase("tiny_stalls_reset", [lc], random_residual(q, s["tokens"],
+                                                                 np.random.default_rng(seed)),
+                     starts, idle=s["pause"], backpressure=s["pause"], bubble=s["pause"],
+                     reset_at=at, seed=seed)
+
+
+def shipped_engine_cases(layers: list[int], tokens: int, bytes_per_cycle: int, seed: int = 0):
+    """Layers of the shipped student through the engine sized for ``bytes_per_cycle``: each on
+    ``tokens`` decode steps of test text, its input the golden model's residual stream there."""
+    import numpy as np
+
+    from model.data import load_split
+    from model.evaluate import golden_trace
+    from model.lm_eval import shipped_golden
+
+    from .layer import LayerCase
+
+    _, q = shipped_golden(_SHIPPED, data_root=_DATA.parent)
+    text = load_split("test", _DATA.parent)[:tokens].astype(np.int64)
+    h = q.embedding[text]
+    for i, lq in enumerate(q.layers[: max(layers) + 1]):
+        if i in layers:
+            yield LayerCase(f"shakespeare_L{i}_layer",
+                            [LayerConfig.sized_for(lq, bytes_per_cycle)], h.copy(), seed=seed)
+        h = golden_trace(lq, h)["layer_out"]
+
+
+def _layer_row(case, res: dict, seconds: float) -> list[str]:
+    lc = case.configs[0]
+    c = lc.q.cfg
+    conf = (f"{lc.beat_bytes:g} B/cycle: S{lc.simd} P{lc.pe} planes "
+            f"{lc.planes or lc.q.spec.act_bits} lanes {lc.lanes}")
+    measured = res["last_out"][-1] + 1
+    if case.stalls:
+        conf += f", stalls {case.idle:.0%}" + (", reset" if case.reset_at is not None else "")
+        predicted, ok = "-", True
+    else:
+        conf += f", {lc.roofline_fraction():.1%} of roofline"
+        pred = res["predicted_first"] + res["predicted_spacing"] * (case.u.shape[0] - 1) + 1
+        predicted = str(pred)
+        ok = measured == pred and all(sp == res["predicted_spacing"] for sp in res["spacing"])
+    rate = measured / res["wall_s"] if res["wall_s"] > 0 else None
+    ok = ok and res["mismatches"]["o"] == 0
+    return ["layer", case.name, conf, f"{case.u.shape[0]} x {c.d_model}", str(measured),
+            predicted, f"{rate / 1e3:.0f}" if rate else "-", f"{seconds:.0f}",
+            "PASS" if ok else f"FAIL ({res['mismatches']['o']} mismatches)"]
 
 
 def _run(jobs: list[_Job], waves: bool) -> tuple[list[list[str]], list[Path]]:

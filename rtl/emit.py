@@ -246,7 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"(default: {PRESET_SETS[dest]}; not with --preset)")
     xp.add_argument("--tree-levels-per-stage", type=int, default=2,
                     help="adder-tree levels between pipeline registers, 1 to 16 (default: 2)")
+    units = {}
+    for unit, what in LAYER_UNITS.items():
+        up = sub.add_parser(unit, help=what)
+        _output_options(up, suppress=True)
+        _layer_options(up, unit)
+        units[unit] = up
     args = ap.parse_args(argv)
+    if args.unit in units:
+        return _emit_layer_units(units[args.unit], args)
     _check_preset_flags(xp, args)
     out = check_out_dir(xp, "-o/--out", Path(args.out))
     try:
@@ -266,6 +274,93 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("lint: clean")
     return 0
+
+
+# The units made from a layer export (a synthetic checkpoint of --preset): name -> help.
+LAYER_UNITS = {
+    "stream_projection": "weight-streaming projection (in_proj or out_proj of the layer)",
+    "ssm_scan": "SSM scan unit",
+    "rms_norm": "RMSNorm unit (block norm or gated norm)",
+    "conv": "depthwise conv1d + SiLU unit",
+    "gate": "gate unit y * SiLU(z)",
+    "layer": "the whole layer engine, BiMambaLayer",
+    "all": "every unit above and xnor_projection, one file each",
+}
+
+
+def _layer_options(p: argparse.ArgumentParser, unit: str) -> None:
+    p.add_argument("--preset", default="tiny",
+                   help="the layer's shape and formats: a synthetic export of this preset "
+                        "(780M, 1.3B, 2.7B, tiny, small; default: tiny)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help=f"checkpoint seed, 0 to {SEED_MAX} (default: 0)")
+    p.add_argument("--simd", type=int_in(1, 4096), default=16,
+                   help="projection columns; divides d_model and d_inner (default: 16)")
+    p.add_argument("--pe", type=int_in(1, 1024), default=4,
+                   help="projection rows and element lanes; divides simd, d_state, headdim "
+                        "(default: 4)")
+    p.add_argument("--lanes", type=int_in(1, 4096), default=4,
+                   help="scan lanes; divides d_state (default: 4)")
+    p.add_argument("--planes", type=int_in(1, 16), default=None,
+                   help="activation bit-planes a cycle, 1 to act_bits (default: act_bits)")
+    if unit == "stream_projection":
+        p.add_argument("--proj", choices=["in_proj", "out_proj"], default="in_proj")
+    if unit == "rms_norm":
+        p.add_argument("--norm", choices=["norm_in", "norm_out"], default="norm_in")
+
+
+def _emit_layer_units(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from model.config import get_preset
+
+    try:
+        cfg = get_preset(args.preset)
+    except ValueError as e:
+        ap.error(f"argument --preset: {e}")
+    out = check_out_dir(ap, "-o/--out", Path(args.out))
+    from model.evaluate import prepare
+    from model.quantize import QuantSpec, export_layer
+
+    from .layer import BiMambaLayer, LayerConfig
+    from .layer_units import GateUnit
+    from .ssm_scan import SsmScan
+    from .stream_projection import StreamProjection
+
+    p = prepare(cfg, 1, args.seed)
+    q = export_layer(p.block, QuantSpec(), stats=p.calib)
+    try:
+        lc = LayerConfig(q, args.simd, args.pe, args.lanes, args.planes)
+    except ValueError as e:
+        ap.error(str(e))
+    makers = {
+        "stream_projection": lambda: StreamProjection(
+            lc.in_proj if getattr(args, "proj", "in_proj") == "in_proj" else lc.out_proj),
+        "ssm_scan": lambda: SsmScan(lc.scan),
+        "rms_norm": lambda: lc.norm_unit(getattr(args, "norm", "norm_in")),
+        "conv": lc.conv_unit,
+        "gate": lambda: GateUnit(q, lc.pe),
+        "layer": lambda: BiMambaLayer(lc),
+        "xnor_projection": lambda: XnorProjection(ProjectionConfig.from_projection(
+            q.in_proj, min(args.simd, q.in_proj.d_in), min(args.pe, q.in_proj.d_out))),
+    }
+    names = [u for u in makers] if args.unit == "all" else [args.unit]
+    failed = 0
+    for name in names:
+        path = out / f"{name}.v"
+        written = write_if_changed(path, emit(makers[name](), name))
+        print(f"{path} ({'written' if written else 'unchanged'})")
+        if args.lint:
+            try:
+                lint(path)
+                print("  lint: clean")
+            except RuntimeError as e:
+                print(e, file=sys.stderr)
+                failed += 1
+    if args.unit in ("layer", "all"):
+        s = lc.schedule()
+        print(f"layer: {lc.beats_per_token} beats of {lc.beat_bits} bits a token "
+              f"({lc.bytes_per_token} bytes), {s.token_cycles} cycles a token, "
+              f"{lc.roofline_fraction():.1%} of the memory roofline")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

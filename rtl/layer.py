@@ -43,7 +43,7 @@ from .stream_projection import StreamProjection, StreamProjectionConfig
 if TYPE_CHECKING:
     from model.quantize import QuantizedLayer
 
-__all__ = ["LayerConfig", "BiMambaLayer", "Schedule", "SECTIONS"]
+__all__ = ["LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
@@ -298,38 +298,54 @@ class LayerConfig:
         token at ``period`` cycles each over the formula's cycles per token."""
         return self.beats_per_token * period / self.schedule(period).token_cycles
 
-    @classmethod
-    def sized_for(cls, q: "QuantizedLayer", bytes_per_cycle: int, target: float = 0.9,
-                  planes: int | None = None) -> "LayerConfig":
-        """The engine that eats ``bytes_per_cycle`` of weight stream a cycle: a beat of
-        ``8 * bytes_per_cycle`` bits (``pe * simd``), bit-parallel planes, ``pe`` the largest
-        power of two with ``pe * pe <= beat`` that the shapes allow, and the fewest scan lanes
-        that reach ``target`` of the roofline (else every lane, ``lanes = d_state``).
+    @staticmethod
+    def array_for(cfg, bytes_per_cycle: int) -> tuple[int, int]:
+        """``(pe, simd)`` of an array that eats ``bytes_per_cycle`` of weight stream a cycle:
+        a beat of ``8 * bytes_per_cycle = pe * simd`` bits, ``pe`` the largest divisor with
+        ``pe * pe <= beat`` that the model's shape allows (``pe`` divides simd, d_state and
+        headdim; ``simd`` divides d_model and d_inner). Needs the shape only.
 
         Raises
         ------
         ValueError
-            If no ``pe * simd`` split of the beat divides the model's dimensions.
+            If no split of the beat divides the model's dimensions.
         """
+        if not isinstance(bytes_per_cycle, int) or isinstance(bytes_per_cycle, bool) \
+                or bytes_per_cycle < 1:
+            raise ValueError(f"bytes_per_cycle must be a positive integer, not "
+                             f"{bytes_per_cycle!r}")
         bits = 8 * bytes_per_cycle
-        c = q.cfg
         for pe in sorted((d for d in divisors(bits) if d * d <= bits), reverse=True):
             simd = bits // pe
-            if (simd % pe or c.d_model % simd or c.d_inner % simd or c.d_state % pe
-                    or c.headdim % pe):
-                continue
-            lanes_ok = [n for n in divisors(c.d_state)
-                        if c.nheads * c.headdim * (c.d_state // n) >= 2]
-            best = None
-            for lanes in lanes_ok:
-                best = cls(q, simd, pe, lanes, planes)
-                if best.roofline_fraction() >= target:
-                    return best
-            if best is not None:
-                return best
+            if not (simd % pe or cfg.d_model % simd or cfg.d_inner % simd or cfg.d_state % pe
+                    or cfg.headdim % pe):
+                return pe, simd
         raise ValueError(f"bytes_per_cycle = {bytes_per_cycle}: no pe x simd = {bits} bits "
-                         f"divides d_model = {c.d_model}, d_inner = {c.d_inner}, d_state = "
-                         f"{c.d_state} and headdim = {c.headdim}")
+                         f"divides d_model = {cfg.d_model}, d_inner = {cfg.d_inner}, d_state = "
+                         f"{cfg.d_state} and headdim = {cfg.headdim}")
+
+    @classmethod
+    def sized_for(cls, q: "QuantizedLayer", bytes_per_cycle: int, target: float = 0.9,
+                  planes: int | None = None) -> "LayerConfig":
+        """The engine sized for a memory of ``bytes_per_cycle``: the array of
+        :meth:`array_for` (bit-parallel unless ``planes`` is given) and the fewest scan lanes
+        whose formula reaches ``target`` of the memory roofline (else ``lanes = d_state``).
+
+        Raises
+        ------
+        ValueError
+            If no split of the beat divides the model's dimensions.
+        """
+        c = q.cfg
+        pe, simd = cls.array_for(c, bytes_per_cycle)
+        best = None
+        for lanes in divisors(c.d_state):
+            if c.nheads * c.headdim * (c.d_state // lanes) < 2:
+                continue
+            best = cls(q, simd, pe, lanes, planes)
+            if best.roofline_fraction() >= target:
+                break
+        return best
 
     @property
     def u_layout(self) -> data.StructLayout:
@@ -560,3 +576,64 @@ class BiMambaLayer(wiring.Component):
             y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid | scan.bc.ready,
                            ~head_last | ~head_valid | scan.head.ready)),
         ]
+
+
+class LayerChain(wiring.Component):
+    """Layers in series, each a :class:`BiMambaLayer` with its own weight stream: ``u`` into
+    the first, each ``o`` into the next ``u`` (``start`` on the first beat of a token that
+    begins a sequence, passed along), ``o`` of the last out.
+
+    Members
+    -------
+    u : as :class:`BiMambaLayer`
+    mem0, mem1, ... : ``In(stream.Signature(unsigned(beat_bits)))``, one per layer
+    o : as :class:`BiMambaLayer`
+    """
+
+    def __init__(self, configs: list[LayerConfig]) -> None:
+        if len(configs) < 1 or any(not isinstance(c, LayerConfig) for c in configs):
+            self._MustUse__silence = True
+            raise TypeError("configs must be a non-empty list of LayerConfig")
+        shapes = {(c.pe, c.q.cfg.d_model, c.q.fmt["res"].bits) for c in configs}
+        if len(shapes) != 1:
+            self._MustUse__silence = True
+            raise ValueError(f"chained layers need one pe, d_model and residual width, not "
+                             f"{sorted(shapes)}")
+        self.configs = configs
+        members = {"u": In(stream.Signature(configs[0].u_layout))}
+        members.update({f"mem{i}": In(stream.Signature(unsigned(c.beat_bits)))
+                        for i, c in enumerate(configs)})
+        members["o"] = Out(stream.Signature(configs[-1].o_layout))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        layers = []
+        for i, c in enumerate(self.configs):
+            layer = BiMambaLayer(c)
+            m.submodules[f"layer{i}"] = layer
+            wiring.connect(m, wiring.flipped(getattr(self, f"mem{i}")), layer.mem)
+            layers.append(layer)
+        wiring.connect(m, wiring.flipped(self.u), layers[0].u)
+        D = self.configs[0].q.cfg.d_model // self.configs[0].pe
+        for a, b in zip(layers, layers[1:]):
+            # The start flag rides on a token's first beat; count beats to put it back.
+            n = Signal(range(max(D, 2)))
+            starts = fifo.SyncFIFO(width=1, depth=4)
+            m.submodules[f"starts{len(layers)}_{layers.index(b)}"] = starts
+            take_in = a.u.valid & a.u.ready
+            m.d.comb += [b.u.payload.v.eq(a.o.payload), b.u.valid.eq(a.o.valid),
+                         a.o.ready.eq(b.u.ready)]
+            # The first layer's own count of input beats tells which token starts; a small
+            # FIFO carries the flag from its input to its output.
+            cin = Signal(range(max(D, 2)))
+            with m.If(take_in):
+                m.d.sync += cin.eq(Mux(cin == D - 1, 0, cin + 1))
+            m.d.comb += [starts.w_data.eq(a.u.payload.start), starts.w_en.eq(take_in & (cin == 0))]
+            take_out = b.u.valid & b.u.ready
+            with m.If(take_out):
+                m.d.sync += n.eq(Mux(n == D - 1, 0, n + 1))
+            m.d.comb += [b.u.payload.start.eq(Mux(n == 0, starts.r_data, 0)),
+                         starts.r_en.eq(take_out & (n == D - 1))]
+        wiring.connect(m, layers[-1].o, wiring.flipped(self.o))
+        return m

@@ -28,14 +28,16 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
-from .nonlinear import PWL_LATENCY, _delay, _reg, pwl_stage, round_shift, round_shift_var, saturate
+from .nonlinear import (
+    PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
+)
 from .stream_projection import gather
 
 if TYPE_CHECKING:
     from model.fixedpoint import RsqrtTable
     from model.quantize import NormParams, QuantizedLayer
 
-__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "gain_record_beats", "conv_bias_bits",
+__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit", "gain_record_beats", "conv_bias_bits",
            "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
            "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "divisors"]
 
@@ -382,3 +384,39 @@ class GateUnit(wiring.Component):
                 m.d.sync += self.g.payload[k].eq(
                     saturate(round_shift(yv * sz, shift), gf.min_int, gf.max_int))
         return m
+
+
+class PwlUnit(_StreamUnit):
+    """Stream unit around one PWL table of the export (``"silu_conv"`` or ``"silu_z"``), for
+    exhaustive verification: a code in, the table's value out ``PWL_LATENCY`` cycles later."""
+
+    latency = PWL_LATENCY
+
+    def __init__(self, q: QuantizedLayer, table: str) -> None:
+        if table not in ("silu_conv", "silu_z"):
+            self._MustUse__silence = True
+            raise ValueError(f"table must be one of silu_conv, silu_z, not {table!r}")
+        self.table = getattr(q, table)
+        t = self.table
+        super().__init__(q, signed(t.in_fmt.bits) if t.in_fmt.signed else unsigned(t.in_fmt.bits),
+                         signed(t.out_fmt.bits) if t.out_fmt.signed else unsigned(t.out_fmt.bits))
+
+    def _pipeline(self, m, en):
+        return pwl_stage(m, self.table, self.i.payload, en, "pwl")
+
+
+class RsqrtUnit(_StreamUnit):
+    """Stream unit around :func:`rsqrt_stage`: a sum of squares in (``ss_bits`` unsigned, >= 1),
+    ``{t, half}`` out ``NORM_RSQRT_CYCLES`` later."""
+
+    latency = NORM_RSQRT_CYCLES
+
+    def __init__(self, q: QuantizedLayer, ss_bits: int) -> None:
+        self.ss_bits = ss_bits
+        r = q.rsqrt
+        super().__init__(q, unsigned(ss_bits), data.StructLayout({
+            "t": unsigned(r.out_bits), "half": unsigned(max(1, (ss_bits - 1).bit_length()))}))
+
+    def _pipeline(self, m, en):
+        t, half = rsqrt_stage(m, self.q.rsqrt, self.i.payload, en, "rsqrt")
+        return Cat(t, half)

@@ -180,6 +180,18 @@ class StreamProjectionConfig:
             self.folds * self.cycles_per_weight + self.rc_beats)
 
     @property
+    def token_cycles(self) -> int:
+        """Cycles between back-to-back tokens of the unit alone (activations and weights never
+        late): the activation fill, then the slots; the next fill starts after the last."""
+        return self.act_beats + self.slot_cycles
+
+    @property
+    def latency(self) -> int:
+        """A lone token's first ``act`` handshake to its last ``out`` handshake, minus
+        :attr:`token_cycles`: the row constants' trip down the pipeline."""
+        return self.tail_latency - 1
+
+    @property
     def tree_stages(self) -> int:
         levels = math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
         return max(1, math.ceil(levels / self.tree_levels_per_stage))

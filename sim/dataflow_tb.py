@@ -5,8 +5,8 @@ The case pickle (``BIMAMBA_CASE``, from :mod:`cosim.dataflow`) names, per port:
 
 * ``sources``: input streams ``{name: {"beats", "idle"}}``; all are driven at once, each by its
   own source with its own random idle cycles;
-* ``memory`` (optional): the weight stream ``{"port", "beats", "latency", "period", "bubble"}``,
-  driven by :class:`~sim.streams.MemorySource`;
+* ``memories``: weight streams ``[{"port", "beats", "latency", "period", "bubble"}]``, each
+  driven by a :class:`~sim.streams.MemorySource`;
 * ``sinks``: output streams ``{name: {"expected", "backpressure"}}``, compared beat for beat;
 * ``reset_at`` (optional): a cycle at which reset is asserted for two cycles, everything in
   flight dropped, and every stream sent again from its first beat (the expected outputs are
@@ -30,8 +30,7 @@ from sim.streams import MemorySource, StreamSink, StreamSource, random_pauses
 def _drivers(dut, case: dict, rng: random.Random):
     sources = {name: StreamSource(dut, name, dut.clk, PERIOD_NS, random_pauses(s["idle"], rng))
                for name, s in case["sources"].items()}
-    mem = case.get("memory")
-    if mem:
+    for mem in case["memories"]:
         sources[mem["port"]] = MemorySource(dut, mem["port"], dut.clk, PERIOD_NS,
                                             mem["latency"], mem["period"],
                                             random_pauses(mem["bubble"], rng))
@@ -43,8 +42,7 @@ def _drivers(dut, case: dict, rng: random.Random):
 
 def _beats(case: dict) -> dict[str, list[int]]:
     out = {name: s["beats"] for name, s in case["sources"].items()}
-    if case.get("memory"):
-        out[case["memory"]["port"]] = case["memory"]["beats"]
+    out.update({mem["port"]: mem["beats"] for mem in case["memories"]})
     return out
 
 
@@ -86,7 +84,8 @@ async def dataflow_case(dut):
         progress = {n: f"{p.count}/{len(words[n])}" for n, p in sources.items()}
         progress.update({n: f"{p.count}/{len(case['sinks'][n]['expected'])}"
                          for n, p in sinks.items()})
-        write_result({"name": case["name"], "seed": case["seed"], "timeout": progress})
+        write_result({"name": case["name"], "seed": case["seed"], "timeout": progress,
+                      "logs": {n: p.log for n, p in sources.items()}})
         raise
     wall = time.perf_counter() - t0
     for n in sinks:

@@ -28,10 +28,14 @@ def write_result(result: dict) -> None:
         json.dump(result, fh)
 
 
-async def start(dut, reset_cycles: int = 1) -> None:
-    """Start a free-running clock (no Python per cycle) and reset; returns at a falling edge."""
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+async def start(dut, reset_cycles: int = 2) -> None:
+    """Start a free-running clock (no Python per cycle) and hold reset for ``reset_cycles``
+    falling edges (at least 2: the rising edge between them is the one that resets, whatever
+    level the clock starts at); returns at a falling edge with reset released."""
+    if reset_cycles < 2:
+        raise ValueError(f"reset_cycles must be >= 2, not {reset_cycles}")
     dut.rst.value = 1
+    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     for _ in range(reset_cycles):
         await FallingEdge(dut.clk)
     dut.rst.value = 0

@@ -40,6 +40,7 @@ class _Port:
         self.clk = clk
         self.period_ns = period_ns
         self.count = 0  # handshakes so far (what a timeout report shows)
+        self.log: list[int] = []  # their cycles
 
     def cycle(self) -> int:
         return int(get_sim_time("ns") // self.period_ns)
@@ -85,6 +86,7 @@ class StreamSource(_Port):
                 await ReadOnly()
             cycles.append(self.cycle())
             self.count += 1
+            self.log.append(cycles[-1])
             await FallingEdge(self.clk)
         self.valid.value = 0
         return cycles
@@ -158,6 +160,7 @@ class MemorySource(StreamSource):
                 await ReadOnly()
             cycles.append(self.cycle())
             self.count += 1
+            self.log.append(cycles[-1])
             await FallingEdge(self.clk)
             if self.period > 1:
                 self.valid.value = 0
