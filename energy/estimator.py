@@ -5,23 +5,30 @@ Structure after Accelergy: an architecture (:class:`Arch`), action counts per co
 The same template is costed twice, with 1-bit projections (the units of ``rtl/``) and with FP16
 weights and multiply-adds, so every saving is a ratio of two estimates made the same way.
 
-Cycle counts come from the RTL generators' own formulas: ``ProjectionConfig.cycles_per_token``
-(and ``latency``) for in_proj and out_proj, ``scan_cycles_per_token`` for the scan; the tests
-check them against cycles measured in Verilator.
+The 1-bit design is the layer engine of ``rtl/layer.py``: its cycles per token are the
+engine's own formula (:meth:`rtl.layer.LayerConfig.schedule`, which the tests check against
+Verilator cycle for cycle), and its DRAM bytes per token are the packer's beat counts
+(:meth:`~rtl.layer.LayerConfig.section_beats`, the beats ``rtl/packer.py`` writes), so the
+estimate and the RTL share one source for both.
 
 Assumptions (printed with every report):
 
-* Decode at batch 1; the layers run one after another, and within a layer in_proj, the scan,
-  out_proj and the element-wise stages (norms, conv, SiLU, gate: ``other_lanes`` elements a
-  cycle) do too. Memory traffic overlaps compute: time per token is the larger of the two.
-* The model's weights do not fit on chip: every token, each projection's weights come from
-  DRAM (1 bit per binarised weight, FP16 for everything else) into the unit's weight RAM
-  through its load port, one word a cycle while the unit is idle (as the RTL requires), and
-  the array reads each word once. The scan reads and writes its state RAM every token; the
-  state is fetched from and written back to DRAM unless ``state_on_chip``.
-* The FP16 baseline is the same template: the array has ``simd x pe`` FP16 MACs where the 1-bit
-  design has ``simd x pe`` XNOR lanes taking ``act_bits`` cycles per weight (equal lane count,
-  far larger FP16 area), the same weight RAM flow, and an FP16 scan.
+* Decode at batch 1; the layers run one after another on one engine. By default the engine is
+  sized to the memory (``simd = pe = lanes = 0``): a beat of the smallest power of two of bytes
+  at or above ``dram_bytes_per_s / clock_hz``, split into ``pe x simd`` by
+  :meth:`~rtl.layer.LayerConfig.array_for`, bit-parallel planes, and the fewest scan lanes
+  that reach 90 % of the memory roofline. The memory delivers a beat every ``beat bytes /
+  (dram_bytes_per_s / clock_hz)`` cycles (at least 1); the formula is evaluated at that
+  period, a fraction where the bandwidth is not a whole number of beats a cycle.
+* The model's weights do not fit on chip: every token each layer's weights and constants
+  stream from DRAM once, straight into the array (no weight RAM). The layer in flight keeps
+  its conv and SSM state on chip; between layers of the stack that state goes to DRAM and
+  back (unless ``state_on_chip``), on the same memory, after the layer's stream.
+* The widths the engine's beats depend on and that an export calibrates (the conv bias, dt_raw
+  plus dt_bias) are taken at :meth:`rtl.layer.LayerShape.assumed`'s bounds.
+* The FP16 baseline is the same template: an array of ``pe x simd`` FP16 MACs fed by the
+  weight stream (FP16 weights, two bytes each), the same scan lanes and element-wise lanes,
+  and every stage costed with FP16 MACs.
 * The LM head (tied FP16 embedding, ``vocab x d_model``) runs on an FP16 MAC unit of
   ``lm_head_macs`` per cycle in both designs.
 * Logic energy from the table's anchors: an n-bit add costs ``int8_add * n / 8`` up to 8 bits
@@ -36,10 +43,9 @@ Assumptions (printed with every report):
   the gain for logic and small SRAMs), and the report labels the figures as scaled. DRAM
   energy per bit never scales.
 * SRAM energy per access by the table's size class of the array (8 KB, 32 KB, 1 MB).
-* DRAM traffic is :func:`energy.roofline.bytes_per_token` (every weight, parameter and
-  FBI constant once, in the form the hardware consumes; SSM and conv state read and written
-  back), with the projection weights at the size of the unit's weight RAM (its padding
-  included).
+* DRAM traffic: the 1-bit design's weights and constants are the packer's beats (padding
+  included); the state, the embedding row and the LM head are
+  :func:`energy.roofline.bytes_per_token`'s kinds, as are all of the FP16 design's bytes.
 * Static power (``static_w`` for the 1-bit design, ``static_fp16_w`` for FP16: leakage,
   clocking and DRAM background) times the time per token is its own component, ``static``.
   The defaults, 0.5 W each, are an assumption, not a sourced figure (docs/estimator.md).
@@ -55,6 +61,7 @@ from typing import Callable
 
 from model.config import BiMambaConfig
 from model.quantize import QuantSpec
+from rtl.layer import LayerConfig, LayerShape
 from rtl.ssm_scan import SCAN_LATENCY, scan_cycles_per_token
 from rtl.xnor_projection import ProjectionConfig
 
@@ -62,9 +69,9 @@ from .footprint import footprint
 from .roofline import bytes_per_token
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "array_notes", "buffer_needs",
-           "check_lanes", "dram_pj_per_bit", "fit_buffers", "projection_burst_cycles",
-           "resolve_table", "scan_burst_cycles"]
+__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "memory_period",
+           "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
+           "scan_burst_cycles"]
 
 
 def projection_burst_cycles(d_in: int, d_out: int, simd: int, pe: int, act_bits: int,
@@ -79,17 +86,25 @@ def scan_burst_cycles(nheads: int, headdim: int, d_state: int, lanes: int, token
     return tokens * scan_cycles_per_token(nheads, headdim, d_state, lanes) + SCAN_LATENCY
 
 
-def _room(v: object) -> int:
-    """A matrix side that cannot be the reason a lane count is refused."""
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else 1
+def _int0(name: str, hi: int) -> Callable[[object], object]:
+    """A check for a count that may be 0 (sized to the memory) or in [1, hi]."""
+    def check(v: object) -> None:
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= hi:
+            raise ValueError(f"{name} must be an integer in [0, {hi}] (0: sized to the memory), "
+                             f"not {v!r}")
+    return check
 
 
 # Fields whose limits belong to a generator or to the quantisation spec. Each is checked by
 # building that object, so the estimator accepts exactly what the RTL and the golden model
-# accept and refuses the rest in their words (ValueError naming the field, range and value).
+# accept and refuses the rest in their words (ValueError naming the field, range and value);
+# the array's fit to a model is checked by LayerConfig in :func:`estimate`.
 _OWNED_LIMITS: dict[str, tuple[Callable[[object], object], ...]] = {
-    "simd": (lambda v: ProjectionConfig(d_in=_room(v), d_out=1, simd=v, pe=1),),
-    "pe": (lambda v: ProjectionConfig(d_in=1, d_out=_room(v), simd=1, pe=v),),
+    "simd": (_int0("simd", 4096),),
+    "pe": (_int0("pe", 1024),),
+    "lanes": (_int0("lanes", 4096),),
+    "planes": (_int0("planes", 16),),
+    "beat_bytes": (_int0("beat_bytes", 1 << 16),),
     "act_bits": (lambda v: QuantSpec(act_bits=v),
                  lambda v: ProjectionConfig(d_in=1, d_out=1, simd=1, pe=1, act_bits=v)),
     "state_bits": (lambda v: QuantSpec(state_bits=v),),
@@ -102,12 +117,11 @@ class Arch:
     """The accelerator template. Every field can be overridden (``--set name=value`` or a JSON
     file).
 
-    Limits: ``simd`` and ``pe`` are those of :class:`~rtl.xnor_projection.ProjectionConfig`
-    (a lane count wider than a matrix runs that matrix on as many lanes as it has columns or
-    rows; :func:`array_notes` says so), ``act_bits``, ``state_bits`` and ``data_bits`` those of
-    :class:`~model.quantize.QuantSpec` (and ``act_bits`` of ``ProjectionConfig``); ``lanes``
-    must divide the model's d_state, as :class:`~rtl.ssm_scan.ScanConfig` requires (checked
-    against the model in :func:`estimate`). Every other number must be positive and finite
+    ``simd``, ``pe``, ``lanes``, ``planes`` and ``beat_bytes`` are 0 by default: the layer
+    engine sized to the memory (module docstring). Given, they must fit the model as
+    :class:`~rtl.layer.LayerConfig` requires (checked in :func:`estimate`); ``act_bits``,
+    ``state_bits`` and ``data_bits`` are limited as :class:`~model.quantize.QuantSpec` limits
+    them (``act_bits`` >= 2 for the engine). Every other number must be positive and finite
     (``dram_pj_per_bit`` may be 0: the table's figure).
 
     Raises
@@ -118,19 +132,18 @@ class Arch:
     """
 
     clock_hz: float = 1.0e9
-    simd: int = 64  # projection array: weight columns per cycle
-    pe: int = 16  # projection array: output rows per cycle
+    simd: int = 0  # projection array columns (0: sized to the memory)
+    pe: int = 0  # projection array rows and element-wise lanes (0: sized)
+    lanes: int = 0  # scan: state elements per cycle (0: sized)
+    planes: int = 0  # activation bit-planes a cycle (0: all of them, bit-parallel)
+    beat_bytes: int = 0  # weight-stream beat when sizing (0: from the bandwidth and clock)
     act_bits: int = 8  # bit-planes of the projection activations
-    lanes: int = 16  # scan: state elements per cycle
-    other_lanes: int = 64  # element-wise stages: elements per cycle
     lm_head_macs: int = 256  # FP16 MACs per cycle for the LM head
     state_bits: int = 16
     data_bits: int = 16
     dram_bytes_per_s: float = 102.4e9  # two DDR5-6400 channels (DDR class, like the energy)
     dram_pj_per_bit: float = 0.0  # 0: the table's DRAM figure (Horowitz: 1.3 nJ / 64 bit)
     state_on_chip: bool = False
-    act_sram_bytes: int = 16 * 1024  # activation buffer (two tokens of planes) of the projection unit
-    weight_sram_bytes: int = 4 * 2**20  # weight RAM of the projection unit: one matrix
     state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
     node_nm: float = 0.0  # 0: the table's own node
@@ -168,6 +181,22 @@ class Arch:
                         raise ValueError(f"{f.name} must be a number of watts >= 0, not {v!r}")
                 elif not ok or v <= 0:
                     raise ValueError(f"{f.name} must be a positive number, not {v!r}")
+        if self.act_bits < 2:
+            raise ValueError(f"act_bits must be in [2, 16] for the layer engine, not "
+                             f"{self.act_bits}")
+        if self.planes > self.act_bits:
+            raise ValueError(f"planes must be in [0, act_bits = {self.act_bits}] (0: all), not "
+                             f"{self.planes}")
+
+    @property
+    def spec(self) -> QuantSpec:
+        return QuantSpec(act_bits=self.act_bits, state_bits=self.state_bits,
+                         data_bits=self.data_bits)
+
+    @property
+    def bytes_per_cycle(self) -> float:
+        """What the memory delivers a cycle."""
+        return self.dram_bytes_per_s / self.clock_hz
 
 
 @dataclass
@@ -181,6 +210,9 @@ class Estimate:
     clock_hz: float = 1.0
     dram_bytes_per_s: float = 1.0
     actions: dict[str, float] = field(default_factory=dict)  # action counts per token
+    layer: LayerConfig | None = None  # the engine the estimate is made for
+    period: float = 1.0  # cycles per beat of the memory
+    bound_by: str = ""  # what paces the weight stream ("memory" or "compute")
 
     @property
     def compute_s(self) -> float:
@@ -196,6 +228,9 @@ class Estimate:
 
     @property
     def bound(self) -> str:
+        """``memory`` when the memory, not the array, sets the pace of the weight stream."""
+        if self.bound_by:
+            return self.bound_by
         return "memory" if self.memory_s >= self.compute_s else "compute"
 
     @property
@@ -266,59 +301,68 @@ def _projections(cfg: BiMambaConfig) -> tuple[tuple[str, int, int], ...]:
     return (("in_proj", cfg.d_model, cfg.d_in_proj), ("out_proj", cfg.d_inner, cfg.d_model))
 
 
-def _proj_cfg(arch: Arch, d_in: int, d_out: int) -> ProjectionConfig:
-    # An array wider than the matrix runs it on d_in columns / d_out rows (array_notes).
-    return ProjectionConfig(d_in=d_in, d_out=d_out, simd=min(arch.simd, d_in),
-                            pe=min(arch.pe, d_out), act_bits=arch.act_bits)
+BEAT_BYTES_MAX = 1 << 16
 
 
-def _proj_buffers(pc: ProjectionConfig) -> tuple[float, float]:
-    """Bytes of the unit's weight RAM (padding included) and activation RAM (two tokens of
-    ``act_bits`` planes, double-buffered) for one matrix."""
-    return (pc.row_groups * pc.folds * pc.pe * pc.simd / 8,
-            2 * pc.folds * pc.act_bits * pc.simd / 8)
+def _beat_for(cfg: BiMambaConfig, bytes_per_cycle: float) -> int:
+    """The smallest power of two of bytes, at least ``bytes_per_cycle``, that the model's
+    shape can split into an array (:meth:`~rtl.layer.LayerConfig.array_for`)."""
+    beat = 1
+    while beat < bytes_per_cycle:
+        beat *= 2
+    while beat <= BEAT_BYTES_MAX:
+        try:
+            LayerConfig.array_for(cfg, beat)
+            return beat
+        except ValueError:
+            beat *= 2
+    raise ValueError(f"no beat of up to {BEAT_BYTES_MAX} bytes splits into an array for "
+                     f"d_model = {cfg.d_model}, d_inner = {cfg.d_inner}")
 
 
-def buffer_needs(cfg: BiMambaConfig, arch: Arch) -> dict[str, int]:
-    """Smallest ``weight_sram_bytes`` and ``act_sram_bytes`` that hold both projections of
-    ``cfg`` on ``arch`` (the 1-bit design; :func:`estimate` refuses anything smaller)."""
-    w = a = 0.0
-    for _, d_in, d_out in _projections(cfg):
-        pw, pa = _proj_buffers(_proj_cfg(arch, d_in, d_out))
-        w, a = max(w, pw), max(a, pa)
-    return {"weight_sram_bytes": math.ceil(w), "act_sram_bytes": math.ceil(a)}
+def memory_period(lc: LayerConfig, arch: Arch) -> float:
+    """Cycles per beat the memory needs (at least 1: the engine takes one beat a cycle)."""
+    return max(1.0, lc.beat_bytes / arch.bytes_per_cycle)
 
 
-def fit_buffers(cfg: BiMambaConfig, arch: Arch) -> tuple[Arch, list[str]]:
-    """``arch`` with its weight and activation RAMs grown to what ``cfg`` needs, and a note per
-    RAM that grew. For sweeps: a sweep point that needs larger RAMs than the base
-    architecture (more bit-planes, wider arrays) is costed with RAMs of its own size."""
-    grown, notes = {}, []
-    for name, need in buffer_needs(cfg, arch).items():
-        have = getattr(arch, name)
-        if need > have:
-            grown[name] = need
-            notes.append(f"{name} grown from {have} to {need} to hold the matrices")
-    return replace(arch, **grown), notes
+def layer_config(cfg: BiMambaConfig, arch: Arch) -> LayerConfig:
+    """The layer engine the estimate is made for: ``arch``'s array and lanes, or (0) sized to
+    the memory: the beat of :func:`_beat_for` (or ``beat_bytes``), its array, and the fewest
+    scan lanes that reach 90 % of the memory roofline at the memory's period.
 
-
-def array_notes(cfg: BiMambaConfig, arch: Arch) -> list[str]:
-    """What :func:`estimate` assumes when the projection array is wider than a matrix."""
-    notes = []
-    for name, d_in, d_out in _projections(cfg):
-        if arch.simd > d_in:
-            notes.append(f"simd = {arch.simd} exceeds d_in = {d_in} of {name}: it runs on "
-                         f"{d_in} columns")
-        if arch.pe > d_out:
-            notes.append(f"pe = {arch.pe} exceeds d_out = {d_out} of {name}: it runs on "
-                         f"{d_out} rows")
-    return notes
+    Raises
+    ------
+    ValueError
+        If only one of simd and pe is given, or the array does not fit the model (the
+        message of :class:`~rtl.layer.LayerConfig`).
+    """
+    shape = LayerShape.assumed(cfg, arch.spec)
+    planes = arch.planes or None
+    if bool(arch.simd) != bool(arch.pe):
+        raise ValueError(f"simd and pe must be given together (or both 0: sized to the "
+                         f"memory), not simd = {arch.simd} and pe = {arch.pe}")
+    if arch.simd:
+        pe, simd = arch.pe, arch.simd
+    else:
+        pe, simd = LayerConfig.array_for(cfg, arch.beat_bytes or _beat_for(
+            cfg, arch.bytes_per_cycle))
+    if arch.lanes:
+        return LayerConfig(shape, simd, pe, arch.lanes, planes)
+    best = None
+    for lanes in (d for d in range(1, cfg.d_state + 1) if cfg.d_state % d == 0):
+        if cfg.nheads * cfg.headdim * (cfg.d_state // lanes) < 2:
+            continue
+        best = LayerConfig(shape, simd, pe, lanes, planes)
+        if best.roofline_fraction(memory_period(best, arch)) >= 0.9:
+            break
+    return best
 
 
 def check_lanes(cfg: BiMambaConfig, lanes: int) -> None:
-    """The scan unit's rule (:class:`~rtl.ssm_scan.ScanConfig`): ``lanes`` divides d_state."""
+    """The scan unit's rule (:class:`~rtl.ssm_scan.ScanConfig`): ``lanes`` (0: sized) divides
+    d_state."""
     n = cfg.d_state
-    if n % lanes:
+    if lanes and n % lanes:
         divisors = [d for d in range(1, n + 1) if n % d == 0]
         raise ValueError(f"lanes must divide d_state = {n} (one of {divisors}), not {lanes!r}")
 
@@ -327,10 +371,10 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
              tokens: int = 1) -> Estimate:
     """Cycles, DRAM bytes, action counts and energy by component, per token.
 
-    ``tokens == 1`` is a decode step. ``tokens = L > 1`` is a prefill of L tokens, processed one
-    after another by the same units (compute and on-chip reads scale with L) while each layer's
-    weights are loaded into the weight RAM once, the state is fetched and written back once,
-    and the LM head runs for the last token only; the figures are per token of the prefill.
+    ``tokens == 1`` is a decode step. ``tokens = L > 1`` is a prefill of L tokens processed one
+    after another by the same engine: every token streams every layer's weights again (the
+    engine keeps none), while the state is fetched and written back once per call and the LM
+    head runs for the last token only; the figures are per token of the prefill.
     """
     if design not in ("bimamba", "fp16"):
         raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
@@ -339,8 +383,10 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
     pr = _Prices(arch)
     c = cfg
-    D, E, C, H, P, N = c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state
-    db = arch.data_bits
+    D, E, C, H, P, N, K = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state,
+                           c.d_conv)
+    lc = layer_config(cfg, arch)
+    db, rb = arch.data_bits, arch.spec.res_bits
     sb = arch.state_bits if design == "bimamba" else 16
     state_vals = H * P * N
     state_bytes = state_vals * sb / 8  # one layer
@@ -356,94 +402,107 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
 
     fp = footprint(cfg)
     need = bytes_per_token(c, design, arch.state_bits, arch.data_bits, arch.state_on_chip)
-    cycles = 0.0
-    weight_dram = 0.0  # bytes per layer and call
-    for _, d_in, d_out in _projections(c):
-        if design == "bimamba":
-            pc = _proj_cfg(arch, d_in, d_out)
-            B, words = arch.act_bits, pc.row_groups * pc.folds
-            w_bytes, amem = _proj_buffers(pc)
-            if arch.weight_sram_bytes < w_bytes:
-                raise ValueError(
-                    f"weight_sram_bytes must be >= {math.ceil(w_bytes)} to hold the {d_in}x{d_out} "
-                    f"projection, not {arch.weight_sram_bytes}")
-            if arch.act_sram_bytes < amem:
-                raise ValueError(
-                    f"act_sram_bytes must be >= {math.ceil(amem)} to hold two tokens of the "
-                    f"{d_in}x{d_out} projection at act_bits = {B}, not {arch.act_sram_bytes}")
-            # Weights are written through `load` while the unit is idle: one word a cycle.
-            cycles += pc.cycles_per_token + words / tokens
+    period = memory_period(lc, arch)
+    if design == "bimamba":
+        layer_cycles = lc.schedule(period).token_cycles
+        stream_bytes = lc.bytes_per_token  # the packer's beats, padding included
+        for pc in (lc.in_proj, lc.out_proj):
+            words, B = pc.row_groups * pc.folds, pc.act_bits
             act("proj_xnor_popcount", words * pc.pe * pc.simd * B, pr.add(1), "binary_bit_ops")
             act("proj_accumulate", words * pc.pe * B, pr.add(pc.acc_bits),
                 "popcount_accumulate_adds")
-            act("proj_beta_requant", d_in * B, pr.add(pc.beta_acc_bits), "beta_adds")
-            act("proj_beta_requant", d_out, pr.mult(pc.sum_bits, 16), "requant_mults")
-            # Each (row group, fold) word is read once and held for the B planes (the RTL
-            # enables its read ports on plane 0 only).
-            act("sram_weights", w_bytes, pr.sram(1, _size_class(arch.weight_sram_bytes)),
-                "sram_weight_read_bytes")
-            act("sram_weights", w_bytes / tokens, pr.sram(1, _size_class(arch.weight_sram_bytes)),
-                "sram_weight_write_bytes")
-            act("sram_activations", words * B * pc.simd / 8 + pc.folds * B * pc.simd / 8,
+            act("proj_beta_requant", pc.d_in, pr.mult(pc.beta_bits, B), "beta_mults")
+            act("proj_beta_requant", pc.d_in, pr.add(pc.beta_sum_bits), "beta_adds")
+            act("proj_beta_requant", pc.row_groups * pc.pe, pr.mult(pc.sum_bits, pc.mult_bits),
+                "requant_mults")
+            # The activation buffer: written once, its fold word read once per weight beat.
+            amem = pc.folds * B * pc.simd / 8
+            act("sram_activations", pc.d_in * B / 8 + words * B * pc.simd / 8,
                 pr.sram(1, _size_class(amem)), "sram_activation_bytes")
-            act("sram_activations", pc.folds * pc.simd * 2 + pc.row_groups * pc.pe * 4,
-                pr.sram(1, _size_class(pc.folds * pc.simd * 2)), "sram_constant_read_bytes")
-            weight_dram += w_bytes
-        else:
-            words = math.ceil(d_in / arch.simd) * math.ceil(d_out / arch.pe)
-            w_bytes = d_in * d_out * 2
-            cycles += words + words / tokens  # compute, then the same word-a-cycle load
-            act("proj_fp16_mac", d_in * d_out, pr.fp16_mac(), "fp16_macs")
-            act("sram_weights", w_bytes, pr.sram(1, "1MB"), "sram_weight_read_bytes")
-            act("sram_weights", w_bytes / tokens, pr.sram(1, "1MB"), "sram_weight_write_bytes")
-            act("sram_activations", math.ceil(d_out / arch.pe) * d_in * 2,
-                pr.sram(1, _size_class(d_in * 2)), "sram_activation_bytes")
-            weight_dram += w_bytes
-    cycles += scan_cycles_per_token(H, P, N, arch.lanes)
-    cycles += math.ceil((2 * D + C + 3 * E) / arch.other_lanes)
-    # The scan reads and writes every state element of the layer once per token; the conv
-    # reads its K - 1 stored inputs per channel and writes the newest one back.
-    act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(state_bytes)), "sram_state_bytes")
-    conv_bytes = C * (c.d_conv - 1) * (db if design == "bimamba" else 16) / 8
-    act("sram_state", 2 * conv_bytes, pr.sram(1, _size_class(conv_bytes)), "sram_conv_state_bytes")
-    if design == "bimamba":
+        # The norms (rtl/layer_units.py): a square and its sum per element, then v * T and
+        # u * gain; the element buffer written and read once.
+        for n_el, in_bits in ((D, rb), (E, db)):
+            act("norms", n_el, pr.mult(in_bits, in_bits), "elementwise_mults")
+            act("norms", n_el, pr.add(2 * in_bits + n_el.bit_length()), "elementwise_adds")
+            act("norms", n_el, pr.mult(in_bits, 16) + pr.mult(16, 16), "elementwise_mults")
+            act("sram_buffers", 2 * n_el * in_bits / 8,
+                pr.sram(1, _size_class(n_el * in_bits / 8)), "sram_buffer_bytes")
+        act("conv", C * K, pr.mult(db, 16), "elementwise_mults")  # the taps
+        act("conv", C * K, pr.add(db + 16 + K.bit_length()), "elementwise_adds")
+        act("tables", C + E, pr.mult(db, 16), "table_lookups")  # SiLU: conv and z
+        act("gate", E, pr.mult(db, db), "elementwise_mults")
+        act("residual", D, pr.add(rb), "elementwise_adds")
+        fifo = (D * rb + (E + C + H) * db) / 8  # u, z, xBC and dt between the stages
+        act("sram_buffers", 2 * fifo, pr.sram(1, _size_class(fifo)), "sram_buffer_bytes")
+        conv_state = C * (K - 1) * db / 8
+        act("sram_state", 2 * conv_state, pr.sram(1, _size_class(conv_state)),
+            "sram_conv_state_bytes")
+        act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(state_bytes)),
+            "sram_state_bytes")
         act("scan", state_vals * 3, pr.mult(20, sb), "scan_mults")  # dA h, dtx B, h C
         act("scan", state_vals * 2 + H * P, pr.add(40), "scan_adds")
         act("scan", H * P * 2, pr.mult(16, db), "scan_mults")  # dt x, D x
         act("tables_dt", H * 3, pr.mult(17, 16), "table_lookups")  # softplus (2), decay
-        act("other_stages", (2 * D + 2 * E) * 2 + C * c.d_conv + C + 2 * E, pr.mult(db, 16),
-            "elementwise_mults")
-        act("other_stages", C + E, pr.mult(db, 16), "table_lookups")  # SiLU tables
     else:
+        # The same array of pe x simd FP16 MACs, fed by the stream of FP16 weights; the other
+        # stages on the engine's lanes.
+        bpc = arch.bytes_per_cycle
+        layer_cycles = 0.0
+        for _, d_in, d_out in _projections(c):
+            words = math.ceil(d_in / lc.simd) * math.ceil(d_out / lc.pe)
+            layer_cycles += max(words, 2 * d_in * d_out / bpc)
+            act("proj_fp16_mac", d_in * d_out, pr.fp16_mac(), "fp16_macs")
+            act("sram_activations", math.ceil(d_out / lc.pe) * d_in * 2,
+                pr.sram(1, _size_class(d_in * 2)), "sram_activation_bytes")
+        layer_cycles += scan_cycles_per_token(H, P, N, lc.lanes) + (3 * D + 3 * E + C) / lc.pe
+        stream_bytes = (need["projection_weights"] + need["fp16_parameters"]) / c.n_layer
+        conv_state = C * (K - 1) * 2
+        act("sram_state", 2 * conv_state, pr.sram(1, _size_class(conv_state)),
+            "sram_conv_state_bytes")
+        act("sram_state", 2 * state_bytes, pr.sram(1, _size_class(state_bytes)),
+            "sram_state_bytes")
         act("scan", state_vals * 3 + H * P * 2, pr.fp16_mac(), "fp16_macs")
         act("tables_dt", H * 3, pr.fp16_mac(), "fp16_macs")
-        act("other_stages", (2 * D + 2 * E) * 2 + C * c.d_conv + C + 2 * E + C + E,
-            pr.fp16_mac(), "fp16_macs")
+        act("other_stages", (2 * D + 2 * E) * 2 + C * K + C + 2 * E + C + E, pr.fp16_mac(),
+            "fp16_macs")
     L = c.n_layer
-    # DRAM: bytes_per_token's kinds, the projection weights at the weight RAM's (padded) size.
-    # Weights and parameters come once per call, the state once per call (fetched before the
-    # first token, written back after the last), one embedding row per token.
-    weights = weight_dram * L + need["fp16_parameters"] + need["hardware_constants"]
+    # DRAM: the stream every token; the state fetched before the call's first token and
+    # written back after its last, after each layer's stream on the same memory; one
+    # embedding row per token and the LM head once per call.
     state_traffic = need["ssm_state"] + need["conv_state"]
     emb_row = D * 2
     emb_bytes = emb_row + (need["embedding"] - emb_row) / tokens
-    est = Estimate(design, math.ceil(cycles * L),
-                   (weights + state_traffic) / tokens + emb_bytes,
-                   {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
+    # One after another on the one memory: each layer's stream, the state moved between
+    # layers, then the LM head, as fast as its MACs or its embedding read allow.
+    cycles = L * layer_cycles + state_traffic / tokens / arch.bytes_per_cycle
+    cycles += max(fp.embedding_params / arch.lm_head_macs / tokens,
+                  emb_bytes / arch.bytes_per_cycle)
+    est = Estimate(design, math.ceil(cycles), L * stream_bytes + state_traffic / tokens
+                   + emb_bytes, {k: v * L for k, v in e.items()}, arch.clock_hz,
+                   arch.dram_bytes_per_s)
     est.actions = {k: v * L for k, v in n.items()}
-    est.energy_j["dram_weights"] = pr.dram(weights / tokens)
+    est.energy_j["dram_weights"] = pr.dram(L * stream_bytes)
     if state_traffic:
         est.energy_j["dram_state"] = pr.dram(state_traffic / tokens)
-    # The final norm and the LM head once per call.
-    est.cycles += math.ceil(fp.embedding_params / arch.lm_head_macs / tokens)
     est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
     est.energy_j["dram_embedding"] = pr.dram(emb_bytes)
     est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
-    est.actions["dram_weight_bytes"] = weights / tokens
+    est.actions["dram_weight_bytes"] = L * stream_bytes
     est.actions["dram_state_bytes"] = state_traffic / tokens
     est.actions["dram_conv_state_bytes"] = need["conv_state"] / tokens
     est.actions["dram_embedding_bytes"] = emb_bytes
-    # Static power over the time each token takes (compute and memory overlap).
+    est.layer, est.period = lc, period
+    if design == "bimamba":
+        # The memory sets the pace when it needs at least as long per beat as the array
+        # holds one (cycles_per_weight: act_bits / planes).
+        est.bound_by = ("memory" if lc.beat_bytes / arch.bytes_per_cycle
+                        >= lc.in_proj.cycles_per_weight else "compute")
+    else:
+        w = sum(d_in * d_out for _, d_in, d_out in _projections(c))
+        words = sum(math.ceil(d_in / lc.simd) * math.ceil(d_out / lc.pe)
+                    for _, d_in, d_out in _projections(c))
+        est.bound_by = "memory" if 2 * w / arch.bytes_per_cycle >= words else "compute"
+    # Static power over the time each token takes.
     static_w = arch.static_w if design == "bimamba" else arch.static_fp16_w
     if static_w:
         est.energy_j["static"] = static_w / est.tokens_per_s

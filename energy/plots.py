@@ -37,9 +37,10 @@ POW2_SWEEPS = ("simd", "pe", "lanes")
 GROUPS = (
     ("DRAM", ("dram_weights", "dram_state", "dram_embedding")),
     ("static", ("static",)),
-    ("SRAM", ("sram_weights", "sram_activations", "sram_state")),
+    ("SRAM", ("sram_activations", "sram_buffers", "sram_state")),
     ("logic", ("proj_xnor_popcount", "proj_accumulate", "proj_beta_requant", "proj_fp16_mac",
-               "scan", "tables_dt", "other_stages", "lm_head")),
+               "norms", "conv", "tables", "gate", "residual", "scan", "tables_dt",
+               "other_stages", "lm_head")),
 )
 
 
@@ -47,16 +48,17 @@ def arch_caption(arch: Arch, skip: tuple[str, ...] = (), width: int = 110) -> st
     """The architecture in a few words, leaving out the parameters in ``skip`` (swept); lines
     break between items, never inside one."""
     parts = []
+    sized = lambda v: v or "sized"  # noqa: E731  0: sized to the memory
     if "simd" not in skip and "pe" not in skip:
-        parts.append(f"SIMD {arch.simd} × PE {arch.pe}")
+        parts.append(f"SIMD {sized(arch.simd)} × PE {sized(arch.pe)}")
     elif "simd" not in skip:
-        parts.append(f"SIMD {arch.simd}")
+        parts.append(f"SIMD {sized(arch.simd)}")
     elif "pe" not in skip:
-        parts.append(f"PE {arch.pe}")
+        parts.append(f"PE {sized(arch.pe)}")
     if "act_bits" not in skip:
         parts.append(f"{arch.act_bits}-bit activations")
     if "lanes" not in skip:
-        parts.append(f"{arch.lanes} scan lanes")
+        parts.append(f"{sized(arch.lanes)} scan lanes")
     parts.append(f"{arch.state_bits}-bit state {'on chip' if arch.state_on_chip else 'in DRAM'}")
     parts.append(f"{arch.clock_hz / 1e9:g} GHz")
     parts.append(f"DRAM {dram_pj_per_bit(arch):.3g} pJ/bit at {arch.dram_bytes_per_s / 1e9:g} GB/s")

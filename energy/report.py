@@ -37,8 +37,7 @@ if __package__ in (None, ""):  # run as a script: python energy/report.py
 
 from bench.gpu_decode import load_results  # noqa: E402
 from energy.estimator import (  # noqa: E402
-    Arch, arch_from_args, array_notes, check_lanes, dram_pj_per_bit, estimate, fit_buffers,
-    resolve_table,
+    Arch, arch_from_args, check_lanes, dram_pj_per_bit, estimate, layer_config, resolve_table,
 )
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
 from energy.roofline import (  # noqa: E402
@@ -140,8 +139,19 @@ def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None 
         "estimate_over_floor_fp16": f.energy_per_token_j / floor["fp16"],
         "energy_per_token_by_table_j": by_table,
         "baselines": _baselines(name, records or []),
-        "notes": array_notes(cfg, arch),
+        "design_point": _design_point(b),
+        "notes": [],
     }
+
+
+def _design_point(b) -> dict:
+    """The layer engine the 1-bit estimate is made for (rtl/layer.py)."""
+    lc = b.layer
+    return {"beat_bytes": lc.beat_bytes, "simd": lc.simd, "pe": lc.pe,
+            "planes": lc.planes or lc.shape.act_bits, "lanes": lc.lanes,
+            "memory_cycles_per_beat": b.period, "beats_per_layer_token": lc.beats_per_token,
+            "layer_cycles_per_token": lc.schedule(b.period).token_cycles,
+            "layer_roofline_fraction": lc.roofline_fraction(b.period)}
 
 
 def paper_storage_line() -> str:
@@ -164,6 +174,18 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             f"{first['dram_bytes_per_s'] / 1e9:g} GB/s"
             + (f" ({mem}, --memory)" if mem else " (the architecture's figures)"))
     out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", dram, ""]
+    out += ["Layer engine (rtl/layer.py) of the 1-bit design; cycles from its formula, bytes "
+            "from its packer:", "",
+            "| model | beat | array (pe x simd, planes) | scan lanes | memory cycles/beat | "
+            "beats/layer/token | cycles/layer/token | share of the stream roofline |",
+            "|---|---|---|---|---|---|---|---|"]
+    for n, r in reports.items():
+        d = r["design_point"]
+        out.append(f"| {n} | {d['beat_bytes']:g} B | {d['pe']} x {d['simd']}, {d['planes']} | "
+                   f"{d['lanes']} | {d['memory_cycles_per_beat']:.3g} | "
+                   f"{d['beats_per_layer_token']} | {d['layer_cycles_per_token']:.0f} | "
+                   f"{d['layer_roofline_fraction']:.1%} |")
+    out.append("")
     notes = [f"{n}: {t}" for n, r in reports.items() for t in r["notes"]]
     if notes:
         out += [f"Note: {t}" for t in notes] + [""]
@@ -185,8 +207,9 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
                    f"{r['energy_per_token_j'] * 1e3:.2f} mJ | "
                    f"{r['energy_per_token_fp16_j'] * 1e3:.2f} mJ | {r['energy_saving']:.2f}x | "
                    f"{r['weight_memory_saving']:.2f}x |")
-    out += ["", f"Prefill of {next(iter(reports.values()))['prefill_tokens']} tokens (weights, "
-            "state and LM head fetched once), per token:", "",
+    out += ["", f"Prefill of {next(iter(reports.values()))['prefill_tokens']} tokens ("
+            "the weights streamed for every token; state and LM head once per call), per "
+            "token:", "",
             "| model | tokens/s (bound) | energy/token Bi-Mamba | energy/token FP16 |",
             "|---|---|---|---|"]
     for n, r in reports.items():
@@ -206,10 +229,11 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
     out += _floor_md(reports)
     out += _baselines_md(reports)
     out += ["", paper_storage_line(), "",
-            "Assumptions (energy/estimator.py, docs/estimator.md): decode at batch 1; weights "
-            "from DRAM into the unit's weight RAM every token, loaded while the unit is idle; "
-            "SSM and conv state from DRAM unless state_on_chip; FP16 baseline with as many FP16 "
-            "MACs as the 1-bit array has XNOR lanes; FP16 LM head in both; static power "
+            "Assumptions (energy/estimator.py, docs/estimator.md): decode at batch 1; one layer "
+            "engine sized to the memory, every weight and constant streamed from DRAM every "
+            "token, the state of the layer in flight on chip and moved to DRAM between layers "
+            "unless state_on_chip; FP16 baseline with as many FP16 MACs as the 1-bit array has "
+            "XNOR lanes, fed by the stream of FP16 weights; FP16 LM head in both; static power "
             f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
     return "\n".join(out)
 
@@ -323,20 +347,27 @@ def _csv(reports: dict[str, dict]) -> str:
 def arch_sweep(presets: list[str], arch: Arch, param: str,
                values: tuple[int, ...]) -> tuple[dict[str, list[dict]], list[str]]:
     """Energy and throughput of the 1-bit design per preset over ``param``, the rest of
-    ``arch`` fixed. A point that needs larger weight or activation RAMs than ``arch`` has
-    (more bit-planes, a wider array) gets RAMs of its own size; the notes say which."""
+    ``arch`` fixed (simd and pe swept together with the other at its sized value). A point
+    the engine cannot take (a lane count that does not divide the model) is left out and a
+    note says why."""
     rows: dict[str, list[dict]] = {}
     notes = []
     for n in presets:
         cfg = get_preset(n)
         rows[n] = []
+        base = layer_config(cfg, arch)
         for v in values:
-            a, grown = fit_buffers(cfg, replace(arch, **{param: v}))
-            e = estimate(cfg, a)
+            change = {param: v}
+            if param in ("simd", "pe"):
+                change = {"simd": base.simd, "pe": base.pe, param: v}
+            try:
+                e = estimate(cfg, replace(arch, **change))
+            except ValueError as err:
+                notes.append(f"{n} at {param} = {v}: {err}")
+                continue
             rows[n].append({param: v, "energy_per_token_j": e.energy_per_token_j,
                             "tokens_per_s": e.tokens_per_s, "bound": e.bound,
                             "memory_tokens_per_s": 1 / e.memory_s})
-            notes += [f"{n} at {param} = {v}: {g}" for g in grown]
     return rows, notes
 
 
@@ -356,9 +387,8 @@ def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: i
     """Golden-model SQNR (one synthetic layer of ``preset``, ``steps`` decode steps) beside the
     estimated energy and throughput of the whole model, per activation width.
 
-    A width whose activation RAM would not fit ``arch.act_sram_bytes`` is costed with a RAM of
-    its size (``act_sram_bytes`` in the row). A width the golden model cannot export (an
-    accumulator past its 62-bit limit) has no SQNR (None) and says why in ``note``."""
+    A width the golden model cannot export (an accumulator past its 62-bit limit) has no SQNR
+    (None) and says why in ``note``."""
     from model.evaluate import evaluate, prepare
     from model.quantize import ExportError
 
@@ -370,13 +400,10 @@ def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: i
             sq = evaluate(p, QuantSpec(act_bits=a))
         except ExportError as e:
             sq, note = {"layer_out": None, "mixer_out": None}, f"no golden model: {e}"
-        point, _ = fit_buffers(get_preset(preset), replace(arch, act_bits=a))
-        e = estimate(get_preset(preset), point)
+        e = estimate(get_preset(preset), replace(arch, act_bits=a, planes=0))
         rows.append({"act_bits": a, "layer_out_db": sq["layer_out"],
                      "mixer_out_db": sq["mixer_out"], "energy_per_token_j": e.energy_per_token_j,
-                     "tokens_per_s": e.tokens_per_s, "bound": e.bound,
-                     "act_sram_bytes": point.act_sram_bytes,
-                     "weight_sram_bytes": point.weight_sram_bytes, "note": note})
+                     "tokens_per_s": e.tokens_per_s, "bound": e.bound, "note": note})
     return rows
 
 
@@ -558,10 +585,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['tokens_per_s']:.1f} ({r['bound']}) |")
                 if r["note"]:
                     notes.append(f"Note: act_bits = {r['act_bits']}: {r['note']}.")
-                if r["act_sram_bytes"] != arch.act_sram_bytes:
-                    notes.append(f"Note: act_bits = {r['act_bits']} is costed with "
-                                 f"act_sram_bytes = {r['act_sram_bytes']} (two tokens of its "
-                                 f"planes), not {arch.act_sram_bytes}.")
             if notes:
                 print("\n" + "\n".join(notes))
     if plot_dir is not None:

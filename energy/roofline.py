@@ -1,10 +1,12 @@
 """Bytes per decoded token and the memory roofline they imply.
 
-:func:`bytes_per_token` is the single place where the DRAM traffic of one decode step is
-counted, by kind, from the model's shapes and the quantisation widths. The estimator
-(:func:`energy.estimator.estimate`) prices exactly these bytes, the roofline divides the
-bandwidth by their sum, and the DRAM energy floor multiplies the sum by the energy per bit.
-When the memory layout of the layer engine exists, this function is the one to rewire to it.
+:func:`bytes_per_token` counts the minimal DRAM traffic of one decode step, by kind, from the
+model's shapes and the quantisation widths: the roofline divides the bandwidth by their sum,
+and the DRAM energy floor multiplies the sum by the energy per bit. What the 1-bit design
+actually streams is the layer engine's packer (``rtl/packer.py``; beat counts from
+:meth:`rtl.layer.LayerConfig.section_beats`), padding and the constants' engine form
+included, which :func:`energy.estimator.estimate` charges in place of the weight and
+constant kinds here; the state and embedding kinds it takes from here.
 
 The count is the minimum a batch-1 decode step must move when nothing is kept on chip between
 tokens (``state_on_chip=False``): every weight once, every other parameter once, the SSM state

@@ -93,7 +93,12 @@ def verilator_env() -> dict[str, str]:
     # MAKEFLAGS counts as a command-line definition and overrides the makefile's.
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+        flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    # The model's C++ at -O1 instead of verilated.mk's -Os: a layer engine's 26 MB of C++
+    # compiles in 49 s instead of 73 s on two cores (-O0: 31 s, but a slower simulation).
+    if "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O1 OPT_GLOBAL=-O1 OPT_SLOW=-O0"
+    env["MAKEFLAGS"] = flags
     return env
 
 

@@ -32,9 +32,12 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model.config import BiMambaConfig
+from model.fixedpoint import signed_bits
+
 from .layer_units import (
     CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, ConvUnit, GateUnit,
-    RmsNormUnit, conv_record_beats, divisors, gain_record_beats,
+    RmsNormUnit, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
 from .ssm_scan import SCAN_LATENCY, ScanConfig, SsmScan
@@ -43,7 +46,7 @@ from .stream_projection import StreamProjection, StreamProjectionConfig
 if TYPE_CHECKING:
     from model.quantize import QuantizedLayer
 
-__all__ = ["LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS"]
+__all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
@@ -87,13 +90,46 @@ def _divides(name: str, value: int, what: str, n: int) -> None:
 
 
 @dataclass(frozen=True)
+class LayerShape:
+    """What the engine's beat counts and cycle formula depend on: the model's shape and the
+    widths of the values on the weight stream. :meth:`of` reads them from an export;
+    :meth:`assumed` states them from a :class:`~model.quantize.QuantSpec` alone, for estimates
+    made without an export (the two widths that depend on calibrated values are then taken
+    at their bounds).
+    """
+
+    cfg: BiMambaConfig
+    act_bits: int
+    param_bits: int  # norm gains, beta, conv taps, A, D
+    scale_bits: int  # the projections' requantisation multipliers
+    conv_bias_bits: int
+    dt_in_bits: int
+
+    @classmethod
+    def of(cls, q: "QuantizedLayer") -> "LayerShape":
+        return cls(q.cfg, q.spec.act_bits, q.spec.param_bits, q.spec.scale_bits,
+                   conv_bias_bits(q), q.fmt["dt_in"].bits)
+
+    @classmethod
+    def assumed(cls, cfg: BiMambaConfig, spec) -> "LayerShape":
+        """Without an export, two assumptions: the conv bias (accumulator units) no larger
+        than one input-tap product, ``2^(data_bits-1) * 2^(param_bits-1)``; and ``dt_raw +
+        dt_bias`` within two bits above ``data_bits`` (a synthetic 780M export at the default
+        widths: 27 and 18 bits, against 32 and 18 assumed)."""
+        bias = (1 << (spec.data_bits - 1)) * (1 << (spec.param_bits - 1))
+        return cls(cfg, spec.act_bits, spec.param_bits, spec.scale_bits,
+                   signed_bits(bias), spec.data_bits + 2)
+
+
+@dataclass(frozen=True)
 class LayerConfig:
     """Generator parameters of :class:`BiMambaLayer`.
 
     Parameters
     ----------
-    q : QuantizedLayer
-        The export the engine computes.
+    q : QuantizedLayer or LayerShape
+        The export the engine computes. A :class:`LayerShape` is enough for the beat counts
+        and the cycle formula (the estimator's use); building the engine needs the export.
     simd, pe : int
         The projection array: ``pe`` rows x ``simd`` columns, one ``pe * simd``-bit weight
         beat; ``pe`` is also the lane count of every element-wise stage.
@@ -116,15 +152,15 @@ class LayerConfig:
     planes: int | None = None
 
     def __post_init__(self) -> None:
-        q = self.q
-        c = q.cfg
+        sh = self.shape
+        c = sh.cfg
         for name in ("simd", "pe", "lanes"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        if q.spec.act_bits < 2:
+        if sh.act_bits < 2:
             raise ValueError(f"act_bits must be in [2, 16] for the layer engine, not "
-                             f"{q.spec.act_bits}")
+                             f"{sh.act_bits}")
         if c.ngroups != 1:
             raise ValueError(f"ngroups must be 1 for the layer engine, not {c.ngroups}")
         _divides("simd", self.simd, "d_model", c.d_model)
@@ -133,8 +169,8 @@ class LayerConfig:
         _divides("pe", self.pe, "d_state", c.d_state)
         _divides("pe", self.pe, "headdim", c.headdim)
         ScanConfig.check_shape(c, self.lanes)
-        if self.planes is not None and not 1 <= self.planes <= q.spec.act_bits:
-            raise ValueError(f"planes must be in [1, act_bits = {q.spec.act_bits}], not "
+        if self.planes is not None and not 1 <= self.planes <= sh.act_bits:
+            raise ValueError(f"planes must be in [1, act_bits = {sh.act_bits}], not "
                              f"{self.planes!r}")
         if self.beat_bits < self.scan_value_bits:
             raise ValueError(f"pe * simd = {self.beat_bits} must be >= {self.scan_value_bits}: a "
@@ -143,44 +179,71 @@ class LayerConfig:
     # -- the units -------------------------------------------------------------------------
 
     @property
+    def shape(self) -> LayerShape:
+        return self.q if isinstance(self.q, LayerShape) else LayerShape.of(self.q)
+
+    @property
+    def cfg(self) -> BiMambaConfig:
+        return self.shape.cfg
+
+    @property
+    def export(self) -> "QuantizedLayer":
+        """The export (building the engine or packing its stream needs it)."""
+        if isinstance(self.q, LayerShape):
+            raise TypeError("this LayerConfig was made from a LayerShape: building the engine "
+                            "or packing its weight stream needs the layer's export")
+        return self.q
+
+    def _projection(self, which: str) -> StreamProjectionConfig:
+        if not isinstance(self.q, LayerShape):
+            return StreamProjectionConfig.from_projection(getattr(self.q, which), self.simd,
+                                                          self.pe, self.planes)
+        sh = self.shape
+        c = sh.cfg
+        d_in, d_out = (c.d_model, c.d_in_proj) if which == "in_proj" else (c.d_inner,
+                                                                           c.d_model)
+        return StreamProjectionConfig(d_in, d_out, self.simd, self.pe, sh.act_bits,
+                                      self.planes or sh.act_bits, beta_bits=sh.param_bits,
+                                      mult_bits=sh.scale_bits)
+
+    @property
     def beat_bits(self) -> int:
         return self.pe * self.simd
 
     @property
-    def beat_bytes(self) -> float:
-        return self.beat_bits / 8
+    def beat_bytes(self) -> int | float:
+        """Bytes of a beat (a whole number whenever ``pe * simd`` is a multiple of 8)."""
+        return self.beat_bits // 8 if self.beat_bits % 8 == 0 else self.beat_bits / 8
 
     @property
     def in_proj(self) -> StreamProjectionConfig:
-        return StreamProjectionConfig.from_projection(self.q.in_proj, self.simd, self.pe,
-                                                      self.planes)
+        return self._projection("in_proj")
 
     @property
     def out_proj(self) -> StreamProjectionConfig:
-        return StreamProjectionConfig.from_projection(self.q.out_proj, self.simd, self.pe,
-                                                      self.planes)
+        return self._projection("out_proj")
 
     @property
     def scan(self) -> ScanConfig:
-        return ScanConfig(self.q, self.lanes)
+        return ScanConfig(self.export, self.lanes)
 
     def in_proj_rows(self) -> np.ndarray:
         """in_proj's output rows in the order they leave the unit: z, B, C, x, dt."""
-        c = self.q.cfg
+        c = self.cfg
         E, N, H = c.d_inner, c.d_state, c.nheads
         return np.concatenate([np.arange(E), np.arange(2 * E, 2 * E + 2 * N),
                                np.arange(E, 2 * E), np.arange(2 * E + 2 * N, 2 * E + 2 * N + H)])
 
     def conv_order(self) -> np.ndarray:
         """Conv channels (index into xBC) in processing order: B, C, then x."""
-        c = self.q.cfg
+        c = self.cfg
         E, N = c.d_inner, c.d_state
         return np.concatenate([np.arange(E, E + 2 * N), np.arange(E)])
 
     @property
     def scan_value_bits(self) -> int:
         """A scan constant on the stream: dt_bias (dt_in bits) or A or D (param_bits)."""
-        return max(self.q.spec.param_bits, self.q.fmt["dt_in"].bits)
+        return max(self.shape.param_bits, self.shape.dt_in_bits)
 
     @property
     def scan_values_per_beat(self) -> int:
@@ -189,26 +252,29 @@ class LayerConfig:
     # -- the stream ------------------------------------------------------------------------
 
     def norm_unit(self, which: str) -> RmsNormUnit:
-        n = self.q.norm_in if which == "norm_in" else self.q.norm_out
-        return RmsNormUnit(n, self.q.rsqrt, self.pe, self.beat_bits)
+        q = self.export
+        n = q.norm_in if which == "norm_in" else q.norm_out
+        return RmsNormUnit(n, q.rsqrt, self.pe, self.beat_bits)
 
     def conv_unit(self) -> ConvUnit:
-        return ConvUnit(self.q, self.pe, self.beat_bits)
+        return ConvUnit(self.export, self.pe, self.beat_bits)
 
     @property
     def gain_beats(self) -> dict[str, int]:
         """Beats of one record of ``pe`` gains, per norm."""
-        return {"norm_in": gain_record_beats(self.q.norm_in, self.pe, self.beat_bits),
-                "norm_out": gain_record_beats(self.q.norm_out, self.pe, self.beat_bits)}
+        n = -(-self.pe * self.shape.param_bits // self.beat_bits)  # the gains: param_bits
+        return {"norm_in": n, "norm_out": n}
 
     @property
     def conv_beats(self) -> int:
         """Beats of one conv record (``pe`` channels)."""
-        return conv_record_beats(self.q, self.pe, self.beat_bits)
+        sh = self.shape
+        return -(-self.pe * (sh.cfg.d_conv * sh.param_bits + sh.conv_bias_bits)
+                 // self.beat_bits)
 
     def section_beats(self) -> dict[str, int]:
         """``mem`` beats per token, per section (:data:`SECTIONS` order)."""
-        c = self.q.cfg
+        c = self.cfg
         return {
             "norm_in": c.d_model // self.pe * self.gain_beats["norm_in"],
             "in_proj": self.in_proj.mem_beats,
@@ -235,8 +301,10 @@ class LayerConfig:
 
         Parameters
         ----------
-        period : int
-            Cycles per ``mem`` beat the memory can deliver (1: a beat a cycle).
+        period : int or float
+            Cycles per ``mem`` beat the memory can deliver (1: a beat a cycle). The RTL's
+            memory model takes whole numbers; a fraction (a memory of, say, 0.8 beats a
+            cycle) gives the same formula for a fluid memory, as the estimator uses it.
         latency : int
             Cycles before the memory's first beat (only the first token waits for it).
         first : bool
@@ -250,12 +318,12 @@ class LayerConfig:
             Phase end times; ``token_cycles`` (the spacing of back-to-back tokens) and
             ``last_out`` (the last ``o`` handshake).
         """
-        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
-            raise ValueError(f"period must be a positive integer, not {period!r}")
+        if not isinstance(period, (int, float)) or isinstance(period, bool) or not period >= 1:
+            raise ValueError(f"period must be a number >= 1, not {period!r}")
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < 0:
             raise ValueError(f"latency must be an integer >= 0, not {latency!r}")
-        q, p = self.q, period
-        c = q.cfg
+        p = period
+        c = self.cfg
         P = self.pe
         beats = self.section_beats()
         t: dict[str, int] = {}
@@ -350,11 +418,11 @@ class LayerConfig:
     @property
     def u_layout(self) -> data.StructLayout:
         return data.StructLayout({"start": 1, "v": data.ArrayLayout(
-            signed(self.q.fmt["res"].bits), self.pe)})
+            signed(self.export.fmt["res"].bits), self.pe)})
 
     @property
     def o_layout(self) -> data.ArrayLayout:
-        return data.ArrayLayout(signed(self.q.fmt["res"].bits), self.pe)
+        return data.ArrayLayout(signed(self.export.fmt["res"].bits), self.pe)
 
 
 class BiMambaLayer(wiring.Component):
@@ -374,6 +442,7 @@ class BiMambaLayer(wiring.Component):
         if not isinstance(config, LayerConfig):
             self._MustUse__silence = True
             raise TypeError(f"config must be a LayerConfig, not {config!r}")
+        config.export  # a LayerShape is not enough to build the engine (TypeError)
         self.config = config
         super().__init__({
             "u": In(stream.Signature(config.u_layout)),

@@ -2,6 +2,7 @@
 bad input."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from cosim.projection import ProjectionCase, random_projection, random_tokens, run_case
 from cosim.scan import ScanCase, random_scan_inputs, run_scan_case
 from energy.estimator import Arch, arch_from_args, estimate, projection_burst_cycles, scan_burst_cycles
+from model.quantize import QuantSpec
+from rtl.layer import LayerShape
 from energy.report import main as report_main
 from model.config import get_preset
 from rtl.ssm_scan import ScanConfig
@@ -39,41 +42,61 @@ def test_scan_cycles_match_verilator():
     assert res["cycles_measured"] == scan_burst_cycles(c.nheads, c.headdim, c.d_state, 4, 3)
 
 
-def test_estimate_uses_the_rtl_formulas_and_costs_fp16_the_same_way():
+def test_estimate_uses_the_layer_engine_and_costs_fp16_the_same_way():
+    """The default architecture is the layer engine sized to 102.4 GB/s at 1 GHz: a 128-byte
+    beat (the power of two at or above 102.4 B/cycle), 32 x 32 for 2.7B, a beat every 1.25
+    cycles; its cycles are the engine's formula (checked against Verilator in test_layer.py)."""
     cfg, arch = get_preset("2.7B"), Arch()
     b, f = estimate(cfg, arch), estimate(cfg, arch, "fp16")
-    pin = ProjectionConfig(d_in=2560, d_out=10576, simd=64, pe=16)
-    pout = ProjectionConfig(d_in=5120, d_out=2560, simd=64, pe=16)
-    per_layer = (pin.cycles_per_token + pin.row_groups * pin.folds  # compute + weight load
-                 + pout.cycles_per_token + pout.row_groups * pout.folds
-                 + 80 * 64 * 128 // 16 + -(-(2 * 2560 + 5376 + 3 * 5120) // 64))
-    assert b.cycles == 64 * per_layer + -(-32000 * 2560 // 256)
+    lc = b.layer
+    assert (lc.beat_bytes, lc.pe, lc.simd, lc.planes, b.period) == (128, 32, 32, None, 1.25)
+    assert lc.lanes == 128 and lc.shape == LayerShape.assumed(cfg, QuantSpec())
+    state = 2 * (H * P * N * 2 + 5376 * 3 * 2) * L  # SSM and conv state, out and back
+    emb = 32000 * D * 2 + D * 2 + D * 2
+    want = (L * lc.schedule(1.25).token_cycles + state / 102.4
+            + max(32000 * D / 256, emb / 102.4))
+    assert b.cycles == math.ceil(want)
+    assert b.bound == "memory" and b.tokens_per_s == pytest.approx(1e9 / b.cycles)
+    # FP16: the same 32 x 32 array of MACs, memory-bound on 2-byte weights, same lanes.
+    fp16_layer = (max(80 * 331, 2 * D * F / 102.4) + max(160 * 80, 2 * E * D / 102.4)
+                  + H * P * N / 128 + (3 * D + 3 * E + 5376) / 32)
+    assert f.cycles == math.ceil(L * fp16_layer + state / 102.4 + emb / 102.4)
     assert f.energy_j["dram_state"] == b.energy_j["dram_state"]
-    assert f.energy_j["dram_weights"] / b.energy_j["dram_weights"] == pytest.approx(16, rel=0.05)
     assert b.energy_per_token_j < f.energy_per_token_j
-    b12 = estimate(cfg, Arch(act_bits=12))
-    assert b12.cycles > b.cycles
+    # Fewer planes a cycle: compute-bound, slower.
+    b2 = estimate(cfg, Arch(planes=2))
+    assert b2.bound == "compute" and b2.cycles > b.cycles
 
 
 # 2.7B shapes: d_model, d_inner, d_in_proj, heads, headdim, d_state, layers.
 D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
 
 
+def stream_beats_27b_by_hand() -> int:
+    """Beats of one 2.7B layer token on the default engine (32 x 32 = 1024-bit beats),
+    counted from the stream layout (docs/layer_engine.md, section 2)."""
+    beat = 1024
+    gains = D // 32 + E // 32  # 32 gains of 16 bits: one beat a record, both norms
+    in_proj = D // 32 + -(-F // 32) * (D // 32 + 2)  # beta, then per row group folds + rc
+    out_proj = E // 32 + D // 32 * (E // 32 + 2)  # rc: 32 x (corr 20/21 + mult 16) > 1024
+    scan = -(-3 * H // (beat // 18))  # dt_bias, A, D at 18 bits (data_bits + 2, assumed)
+    conv = 5376 // 32 * -(-32 * (4 * 16 + 32) // beat)  # 4 taps + a 32-bit bias a lane
+    return gains + in_proj + out_proj + scan + conv
+
+
 def dram_bytes_27b_by_hand() -> dict[str, float]:
     """DRAM bytes of one 2.7B decode step by design, counted here from the shapes.
 
-    FBI's alpha is folded into the norm gains and its beta fetched once, as beta / alpha per
-    column beside the per-row constants: the checkpoint's wscale / wbias are not fetched too.
+    The 1-bit design streams the packer's beats (weights, FBI constants in the form the
+    engine reads, norm gains, conv, scan constants); FP16 streams every parameter in FP16.
     """
-    fp16_consts = (D + E  # block norm and gated-norm gains (alpha folded in)
+    fp16_consts = (D + E  # block norm and gated-norm gains
                    + 5376 * 4 + 5376 + 3 * H) * 2  # conv weight and bias, dt_bias / A_log / D
-    unit_consts = (D + E) * 2 + (F + D) * 4  # beta per column, multiplier + correction per row
     state = 2 * H * P * N * 2  # 16-bit SSM state read and written back
     conv_state = 2 * 5376 * 3 * 2  # K - 1 = 3 inputs per channel, 16 bits, read and written
     embedding = 32000 * D * 2 + D * 2 + D * 2  # LM head, one embedding row, final norm
     return {
-        "bimamba": L * ((D * F + E * D) / 8 + fp16_consts + unit_consts + state + conv_state)
-        + embedding,
+        "bimamba": L * (stream_beats_27b_by_hand() * 128 + state + conv_state) + embedding,
         "fp16": L * ((D * F + E * D) * 2 + fp16_consts + state + conv_state) + embedding,
     }
 
@@ -87,23 +110,28 @@ def test_dram_traffic_and_energy_pinned_by_hand():
     c = get_preset("2.7B")
     by_hand = dram_bytes_27b_by_hand()
     b = estimate(c, Arch())
+    assert stream_beats_27b_by_hand() == 41091
     assert b.dram_bytes == pytest.approx(by_hand["bimamba"])
     pj_per_bit = 1300 / 64  # Horowitz: 1.3 nJ per 64-bit DRAM access
     assert dram_j(b) == pytest.approx(by_hand["bimamba"] * 8 * pj_per_bit * 1e-12)
     assert b.energy_j["lm_head"] == pytest.approx(32000 * D * (1.1 + 0.4) * 1e-12)
-    # The XNOR array: d_in * d_out * act_bits one-bit adds at 0.03 pJ / 8.
+    # The XNOR array: d_in * d_out * act_bits one-bit adds at 0.03 pJ / 8, in_proj's rows
+    # padded to 331 row groups of 32 (10592 rows).
     assert b.energy_j["proj_xnor_popcount"] == pytest.approx(
-        L * (D * F + E * D) * 8 * 0.03e-12 / 8)
+        L * (D * 10592 + E * D) * 8 * 0.03e-12 / 8)
 
 
 def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
-    """The README's HBM case through the CLI: DRAM energy is bytes x 8 x 3.9 pJ, time per token
-    the larger of compute and bytes / 819.2 GB/s; nothing else moves."""
+    """The README's HBM case through the CLI, on the default 2.7B engine (32 x 32, 128 lanes)
+    pinned so that its stream stays the one counted by hand: DRAM energy is bytes x 8 x 3.9 pJ
+    and nothing on chip moves; at 819.2 GB/s the 128-byte-a-cycle array sets the pace."""
     by_hand = dram_bytes_27b_by_hand()
+    array = ["--set", "simd=32", "--set", "pe=32", "--set", "lanes=128"]
     assert report_main(["--preset", "2.7B", "--set", "dram_pj_per_bit=3.9",
-                        "--set", "dram_bytes_per_s=819.2e9", "--format", "json"]) == 0
+                        "--set", "dram_bytes_per_s=819.2e9", "--format", "json", *array]) == 0
     r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
-    base = {d: estimate(get_preset("2.7B"), Arch(), d) for d in ("bimamba", "fp16")}
+    pinned = Arch(simd=32, pe=32, lanes=128)
+    base = {d: estimate(get_preset("2.7B"), pinned, d) for d in ("bimamba", "fp16")}
     for design, key in (("bimamba", "energy_breakdown_j"), ("fp16", "energy_breakdown_fp16_j")):
         got = r[key]
         assert sum(got[k] for k in ("dram_weights", "dram_state", "dram_embedding")) == \
@@ -114,14 +142,11 @@ def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
         tps = r["tokens_per_s" if design == "bimamba" else "tokens_per_s_fp16"]
         assert got["static"] == pytest.approx(0.5 / tps)
     assert r["dram_bytes_per_token"] == pytest.approx(by_hand["bimamba"])
-    # FP16 turns compute-bound: its cycles now outlast its DRAM time.
-    assert by_hand["fp16"] / 819.2e9 < 1 / r["tokens_per_s_fp16"]
-    assert r["bound_fp16"] == "compute"
-    # 44.3 / 310.5 mJ, 7.0x (before static power and the conv state: 31.5 / 306.4, 9.7x):
-    # the compute-bound 1-bit design pays 12.8 mJ of static energy a token at 39 tokens/s.
-    assert round(r["energy_per_token_j"] * 1e3, 1) == 44.3
-    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 310.5
-    assert round(r["energy_saving"], 1) == 7.0
+    assert (r["bound"], r["bound_fp16"]) == ("compute", "memory")
+    assert r["design_point"]["memory_cycles_per_beat"] == 1
+    assert round(r["energy_per_token_j"] * 1e3, 1) == 25.3
+    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 181.2
+    assert round(r["energy_saving"], 2) == 7.16
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():
@@ -160,7 +185,8 @@ def test_report_md_csv_and_plots(capsys, tmp_path):
     (["--set", "clock_hz=-1"], "clock_hz must be a positive number, not -1.0"),
     (["--set", "lanes=3"],
      "lanes must divide d_state = 128 (one of [1, 2, 4, 8, 16, 32, 64, 128]), not 3"),
-    (["--set", "simd=abc"], "simd must be an integer in [1, 4096], not 'abc'"),
+    (["--set", "simd=abc"], "simd must be an integer in [0, 4096] (0: sized to the memory), "
+                            "not 'abc'"),
     (["--set", "act_bits=1.9"], "act_bits must be an integer in [1, 16], not 1.9"),
     (["--set", "clock_hz=nan"], "clock_hz must be a positive number, not nan"),
     (["--set", "state_on_chip=maybe"], "state_on_chip must be true or false"),
@@ -191,17 +217,18 @@ def test_report_sweep_joins_accuracy_and_energy(capsys):
     assert rows[1]["energy_per_token_j"] > rows[0]["energy_per_token_j"]
 
 
-def test_prefill_amortises_weights_and_counts_actions():
+def test_prefill_streams_weights_every_token_and_counts_actions():
+    """The engine keeps no weights: a prefill streams them for every token, and amortises
+    only the state traffic and the LM head."""
     cfg, arch = get_preset("780M"), Arch()
     dec, pre = estimate(cfg, arch), estimate(cfg, arch, tokens=256)
-    assert pre.energy_j["dram_weights"] == pytest.approx(dec.energy_j["dram_weights"] / 256)
+    assert pre.energy_j["dram_weights"] == pytest.approx(dec.energy_j["dram_weights"])
+    assert pre.energy_j["dram_state"] == pytest.approx(dec.energy_j["dram_state"] / 256)
+    assert pre.energy_j["lm_head"] == pytest.approx(dec.energy_j["lm_head"] / 256)
     assert pre.energy_j["proj_xnor_popcount"] == pytest.approx(dec.energy_j["proj_xnor_popcount"])
-    # Weight RAM: written once per prefill, read by every token.
-    assert pre.actions["sram_weight_read_bytes"] == dec.actions["sram_weight_read_bytes"]
-    assert pre.actions["sram_weight_write_bytes"] == pytest.approx(
-        dec.actions["sram_weight_write_bytes"] / 256)
     assert pre.cycles < dec.cycles and pre.energy_per_token_j < dec.energy_per_token_j
-    per_layer = (1536 * 6448 + 3072 * 1536) * 8  # d_in * d_out * act_bits, no padding here
+    # 780M on the sized engine (32 x 32): in_proj's 6448 rows pad to 202 groups of 32.
+    per_layer = (1536 * 202 * 32 + 3072 * 1536) * 8  # d_in * d_out * act_bits
     assert dec.actions["binary_bit_ops"] == per_layer * cfg.n_layer
     with pytest.raises(ValueError, match="tokens must be a positive integer, not 0"):
         estimate(cfg, arch, tokens=0)
@@ -209,8 +236,6 @@ def test_prefill_amortises_weights_and_counts_actions():
 
 def test_sram_sizes_are_checked_and_node_scaling(capsys):
     cfg = get_preset("2.7B")
-    with pytest.raises(ValueError, match="weight_sram_bytes must be >= 3384320"):
-        estimate(cfg, Arch(weight_sram_bytes=2**20))
     with pytest.raises(ValueError, match="state_sram_bytes must hold the state"):
         estimate(cfg, Arch(state_on_chip=True, state_sram_bytes=1024))
     base = estimate(cfg, Arch())

@@ -154,7 +154,7 @@ def test_config_errors(q):
     q1 = make_layer("tiny", 0, QuantSpec(act_bits=1))[1]
     with pytest.raises(ValueError, match=r"act_bits must be in \[2, 16\] for the layer engine, not 1"):
         LayerConfig(q1, simd=16, pe=4, lanes=4)
-    with pytest.raises(ValueError, match="period must be a positive integer, not 0"):
+    with pytest.raises(ValueError, match="period must be a number >= 1, not 0"):
         LayerConfig(q, simd=16, pe=4, lanes=4).schedule(period=0)
     with pytest.raises(TypeError, match="config must be a LayerConfig"):
         BiMambaLayer(q)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from energy.estimator import Arch, arch_from_args, buffer_needs, estimate, fit_buffers
+from energy.estimator import Arch, arch_from_args, estimate, layer_config
 from energy.report import PLOTS, SWEEP_VALUES, main as report_main
 from model.config import get_preset
 from model.evaluate import MAX_SEED, MAX_STEPS
@@ -46,12 +46,21 @@ def json_file(tmp_path):
     (["--set", "state_bits=3"], "state_bits must be an integer in [4, 32], not 3"),
     (["--set", "data_bits=25"], "data_bits must be an integer in [6, 24], not 25"),
     (["--set", "act_bits=17"], "act_bits must be an integer in [1, 16], not 17"),
-    # ProjectionConfig: simd <= 4096, pe <= 1024; no clamping of a value out of range.
-    (["--set", "simd=1e20"], "simd must be an integer in [1, 4096], not 100000000000000000000"),
-    (["--set", "simd=4097"], "simd must be an integer in [1, 4096], not 4097"),
-    (["--set", "pe=0"], "pe must be an integer in [1, 1024], not 0"),
-    (["--set", "simd=true"], "simd must be an integer in [1, 4096], not 'true'"),
-    (["--set", "other_lanes=0"], "other_lanes must be a positive integer, not 0"),
+    # The layer engine's array: simd <= 4096, pe <= 1024, 0 = sized to the memory; no
+    # clamping of a value out of range.
+    (["--set", "simd=1e20"],
+     "simd must be an integer in [0, 4096] (0: sized to the memory), not 100000000000000000000"),
+    (["--set", "simd=4097"], "simd must be an integer in [0, 4096] (0: sized to the memory), "
+                             "not 4097"),
+    (["--set", "pe=1025"], "pe must be an integer in [0, 1024] (0: sized to the memory), not 1025"),
+    (["--set", "simd=true"], "simd must be an integer in [0, 4096] (0: sized to the memory), "
+                             "not 'true'"),
+    (["--set", "act_bits=1"], "act_bits must be in [2, 16] for the layer engine, not 1"),
+    (["--set", "planes=9"], "planes must be in [0, act_bits = 8] (0: all), not 9"),
+    (["--set", "other_lanes=64"], "architecture parameter must be one of clock_hz, simd, pe, "
+     "lanes, planes, beat_bytes, act_bits, lm_head_macs, state_bits, data_bits, "
+     "dram_bytes_per_s, dram_pj_per_bit, state_on_chip, state_sram_bytes, table, node_nm, "
+     "static_w, static_fp16_w, not 'other_lanes'"),
     (["--set", "dram_pj_per_bit=-1"],
      "dram_pj_per_bit must be a number >= 0 (0: from the table), not -1.0"),
     (["--set", "clock_hz=inf"], "clock_hz must be a positive number, not inf"),
@@ -67,12 +76,15 @@ def json_file(tmp_path):
                            "HBM2e, HBM3, not 'HBM9'"),
     (["--memory", "HBM2", "--set", "dram_pj_per_bit=3"],
      "--memory sets dram_pj_per_bit; leave dram_pj_per_bit out of --set and --arch"),
-    # Sizes that a preset cannot fit name the RAM, what it needs and what it got.
-    (["--preset", "2.7B", "--set", "act_bits=16"],
-     "2.7B: act_sram_bytes must be >= 20480 to hold two tokens of the 5120x2560 projection at "
-     "act_bits = 16, not 16384"),
-    (["--preset", "780M", "--set", "weight_sram_bytes=1024"],
-     "780M: weight_sram_bytes must be >= 1238016 to hold the 1536x6448 projection, not 1024"),
+    # An array the model cannot take is refused in the engine's words.
+    (["--preset", "780M", "--set", "simd=1024", "--set", "pe=16"],
+     "780M: simd must divide d_model = 1536 (one of [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, "
+     "96, 128, 192, 256, 384, 512, 768, 1536]), not 1024"),
+    (["--preset", "780M", "--set", "simd=64"],
+     "780M: simd and pe must be given together (or both 0: sized to the memory), not simd = 64 "
+     "and pe = 0"),
+    (["--preset", "780M", "--set", "lanes=3"],
+     "lanes must divide d_state = 128 (one of [1, 2, 4, 8, 16, 32, 64, 128]), not 3"),
     # Seeds and sizes.
     (["--sweep", "--seed", "-1"], f"--seed must be an integer in [0, {MAX_SEED}], not -1"),
     (["--sweep", "--seed", f"{MAX_SEED + 1}"],
@@ -102,7 +114,7 @@ def test_bad_arguments_exact_messages(argv, msg, capsys):
 
 def test_arch_json_boolean_is_not_an_integer(json_file, capsys):
     assert error_of(["--arch", json_file({"simd": True})], capsys) == \
-        "simd must be an integer in [1, 4096], not True"
+        "simd must be an integer in [0, 4096] (0: sized to the memory), not True"
     assert error_of(["--arch", json_file({"clock_hz": False})], capsys) == \
         "clock_hz must be a positive number, not False"
     assert error_of(["--arch", json_file({"state_on_chip": 1})], capsys) == \
@@ -147,8 +159,7 @@ def test_read_only_plot_folder_is_refused(tmp_path, capsys):
 
 
 def test_plot_with_defaults_writes_every_chart(tmp_path, capsys):
-    """All three presets, the act_bits sweep up to 16 bits: 2.7B at 16 bits needs a 20 KiB
-    activation RAM, so that point is costed with one and the chart says so."""
+    """All three presets and the act_bits sweep up to 16 bits: every chart is written."""
     assert report_main(["--plot", str(tmp_path / "new" / "dir")]) == 0
     names = {p.name for p in (tmp_path / "new" / "dir").iterdir()}
     assert names == {*PLOTS, "sweep_act_bits.png"}
@@ -156,21 +167,14 @@ def test_plot_with_defaults_writes_every_chart(tmp_path, capsys):
     assert err.count("wrote ") == 4
 
 
-def test_sweep_points_get_rams_of_their_size():
-    cfg = get_preset("2.7B")
-    assert buffer_needs(cfg, Arch(act_bits=16)) == {"weight_sram_bytes": 3384320,
-                                                    "act_sram_bytes": 20480}
-    a, notes = fit_buffers(cfg, Arch(act_bits=16))
-    assert (a.act_sram_bytes, a.weight_sram_bytes) == (20480, Arch().weight_sram_bytes)
-    assert notes == ["act_sram_bytes grown from 16384 to 20480 to hold the matrices"]
-    assert fit_buffers(cfg, Arch()) == (Arch(), [])
-    estimate(cfg, a)  # feasible now
-    for v in SWEEP_VALUES["act_bits"]:  # every sweep value is one the golden model accepts
+def test_sweep_values_are_widths_the_golden_model_accepts():
+    for v in SWEEP_VALUES["act_bits"]:
         QuantSpec(act_bits=v)
 
 
 def test_arch_limits_are_those_of_the_rtl_and_the_spec():
-    """Arch accepts exactly the values ProjectionConfig and QuantSpec accept, at both ends."""
+    """Arch accepts exactly the widths QuantSpec accepts (act_bits from 2: the layer engine's
+    bit-planes), and array sizes from 0 (sized) to the generators' limits."""
     def accepts(build) -> bool:
         try:
             build()
@@ -178,21 +182,23 @@ def test_arch_limits_are_those_of_the_rtl_and_the_spec():
         except ValueError:
             return False
 
-    for v in (0, 1, 4096, 4097, True, 2.5):
-        assert accepts(lambda: Arch(simd=v)) == accepts(
-            lambda: ProjectionConfig(d_in=4097, d_out=1, simd=v, pe=1))
-    for v in (0, 1, 1024, 1025, False):
-        assert accepts(lambda: Arch(pe=v)) == accepts(
-            lambda: ProjectionConfig(d_in=1, d_out=1025, simd=1, pe=v))
+    for name, hi in (("simd", 4096), ("pe", 1024)):
+        for v in (0, 1, hi, hi + 1, True, 2.5, -1):
+            want = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= hi
+            assert accepts(lambda: Arch(**{name: v})) == want, (name, v)
     for name in ("act_bits", "state_bits", "data_bits"):
         for v in range(0, 34):
-            assert accepts(lambda: Arch(**{name: v})) == accepts(lambda: QuantSpec(**{name: v}))
+            want = accepts(lambda: QuantSpec(**{name: v})) and (name != "act_bits" or v >= 2)
+            assert accepts(lambda: Arch(**{name: v})) == want, (name, v)
 
 
-def test_wide_array_is_reported_not_silently_clamped(capsys):
-    assert report_main(["--preset", "780M", "--set", "simd=4096"]) == 0
+def test_explicit_array_is_the_one_costed(capsys):
+    """simd, pe and lanes given: the report's engine row shows that array, not a sized one."""
+    assert report_main(["--preset", "780M", "--set", "simd=64", "--set", "pe=16",
+                        "--set", "lanes=16"]) == 0
     out = capsys.readouterr().out
-    assert "Note: 780M: simd = 4096 exceeds d_in = 1536 of in_proj: it runs on 1536 columns" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 780M | 128 B |"))
+    assert "| 16 x 64, 8 | 16 |" in row
 
 
 def test_script_error_has_no_traceback(tmp_path):
@@ -223,10 +229,8 @@ def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsy
     assert report_main(["--preset", "2.7B", "--sweep", "--sweep-act", "8,16",
                         "--sweep-steps", "2"]) == 0
     out = capsys.readouterr().out
-    # Energies include 0.5 W of static power over each width's time per token (12.78 mJ at
-    # 8 bits, 22.83 mJ at 16), so width now moves energy through throughput too.
-    assert "| 8 | 50.0 dB | 25.0 dB | 131.79 mJ | 39.1 (compute) |" in out
-    assert "| 16 | n/a | n/a | 142.49 mJ |" in out
+    # The engine is bit-parallel and memory-bound: a wider activation costs energy (wider
+    # popcount accumulations and activation reads), not time.
+    assert "| 8 | 50.0 dB | 25.0 dB | 115.31 mJ | 145.5 (memory) |" in out
+    assert "| 16 | n/a | n/a | 115.63 mJ | 145.5 (memory) |" in out
     assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out
-    assert ("Note: act_bits = 16 is costed with act_sram_bytes = 20480 (two tokens of its "
-            "planes), not 16384.") in out
