@@ -12,8 +12,10 @@ export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 PRESET ?= 780M
 STEPS  ?= 256
 SEED   ?= 0
-# Presets of the co-simulation step of `make sim` (PRESET/STEPS set the golden-model step).
+# Presets of the co-simulation step of `make sim` (PRESET/STEPS set the golden-model step), and
+# the layers of the shipped Shakespeare student it runs on test text.
 COSIM_PRESETS ?= 780M,2.7B
+MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 32768
 
@@ -38,13 +40,14 @@ data: $(STAMP)
 
 # Main job: the golden model against the float reference on a synthetic layer (per-stage
 # SQNR floors), then the shipped Shakespeare model on real text (bits per character, golden
-# within 1 % of the float student, per-stage floors in every layer), then the RTL units in
-# Verilator against the golden model on 780M and 2.7B shapes and on real layers of the
-# shipped model (WAVES=1 dumps FST).
+# within 1 % of the float student, per-stage floors in every layer), then the layer engine in
+# Verilator against the golden model: 780M- and 2.7B-shaped layers sized for 64 bytes a cycle,
+# a layer of the shipped model on 64 tokens of test text, and a tiny layer with stalls and a
+# reset (WAVES=1 dumps FST).
 sim: $(STAMP) data
 	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
 	$(PY) -m model.evaluate --split test --max-bytes $(BPC_BYTES) --check
-	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS)
+	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS) --model-layers $(MODEL_LAYERS)
 
 # Bits per character of teacher, student, naive binarisation and the golden model over the
 # whole test split (a few minutes), with the same checks as `make sim`.

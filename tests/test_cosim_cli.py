@@ -33,7 +33,7 @@ def _error(capsys, argv: list[str]) -> str:
 def test_lanes_checked_before_anything_is_built(tmp_path, capsys):
     out = tmp_path / "build"
     t0 = time.perf_counter()
-    msg = _error(capsys, ["--lanes", "3", "-o", str(out)])
+    msg = _error(capsys, ["--units", "scan", "--lanes", "3", "-o", str(out)])
     assert time.perf_counter() - t0 < 1.0
     assert msg == (f"{PROG}: error: argument --lanes: for the 780M scan, lanes must divide "
                    f"d_state = 128 (one of [1, 2, 4, 8, 16, 32, 64, 128]), not 3")
@@ -46,7 +46,7 @@ def test_lanes_error_from_a_fresh_interpreter_imports_no_torch(tmp_path):
     code = ("import sys\nfrom cosim.run import main\ntry:\n    main(sys.argv[1:])\n"
             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code, "--lanes", "3", "-o",
+    res = subprocess.run([sys.executable, "-c", code, "--units", "scan", "--lanes", "3", "-o",
                           str(tmp_path / "b")], cwd=ROOT, capture_output=True, text=True)
     print(f"{time.perf_counter() - t0:.2f} s")
     assert res.stdout == "2 False\n"
@@ -85,19 +85,20 @@ def test_unwritable_output_folder(tmp_path, capsys):
 
 
 def test_simd_checked_against_every_preset(capsys):
-    assert _error(capsys, ["--presets", "780M,2.7B", "--simd", "2000"]) == (
+    assert _error(capsys, ["--units", "projection", "--presets", "780M,2.7B",
+                           "--simd", "2000"]) == (
         f"{PROG}: error: argument --simd: for the 780M in_proj (1536x6448), simd must be in "
         f"[1, d_in = 1536], not 2000")
 
 
 def test_pe_checked(capsys):
-    assert _error(capsys, ["--pe", "0"]) == (
+    assert _error(capsys, ["--units", "projection", "--pe", "0"]) == (
         f"{PROG}: error: argument --pe: for the 780M in_proj (1536x6448), pe must be an integer "
         f"in [1, 1024], not 0")
 
 
 def test_lanes_checked_against_the_second_preset(capsys):
-    assert _error(capsys, ["--presets", "780M,tiny", "--lanes", "32"]) == (
+    assert _error(capsys, ["--units", "scan", "--presets", "780M,tiny", "--lanes", "32"]) == (
         f"{PROG}: error: argument --lanes: for the tiny scan, lanes must divide d_state = 16 "
         f"(one of [1, 2, 4, 8, 16]), not 32")
 
@@ -165,8 +166,8 @@ def test_progress_lines_and_waveform_paths(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cosim.scan, "run_scan_case", _stub("ssm_scan", calls))
     monkeypatch.setenv("WAVES", "1")
     out = tmp_path / "cosim"
-    assert main(["--presets", "tiny", "--scan-tokens", "2", "--model-layers", "",
-                 "-o", str(out)]) == 0
+    assert main(["--units", "projection,scan", "--presets", "tiny", "--scan-tokens", "2",
+                 "--model-layers", "", "-o", str(out)]) == 0
     stdout, stderr = capsys.readouterr()
     assert calls == [("xnor_projection", "tiny_in_proj"), ("xnor_projection", "tiny_out_proj"),
                      ("xnor_projection", "random_stalls"), ("ssm_scan", "tiny_scan")]
@@ -190,3 +191,53 @@ def test_progress_lines_and_waveform_paths(tmp_path, capsys, monkeypatch):
            "(surfer FILE)):" in stdout
     assert all(str(out.resolve()) in line for line in stdout.splitlines()
                if line.endswith("dump.fst"))
+
+
+def test_units_checked(capsys):
+    assert _error(capsys, ["--units", "layer,fpga"]) == (
+        f"{PROG}: error: argument --units: each one of layer, projection, scan, not 'fpga'")
+    assert _error(capsys, ["--units", "layer,layer"]) == (
+        f"{PROG}: error: argument --units: layer is listed 2 times")
+
+
+def test_layer_array_checked_before_anything_is_built(tmp_path, capsys):
+    """24 bits a beat split as 2 x 12 fits the 780M shapes, but nothing fits 2.7B's."""
+    t0 = time.perf_counter()
+    msg = _error(capsys, ["--bytes-per-cycle", "3", "-o", str(tmp_path / "b")])
+    assert time.perf_counter() - t0 < 1.0
+    assert msg == (f"{PROG}: error: argument --bytes-per-cycle: for the 2.7B layer, "
+                   f"bytes_per_cycle = 3: no pe x simd = 24 bits divides d_model = 2560, "
+                   f"d_inner = 5120, d_state = 128 and headdim = 64")
+    assert not (tmp_path / "b").exists()
+    assert _error(capsys, ["--layer-tokens", "0"]) == (
+        f"{PROG}: error: argument --layer-tokens: must be an integer in [1, 64], not 0")
+    assert _error(capsys, ["--model-tokens", "2000"]) == (
+        f"{PROG}: error: argument --model-tokens: must be an integer in [1, 1024], not 2000")
+
+
+def test_layer_rows_with_a_stub(tmp_path, capsys, monkeypatch):
+    """The layer rows: the formula's cycles beside the measured ones, PASS only when equal."""
+    import cosim.layer
+
+    calls = []
+
+    def run(case, waves=None, on_phase=None):
+        on_phase("simulate")
+        calls.append(case.name)
+        lc = case.configs[0]
+        T = case.u.shape[0]
+        first = lc.schedule(first=True).last_out
+        spacing = lc.schedule().token_cycles
+        off = 1 if case.name == "tiny_layer" else 0  # one cycle late: must FAIL
+        return {"mismatches": {"o": 0}, "wall_s": 1.0, "predicted_first": first,
+                "predicted_spacing": spacing, "spacing": [spacing] * (T - 1),
+                "last_out": [first + t * spacing + off for t in range(T)]}
+
+    monkeypatch.setattr(cosim.layer, "run_layer_case", run)
+    assert main(["--presets", "tiny", "--bytes-per-cycle", "8", "--model-layers", "",
+                 "-o", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert calls == ["tiny_layer", "tiny_stalls_reset"]
+    rows = [line for line in out.splitlines() if line.startswith("layer ")]
+    assert "FAIL" in rows[0] and rows[1].rstrip().endswith("PASS")
+    assert "8 B/cycle: S8 P8 planes 8 lanes" in rows[0] and "of roofline" in rows[0]
