@@ -76,6 +76,7 @@ report: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16
+	$(PY) -m rtl.emit -o build/rtl/layer --lint all --preset tiny --simd 16 --pe 4 --lanes 4
 
 toolchain: $(STAMP)
 	$(PY) -m cosim.toolchain
