@@ -454,9 +454,8 @@ class BiMambaLayer(wiring.Component):
         lc = self.config
         q = lc.q
         c, f = q.cfg, q.fmt
-        P, W = lc.pe, lc.beat_bits
-        D, E, N, H, Hd = c.d_model, c.d_inner, c.d_state, c.nheads, c.headdim
-        C = c.conv_dim
+        P = lc.pe
+        D, E, H, C = c.d_model, c.d_inner, c.nheads, c.conv_dim
         m = Module()
 
         m.submodules.norm_in = norm_in = lc.norm_unit("norm_in")

@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
-from .xnor_projection import _adder_tree, _check_int, _popcount_tree
+from .xnor_projection import _adder_tree, _check_int, _popcount_tree, check_array_fields
 
 __all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY"]
 
@@ -94,18 +94,8 @@ class StreamProjectionConfig:
     tree_levels_per_stage: int = 2
 
     def __post_init__(self) -> None:
-        _check_int("d_in", self.d_in, 1)
-        _check_int("d_out", self.d_out, 1)
-        _check_int("simd", self.simd, 1, 4096)
-        _check_int("pe", self.pe, 1, 1024)
-        _check_int("act_bits", self.act_bits, 2, 16)
+        check_array_fields(self, act_bits_min=2)
         _check_int("planes", self.planes, 1, self.act_bits)
-        _check_int("beta_bits", self.beta_bits, 2, 32)
-        _check_int("beta_frac", self.beta_frac, 0, 40)
-        _check_int("mult_bits", self.mult_bits, 1, 32)
-        _check_int("mult_frac", self.mult_frac, 0, 40)
-        _check_int("out_bits", self.out_bits, 2, 48)
-        _check_int("tree_levels_per_stage", self.tree_levels_per_stage, 1, 16)
         if self.d_in % self.simd:
             raise ValueError(f"simd must divide d_in = {self.d_in} (one of "
                              f"{_divisors(self.d_in)}), not {self.simd}")

@@ -61,6 +61,22 @@ def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
     return value
 
 
+def check_array_fields(c, act_bits_min: int) -> None:
+    """The limits shared by the projection units' configurations: shape, array, activation
+    width and the constants' widths (``tree_levels_per_stage`` too)."""
+    _check_int("d_in", c.d_in, 1)
+    _check_int("d_out", c.d_out, 1)
+    _check_int("simd", c.simd, 1, 4096)
+    _check_int("pe", c.pe, 1, 1024)
+    _check_int("act_bits", c.act_bits, act_bits_min, 16)
+    _check_int("beta_bits", c.beta_bits, 2, 32)
+    _check_int("beta_frac", c.beta_frac, 0, 40)
+    _check_int("mult_bits", c.mult_bits, 1, 32)
+    _check_int("mult_frac", c.mult_frac, 0, 40)
+    _check_int("out_bits", c.out_bits, 2, 48)
+    _check_int("tree_levels_per_stage", c.tree_levels_per_stage, 1, 16)
+
+
 @dataclass(frozen=True)
 class ProjectionConfig:
     """Generator parameters of :class:`XnorProjection`.
@@ -103,17 +119,7 @@ class ProjectionConfig:
     tree_levels_per_stage: int = 2
 
     def __post_init__(self) -> None:
-        _check_int("d_in", self.d_in, 1)
-        _check_int("d_out", self.d_out, 1)
-        _check_int("simd", self.simd, 1, 4096)
-        _check_int("pe", self.pe, 1, 1024)
-        _check_int("act_bits", self.act_bits, 1, 16)
-        _check_int("beta_bits", self.beta_bits, 2, 32)
-        _check_int("beta_frac", self.beta_frac, 0, 40)
-        _check_int("mult_bits", self.mult_bits, 1, 32)
-        _check_int("mult_frac", self.mult_frac, 0, 40)
-        _check_int("out_bits", self.out_bits, 2, 48)
-        _check_int("tree_levels_per_stage", self.tree_levels_per_stage, 1, 16)
+        check_array_fields(self, act_bits_min=1)
         if self.simd > self.d_in:
             raise ValueError(f"simd must be in [1, d_in = {self.d_in}], not {self.simd}")
         if self.pe > self.d_out:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 __all__ = ["random_pauses", "StreamSource", "StreamSink", "MemorySource"]
@@ -59,11 +59,13 @@ class _Port:
 
 
 class StreamSource(_Port):
-    """Drives ``payload``/``valid`` of an input stream; ``pause`` inserts idle cycles."""
+    """Drives ``payload``/``valid`` of an input stream; ``pause`` inserts idle cycles, ``gap``
+    idle cycles after every handshake."""
 
-    def __init__(self, dut, name: str, clk, period_ns: float, pause: Pause | None = None) -> None:
+    def __init__(self, dut, name: str, clk, period_ns: float, pause: Pause | None = None,
+                 gap: int = 0) -> None:
         super().__init__(dut, name, clk, period_ns)
-        self.pause = pause
+        self.pause, self.gap = pause, gap
         self.valid.value = 0
 
     async def send(self, words: list[int]) -> list[int]:
@@ -88,6 +90,9 @@ class StreamSource(_Port):
             self.count += 1
             self.log.append(cycles[-1])
             await FallingEdge(self.clk)
+            if self.gap:
+                self.valid.value = 0
+                await Timer(self.gap * self.period_ns, "ns")
         self.valid.value = 0
         return cycles
 
@@ -137,33 +142,10 @@ class MemorySource(StreamSource):
 
     def __init__(self, dut, name: str, clk, period_ns: float, latency: int = 0,
                  period: int = 1, pause: Pause | None = None) -> None:
-        super().__init__(dut, name, clk, period_ns, pause)
-        self.latency, self.period = latency, period
+        super().__init__(dut, name, clk, period_ns, pause, gap=period - 1)
+        self.latency = latency
 
     async def send(self, words: list[int]) -> list[int]:
-        from cocotb.triggers import Timer
-
-        cycles = []
         if self.latency:
             await Timer(self.latency * self.period_ns, "ns")
-        for w in words:
-            while self.pause is not None and self.pause():
-                self.valid.value = 0
-                await FallingEdge(self.clk)
-            self.payload.value = w
-            self.valid.value = 1
-            await ReadOnly()
-            while not self.ready.value:
-                if self.pause is None and await self._rose(self.ready):
-                    break  # rose while the clock is low: final for the coming edge
-                await FallingEdge(self.clk)
-                await ReadOnly()
-            cycles.append(self.cycle())
-            self.count += 1
-            self.log.append(cycles[-1])
-            await FallingEdge(self.clk)
-            if self.period > 1:
-                self.valid.value = 0
-                await Timer((self.period - 1) * self.period_ns, "ns")
-        self.valid.value = 0
-        return cycles
+        return await super().send(words)

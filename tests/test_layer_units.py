@@ -7,7 +7,6 @@ import pytest
 
 from cosim.stages import conv_case, gate_case, norm_case, run_stage
 from cosim.units import run_stream_unit
-from model import golden as G
 from model.evaluate import golden_trace
 from model.fixedpoint import bit_length
 from rtl.emit import emit, lint, write_if_changed

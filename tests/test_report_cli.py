@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from energy.estimator import Arch, arch_from_args, estimate, layer_config
+from energy.estimator import Arch, arch_from_args
 from energy.report import PLOTS, SWEEP_VALUES, main as report_main
-from model.config import get_preset
 from model.evaluate import MAX_SEED, MAX_STEPS
 from model.quantize import QuantSpec
-from rtl.xnor_projection import ProjectionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

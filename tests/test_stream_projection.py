@@ -7,7 +7,6 @@ import pytest
 
 from cosim.projection import random_projection, random_tokens
 from cosim.stages import projection_case, run_stage
-from model.golden import project
 from rtl.emit import emit, lint, write_if_changed
 from rtl.packer import projection_beats, split_record
 from rtl.stream_projection import StreamProjection, StreamProjectionConfig
