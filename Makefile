@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 32768
 
-.PHONY: all venv data sim evaluate generate test test-slow bench sweep report lint toolchain clean
+.PHONY: all venv data sim evaluate generate test test-slow bench sweep report lint fpga toolchain clean
 
 all: venv
 
@@ -77,6 +77,11 @@ report: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16
 	$(PY) -m rtl.emit -o build/rtl/layer --lint all --preset tiny --simd 16 --pe 4 --lanes 4
+
+# Synthesis and place-and-route of every unit at the configurations of docs/fpga.md (ECP5-85F;
+# iCE40 UP5K for the small ones): a table and build/fpga/summary.json. About 35 minutes.
+fpga: $(STAMP)
+	$(PY) -m fpga.flow
 
 toolchain: $(STAMP)
 	$(PY) -m cosim.toolchain

