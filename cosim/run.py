@@ -4,8 +4,8 @@
 ``--bytes-per-cycle`` of weight stream, decodes tokens of each preset's synthetic-checkpoint
 layer and ``--model-tokens`` tokens of test text through layers of the shipped Shakespeare
 student; every output beat is compared with the golden model and every token's cycles with the
-engine's formula, and the row gives the share of the memory roofline reached. A tiny layer
-with random stalls on every stream and a reset in the middle of a token runs too.
+engine's formula, and the row gives the share of the memory roofline reached. ``--stalls``
+adds a tiny layer with random stalls on every stream and a reset in the middle of a token.
 
 ``--units projection,scan``: the stand-alone units. Projection unit: for each preset the golden
 model runs a few decode steps; the activations it feeds in_proj and out_proj go through the
@@ -141,6 +141,9 @@ def _parser() -> CliParser:
     ap.add_argument("--model-tokens", type=int_in(1, 1024), default=64,
                     help="layer engine: decode tokens of test text through each of "
                          "--model-layers, 1 to 1024 (default: 64)")
+    ap.add_argument("--stalls", action="store_true",
+                    help="layer engine: also a tiny layer with random stalls on every stream "
+                         "and a reset mid-token (make test runs these too)")
     ap.add_argument("--presets", default="780M,2.7B",
                     help="comma-separated presets, each one of 780M, 1.3B, 2.7B, tiny, small "
                          "(default: 780M,2.7B)")
@@ -199,12 +202,12 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
             ap.error(f"argument --presets: {name} is listed {presets.count(name)} times")
     cases, cycles = 0, 0
     if "layer" in units:
-        for name in presets + ["tiny"]:
+        for name in presets:
             try:
                 LayerConfig.array_for(get_preset(name), args.bytes_per_cycle)
             except ValueError as e:
                 ap.error(f"argument --bytes-per-cycle: for the {name} layer, {e}")
-        cases += len(presets) + 1
+        cases += len(presets) + args.stalls
     if "projection" in units:
         r = RANDOM_CASE
         rand = ProjectionConfig(d_in=r["d_in"], d_out=r["d_out"], simd=r["simd"], pe=r["pe"],
@@ -429,7 +432,7 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
     proj_row = lambda case, res, s: _row("xnor_projection", case, res, s)  # noqa: E731
     layers, projections, scans = [], [], []
     steps = len(plan.presets) + ("projection" in plan.units) + bool(plan.model_layers) + (
-        "layer" in plan.units)
+        "layer" in plan.units and args.stalls)
     with _Progress(steps, "preparing", "preset", "prep") as progress:
         for preset in plan.presets:
             t0 = time.perf_counter()
@@ -452,7 +455,7 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
                 what.append("scan")
             progress.finished(f"{preset}: {' and '.join(what)} cases from the golden "
                               f"model ({time.perf_counter() - t0:.0f} s)")
-        if "layer" in plan.units:
+        if "layer" in plan.units and args.stalls:
             layers.append(_Job("layer", stalls_layer_case(args.seed), run_layer_case,
                                _layer_row))
             progress.finished("tiny_stalls_reset: stalls on every stream, a reset mid-token")

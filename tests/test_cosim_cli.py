@@ -235,7 +235,7 @@ def test_layer_rows_with_a_stub(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(cosim.layer, "run_layer_case", run)
     assert main(["--presets", "tiny", "--bytes-per-cycle", "8", "--model-layers", "",
-                 "-o", str(tmp_path)]) == 1
+                 "--stalls", "-o", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert calls == ["tiny_layer", "tiny_stalls_reset"]
     rows = [line for line in out.splitlines() if line.startswith("layer ")]

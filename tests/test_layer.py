@@ -182,3 +182,18 @@ def test_lint_clean(lc, tmp_path):
 
 def test_sections_order_matches_stream():
     assert SECTIONS == ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,tokens", [("780M", 2), ("2.7B", 1)])
+def test_real_shape_layers(preset, tokens):
+    """The engine sized for 64 bytes a cycle on a synthetic 780M- and 2.7B-shaped layer: every
+    output bit, and cycles equal to the formula (make sim runs the 2.7B one)."""
+    from cosim.run import preset_layer_case
+
+    case = preset_layer_case(preset, tokens, 64)
+    res = run_layer_case(case)
+    _check(res, tokens)
+    assert res["last_out"][0] == res["predicted_first"]
+    assert res["spacing"] == [res["predicted_spacing"]] * (tokens - 1)
+    assert case.configs[0].roofline_fraction() >= 0.9
