@@ -39,7 +39,10 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
-from .xnor_projection import _adder_tree, _check_int, _popcount_tree, check_array_fields
+from .xnor_projection import (
+    _adder_tree, _check_int, _popcount_tree, check_array_fields, requant_output, tail_prod_bits,
+    tail_sum_bits,
+)
 
 __all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY"]
 
@@ -205,12 +208,11 @@ class StreamProjectionConfig:
 
     @property
     def sum_bits(self) -> int:
-        acc = (1 << (self.acc_bits - 1)) + (1 << (self.corr_bits - 1))
-        return signed_bits((acc << self.beta_frac) + (1 << (self.beta_sum_bits - 1)))
+        return tail_sum_bits(self.acc_bits, self.corr_bits, self.beta_sum_bits, self.beta_frac)
 
     @property
     def prod_bits(self) -> int:
-        return signed_bits((1 << (self.sum_bits - 1)) * ((1 << self.mult_bits) - 1))
+        return tail_prod_bits(self.sum_bits, self.mult_bits)
 
     @property
     def out_shift(self) -> int:
@@ -425,17 +427,7 @@ class StreamProjection(wiring.Component):
                 m.d.sync += prods_t[p].eq(t * mult)
 
         # -- round half up, saturate, output register ------------------------------------------
-        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
-        with m.If(adv):
-            m.d.sync += self.out.valid.eq(pvalid)
-            for p in range(P):
-                rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
-                if c.out_shift > 0:
-                    m.d.comb += rounded.eq((prods_t[p] + (1 << (c.out_shift - 1))) >> c.out_shift)
-                else:
-                    m.d.comb += rounded.eq(prods_t[p])
-                m.d.sync += self.out.payload[p].eq(
-                    Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+        requant_output(m, c, prods_t, self.out, pvalid, adv)
         return m
 
     @staticmethod

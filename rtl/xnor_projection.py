@@ -198,12 +198,11 @@ class ProjectionConfig:
     @property
     def sum_bits(self) -> int:
         """``((acc + corr) << beta_frac) + beta term``."""
-        acc = (1 << (self.acc_bits - 1)) + (1 << (self.corr_bits - 1))
-        return signed_bits((acc << self.beta_frac) + (1 << (self.beta_acc_bits - 1)))
+        return tail_sum_bits(self.acc_bits, self.corr_bits, self.beta_acc_bits, self.beta_frac)
 
     @property
     def prod_bits(self) -> int:
-        return signed_bits((1 << (self.sum_bits - 1)) * ((1 << self.mult_bits) - 1))
+        return tail_prod_bits(self.sum_bits, self.mult_bits)
 
     @property
     def out_shift(self) -> int:
@@ -364,6 +363,33 @@ def _popcount_tree(m: Module, bits, width: int, levels_per_stage: int, enable, n
             m.d.sync += reg.eq(v)
         v, stages = reg, 1
     return v[: max(1, width.bit_length())], stages
+
+
+def tail_sum_bits(acc_bits: int, corr_bits: int, beta_term_bits: int, beta_frac: int) -> int:
+    """Width of ``((acc + corr) << beta_frac) + beta term`` from its operands' widths."""
+    acc = (1 << (acc_bits - 1)) + (1 << (corr_bits - 1))
+    return signed_bits((acc << beta_frac) + (1 << (beta_term_bits - 1)))
+
+
+def tail_prod_bits(sum_bits: int, mult_bits: int) -> int:
+    """Width of ``sum * mult`` (``mult`` unsigned)."""
+    return signed_bits((1 << (sum_bits - 1)) * ((1 << mult_bits) - 1))
+
+
+def requant_output(m: Module, c, prods: list, out, pvalid, adv) -> None:
+    """The projections' last stage: each product rounded half up by ``c.out_shift``, saturated
+    to ``c.out_bits`` and registered into ``out`` (valid from ``pvalid``), all while ``adv``."""
+    lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+    with m.If(adv):
+        m.d.sync += out.valid.eq(pvalid)
+        for p, prod in enumerate(prods):
+            # A shift wider than the product leaves 0 or -1: keep two bits for it.
+            rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
+            if c.out_shift > 0:
+                m.d.comb += rounded.eq((prod + (1 << (c.out_shift - 1))) >> c.out_shift)
+            else:
+                m.d.comb += rounded.eq(prod)
+            m.d.sync += out.payload[p].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
 
 
 class XnorProjection(wiring.Component):
@@ -560,16 +586,5 @@ class XnorProjection(wiring.Component):
                 m.d.sync += prods[p].eq(t * cp_r.data.mult[p])
 
         # -- round half up, saturate, output register ----------------------------------------
-        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
-        with m.If(adv):
-            m.d.sync += self.out.valid.eq(pvalid)
-            for p in range(P):
-                # A shift wider than the product leaves 0 or -1: keep two bits for it.
-                rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
-                if c.out_shift > 0:
-                    m.d.comb += rounded.eq((prods[p] + (1 << (c.out_shift - 1))) >> c.out_shift)
-                else:
-                    m.d.comb += rounded.eq(prods[p])
-                m.d.sync += self.out.payload[p].eq(
-                    Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+        requant_output(m, c, prods, self.out, pvalid, adv)
         return m
