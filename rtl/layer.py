@@ -37,7 +37,7 @@ from model.fixedpoint import signed_bits
 
 from .layer_units import (
     CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, ConvUnit, GateUnit,
-    RmsNormUnit, conv_bias_bits, divisors,
+    RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
 from .ssm_scan import SCAN_LATENCY, ScanConfig, SsmScan
@@ -82,11 +82,6 @@ class Schedule:
     def memory_cycles(self) -> int:
         """The roofline: cycles the memory needs for a token's beats."""
         return self.beats * self.period
-
-
-def _divides(name: str, value: int, what: str, n: int) -> None:
-    if n % value:
-        raise ValueError(f"{name} must divide {what} = {n} (one of {divisors(n)}), not {value}")
 
 
 @dataclass(frozen=True)
@@ -163,11 +158,11 @@ class LayerConfig:
                              f"{sh.act_bits}")
         if c.ngroups != 1:
             raise ValueError(f"ngroups must be 1 for the layer engine, not {c.ngroups}")
-        _divides("simd", self.simd, "d_model", c.d_model)
-        _divides("simd", self.simd, "d_inner", c.d_inner)
-        _divides("pe", self.pe, "simd", self.simd)
-        _divides("pe", self.pe, "d_state", c.d_state)
-        _divides("pe", self.pe, "headdim", c.headdim)
+        check_divides("simd", self.simd, "d_model", c.d_model)
+        check_divides("simd", self.simd, "d_inner", c.d_inner)
+        check_divides("pe", self.pe, "simd", self.simd)
+        check_divides("pe", self.pe, "d_state", c.d_state)
+        check_divides("pe", self.pe, "headdim", c.headdim)
         ScanConfig.check_shape(c, self.lanes)
         if self.planes is not None and not 1 <= self.planes <= sh.act_bits:
             raise ValueError(f"planes must be in [1, act_bits = {sh.act_bits}], not "

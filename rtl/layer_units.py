@@ -31,7 +31,7 @@ from model.fixedpoint import signed_bits
 from .nonlinear import (
     PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
 )
-from .stream_projection import gather
+from .stream_projection import divisors, gather
 
 if TYPE_CHECKING:
     from model.fixedpoint import RsqrtTable
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit", "gain_record_beats", "conv_bias_bits",
            "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
-           "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "divisors"]
+           "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "check_divides", "divisors"]
 
 NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
 NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
@@ -63,11 +63,8 @@ def conv_record_beats(q: QuantizedLayer, pe: int, beat_bits: int) -> int:
     return -(-pe * lane // beat_bits)
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _check_divides(name: str, value: int, what: str, n: int) -> None:
+def check_divides(name: str, value: int, what: str, n: int) -> None:
+    """Refuse ``value`` unless it is a positive integer dividing ``n``, naming the allowed ones."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1 or n % value:
         raise ValueError(f"{name} must divide {what} = {n} (one of {divisors(n)}), not {value!r}")
 
@@ -125,7 +122,7 @@ class RmsNormUnit(wiring.Component):
     """
 
     def __init__(self, n: NormParams, rsqrt: RsqrtTable, pe: int, beat_bits: int) -> None:
-        _check_divides("pe", pe, "the norm width", n.n)
+        check_divides("pe", pe, "the norm width", n.n)
         if n.act.bits < 2:
             raise ValueError(f"act_bits must be in [2, 16] for the layer engine, not {n.act.bits}")
         if rsqrt.out_bits + 2 < n.norm_fmt.bits:
@@ -247,7 +244,7 @@ class ConvUnit(wiring.Component):
     """
 
     def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int) -> None:
-        _check_divides("pe", pe, "conv_dim", q.cfg.conv_dim)
+        check_divides("pe", pe, "conv_dim", q.cfg.conv_dim)
         if q.cfg.d_conv < 2:
             raise ValueError(f"d_conv must be >= 2 for the conv unit, not {q.cfg.d_conv}")
         self.q, self.pe, self.beat_bits = q, pe, beat_bits
@@ -339,7 +336,7 @@ class GateUnit(wiring.Component):
     """
 
     def __init__(self, q: QuantizedLayer, pe: int) -> None:
-        _check_divides("pe", pe, "headdim", q.cfg.headdim)
+        check_divides("pe", pe, "headdim", q.cfg.headdim)
         self.q, self.pe = q, pe
         f = q.fmt
         super().__init__({

@@ -44,14 +44,15 @@ from .xnor_projection import (
     tail_sum_bits,
 )
 
-__all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY"]
+__all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY", "divisors", "gather"]
 
 # RC slot issue -> output handshake beyond the popcount tree's stages: operand register (1),
 # accumulate + tail product (1), round and saturate into the output register (1).
 PROJ_TAIL_LATENCY = 3
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n``, for error messages that list the allowed values."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
@@ -101,10 +102,10 @@ class StreamProjectionConfig:
         _check_int("planes", self.planes, 1, self.act_bits)
         if self.d_in % self.simd:
             raise ValueError(f"simd must divide d_in = {self.d_in} (one of "
-                             f"{_divisors(self.d_in)}), not {self.simd}")
+                             f"{divisors(self.d_in)}), not {self.simd}")
         if self.simd % self.pe:
             raise ValueError(f"pe must divide simd = {self.simd} (one of "
-                             f"{_divisors(self.simd)}), not {self.pe}")
+                             f"{divisors(self.simd)}), not {self.pe}")
 
     @classmethod
     def from_projection(cls, p, simd: int, pe: int, planes: int | None = None,
