@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from model.config import BiMambaConfig, get_preset
 from rtl.cli import SEED_MAX, CliParser, check_out_dir, int_in
 from rtl.layer import LayerConfig
-from rtl.ssm_scan import SCAN_LATENCY, ScanConfig, scan_cycles_per_token
+from rtl.ssm_scan import ScanConfig, scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
 from .verilator import BUILD_ROOT, FST_VIEWERS, use_build_root, waves_requested
@@ -232,7 +232,7 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
                 ap.error(f"argument --lanes: for the {name} scan, {e}")
             cases += 1
             cycles += args.scan_tokens * scan_cycles_per_token(
-                cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + SCAN_LATENCY
+                cfg.nheads, cfg.headdim, cfg.d_state, args.lanes) + scan_latency(args.lanes)
     layers: list[int] = []
     if args.model_layers.strip():
         lm_cfg = _shipped_config()
@@ -268,7 +268,7 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
                 ap.error(f"argument --lanes: for the Shakespeare model's scan, {e}")
             cases += len(layers)
             cycles += len(layers) * (args.scan_tokens * scan_cycles_per_token(
-                lm_cfg.nheads, lm_cfg.headdim, lm_cfg.d_state, args.lanes) + SCAN_LATENCY)
+                lm_cfg.nheads, lm_cfg.headdim, lm_cfg.d_state, args.lanes) + scan_latency(args.lanes))
     if "layer" in units:
         # Order of magnitude for the WAVES warning: a token costs about its weight bits over
         # the beat, the scan and the gaps aside.

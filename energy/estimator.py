@@ -62,7 +62,7 @@ from typing import Callable
 from model.config import BiMambaConfig
 from model.quantize import QuantSpec
 from rtl.layer import LayerConfig, LayerShape
-from rtl.ssm_scan import SCAN_LATENCY, scan_cycles_per_token
+from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
@@ -83,7 +83,7 @@ def projection_burst_cycles(d_in: int, d_out: int, simd: int, pe: int, act_bits:
 
 def scan_burst_cycles(nheads: int, headdim: int, d_state: int, lanes: int, tokens: int) -> int:
     """First head beat to last y beat of ``tokens`` back-to-back tokens on the scan unit."""
-    return tokens * scan_cycles_per_token(nheads, headdim, d_state, lanes) + SCAN_LATENCY
+    return tokens * scan_cycles_per_token(nheads, headdim, d_state, lanes) + scan_latency(lanes)
 
 
 def _int0(name: str, hi: int) -> Callable[[object], object]:

@@ -483,6 +483,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sweep-act", help="activation widths of --sweep (default 4,6,8,10,12)")
     ap.add_argument("--sweep-steps", help=f"decode steps of --sweep, 1 to {MAX_STEPS} (default 64)")
     ap.add_argument("--seed", help=f"seed of --sweep, 0 to {MAX_SEED} (default 0)")
+    ap.add_argument("--area", metavar="FPGA",
+                    help="also estimate the FPGA resources (LUT4, FF, block RAM, DSP) of each "
+                         "design point's XNOR array and scan on FPGA, from the fit of measured "
+                         "place-and-route results in fpga/area.json (python -m fpga.area); "
+                         "FPGA is the fit's device")
     ap.add_argument("--prefill", default="512",
                     help=f"prefill length L, 1 to {MAX_PREFILL} (default 512)")
     return ap
@@ -496,6 +501,8 @@ def _conflicts(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} needs --sweep")
     if args.plot_sweep is not None and not args.plot:
         raise ValueError("--plot-sweep needs --plot")
+    if args.area and args.format == "csv":
+        raise ValueError("--area needs --format md or json (csv holds the preset table only)")
     if args.sweep and args.format == "csv":
         raise ValueError("--sweep needs --format md or json (csv holds the preset table only)")
     dup = next((p for i, p in enumerate(args.preset or []) if p in args.preset[:i]), None)
@@ -520,6 +527,60 @@ def _with_memory(args: argparse.Namespace, arch: Arch) -> Arch:
                          "--set and --arch")
     m = memories[args.memory]
     return replace(arch, dram_pj_per_bit=m.pj_per_bit, dram_bytes_per_s=m.bytes_per_s)
+
+
+def area_view(reports: dict[str, dict], device: str) -> dict[str, dict]:
+    """FPGA resources of each preset's design point (its array and scan lanes) on ``device``,
+    from :func:`fpga.area.area_estimate`, with the device's capacity and the share used.
+
+    Raises
+    ------
+    ValueError
+        If ``fpga/area.json`` holds no fit for ``device``.
+    """
+    from fpga.area import RESOURCES, area_estimate, load_area
+    from fpga.flow import DEVICES
+
+    area = load_area()
+    if device != area["device"]:
+        raise ValueError(f"--area must be a device with a fit in fpga/area.json "
+                         f"({area['device']}), not {device!r}")
+    cap = DEVICES[device].capacity
+    capacity = {"lut4": cap["lc"], "ff": cap["lc"], "bram": cap["bram"], "dsp": cap["dsp"]}
+    out = {}
+    for n, r in reports.items():
+        d = r["design_point"]
+        est = {"simd": d["simd"], "pe": d["pe"], "lanes": d["lanes"],
+               **area_estimate(d["simd"], d["pe"], d["lanes"], area)}
+        est["capacity"] = capacity
+        est["share"] = {k: est["total"][k] / capacity[k] for k in RESOURCES}
+        est["fits"] = all(est["total"][k] <= capacity[k] for k in RESOURCES)
+        out[n] = est
+    return out
+
+
+def _area_md(view: dict[str, dict], device: str) -> str:
+    from fpga.area import load_area
+
+    area = load_area()
+    first = next(iter(view.values()))
+    cap = first["capacity"]
+    out = [f"FPGA resources of the design point on {area['part']} (--area {device}): the "
+           "linear fits of fpga/area.json to measured place and route of the XNOR projection "
+           f"(per array bit and per row, {area['xnor_lane']['measured_on']['act_bits']}-bit "
+           "activations) and the scan (per lane); extrapolated where the design point lies "
+           "outside the measured sizes. Capacity: "
+           f"{cap['lut4']:,} LUT4, {cap['ff']:,} FF, {cap['bram']} block RAMs, "
+           f"{cap['dsp']} DSPs.", "",
+           "| model | array (pe x simd) | scan lanes | LUT4 | FF | BRAM | DSP | fits | "
+           "extrapolated |", "|---|---|---|---|---|---|---|---|---|"]
+    for n, v in view.items():
+        t, s = v["total"], v["share"]
+        out.append(f"| {n} | {v['pe']} x {v['simd']} | {v['lanes']} | {t['lut4']:,} "
+                   f"({s['lut4']:.0%}) | {t['ff']:,} ({s['ff']:.0%}) | {t['bram']} "
+                   f"({s['bram']:.0%}) | {t['dsp']} ({s['dsp']:.0%}) | "
+                   f"{'yes' if v['fits'] else 'no'} | {'yes' if v['extrapolated'] else 'no'} |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
         plot_dir = _writable_folder(Path(args.plot)) if args.plot else None
+        area = area_view(reports, args.area) if args.area else None
     except ValueError as e:
         ap.error(str(e))
     sweep = None
@@ -565,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
                "anchors": load_anchors()}
         if sweep:
             doc["sweep"] = sweep
+        if area:
+            doc["area"] = area
         print(json.dumps(doc, indent=2))
     elif args.format == "csv":
         for n, r in reports.items():
@@ -573,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_csv(reports), end="")
     else:
         print(_md(reports, arch))
+        if area:
+            print("\n" + _area_md(area, args.area))
         if sweep:
             print(f"\nAccuracy and energy over activation widths ({presets[0]}, "
                   f"{steps} steps, seed {seed}):\n")

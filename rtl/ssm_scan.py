@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from amaranth import Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,17 +42,42 @@ if TYPE_CHECKING:
     from model.config import BiMambaConfig
     from model.quantize import QuantizedLayer
 
+from .dsp import MUL_LATENCY, pipelined_mul
+from .stall import output_register
 from .nonlinear import (
     DECAY_LATENCY, SOFTPLUS_LATENCY, _delay, _reg, decay_stage, round_shift, saturate,
     softplus_stage,
 )
+from .xnor_projection import _adder_tree
 
-__all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "SCAN_LATENCY"]
+__all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "scan_latency",
+           "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES"]
 
-# Head beat -> y beat beyond cycles_per_token (ScanConfig.latency explains each term).
 PREP_LATENCY = 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
-SCAN_DEPTH = 5
-SCAN_LATENCY = PREP_LATENCY + 2 + 1 + SCAN_DEPTH + 1
+# The state of a chunk is read RW_READ cycles after its issue and written back RW_WRITE cycles
+# after it: a token must take at least RW_WRITE - RW_READ cycles, or it would read a state
+# element before the previous token has written it.
+DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
+RW_READ = DTX_STAGE - 1  # the state word then arrives with dtx; dA h and dtx B finish together
+RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
+MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
+
+
+def lane_sum_stages(lanes: int) -> int:
+    """Registers of the sum over lanes: two adder levels each, at least one."""
+    levels = (lanes - 1).bit_length()
+    return max(1, -(-levels // 2))
+
+
+def scan_depth(lanes: int) -> int:
+    """Issue of a (h, p) pair's last chunk -> its y in the output collector (see
+    :attr:`ScanConfig.scan_depth`)."""
+    return RW_WRITE + MUL_LATENCY + lane_sum_stages(lanes) + 3
+
+
+def scan_latency(lanes: int) -> int:
+    """Head beat -> y beat beyond the cycles per token (:attr:`ScanConfig.latency`)."""
+    return PREP_LATENCY + 2 + 1 + scan_depth(lanes) + 1
 
 
 def scan_cycles_per_token(nheads: int, headdim: int, d_state: int, lanes: int) -> int:
@@ -77,8 +102,8 @@ class ScanConfig:
     Raises
     ------
     ValueError
-        If ``lanes`` does not divide d_state, or a token would take fewer than 2 cycles (the
-        state RAM's read-after-write distance).
+        If ``lanes`` does not divide d_state, or a token would take fewer than
+        :data:`MIN_TOKEN_CYCLES` cycles (the state RAM's read-to-write distance).
     """
 
     q: QuantizedLayer
@@ -102,7 +127,8 @@ class ScanConfig:
         Raises
         ------
         ValueError
-            If ``lanes`` does not divide d_state, or a token would take fewer than 2 cycles.
+            If ``lanes`` does not divide d_state, or a token would take fewer than
+            :data:`MIN_TOKEN_CYCLES` cycles.
         """
         n = cfg.d_state
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or n % lanes:
@@ -110,8 +136,9 @@ class ScanConfig:
             raise ValueError(f"lanes must divide d_state = {n} (one of {divisors}), "
                              f"not {lanes!r}")
         cycles = scan_cycles_per_token(cfg.nheads, cfg.headdim, n, lanes)
-        if cycles < 2:
-            raise ValueError(f"nheads * headdim * d_state / lanes must be >= 2, not {cycles}")
+        if cycles < MIN_TOKEN_CYCLES:
+            raise ValueError(f"nheads * headdim * d_state / lanes must be >= {MIN_TOKEN_CYCLES} "
+                             f"(the state's read-to-write distance), not {cycles}")
 
     @property
     def chunks(self) -> int:
@@ -136,9 +163,13 @@ class ScanConfig:
 
     @property
     def scan_depth(self) -> int:
-        """Issue of a (h, p) pair's last chunk -> its y in the output collector:
-        state read (1), update (1), h' C products and lane sum (1), y accumulate (1), y (1)."""
-        return SCAN_DEPTH
+        """Issue of a (h, p) pair's last chunk -> its y in the output collector, one register
+        per step: dt x (1 to 4, :func:`rtl.dsp.pipelined_mul`), dtx (5), dtx B (6 to 9); in
+        parallel the state read (issued at 4, the word at 5) and dA h (6 to 9); their aligned,
+        rounded sum (10); h', saturated and written back (11); h' C (12 to 15); the sum over
+        lanes (:func:`lane_sum_stages`); the y accumulator (1); the y sum with D x (1); y,
+        saturated (1)."""
+        return scan_depth(self.lanes)
 
     @property
     def latency(self) -> int:
@@ -146,7 +177,7 @@ class ScanConfig:
         last ``y`` handshake: the prep pipeline, the FIFO (``SyncFIFOBuffered``: written to
         readable, 2), loading the head into the scanner (1), :attr:`scan_depth` and the output
         register (1). A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
-        return SCAN_LATENCY
+        return scan_latency(self.lanes)
 
     # widths ---------------------------------------------------------------------------------
 
@@ -230,12 +261,18 @@ class SsmScan(wiring.Component):
         # -- head prep: dt_bias, softplus, decay, into a FIFO ---------------------------------
         entry = data.StructLayout({"dt": unsigned(f["dt"].bits), "dA": unsigned(f["dA"].bits),
                                    "x": data.ArrayLayout(signed(s.data_bits), P)})
-        m.submodules.hfifo = hfifo = fifo.SyncFIFOBuffered(width=entry.size, depth=c.fifo_depth)
+        # dt and dA wait in hfifo once the prep pipeline has made them; x skips the pipeline
+        # and waits in xfifo from the head beat on. Entries are read from both together.
+        prep = data.StructLayout({"dt": unsigned(f["dt"].bits), "dA": unsigned(f["dA"].bits)})
+        m.submodules.hfifo = hfifo = fifo.SyncFIFOBuffered(width=prep.size, depth=c.fifo_depth)
+        m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * s.data_bits,
+                                                           depth=c.fifo_depth)
         inflight = Signal(range(c.fifo_depth + 1))
         space = Signal()
         m.d.comb += space.eq(hfifo.level + inflight < c.fifo_depth)
         m.d.comb += self.head.ready.eq(space)
         take = self.head.valid & self.head.ready
+        m.d.comb += [xfifo.w_data.eq(self.head.payload.x), xfifo.w_en.eq(take)]
         hprep = Signal(range(max(H, 2)))
         with m.If(take):
             m.d.sync += hprep.eq(Mux(hprep == H - 1, 0, hprep + 1))
@@ -247,15 +284,12 @@ class SsmScan(wiring.Component):
                     signed(f["dt_in"].bits))
         v0 = _reg(m, take, one, "prep_v0")
         ak = _reg(m, ak_p.data, one, "prep_ak")
-        xs = _reg(m, self.head.payload.x, one, "prep_xs")
         dt = softplus_stage(m, q, x_in, one, "sp")
         dA = decay_stage(m, q, dt, _delay(m, ak, SOFTPLUS_LATENCY, one, "ak"), one, "decay")
         dt_d = _delay(m, dt, DECAY_LATENCY, one, "dt")
-        x_d = _delay(m, xs, SOFTPLUS_LATENCY + DECAY_LATENCY, one, "x")
         v_d = _delay(m, v0, SOFTPLUS_LATENCY + DECAY_LATENCY, one, "v")
-        w = Signal(entry)
-        m.d.comb += [w.dt.eq(dt_d), w.dA.eq(dA), w.x.eq(x_d),
-                     hfifo.w_data.eq(w), hfifo.w_en.eq(v_d)]
+        w = Signal(prep)
+        m.d.comb += [w.dt.eq(dt_d), w.dA.eq(dA), hfifo.w_data.eq(w), hfifo.w_en.eq(v_d)]
         m.d.sync += inflight.eq(inflight + take - v_d)
 
         # -- B and C: the next token's beat waits while the current one is scanned -----------
@@ -267,8 +301,7 @@ class SsmScan(wiring.Component):
             m.d.sync += [bc_next.eq(self.bc.payload), bc_full.eq(1)]
 
         # -- scanner -----------------------------------------------------------------------------
-        adv = Signal()
-        m.d.comb += adv.eq(~self.y.valid | self.y.ready)
+        adv, ovalid, opayload = output_register(m, self.y)  # adv: a register (rtl/stall.py)
         h = Signal(range(max(H, 2)))
         p = Signal(range(max(P, 2)))
         k = Signal(range(max(K, 2)))
@@ -281,28 +314,35 @@ class SsmScan(wiring.Component):
         load = Signal()
         need_bc = Signal()
         m.d.comb += load.eq(adv & hfifo.r_rdy & (~busy | finishing) & (~need_bc | bc_full))
-        m.d.comb += [hfifo.r_en.eq(load)]
+        m.d.comb += [hfifo.r_en.eq(load), xfifo.r_en.eq(load)]
         with m.If(load):
-            m.d.sync += [cur.eq(hfifo.r_data), busy.eq(1)]
+            m.d.sync += [cur.dt.eq(hfifo.r_data[: len(cur.dt)]),
+                         cur.dA.eq(hfifo.r_data[len(cur.dt):]), cur.x.eq(xfifo.r_data),
+                         busy.eq(1)]
             with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
                 m.d.sync += [bc_cur.eq(bc_next), bc_full.eq(0)]
         with m.Elif(finishing):
             m.d.sync += busy.eq(0)
 
+        # Flags of the counters, registered with them, so that the head load (which enables
+        # every bit of B and C) is a few gates from flip-flops rather than behind comparators.
+        at_last = Signal(init=int(K == 1 and P == 1))  # (k, p) is the head's last chunk
+        h_first = Signal(init=1)  # h == 0
+        h_last = Signal(init=int(H == 1))  # h == H - 1
         issue = Signal()
-        m.d.comb += [issue.eq(adv & busy), finishing.eq(issue & last_k & last_p)]
+        m.d.comb += [issue.eq(adv & busy), finishing.eq(issue & at_last)]
         with m.If(issue):
-            m.d.sync += k.eq(Mux(last_k, 0, k + 1))
-            with m.If(last_k):
-                m.d.sync += p.eq(Mux(last_p, 0, p + 1))
-                with m.If(last_p):
-                    m.d.sync += h.eq(Mux(last_h, 0, h + 1))
+            k_next = Mux(last_k, 0, k + 1)
+            p_next = Mux(last_k, Mux(last_p, 0, p + 1), p)
+            m.d.sync += [k.eq(k_next), p.eq(p_next),
+                         at_last.eq((k_next == K - 1) & (p_next == P - 1))]
+            with m.If(at_last):
+                h_next = Mux(last_h, 0, h + 1)
+                m.d.sync += [h.eq(h_next), h_first.eq(h_next == 0), h_last.eq(h_next == H - 1)]
 
         # The head counter `h` names the head in cur_*; `need_bc` must look at the head that
         # is about to be loaded, i.e. h after the finishing increment.
-        nxt_h = Signal(range(max(H, 2)))
-        m.d.comb += nxt_h.eq(Mux(finishing, Mux(last_h, 0, h + 1), h))
-        m.d.comb += need_bc.eq(nxt_h == 0)
+        m.d.comb += need_bc.eq(Mux(finishing, h_last, h_first))
 
         state = Memory(shape=data.ArrayLayout(signed(s.state_bits), L), depth=H * P * K,
                        init=[])
@@ -310,84 +350,92 @@ class SsmScan(wiring.Component):
         st_w = state.write_port()
         st_r = state.read_port(transparent_for=(st_w,))
         addr = Signal(range(H * P * K))
-        m.d.comb += [addr.eq((h * P + p) * K + k), st_r.addr.eq(addr), st_r.en.eq(adv)]
+        m.d.comb += addr.eq((h * P + p) * K + k)
 
         start = Signal()  # the token in cur_* begins a sequence: read the state as zero
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence too
         with m.If(load & need_bc):
             m.d.sync += [start.eq(bc_next.start | fresh), fresh.eq(0)]
 
-        # Stage 1: operands of the lane update (state word arrives from the RAM).
-        dtx = Signal(signed(s.dtx_bits))
-        xp = Signal(signed(s.data_bits))
-        m.d.comb += [xp.eq(cur.x[p]),
-                     dtx.eq(saturate(round_shift(cur.dt * xp,
-                                                 f["dt"].frac + f["xbc_act"].frac - f["dtx"].frac),
-                                     f["dtx"].min_int, f["dtx"].max_int))]
+        # One register per step (ScanConfig.scan_depth lists them); `at[n]` is the chunk's
+        # metadata in the cycle after register n, i.e. stage n.
         meta = data.StructLayout({"valid": 1, "last": 1, "first": 1, "h": range(max(H, 2)),
-                                  "addr": range(H * P * K), "zero": 1, "k": range(max(K, 2))})
+                                  "addr": range(H * P * K), "zero": 1})
         m0 = Signal(meta)
         m.d.comb += [m0.valid.eq(issue), m0.last.eq(last_k), m0.first.eq(k == 0), m0.h.eq(h),
-                     m0.addr.eq(addr), m0.zero.eq(start), m0.k.eq(k)]
-        m1 = _reg(m, m0, adv, "m1", meta)
-        dA1 = _reg(m, cur.dA, adv, "dA1")
-        dtx1 = _reg(m, dtx, adv, "dtx1")
-        x1 = _reg(m, xp, adv, "x1")
-        b1 = _reg(m, bc_cur.b.as_value().word_select(k, s.data_bits * L), adv, "b1")
-        c1 = _reg(m, bc_cur.c.as_value().word_select(k, s.data_bits * L), adv, "c1")
-
-        # Stage 2: h' per lane.
+                     m0.addr.eq(addr), m0.zero.eq(start)]
+        at = [m0]
+        for n in range(1, c.scan_depth + 1):
+            at.append(_reg(m, at[-1], adv, f"m{n}", meta))
         f_state, fh = al["f_state"], f["ssm"].frac
+
+        # dt * x (MUL_LATENCY), then dtx (DTX_STAGE); then dtx * B per lane. B is selected at
+        # issue and kept.
+        dtx_p = pipelined_mul(m, cur.dt, cur.x[p], adv, "dtx")
+        dtx = _reg(m, saturate(round_shift(dtx_p, f["dt"].frac + f["xbc_act"].frac
+                                           - f["dtx"].frac), f["dtx"].min_int, f["dtx"].max_int),
+                   adv, "dtx4", signed(s.dtx_bits))
+        b = _delay(m, bc_cur.b.as_value().word_select(k, s.data_bits * L), DTX_STAGE, adv, "b")
+        dA = _delay(m, cur.dA, DTX_STAGE, adv, "dA")
+        pb = [pipelined_mul(m, dtx, b.word_select(lane, s.data_bits).as_signed(), adv,
+                            f"pb{lane}") for lane in range(L)]
+
+        # The state read RW_READ cycles after issue, the word at DTX_STAGE, then dA * h per
+        # lane, finishing with dtx * B.
+        m.d.comb += [st_r.addr.eq(at[RW_READ].addr), st_r.en.eq(adv)]
+        pa = [pipelined_mul(m, dA, Mux(at[RW_READ + 1].zero, 0, st_r.data[lane]), adv,
+                            f"pa{lane}") for lane in range(L)]
+
+        # The aligned sum with the rounding constant; then h', saturated and written back
+        # (RW_WRITE).
         hnew = []
         for lane in range(L):
-            hv = Mux(m1.zero, 0, st_r.data[lane])
-            bl = b1.word_select(lane, s.data_bits).as_signed()
-            acc = ((dA1 * hv) << al["s1"]) + ((dtx1 * bl) << al["s2"])
-            hnew.append(_reg(m, saturate(round_shift(acc, f_state - fh), f["ssm"].min_int,
+            acc = _reg(m, (pa[lane] << al["s1"]) + (pb[lane] << al["s2"]) + (
+                (1 << (f_state - fh - 1)) if f_state > fh else 0), adv, f"hsum{lane}")
+            hnew.append(_reg(m, saturate(acc >> (f_state - fh), f["ssm"].min_int,
                                          f["ssm"].max_int), adv, f"hnew{lane}",
                              signed(s.state_bits)))
-        m2 = _reg(m, m1, adv, "m2", meta)
-        c2 = _reg(m, c1, adv, "c2")
-        x2 = _reg(m, x1, adv, "x2")
-        m.d.comb += [st_w.addr.eq(m2.addr), st_w.en.eq(adv & m2.valid)]
+        m.d.comb += [st_w.addr.eq(at[RW_WRITE].addr), st_w.en.eq(adv & at[RW_WRITE].valid)]
         for lane in range(L):
             m.d.comb += st_w.data[lane].eq(hnew[lane])
 
-        # Stage 3: sum over lanes of h' C.
-        terms = [hnew[lane] * c2.word_select(lane, s.data_bits).as_signed() for lane in range(L)]
-        lane_sum = terms[0]
-        for t in terms[1:]:
-            lane_sum = lane_sum + t
-        psum = _reg(m, lane_sum, adv, "psum", signed(c.y_acc_bits))
-        m3 = _reg(m, m2, adv, "m3", meta)
-        x3 = _reg(m, x2, adv, "x3")
+        # h' C per lane; then the sum over lanes, two adder levels a register.
+        cw = _delay(m, bc_cur.c.as_value().word_select(k, s.data_bits * L), RW_WRITE, adv, "c")
+        terms = [pipelined_mul(m, hnew[lane], cw.word_select(lane, s.data_bits).as_signed(),
+                               adv, f"hc{lane}") for lane in range(L)]
+        psum, stages = _adder_tree(m, terms, 2, adv, "lanesum")
+        assert stages == lane_sum_stages(L)
+        n = RW_WRITE + MUL_LATENCY + stages
 
-        # Stage 4: accumulate over chunks.
+        # n + 1: accumulate over chunks.
         yacc = Signal(signed(c.y_acc_bits))
-        with m.If(adv & m3.valid):
-            m.d.sync += yacc.eq(Mux(m3.first, 0, yacc) + psum)
-        m4 = _reg(m, m3, adv, "m4", meta)
-        x4 = _reg(m, x3, adv, "x4")
+        with m.If(adv & at[n].valid):
+            m.d.sync += yacc.eq(Mux(at[n].first, 0, yacc) + psum)
+
+        # D x, from issue, aligned with the finished accumulator.
         d_p = consts[ConstTarget.D].read_port(domain="comb")
-        m.d.comb += d_p.addr.eq(m4.h)
+        m.d.comb += d_p.addr.eq(h)
+        dx = _delay(m, pipelined_mul(m, d_p.data, cur.x[p], adv, "dx"), n + 1 - MUL_LATENCY,
+                    adv, "dx")
 
-        # Stage 5: y of (h, p).
-        yv = Signal(signed(f["y"].bits))
-        m.d.comb += yv.eq(saturate(round_shift((yacc << al["b1"]) + ((d_p.data * x4) << al["b2"]),
-                                               al["f_y"] - f["y"].frac),
-                                   f["y"].min_int, f["y"].max_int))
-        y5 = _reg(m, yv, adv, "y5")
-        v5 = _reg(m, m4.valid & m4.last, adv, "v5")
+        # n + 2: the aligned sum with the rounding constant; n + 3: y of (h, p), saturated.
+        sh_y = al["f_y"] - f["y"].frac
+        ysum = _reg(m, (yacc << al["b1"]) + (dx << al["b2"]) + (
+            (1 << (sh_y - 1)) if sh_y > 0 else 0), adv, "ysum")
+        y5 = _reg(m, saturate(ysum >> sh_y if sh_y > 0 else ysum << -sh_y, f["y"].min_int,
+                              f["y"].max_int), adv, "y5", signed(f["y"].bits))
+        assert n + 3 == c.scan_depth
+        v5 = at[n + 3].valid & at[n + 3].last
 
-        # Output collector: P values of a head, then one beat.
+        # Output collector: P values of a head, then one beat. The beat is the collected
+        # P - 1 values and y5, taken by the output register.
         col = Signal(c.y_layout)
         cp = Signal(range(max(P, 2)))
-        with m.If(adv):
-            with m.If(v5):
-                for i in range(P):
-                    with m.If(cp == i):
-                        m.d.sync += col[i].eq(y5)
-                m.d.sync += cp.eq(Mux(cp == P - 1, 0, cp + 1))
-            m.d.sync += self.y.valid.eq(v5 & (cp == P - 1))
-        m.d.comb += self.y.payload.eq(col)
+        with m.If(adv & v5):
+            for i in range(P - 1):
+                with m.If(cp == i):
+                    m.d.sync += col[i].eq(y5)
+            m.d.sync += cp.eq(Mux(cp == P - 1, 0, cp + 1))
+        m.d.comb += [ovalid.eq(v5 & (cp == P - 1)),
+                     opayload.eq(Cat(col.as_value()[: (P - 1) * len(y5)], y5))]
         return m

@@ -39,16 +39,17 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
+from .stall import output_register
 from .xnor_projection import (
-    _adder_tree, _check_int, _popcount_tree, check_array_fields, requant_output, tail_prod_bits,
+    _adder_tree, _check_int, _popcount_tree, TAIL_LATENCY, check_array_fields, requant_tail, tail_prod_bits,
     tail_sum_bits,
 )
 
 __all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY", "divisors", "gather"]
 
 # RC slot issue -> output handshake beyond the popcount tree's stages: operand register (1),
-# accumulate + tail product (1), round and saturate into the output register (1).
-PROJ_TAIL_LATENCY = 3
+# then the tail (rtl.xnor_projection.requant_tail) from the finished accumulators.
+PROJ_TAIL_LATENCY = 1 + TAIL_LATENCY
 
 
 def divisors(n: int) -> list[int]:
@@ -320,8 +321,8 @@ class StreamProjection(wiring.Component):
 
         # -- issue: beta records, then per row group F weight beats (J cycles each) and one
         # row-constant record -------------------------------------------------------------
-        adv = Signal()  # the pipeline's one enable: low only while the output is stalled
-        m.d.comb += adv.eq(~self.out.valid | self.out.ready)
+        # The pipeline's one enable, a register: low only while the output is stalled.
+        adv, *sink = output_register(m, self.out)
         in_beta = Signal(init=1)
         in_rc = Signal()
         f = Signal(range(max(F, 2)))
@@ -415,20 +416,11 @@ class StreamProjection(wiring.Component):
                     m.d.sync += accs[p].eq(Mux(meta_t.first, 0, accs[p]) + total)
             with m.If(meta_t.valid & meta_t.beta):
                 m.d.sync += bsum.eq(Mux(meta_t.first, 0, bsum) + bpart)
-        prods_t = [Signal(signed(c.prod_bits), name=f"prod{p}") for p in range(P)]
-        pvalid = Signal()
+        # -- the row constants finish the row group: correction, beta, multiply, requantise --
         rb = c.rc_bits
-        with m.If(adv):
-            m.d.sync += pvalid.eq(meta_t.valid & meta_t.rc)
-            for p in range(P):
-                corr = rc_t[p * rb: p * rb + c.corr_bits].as_signed()
-                mult = rc_t[p * rb + c.corr_bits: (p + 1) * rb]
-                t = Signal(signed(c.sum_bits), name=f"t{p}")
-                m.d.comb += t.eq(((accs[p] + corr) << c.beta_frac) + bsum)
-                m.d.sync += prods_t[p].eq(t * mult)
-
-        # -- round half up, saturate, output register ------------------------------------------
-        requant_output(m, c, prods_t, self.out, pvalid, adv)
+        requant_tail(m, c, accs, [rc_t[p * rb: p * rb + c.corr_bits].as_signed() for p in range(P)],
+                     bsum, [rc_t[p * rb + c.corr_bits: (p + 1) * rb] for p in range(P)],
+                     meta_t.valid & meta_t.rc, sink, adv)
         return m
 
     @staticmethod

@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
+
+from .dsp import MUL_LATENCY, pipelined_mul
+from .stall import output_register
 
 if TYPE_CHECKING:
     # model.golden and model.quantize import torch; kept out of this module's import so that a
@@ -162,10 +165,11 @@ class ProjectionConfig:
     def pipeline_depth(self) -> int:
         """Cycles from issuing the last (fold, plane) of a row group to its output beat.
 
-        issue -> memory read (1) -> adder tree (tree_stages) -> accumulate (1) -> correction,
-        beta and multiply (1) -> round and saturate into the output register (1).
+        issue -> memory read (1) -> operand registers (1) -> adder tree (tree_stages) -> plane
+        weight (1) -> accumulate (1) -> the tail (:data:`TAIL_LATENCY`: correction, beta,
+        multiply, round, saturate).
         """
-        return self.tree_stages + 4
+        return 2 + self.tree_stages + 2 + TAIL_LATENCY
 
     @property
     def latency(self) -> int:
@@ -334,24 +338,38 @@ def _adder_tree(m: Module, leaves: list, levels_per_stage: int, enable, name: st
     return values[0], stages
 
 
+SEGMENT_BITS = 16  # longest carry chain of a popcount level, unless a field is wider
+
+
 def _popcount_tree(m: Module, bits, width: int, levels_per_stage: int, enable, name: str):
     """Population count of ``bits`` (``width`` wide) as a pipelined tree of adders.
 
-    Level l adds adjacent fields of 2^(l-1) bits into fields of 2^l bits. All adders of a level
-    are written as one masked word-wide add: each field has a spare top bit, so no carry
-    crosses a field boundary and the word add is exactly the level's independent adders. (It
-    also keeps the netlist to one operation per level, which is what makes a 16 x 64 array
-    simulate at full speed.) A register follows every ``levels_per_stage`` levels and the last.
+    Level l adds adjacent fields of 2^(l-1) bits into fields of 2^l bits. The adders of a level
+    are written as masked adds of whole segments of fields (:data:`SEGMENT_BITS`, or one field
+    when fields are wider): each field has a spare top bit, so no carry crosses a field
+    boundary and a segment add is exactly its fields' independent adders. (Few operations per
+    level keep a 16 x 64 array simulating at full speed; segments keep the FPGA's carry chains
+    short: a 64-bit chain alone takes 2.6 ns on the ECP5.) A register follows every
+    ``levels_per_stage`` levels and the last.
     """
     levels = max(1, math.ceil(math.log2(width))) if width > 1 else 0
     span = 1 << levels
     v = Value.cast(bits)
+    v = Cat(v, Const(0, span - len(v))) if len(v) < span else v
     stages = 0
     for level in range(1, levels + 1):
         half = 1 << (level - 1)
-        mask = sum(((1 << half) - 1) << (i * 2 * half) for i in range(span // (2 * half)))
-        v = (v & mask) + ((v >> half) & mask)
-        v = v[:span]  # the masked sum of span-bit operands fits span bits
+        # One add per segment of fields: no carry crosses a field boundary, so cutting the
+        # word at field boundaries changes nothing but the length of the carry chains.
+        field = 2 * half
+        seg = max(field, SEGMENT_BITS)
+        parts = []
+        for lo in range(0, span, seg):
+            w = min(seg, span - lo)
+            mask = sum(((1 << half) - 1) << (i * field) for i in range(w // field))
+            x = v[lo: lo + w]
+            parts.append(((x & mask) + ((x >> half) & mask))[:w])
+        v = Cat(*parts)
         if level % levels_per_stage == 0 or level == levels:
             reg = Signal(span, name=f"{name}_s{stages}")
             with m.If(enable):
@@ -376,20 +394,63 @@ def tail_prod_bits(sum_bits: int, mult_bits: int) -> int:
     return signed_bits((1 << (sum_bits - 1)) * ((1 << mult_bits) - 1))
 
 
-def requant_output(m: Module, c, prods: list, out, pvalid, adv) -> None:
-    """The projections' last stage: each product rounded half up by ``c.out_shift``, saturated
-    to ``c.out_bits`` and registered into ``out`` (valid from ``pvalid``), all while ``adv``."""
+REQUANT_LATENCY = 2  # round half up (1), saturate into the output register (1)
+TAIL_LATENCY = 2 + MUL_LATENCY + REQUANT_LATENCY  # requant_tail's registers
+
+
+def requant_output(m: Module, c, prods: list, valid, payload, pvalid, adv) -> None:
+    """The projections' last two stages: each product rounded half up by ``c.out_shift`` and
+    registered, then saturated to ``c.out_bits`` onto ``payload`` (combinational, for
+    :func:`rtl.stall.output_register`, whose head register is the second stage), ``valid``
+    from ``pvalid``; the registers are enabled by ``adv``."""
     lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+    v = Signal(name="rnd_valid")
     with m.If(adv):
-        m.d.sync += out.valid.eq(pvalid)
-        for p, prod in enumerate(prods):
-            # A shift wider than the product leaves 0 or -1: keep two bits for it.
-            rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
+        m.d.sync += v.eq(pvalid)
+    m.d.comb += valid.eq(v)
+    for p, prod in enumerate(prods):
+        # A shift wider than the product leaves 0 or -1: keep two bits for it.
+        rounded = Signal(signed(max(c.prod_bits - c.out_shift + 1, 2)), name=f"rnd{p}")
+        with m.If(adv):
             if c.out_shift > 0:
-                m.d.comb += rounded.eq((prod + (1 << (c.out_shift - 1))) >> c.out_shift)
+                m.d.sync += rounded.eq((prod + (1 << (c.out_shift - 1))) >> c.out_shift)
             else:
-                m.d.comb += rounded.eq(prod)
-            m.d.sync += out.payload[p].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+                m.d.sync += rounded.eq(prod)
+        m.d.comb += payload[p].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+
+
+def requant_tail(m: Module, c, accs: list, corrs: list, beta, mults: list, valid, sink,
+                 adv) -> None:
+    """The projections' tail, from a row group's finished accumulators to ``sink`` (the
+    ``(valid, payload)`` of :func:`rtl.stall.output_register`), one register per step
+    (:data:`TAIL_LATENCY` in all, the last the output register, every one enabled by ``adv``):
+
+    1. ``acc + corr`` per row; the beta term and the multipliers held;
+    2. ``t = ((acc + corr) << beta_frac) + beta``, ``c.sum_bits`` wide;
+    3. and 4. ``t * mult`` (:func:`rtl.dsp.pipelined_mul`: chunk products, then their sum);
+    5. and 6. :func:`requant_output`.
+    """
+    def reg(v, shape, name):
+        r = Signal(shape, name=name)
+        with m.If(adv):
+            m.d.sync += r.eq(v)
+        return r
+
+    v1 = reg(valid, 1, "tail_v1")
+    b1 = reg(beta, Value.cast(beta).shape(), "tail_beta")
+    v2 = reg(v1, 1, "tail_v2")
+    prods = []
+    for p, (acc, corr, mult) in enumerate(zip(accs, corrs, mults)):
+        ac = reg(acc + corr, (acc + corr).shape(), f"tail_ac{p}")
+        m1 = reg(mult, Value.cast(mult).shape(), f"tail_mult{p}")
+        t = reg((ac << c.beta_frac) + b1, signed(c.sum_bits), f"t{p}")
+        m2 = reg(m1, m1.shape(), f"tail_mult2_{p}")
+        prod = pipelined_mul(m, t, m2, adv, f"prod{p}")
+        prods.append(prod[: c.prod_bits].as_signed())
+    pv = v2
+    for i in range(MUL_LATENCY):
+        pv = reg(pv, 1, f"tail_v{3 + i}")
+    requant_output(m, c, prods, *sink, pv, adv)
 
 
 class XnorProjection(wiring.Component):
@@ -478,8 +539,8 @@ class XnorProjection(wiring.Component):
                 m.d.sync += wfold.eq(wfold + 1)
 
         # -- issue: (r, f, k) counters -------------------------------------------------------
-        adv = Signal()  # global pipeline enable: low only while the output is stalled
-        m.d.comb += adv.eq(~self.out.valid | self.out.ready)
+        # Global pipeline enable, a register: low only while the output is stalled.
+        adv, *sink = output_register(m, self.out)
         rbuf = Signal()
         r = Signal(range(max(R, 2)))
         f = Signal(range(max(F, 2)))
@@ -525,19 +586,28 @@ class XnorProjection(wiring.Component):
         with m.If(adv):
             m.d.sync += meta1.eq(meta0)
 
-        # -- XNOR-popcount and masked beta trees (stage 1 onwards) ---------------------------
-        plane = Signal(S)  # a named signal, so the plane select is built once, not per row
-        m.d.comb += plane.eq(ap_r.data.word_select(meta1.k, S))
+        # -- operand registers: the plane of this cycle, the weight word and beta (stage 2) --
+        # The RAM outputs and the plane select (a B:1 multiplexer on every lane) get a cycle of
+        # their own, so the first adders of the trees start from flip-flops.
+        plane = Signal(S)
+        wword = Signal(P * S)
+        bword = Signal.like(bp_r.data)
+        meta2 = Signal(meta_layout)
+        with m.If(adv):
+            m.d.sync += [plane.eq(ap_r.data.word_select(meta1.k, S)), wword.eq(wp_r.data),
+                         bword.eq(bp_r.data), meta2.eq(meta1)]
+
+        # -- XNOR-popcount and masked beta trees (stage 3 onwards) ---------------------------
         popcounts = []
         for p in range(P):
-            xnor = ~(wp_r.data[p * S : (p + 1) * S] ^ plane)
+            xnor = ~(wword[p * S : (p + 1) * S] ^ plane)
             pc, stages = _popcount_tree(m, xnor, S, c.tree_levels_per_stage, adv, f"pc{p}")
             popcounts.append(pc)
         bsum, bstages = _adder_tree(
-            m, [Mux(plane[j], bp_r.data[j], 0) for j in range(S)], c.tree_levels_per_stage,
+            m, [Mux(plane[j], bword[j], 0) for j in range(S)], c.tree_levels_per_stage,
             adv, "beta")
         assert stages == bstages == c.tree_stages
-        meta_t = meta1
+        meta_t = meta2
         for i in range(stages):
             nxt = Signal(meta_layout, name=f"meta_tree{i}")
             with m.If(adv):
@@ -545,46 +615,47 @@ class XnorProjection(wiring.Component):
             meta_t = nxt
 
         # -- shift-accumulate with the plane weight c_k --------------------------------------
-        top_plane = Signal()
-        m.d.comb += top_plane.eq(meta_t.k == B - 1)
+        # Plane k weighs 2^k, the top plane -2^(B-1); bipolar planes (B = 1) weigh 2 (a = 2b -
+        # 1, the -1 is in the row and beta constants). The shifted popcounts are registered
+        # with the sign of their plane; the accumulator adds or subtracts them (two adders
+        # and a multiplexer: no negation in front of the carry chain).
+        meta_w = Signal(meta_layout)
+        neg = Signal()
+        terms = [Signal(c.acc_bits - 1, name=f"term{p}") for p in range(P)]
+        bterm = Signal(signed(c.beta_acc_bits))
+        with m.If(adv):
+            m.d.sync += [meta_w.eq(meta_t), neg.eq((meta_t.k == B - 1) & (B > 1))]
+            for p in range(P):
+                m.d.sync += terms[p].eq(popcounts[p] << (1 if B == 1 else meta_t.k))
+            m.d.sync += bterm.eq(bsum << (1 if B == 1 else meta_t.k))
 
-        def weighted(v, kk):
-            if B == 1:
-                return v << 1  # bipolar: a = 2b - 1, the -1 is in the row / beta constants
-            shifted = v << kk
-            return Mux(top_plane, -shifted, shifted)  # the top plane weighs -2^(B-1)
+        def accumulate(acc, term):
+            base = Mux(meta_w.first, 0, acc)
+            return Mux(neg, base - term, base + term)
 
         accs = [Signal(signed(c.acc_bits), name=f"acc{p}") for p in range(P)]
         cacc = Signal(signed(c.beta_acc_bits))
-        with m.If(adv & meta_t.valid):
+        with m.If(adv & meta_w.valid):
             for p in range(P):
-                m.d.sync += accs[p].eq(Mux(meta_t.first, 0, accs[p]) + weighted(popcounts[p], meta_t.k))
-            with m.If(meta_t.beta):
-                m.d.sync += cacc.eq(Mux(meta_t.first, 0, cacc) + weighted(bsum, meta_t.k))
+                m.d.sync += accs[p].eq(accumulate(accs[p], terms[p]))
+            with m.If(meta_w.beta):
+                m.d.sync += cacc.eq(accumulate(cacc, bterm))
         meta_a = Signal(meta_layout)
         with m.If(adv):
-            m.d.sync += meta_a.eq(meta_t)
+            m.d.sync += meta_a.eq(meta_w)
 
         # Row constants arrive with the finished accumulators.
         cp_r = cmem.read_port()
-        m.d.comb += [cp_r.addr.eq(meta_t.r), cp_r.en.eq(adv)]
+        m.d.comb += [cp_r.addr.eq(meta_w.r), cp_r.en.eq(adv)]
 
-        # -- correction, beta term and multiply ----------------------------------------------
+        # -- beta term of the token, then the tail (correction, beta, multiply, requantise) --
         ctok = Signal(signed(c.beta_acc_bits))  # beta term of the token in flight
         cfin = Signal(signed(c.beta_acc_bits))
         m.d.comb += cfin.eq(Mux(meta_a.beta, cacc + beta_offset, ctok))
         done = adv & meta_a.valid & meta_a.last
         with m.If(done & meta_a.beta):
             m.d.sync += ctok.eq(cfin)
-        prods = [Signal(signed(c.prod_bits), name=f"prod{p}") for p in range(P)]
-        pvalid = Signal()
-        with m.If(adv):
-            m.d.sync += pvalid.eq(meta_a.valid & meta_a.last)
-            for p in range(P):
-                t = Signal(signed(c.sum_bits), name=f"t{p}")
-                m.d.comb += t.eq(((accs[p] + cp_r.data.corr[p]) << c.beta_frac) + cfin)
-                m.d.sync += prods[p].eq(t * cp_r.data.mult[p])
-
-        # -- round half up, saturate, output register ----------------------------------------
-        requant_output(m, c, prods, self.out, pvalid, adv)
+        requant_tail(m, c, accs, [cp_r.data.corr[p] for p in range(P)], cfin,
+                     [cp_r.data.mult[p] for p in range(P)], meta_a.valid & meta_a.last,
+                     sink, adv)
         return m

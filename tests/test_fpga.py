@@ -151,11 +151,12 @@ def test_signal_name(cell, name):
 
 def test_yosys_script_splits_nets_before_the_lut_mapping_ends():
     lines = yosys_script(DEVICES["ecp5-85k"], "top", "top.v").splitlines()
-    assert lines[1] == "synth_ecp5 -top top -run :map_ram"
+    assert lines[1] == "synth_ecp5 -top top -run :coarse"
+    assert lines[4] == "synth_ecp5 -top top -run coarse:map_ram"
     assert lines.index("splitnets") == lines.index("synth_ecp5 -top top -run map_ram:map_luts") + 1
     assert lines[-2] == "synth_ecp5 -top top -json synth.json -run map_luts:"
     assert yosys_script(DEVICES["ice40-up5k"], "w", "a.v b.v").splitlines()[1] == \
-        "synth_ice40 -dsp -top w -run :map_ram"
+        "synth_ice40 -dsp -top w -run :coarse"
 
 
 UNIT = """module sub(a, y);
