@@ -32,7 +32,7 @@ signed, 17 when unsigned.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, Value, signed
+from amaranth import Module, Signal, Value
 
 __all__ = ["MUL_LATENCY", "CHUNK", "KEEP", "pipelined_mul", "chunk_count"]
 
