@@ -29,6 +29,13 @@ class _Pipe(wiring.Component):
         return m
 
 
+def _simulate(dut, tb) -> None:
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+
+
 def _run(ready_p: float, go_p: float, cycles: int, seed: int):
     dut = _Pipe()
     rng = np.random.default_rng(seed)
@@ -46,10 +53,7 @@ def _run(ready_p: float, go_p: float, cycles: int, seed: int):
             trace.append((adv, ready))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    _simulate(dut, tb)
     return got, produced[0], trace
 
 
@@ -83,9 +87,6 @@ def test_enable_is_a_register():
             seen.append((a0, a1))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    _simulate(dut, tb)
     assert all(a0 == a1 for a0, a1 in seen)
     assert [a for a, _ in seen] == [1, 1, 0, 0, 1, 0, 1]  # stops once the spare is full
