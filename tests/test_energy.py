@@ -252,3 +252,37 @@ def test_sram_sizes_are_checked_and_node_scaling(capsys):
     assert report_main(["--preset", "780M", "--set", "node_nm=16"]) == 0
     assert "scaled linearly to 16 nm: logic and SRAM x 0.356 (no table at this node)" in \
         capsys.readouterr().out
+
+
+def test_report_area_view(capsys):
+    """--area: the design point's array and lanes through the fit of fpga/area.json, checked
+    against the fit's own coefficients by hand, and the capacity of the ECP5-85F."""
+    import json as _json
+
+    from fpga.area import load_area
+
+    assert report_main(["--preset", "2.7B", "--format", "json", "--area", "ecp5-85k"]) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    a = doc["area"]["2.7B"]
+    d = doc["presets"]["2.7B"]["design_point"]
+    assert (a["simd"], a["pe"], a["lanes"]) == (d["simd"], d["pe"], d["lanes"])
+    fit = load_area()
+    x, s = fit["xnor_lane"]["fit"]["dsp"], fit["scan_lane"]["fit"]["dsp"]
+    dsp = (x["base"] + x["row"] * d["pe"] + x["array_bit"] * d["simd"] * d["pe"]
+           + s["base"] + s["lane"] * d["lanes"])
+    assert abs(a["total"]["dsp"] - dsp) <= 2  # each part rounded up
+    assert a["capacity"] == {"lut4": 83640, "ff": 83640, "bram": 208, "dsp": 156}
+    assert a["fits"] is (a["total"]["dsp"] <= 156 and a["total"]["lut4"] <= 83640)
+    assert a["extrapolated"]  # 128 lanes: the fit saw at most 16
+    assert report_main(["--preset", "2.7B", "--area", "ecp5-85k"]) == 0
+    assert "| 2.7B | 32 x 32 | 128 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--area", "ice40-up5k"], "--area must be a device with a fit in fpga/area.json"),
+    (["--area", "ecp5-85k", "--format", "csv"], "--area needs --format md or json"),
+])
+def test_report_area_bad_input(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        report_main(argv)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
