@@ -54,6 +54,7 @@ __all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "sca
            "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES"]
 
 PREP_LATENCY = 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
+QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output buffer
 # The state of a chunk is read RW_READ cycles after its issue and written back RW_WRITE cycles
 # after it: a token must take at least RW_WRITE - RW_READ cycles, or it would read a state
 # element before the previous token has written it.
@@ -77,7 +78,7 @@ def scan_depth(lanes: int) -> int:
 
 def scan_latency(lanes: int) -> int:
     """Head beat -> y beat beyond the cycles per token (:attr:`ScanConfig.latency`)."""
-    return PREP_LATENCY + 2 + 1 + scan_depth(lanes) + 1
+    return PREP_LATENCY + QUEUE_LATENCY + 1 + scan_depth(lanes) + 1
 
 
 def scan_cycles_per_token(nheads: int, headdim: int, d_state: int, lanes: int) -> int:
@@ -175,7 +176,7 @@ class ScanConfig:
     def latency(self) -> int:
         """Cycles of a lone token beyond :attr:`cycles_per_token`, first ``head`` handshake to
         last ``y`` handshake: the prep pipeline, the FIFO (``SyncFIFOBuffered``: written to
-        readable, 2), loading the head into the scanner (1), :attr:`scan_depth` and the output
+        readable, 2) and its output buffer (1), loading the head into the scanner (1), :attr:`scan_depth` and the output
         register (1). A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
         return scan_latency(self.lanes)
 
@@ -313,12 +314,18 @@ class SsmScan(wiring.Component):
         finishing = Signal()
         load = Signal()
         need_bc = Signal()
-        m.d.comb += load.eq(adv & hfifo.r_rdy & (~busy | finishing) & (~need_bc | bc_full))
-        m.d.comb += [hfifo.r_en.eq(load), xfifo.r_en.eq(load)]
+        # The FIFOs' heads pass through a two-entry buffer (rtl/stall.py) whose read enable is
+        # a register, so the FIFOs' read logic is not in the cone of `load`.
+        hq = stream.Signature(entry).create(path=("hq",))
+        q_adv, q_valid, q_payload = output_register(m, hq, "hq")
+        pop = q_adv & hfifo.r_rdy  # x was written before dt and dA: xfifo is readable too
+        m.d.comb += [q_valid.eq(hfifo.r_rdy), q_payload.dt.eq(hfifo.r_data[: len(cur.dt)]),
+                     q_payload.dA.eq(hfifo.r_data[len(cur.dt):]), q_payload.x.eq(xfifo.r_data),
+                     hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
+        m.d.comb += [load.eq(adv & hq.valid & (~busy | finishing) & (~need_bc | bc_full)),
+                     hq.ready.eq(load)]
         with m.If(load):
-            m.d.sync += [cur.dt.eq(hfifo.r_data[: len(cur.dt)]),
-                         cur.dA.eq(hfifo.r_data[len(cur.dt):]), cur.x.eq(xfifo.r_data),
-                         busy.eq(1)]
+            m.d.sync += [cur.eq(hq.payload), busy.eq(1)]
             with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
                 m.d.sync += [bc_cur.eq(bc_next), bc_full.eq(0)]
         with m.Elif(finishing):
