@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amaranth import Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import PwlTable, signed_bits
+
+from .dsp import MUL_LATENCY, pipelined_mul
 
 if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only at run time
     from model.quantize import QuantizedLayer
@@ -34,11 +36,13 @@ __all__ = [
 # docs/fpga.md: a hop of routing on the ECP5 costs about as much as a LUT).
 PWL_LATENCY = 5  # index and fraction, table read, slope product, interpolation, saturation
 ROUND_VAR_LATENCY = 3  # round_shift_var_stage: clamp, rounding add, barrel shift
-# |x|, |x| log2 e, its rounding; the exp2 mantissa; exp2's value; the tail table; the tail
-# product; its variable shift; the sum with max(x, 0); its saturation.
-SOFTPLUS_LATENCY = 3 + PWL_LATENCY + ROUND_VAR_LATENCY + PWL_LATENCY + 1 + ROUND_VAR_LATENCY + 2
-# dt * Ak and its rounding; the exp2 mantissa; exp2's value; saturation.
-DECAY_LATENCY = 2 + PWL_LATENCY + ROUND_VAR_LATENCY + 1
+# |x| log2 e (rtl.dsp.pipelined_mul), its rounding; the exp2 mantissa; exp2's value; the tail
+# table; the tail product (pipelined_mul); its variable shift; the sum with max(x, 0); its
+# saturation.
+SOFTPLUS_LATENCY = (MUL_LATENCY + 1 + PWL_LATENCY + ROUND_VAR_LATENCY + PWL_LATENCY
+                    + MUL_LATENCY + ROUND_VAR_LATENCY + 2)
+# dt * Ak (pipelined_mul) and its rounding; the exp2 mantissa; exp2's value; saturation.
+DECAY_LATENCY = MUL_LATENCY + 1 + PWL_LATENCY + ROUND_VAR_LATENCY + 1
 
 
 def round_shift(v: Value, s: int) -> Value:
@@ -181,11 +185,10 @@ def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Sig
     """
     f_x, f_dt = q.fmt["dt_raw"].frac, q.fmt["dt"].frac
     x = Value.cast(x).as_signed()
-    ax = _reg(m, Mux(x < 0, -x, x), en, f"{name}_ax")
+    tp = pipelined_mul(m, Mux(x < 0, -x, x), Const(q.log2e), en, f"{name}_tp")
     pos = _reg(m, round_shift(Mux(x < 0, 0, x), f_x - f_dt), en, f"{name}_pos")
-    tp = _reg(m, ax * q.log2e, en, f"{name}_tp")
     t = _reg(m, round_shift(tp, f_x + q.log2e_frac - q.spec.exp_in_frac), en, f"{name}_t")
-    pos = _delay(m, pos, 2, en, f"{name}_pos_t")
+    pos = _delay(m, pos, MUL_LATENCY, en, f"{name}_pos_t")
     mant, k = exp2_stage(m, q, t, en, f"{name}_exp2")
     pos = _delay(m, pos, PWL_LATENCY, en, f"{name}_pos_a")
     e = exp2_value_stage(m, q, mant, k, en, f"{name}_e")
@@ -196,10 +199,10 @@ def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Sig
     sh = _delay(m, _reg(m, k + (q.spec.exp_bits + q.tail.out_fmt.frac - f_dt), en,
                         f"{name}_sh"), wait - 1, en, f"{name}_sh_b")
     pos = _delay(m, pos, wait, en, f"{name}_pos_b")
-    prod = _reg(m, mant * g, en, f"{name}_prod")
-    sh = _delay(m, sh, 1, en, f"{name}_sh_c")
+    prod = pipelined_mul(m, mant, g, en, f"{name}_prod")
+    sh = _delay(m, sh, MUL_LATENCY, en, f"{name}_sh_c")
     tail = round_shift_var_stage(m, prod, sh, len(prod) + 1, en, f"{name}_tailsh")
-    pos = _delay(m, pos, 1 + ROUND_VAR_LATENCY, en, f"{name}_pos_c")
+    pos = _delay(m, pos, MUL_LATENCY + ROUND_VAR_LATENCY, en, f"{name}_pos_c")
     dt_fmt = q.fmt["dt"]
     total = _reg(m, pos + tail, en, f"{name}_sum")
     return _reg(m, saturate(total, dt_fmt.min_int, dt_fmt.max_int), en, f"{name}_dt",
@@ -208,7 +211,7 @@ def softplus_stage(m: Module, q: QuantizedLayer, x: Value, en, name: str) -> Sig
 
 def decay_stage(m: Module, q: QuantizedLayer, dt: Value, ak: Value, en, name: str) -> Signal:
     """``dA = sat(exp2(rs(dt * Ak, dt_frac + Ak_frac - exp_in_frac)))``; DECAY_LATENCY."""
-    tp = _reg(m, Value.cast(dt) * Value.cast(ak).as_signed(), en, f"{name}_tp")
+    tp = pipelined_mul(m, dt, Value.cast(ak).as_signed(), en, f"{name}_tp")
     t = _reg(m, round_shift(tp, q.fmt["dt"].frac + q.a2_frac - q.spec.exp_in_frac), en,
              f"{name}_t")
     mant, k = exp2_stage(m, q, t[: len(t) - 1], en, f"{name}_exp2")  # t >= 0: drop the sign

@@ -268,9 +268,11 @@ class SsmScan(wiring.Component):
         m.submodules.hfifo = hfifo = fifo.SyncFIFOBuffered(width=prep.size, depth=c.fifo_depth)
         m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * s.data_bits,
                                                            depth=c.fifo_depth)
-        inflight = Signal(range(c.fifo_depth + 1))
-        space = Signal()
-        m.d.comb += space.eq(hfifo.level + inflight < c.fifo_depth)
+        # Credits: `held` counts the heads taken and not yet read from hfifo (in the prep
+        # pipeline or in the FIFO); `space` is held < fifo_depth, registered from the next
+        # count so that head.ready is a flip-flop.
+        held = Signal(range(c.fifo_depth + 1))
+        space = Signal(init=1)
         m.d.comb += self.head.ready.eq(space)
         take = self.head.valid & self.head.ready
         m.d.comb += [xfifo.w_data.eq(self.head.payload.x), xfifo.w_en.eq(take)]
@@ -291,7 +293,6 @@ class SsmScan(wiring.Component):
         v_d = _delay(m, v0, SOFTPLUS_LATENCY + DECAY_LATENCY, one, "v")
         w = Signal(prep)
         m.d.comb += [w.dt.eq(dt_d), w.dA.eq(dA), hfifo.w_data.eq(w), hfifo.w_en.eq(v_d)]
-        m.d.sync += inflight.eq(inflight + take - v_d)
 
         # -- B and C: the next token's beat waits while the current one is scanned -----------
         bc_next = Signal(c.bc_layout)
@@ -324,6 +325,8 @@ class SsmScan(wiring.Component):
                      hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
         m.d.comb += [load.eq(adv & hq.valid & (~busy | finishing) & (~need_bc | bc_full)),
                      hq.ready.eq(load)]
+        held_next = held + take - pop
+        m.d.sync += [held.eq(held_next), space.eq(held_next < c.fifo_depth)]
         with m.If(load):
             m.d.sync += [cur.eq(hq.payload), busy.eq(1)]
             with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
