@@ -325,8 +325,11 @@ class SsmScan(wiring.Component):
                      hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
         m.d.comb += [load.eq(adv & hq.valid & (~busy | finishing) & (~need_bc | bc_full)),
                      hq.ready.eq(load)]
-        held_next = held + take - pop
-        m.d.sync += [held.eq(held_next), space.eq(held_next < c.fifo_depth)]
+        # held_next < depth, from comparisons of the register `held` and a choice by take
+        # and pop (not behind held_next's carry chains)
+        up, down = take & ~pop, pop & ~take
+        m.d.sync += [held.eq(held + take - pop),
+                     space.eq(Mux(up, held < c.fifo_depth - 1, down | (held < c.fifo_depth)))]
         with m.If(load):
             m.d.sync += [cur.eq(hq.payload), busy.eq(1)]
             with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
