@@ -59,7 +59,9 @@ QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output
 # after it: a token must take at least RW_WRITE - RW_READ cycles, or it would read a state
 # element before the previous token has written it.
 DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
-RW_READ = DTX_STAGE - 1  # the state word then arrives with dtx; dA h and dtx B finish together
+# The state word is out of the RAM one cycle after the read and registered once more (the
+# block RAM's clock-to-output is slow), arriving with dtx: dA h and dtx B finish together.
+RW_READ = DTX_STAGE - 2
 RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
 MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
 
@@ -166,7 +168,8 @@ class ScanConfig:
     def scan_depth(self) -> int:
         """Issue of a (h, p) pair's last chunk -> its y in the output collector, one register
         per step: dt x (1 to 4, :func:`rtl.dsp.pipelined_mul`), dtx (5), dtx B (6 to 9); in
-        parallel the state read (issued at 4, the word at 5) and dA h (6 to 9); their aligned,
+        parallel the state read (issued at 3, the word out at 4 and registered at 5) and dA h
+        (6 to 9); their aligned,
         rounded sum (10); h', saturated and written back (11); h' C (12 to 15); the sum over
         lanes (:func:`lane_sum_stages`); the y accumulator (1); the y sum with D x (1); y,
         saturated (1)."""
@@ -393,11 +396,12 @@ class SsmScan(wiring.Component):
         pb = [pipelined_mul(m, dtx, b.word_select(lane, s.data_bits).as_signed(), adv,
                             f"pb{lane}") for lane in range(L)]
 
-        # The state read RW_READ cycles after issue, the word at DTX_STAGE, then dA * h per
-        # lane, finishing with dtx * B.
+        # The state read RW_READ cycles after issue, the word registered at DTX_STAGE, then
+        # dA * h per lane, finishing with dtx * B.
         m.d.comb += [st_r.addr.eq(at[RW_READ].addr), st_r.en.eq(adv)]
-        pa = [pipelined_mul(m, dA, Mux(at[RW_READ + 1].zero, 0, st_r.data[lane]), adv,
-                            f"pa{lane}") for lane in range(L)]
+        hv = _reg(m, st_r.data, adv, "hv", data.ArrayLayout(signed(s.state_bits), L))
+        pa = [pipelined_mul(m, dA, Mux(at[DTX_STAGE].zero, 0, hv[lane]), adv, f"pa{lane}")
+              for lane in range(L)]
 
         # The aligned sum with the rounding constant; then h', saturated and written back
         # (RW_WRITE).

@@ -29,10 +29,10 @@ SHAPES = {
     "p16n16": (64, 2, 16, 16),
     "p8n8": (32, 2, 8, 8),
     "p4n32": (16, 2, 4, 32),
-    # seven heads of one channel, N = 2: at 2 lanes seven cycles a token, the shortest token
+    # eight heads of one channel, N = 2: at 2 lanes eight cycles a token, the shortest token
     # the state RAM's read-to-write distance allows (the same state word is read in the cycle
     # it is written back)
-    "h7p1n2": (7, 1, 1, 2),
+    "h8p1n2": (8, 1, 1, 2),
 }
 
 
@@ -68,7 +68,7 @@ def test_shape_checks_need_no_export():
     with pytest.raises(ValueError, match=r"lanes must divide d_state = 8 .*, not 0"):
         ScanConfig.check_shape(cfg, 0)
     tiny = BiMambaConfig(d_model=1, n_layer=1, d_state=2, headdim=1, expand=1, vocab_size=4)
-    with pytest.raises(ValueError, match=r"nheads \* headdim \* d_state / lanes must be >= 7 "
+    with pytest.raises(ValueError, match=r"nheads \* headdim \* d_state / lanes must be >= 8 "
                                          r"\(the state's read-to-write distance\), not 1"):
         ScanConfig.check_shape(tiny, 2)
 
@@ -82,9 +82,9 @@ def test_cycle_formula(layers):
     # h'; h' C 4, one lane-sum stage, accumulator, y sum, y); output 1.
     assert c.cycles_per_token == 512 and c.latency == 42 + 3 + 1 + 19 + 1
     assert ScanConfig(layers["p16n16"], 16).latency == 42 + 3 + 1 + 20 + 1
-    assert ScanConfig(layers["h7p1n2"], 2).cycles_per_token == 7
+    assert ScanConfig(layers["h8p1n2"], 2).cycles_per_token == 8
     three = BiMambaConfig(d_model=3, n_layer=1, d_state=2, headdim=1, expand=1, vocab_size=4)
-    with pytest.raises(ValueError, match=r"lanes must be >= 7 \(the state's read-to-write "
+    with pytest.raises(ValueError, match=r"lanes must be >= 8 \(the state's read-to-write "
                                          r"distance\), not 3"):
         ScanConfig.check_shape(three, 2)
 
@@ -103,7 +103,7 @@ def _check(res, stalls=False):
 
 
 @pytest.mark.parametrize("shape, lanes", [("p16n16", 4), ("p8n8", 8), ("p4n32", 1),
-                                           ("p16n16", 16), ("h7p1n2", 2)])
+                                           ("p16n16", 16), ("h8p1n2", 2)])
 def test_random_sequences(layers, shape, lanes, seed):
     q = layers[shape]
     cfg = ScanConfig(q, lanes)
@@ -127,7 +127,7 @@ def test_first_token_after_reset_begins_a_sequence(layers):
                                   np.zeros(3, bool), seed=9)))
 
 
-@pytest.mark.parametrize("shape, lanes", [("p8n8", 4), ("h7p1n2", 2)])
+@pytest.mark.parametrize("shape, lanes", [("p8n8", 4), ("h8p1n2", 2)])
 def test_late_b_and_c(layers, shape, lanes):
     q = layers[shape]
     rng = np.random.default_rng(4)
@@ -137,7 +137,7 @@ def test_late_b_and_c(layers, shape, lanes):
                                   bc_idle=0.9, seed=4)), stalls=True)
 
 
-@pytest.mark.parametrize("shape, lanes", [("p8n8", 2), ("p16n16", 16), ("h7p1n2", 2)])
+@pytest.mark.parametrize("shape, lanes", [("p8n8", 2), ("p16n16", 16), ("h8p1n2", 2)])
 def test_idle_and_backpressure(layers, shape, lanes, seed):
     q = layers[shape]
     rng = np.random.default_rng(seed + 20)
