@@ -67,10 +67,7 @@ def round_shift_var_stage(m: Module, v: Value, s: Value, limit: int, en, name: s
     s = Value.cast(s)
     sc = _reg(m, Mux(s > limit, limit, s)[: max(1, limit.bit_length())].as_unsigned(), en,
               f"{name}_sc")
-    v = Value.cast(v)
-    vs = Signal(v.shape(), name=f"{name}_vd")  # v aligned with sc
-    with m.If(en):
-        m.d.sync += vs.eq(v)
+    vs = _reg(m, v, en, f"{name}_vd")  # v aligned with sc
     summed = _reg(m, vs + ((Value.cast(1) << sc) >> 1), en, f"{name}_sum")
     sc2 = _reg(m, sc, en, f"{name}_sc2")
     return _reg(m, summed >> sc2, en, f"{name}_out")
@@ -136,22 +133,18 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     m.submodules[f"{name}_rom"], m.submodules[f"{name}_slope_rom"] = base_rom, slope_rom
     base_p, slope_p = base_rom.read_port(domain="comb"), slope_rom.read_port(domain="comb")
     m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(i)]
-    t0 = _reg(m, base_p.data, en, f"{name}_t0")
     d = _reg(m, slope_p.data, en, f"{name}_d")
     r2 = _reg(m, r, en, f"{name}_r2")
-    flags = [below, above] + ([right] if t.right_const is None else [])
-    flags = [_delay(m, v, 1, en, f"{name}_f{n}") for n, v in enumerate(flags)]
+    t0 = _delay(m, base_p.data, 2, en, f"{name}_t0")  # beside the product of step 3
     # 3: slope times offset
-    t0 = _reg(m, t0, en, f"{name}_t0b")
     prod = _reg(m, d * r2, en, f"{name}_prod")
-    flags = [_delay(m, v, 1, en, f"{name}_g{n}") for n, v in enumerate(flags)]
     # 4: interpolation
     interp = _reg(m, t0 + round_shift(prod, t.shift) if t.shift else t0, en, f"{name}_interp")
-    flags = [_delay(m, v, 1, en, f"{name}_h{n}") for n, v in enumerate(flags)]
-    # 5: tails and saturation
-    below, above = flags[0], flags[1]
+    # 5: tails and saturation, the range flags (and x) held since step 1
+    below = _delay(m, below, 3, en, f"{name}_below")
+    above = _delay(m, above, 3, en, f"{name}_above")
     if t.right_const is None:
-        right = flags[2]
+        right = _delay(m, right, 3, en, f"{name}_right")
     y = Mux(below, t.left, Mux(above, right, interp))
     f = t.out_fmt
     return _reg(m, saturate(y, f.min_int, f.max_int), en, f"{name}_y",

@@ -43,11 +43,11 @@ if TYPE_CHECKING:
     from model.quantize import QuantizedLayer
 
 from .dsp import MUL_LATENCY, pipelined_mul
-from .stall import output_register
 from .nonlinear import (
     DECAY_LATENCY, SOFTPLUS_LATENCY, _delay, _reg, decay_stage, round_shift, saturate,
     softplus_stage,
 )
+from .stall import output_register
 from .xnor_projection import _adder_tree
 
 __all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "scan_latency",
@@ -169,18 +169,18 @@ class ScanConfig:
         """Issue of a (h, p) pair's last chunk -> its y in the output collector, one register
         per step: dt x (1 to 4, :func:`rtl.dsp.pipelined_mul`), dtx (5), dtx B (6 to 9); in
         parallel the state read (issued at 3, the word out at 4 and registered at 5) and dA h
-        (6 to 9); their aligned,
-        rounded sum (10); h', saturated and written back (11); h' C (12 to 15); the sum over
-        lanes (:func:`lane_sum_stages`); the y accumulator (1); the y sum with D x (1); y,
-        saturated (1)."""
+        (6 to 9); their aligned, rounded sum (10); h', saturated and written back (11); h' C
+        (12 to 15); the sum over lanes (:func:`lane_sum_stages`); the y accumulator (1); the y
+        sum with D x (1); y, saturated (1)."""
         return scan_depth(self.lanes)
 
     @property
     def latency(self) -> int:
         """Cycles of a lone token beyond :attr:`cycles_per_token`, first ``head`` handshake to
         last ``y`` handshake: the prep pipeline, the FIFO (``SyncFIFOBuffered``: written to
-        readable, 2) and its output buffer (1), loading the head into the scanner (1), :attr:`scan_depth` and the output
-        register (1). A burst of n tokens takes ``n * cycles_per_token + latency`` cycles."""
+        readable, 2) and its output buffer (1), loading the head into the scanner (1),
+        :attr:`scan_depth` and the output register (1). A burst of n tokens takes
+        ``n * cycles_per_token + latency`` cycles."""
         return scan_latency(self.lanes)
 
     # widths ---------------------------------------------------------------------------------
@@ -323,9 +323,9 @@ class SsmScan(wiring.Component):
         hq = stream.Signature(entry).create(path=("hq",))
         q_adv, q_valid, q_payload = output_register(m, hq, "hq")
         pop = q_adv & hfifo.r_rdy  # x was written before dt and dA: xfifo is readable too
-        m.d.comb += [q_valid.eq(hfifo.r_rdy), q_payload.dt.eq(hfifo.r_data[: len(cur.dt)]),
-                     q_payload.dA.eq(hfifo.r_data[len(cur.dt):]), q_payload.x.eq(xfifo.r_data),
-                     hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
+        head = prep(hfifo.r_data)
+        m.d.comb += [q_valid.eq(hfifo.r_rdy), q_payload.dt.eq(head.dt), q_payload.dA.eq(head.dA),
+                     q_payload.x.eq(xfifo.r_data), hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
         m.d.comb += [load.eq(adv & hq.valid & (~busy | finishing) & (~need_bc | bc_full)),
                      hq.ready.eq(load)]
         # held_next < depth, from comparisons of the register `held` and a choice by take

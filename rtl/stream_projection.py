@@ -41,8 +41,8 @@ from model.fixedpoint import signed_bits
 
 from .stall import output_register
 from .xnor_projection import (
-    _adder_tree, _check_int, _popcount_tree, TAIL_LATENCY, check_array_fields, requant_tail, tail_prod_bits,
-    tail_sum_bits,
+    TAIL_LATENCY, _adder_tree, _check_int, _popcount_tree, check_array_fields, requant_tail,
+    tail_prod_bits, tail_sum_bits,
 )
 
 __all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY", "divisors", "gather"]
@@ -418,9 +418,9 @@ class StreamProjection(wiring.Component):
                 m.d.sync += bsum.eq(Mux(meta_t.first, 0, bsum) + bpart)
         # -- the row constants finish the row group: correction, beta, multiply, requantise --
         rb = c.rc_bits
-        requant_tail(m, c, accs, [rc_t[p * rb: p * rb + c.corr_bits].as_signed() for p in range(P)],
-                     bsum, [rc_t[p * rb + c.corr_bits: (p + 1) * rb] for p in range(P)],
-                     meta_t.valid & meta_t.rc, sink, adv)
+        corrs = [rc_t[p * rb: p * rb + c.corr_bits].as_signed() for p in range(P)]
+        mults = [rc_t[p * rb + c.corr_bits: (p + 1) * rb] for p in range(P)]
+        requant_tail(m, c, accs, corrs, bsum, mults, meta_t.valid & meta_t.rc, sink, adv)
         return m
 
     @staticmethod

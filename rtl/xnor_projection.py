@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 from model.fixedpoint import signed_bits
 
 from .dsp import MUL_LATENCY, pipelined_mul
+from .nonlinear import _delay, _reg
 from .stall import output_register
 
 if TYPE_CHECKING:
@@ -427,30 +428,17 @@ def requant_tail(m: Module, c, accs: list, corrs: list, beta, mults: list, valid
 
     1. ``acc + corr`` per row; the beta term and the multipliers held;
     2. ``t = ((acc + corr) << beta_frac) + beta``, ``c.sum_bits`` wide;
-    3. and 4. ``t * mult`` (:func:`rtl.dsp.pipelined_mul`: chunk products, then their sum);
-    5. and 6. :func:`requant_output`.
+    3. to 6. ``t * mult`` (:func:`rtl.dsp.pipelined_mul`, :data:`rtl.dsp.MUL_LATENCY`);
+    7. and 8. :func:`requant_output`.
     """
-    def reg(v, shape, name):
-        r = Signal(shape, name=name)
-        with m.If(adv):
-            m.d.sync += r.eq(v)
-        return r
-
-    v1 = reg(valid, 1, "tail_v1")
-    b1 = reg(beta, Value.cast(beta).shape(), "tail_beta")
-    v2 = reg(v1, 1, "tail_v2")
+    b1 = _reg(m, beta, adv, "tail_beta")
     prods = []
     for p, (acc, corr, mult) in enumerate(zip(accs, corrs, mults)):
-        ac = reg(acc + corr, (acc + corr).shape(), f"tail_ac{p}")
-        m1 = reg(mult, Value.cast(mult).shape(), f"tail_mult{p}")
-        t = reg((ac << c.beta_frac) + b1, signed(c.sum_bits), f"t{p}")
-        m2 = reg(m1, m1.shape(), f"tail_mult2_{p}")
-        prod = pipelined_mul(m, t, m2, adv, f"prod{p}")
+        ac = _reg(m, acc + corr, adv, f"tail_ac{p}")
+        t = _reg(m, (ac << c.beta_frac) + b1, adv, f"t{p}", signed(c.sum_bits))
+        prod = pipelined_mul(m, t, _delay(m, mult, 2, adv, f"tail_mult{p}"), adv, f"prod{p}")
         prods.append(prod[: c.prod_bits].as_signed())
-    pv = v2
-    for i in range(MUL_LATENCY):
-        pv = reg(pv, 1, f"tail_v{3 + i}")
-    requant_output(m, c, prods, *sink, pv, adv)
+    requant_output(m, c, prods, *sink, _delay(m, valid, 2 + MUL_LATENCY, adv, "tail_v"), adv)
 
 
 class XnorProjection(wiring.Component):
