@@ -9,14 +9,15 @@ __all__ = ["run_stream_unit"]
 
 def run_stream_unit(top, module: str, key: str, name: str, inputs: list[int],
                     expected: list[int], *, idle: float = 0.0, backpressure: float = 0.0,
-                    seed: int = 0, waves: bool | None = None) -> dict:
+                    seed: int = 0, waves: bool | None = None, dsp: str = "generic") -> dict:
     """Build ``top`` (cached by ``key``), stream ``inputs`` through it, compare with ``expected``.
 
-    Words are unsigned payload ints. Returns the testbench's figures (mismatches, latency).
+    Words are unsigned payload ints. ``dsp`` is the :mod:`rtl.dsp` target the unit is built
+    for. Returns the testbench's figures (mismatches, latency).
     """
-    d = unit_dir(module, "unit", key)
+    d = unit_dir(module, "unit" if dsp == "generic" else f"unit_{dsp}", key)
     waves = waves_requested(waves)
-    runner, build_dir = build(top, module, d, waves)
+    runner, build_dir = build(top, module, d, waves, dsp=dsp)
     payload = {"name": name, "seed": seed, "idle": idle, "backpressure": backpressure,
                "inputs": [int(v) for v in inputs], "expected": [int(v) for v in expected]}
     return run_test(runner, build_dir, module, "sim.stream_unit_tb", d / name, payload, seed,

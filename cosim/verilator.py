@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rtl.emit import emit, verilator_env, waiver_config, write_if_changed
+from rtl.emit import DSP_MODELS, emit, verilator_env, waiver_config, write_if_changed
 
 __all__ = ["ROOT", "BUILD_ROOT", "FST_VIEWERS", "Phase", "build_root", "use_build_root", "unit_dir",
            "build", "waves_requested", "verilator_seed", "run_test"]
@@ -110,10 +110,14 @@ def _fst_flags(build_dir: Path) -> list[str]:
             "-LDFLAGS", f"-L{libdir} -Wl,-rpath,{Path(libs[0]).parent}"]
 
 
-def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None):
+def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None,
+          dsp: str = "generic"):
     """Emit ``top`` as ``module`` into ``d`` and Verilator-build it; returns (runner, build dir).
 
     ``on_phase`` (optional) is called with "emit" and then "build" as each step starts.
+    ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with the behavioural model of the
+    ECP5 multiplier (:data:`DSP_MODELS`). The caller keeps builds of different targets in
+    different directories.
     """
     from cocotb_tools.runner import VerilatorControlFile
 
@@ -121,7 +125,7 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     os.environ.update(verilator_env())
     vfile = (d / "rtl" / f"{module}.v").resolve()
     on_phase("emit")
-    write_if_changed(vfile, emit(top, module))
+    write_if_changed(vfile, emit(top, module, dsp=dsp))
     ports = _public_ports(top, module, d / "ports.vlt")
     # The lint waivers, scoped to this build's Verilog file (rtl/lint.vlt says why each holds).
     waivers = d / "waivers.vlt"
@@ -130,7 +134,8 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     build_dir = d / ("sim_build_waves" if waves else "sim_build")
     on_phase("build")
     runner.build(
-        sources=[VerilatorControlFile(waivers), VerilatorControlFile(ports), vfile],
+        sources=[VerilatorControlFile(waivers), VerilatorControlFile(ports), vfile,
+                 *DSP_MODELS.get(dsp, [])],
         hdl_toplevel=module,
         build_dir=build_dir,
         # --x-initial unique: RAMs start undefined (no initialiser), so a read before a write

