@@ -59,9 +59,11 @@ QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output
 # after it: a token must take at least RW_WRITE - RW_READ cycles, or it would read a state
 # element before the previous token has written it.
 DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
-# The state word is out of the RAM one cycle after the read and registered once more (the
-# block RAM's clock-to-output is slow), arriving with dtx: dA h and dtx B finish together.
-RW_READ = DTX_STAGE - 2
+# The state word is out of the RAM one cycle after the read and registered twice, arriving
+# with dtx (dA h and dtx B finish together). A block RAM's clock-to-output is most of the
+# cycle on the ECP5 (5.8 ns of 8), and the read bypass (the word written in the same cycle)
+# adds a gate: the first register takes only that, and the placer puts it beside the RAM.
+RW_READ = DTX_STAGE - 3
 RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
 MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
 
@@ -298,12 +300,25 @@ class SsmScan(wiring.Component):
         m.d.comb += [w.dt.eq(dt_d), w.dA.eq(dA), hfifo.w_data.eq(w), hfifo.w_en.eq(v_d)]
 
         # -- B and C: the next token's beat waits while the current one is scanned -----------
-        bc_next = Signal(c.bc_layout)
+        # Two slots: the scanner reads slot `bc_sel`, the next beat is written into the other,
+        # and a token's start flips `bc_sel`. (Copying the waiting beat into a current one
+        # would put the head-load decision on the enable of every bit of B and C.)
+        slots = [Signal(c.bc_layout, name=f"bc_slot{i}") for i in range(2)]
+        bc_sel = Signal()
         bc_full = Signal()
-        bc_cur = Signal(c.bc_layout)
         m.d.comb += self.bc.ready.eq(~bc_full)
+        for i, slot in enumerate(slots):
+            with m.If(self.bc.valid & ~bc_full & (bc_sel == (1 - i))):
+                m.d.sync += slot.eq(self.bc.payload)
         with m.If(self.bc.valid & self.bc.ready):
-            m.d.sync += [bc_next.eq(self.bc.payload), bc_full.eq(1)]
+            m.d.sync += bc_full.eq(1)
+        bc_next_start = Mux(bc_sel, slots[0].start, slots[1].start)
+
+        def bc_chunk(field: str, k) -> Value:
+            """Chunk ``k`` of B or C (``field``) of the current token."""
+            width = s.data_bits * L
+            return Mux(bc_sel, getattr(slots[1], field).as_value().word_select(k, width),
+                       getattr(slots[0], field).as_value().word_select(k, width))
 
         # -- scanner -----------------------------------------------------------------------------
         adv, ovalid, opayload = output_register(m, self.y)  # adv: a register (rtl/stall.py)
@@ -336,7 +351,7 @@ class SsmScan(wiring.Component):
         with m.If(load):
             m.d.sync += [cur.eq(hq.payload), busy.eq(1)]
             with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
-                m.d.sync += [bc_cur.eq(bc_next), bc_full.eq(0)]
+                m.d.sync += [bc_sel.eq(~bc_sel), bc_full.eq(0)]
         with m.Elif(finishing):
             m.d.sync += busy.eq(0)
 
@@ -371,7 +386,7 @@ class SsmScan(wiring.Component):
         start = Signal()  # the token in cur_* begins a sequence: read the state as zero
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence too
         with m.If(load & need_bc):
-            m.d.sync += [start.eq(bc_next.start | fresh), fresh.eq(0)]
+            m.d.sync += [start.eq(bc_next_start | fresh), fresh.eq(0)]
 
         # One register per step (ScanConfig.scan_depth lists them); `at[n]` is the chunk's
         # metadata in the cycle after register n, i.e. stage n.
@@ -391,15 +406,16 @@ class SsmScan(wiring.Component):
         dtx = _reg(m, saturate(round_shift(dtx_p, f["dt"].frac + f["xbc_act"].frac
                                            - f["dtx"].frac), f["dtx"].min_int, f["dtx"].max_int),
                    adv, "dtx4", signed(s.dtx_bits))
-        b = _delay(m, bc_cur.b.as_value().word_select(k, s.data_bits * L), DTX_STAGE, adv, "b")
+        b = _delay(m, bc_chunk("b", k), DTX_STAGE, adv, "b")
         dA = _delay(m, cur.dA, DTX_STAGE, adv, "dA")
         pb = [pipelined_mul(m, dtx, b.word_select(lane, s.data_bits).as_signed(), adv,
                             f"pb{lane}") for lane in range(L)]
 
-        # The state read RW_READ cycles after issue, the word registered at DTX_STAGE, then
+        # The state read RW_READ cycles after issue, the word registered twice (at DTX_STAGE), then
         # dA * h per lane, finishing with dtx * B.
         m.d.comb += [st_r.addr.eq(at[RW_READ].addr), st_r.en.eq(adv)]
-        hv = _reg(m, st_r.data, adv, "hv", data.ArrayLayout(signed(s.state_bits), L))
+        hraw = _reg(m, st_r.data, adv, "hraw", data.ArrayLayout(signed(s.state_bits), L))
+        hv = _reg(m, hraw, adv, "hv", data.ArrayLayout(signed(s.state_bits), L))
         pa = [pipelined_mul(m, dA, Mux(at[DTX_STAGE].zero, 0, hv[lane]), adv, f"pa{lane}")
               for lane in range(L)]
 
@@ -417,7 +433,7 @@ class SsmScan(wiring.Component):
             m.d.comb += st_w.data[lane].eq(hnew[lane])
 
         # h' C per lane; then the sum over lanes, two adder levels a register.
-        cw = _delay(m, bc_cur.c.as_value().word_select(k, s.data_bits * L), RW_WRITE, adv, "c")
+        cw = _delay(m, bc_chunk("c", k), RW_WRITE, adv, "c")
         terms = [pipelined_mul(m, hnew[lane], cw.word_select(lane, s.data_bits).as_signed(),
                                adv, f"hc{lane}") for lane in range(L)]
         psum, stages = _adder_tree(m, terms, 2, adv, "lanesum")

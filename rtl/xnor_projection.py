@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
-from .dsp import MUL_LATENCY, pipelined_mul
+from .dsp import KEEP, MUL_LATENCY, pipelined_mul
 from .nonlinear import _delay, _reg
 from .stall import output_register
 
@@ -166,11 +166,11 @@ class ProjectionConfig:
     def pipeline_depth(self) -> int:
         """Cycles from issuing the last (fold, plane) of a row group to its output beat.
 
-        issue -> memory read (1) -> operand registers (1) -> adder tree (tree_stages) -> plane
-        weight (1) -> accumulate (1) -> the tail (:data:`TAIL_LATENCY`: correction, beta,
-        multiply, round, saturate).
+        issue -> memory read (1) -> the read words registered (1) -> operand registers (1) ->
+        adder tree (tree_stages) -> plane weight (1) -> accumulate (1) -> the tail
+        (:data:`TAIL_LATENCY`: correction, beta, multiply, round, saturate).
         """
-        return 2 + self.tree_stages + 2 + TAIL_LATENCY
+        return 3 + self.tree_stages + 2 + TAIL_LATENCY
 
     @property
     def latency(self) -> int:
@@ -574,25 +574,39 @@ class XnorProjection(wiring.Component):
         with m.If(adv):
             m.d.sync += meta1.eq(meta0)
 
-        # -- operand registers: the plane of this cycle, the weight word and beta (stage 2) --
-        # The RAM outputs and the plane select (a B:1 multiplexer on every lane) get a cycle of
-        # their own, so the first adders of the trees start from flip-flops.
-        plane = Signal(S)
+        # -- the read words, registered as they leave the RAMs (stage 2) ----------------------
+        # A block RAM's clock-to-output is most of a cycle on the ECP5 (5.8 ns of 8): its
+        # words go straight into flip-flops, which the placer can put beside it.
+        wraw = Signal.like(wp_r.data)
+        araw = Signal.like(ap_r.data)
+        braw = Signal.like(bp_r.data)
+        meta_r = Signal(meta_layout)
+        with m.If(adv):
+            m.d.sync += [wraw.eq(wp_r.data), araw.eq(ap_r.data), braw.eq(bp_r.data),
+                         meta_r.eq(meta1)]
+
+        # -- operand registers: the plane of this cycle, the weight word and beta (stage 3) --
+        # The plane select (a B:1 multiplexer on every lane) gets a cycle of its own, so the
+        # first adders of the trees start from flip-flops.
+        # The plane is registered once per row tree and once for the beta tree (KEEP: apart
+        # in synthesis too): one register per bit would drive P + 1 trees spread over the
+        # chip (measured on the (64, 16) array: 3.6 ns of routing from one to the beta tree).
+        planes = [Signal(S, name=f"plane{p}", attrs=KEEP) for p in range(P + 1)]
         wword = Signal(P * S)
         bword = Signal.like(bp_r.data)
         meta2 = Signal(meta_layout)
         with m.If(adv):
-            m.d.sync += [plane.eq(ap_r.data.word_select(meta1.k, S)), wword.eq(wp_r.data),
-                         bword.eq(bp_r.data), meta2.eq(meta1)]
+            m.d.sync += [wword.eq(wraw), bword.eq(braw), meta2.eq(meta_r)]
+            m.d.sync += [pl.eq(araw.word_select(meta_r.k, S)) for pl in planes]
 
-        # -- XNOR-popcount and masked beta trees (stage 3 onwards) ---------------------------
+        # -- XNOR-popcount and masked beta trees (stage 4 onwards) ---------------------------
         popcounts = []
         for p in range(P):
-            xnor = ~(wword[p * S : (p + 1) * S] ^ plane)
+            xnor = ~(wword[p * S : (p + 1) * S] ^ planes[p])
             pc, stages = _popcount_tree(m, xnor, S, c.tree_levels_per_stage, adv, f"pc{p}")
             popcounts.append(pc)
         bsum, bstages = _adder_tree(
-            m, [Mux(plane[j], bword[j], 0) for j in range(S)], c.tree_levels_per_stage,
+            m, [Mux(planes[P][j], bword[j], 0) for j in range(S)], c.tree_levels_per_stage,
             adv, "beta")
         assert stages == bstages == c.tree_stages
         meta_t = meta2

@@ -39,10 +39,10 @@ def test_config_errors(kw, msg):
 def test_cycle_formula(d_in, d_out, simd, pe, bits, cpt, stages):
     c = ProjectionConfig(d_in=d_in, d_out=d_out, simd=simd, pe=pe, act_bits=bits)
     assert c.cycles_per_token == cpt
-    # memory read, operands, tree, plane weight, accumulate, acc + corr, t, multiplier
-    # operands, chunk products, chunk products again, product sum, round, saturate (the
-    # output register): one register each
-    assert c.tree_stages == stages and c.pipeline_depth == 2 + stages + 10
+    # memory read, read words, operands, tree, plane weight, accumulate, acc + corr, t,
+    # multiplier operands, chunk products, chunk products again, product sum, round, saturate
+    # (the output register): one register each
+    assert c.tree_stages == stages and c.pipeline_depth == 3 + stages + 10
     assert c.latency == c.folds + c.pipeline_depth
 
 
