@@ -16,19 +16,30 @@ stall costs no throughput.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from amaranth import Module, Signal
 
 __all__ = ["output_register"]
 
 
-def output_register(m: Module, out, name: str = "ob") -> tuple[Signal, Signal, Signal]:
+def output_register(m: Module, out, name: str = "ob",
+                    adv_copies: Sequence[Signal] = ()) -> tuple[Signal, Signal, Signal]:
     """Drive the stream ``out`` from a two-entry buffer.
 
     Returns ``(adv, valid, payload)``: ``adv`` is the pipeline's enable (a register); the
     pipeline presents its last stage's result on ``valid`` and ``payload`` (combinational),
-    and the buffer takes it in every cycle with ``adv & valid``.
+    and the buffer takes it in every cycle with ``adv & valid``. ``adv_copies`` are further
+    registers (1 bit, initial value 1, made by the caller) that get exactly ``adv``'s value:
+    ``adv`` enables every register of a pipeline, so its routing is long, and the control
+    logic of a unit can take its own copy (marked ``rtl.dsp.KEEP`` so that synthesis keeps it
+    apart).
     """
+    for c in adv_copies:
+        if len(c) != 1 or c.init != 1:
+            raise ValueError(f"adv_copies must be 1-bit signals with init=1, not {c!r}")
     adv = Signal(init=1, name=f"{name}_adv")
+    advs = [adv, *adv_copies]
     valid = Signal(name=f"{name}_valid")
     payload = Signal.like(out.payload, name=f"{name}_payload")
     spare = Signal.like(out.payload, name=f"{name}_spare")
@@ -40,11 +51,11 @@ def output_register(m: Module, out, name: str = "ob") -> tuple[Signal, Signal, S
     push = adv & valid
     with m.If(~head_valid | out.ready):  # the head is free in the next cycle
         with m.If(spare_valid):  # (adv is low: nothing is pushed)
-            m.d.sync += [head.eq(spare), spare_valid.eq(0), adv.eq(1)]
+            m.d.sync += [head.eq(spare), spare_valid.eq(0), *(a.eq(1) for a in advs)]
         with m.Else():
             m.d.sync += head_valid.eq(push)
             with m.If(push):
                 m.d.sync += head.eq(payload)
     with m.Elif(push):  # the head stays: the result goes to the spare, and the pipeline stops
-        m.d.sync += [spare.eq(payload), spare_valid.eq(1), adv.eq(0)]
+        m.d.sync += [spare.eq(payload), spare_valid.eq(1), *(a.eq(0) for a in advs)]
     return adv, valid, payload

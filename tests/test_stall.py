@@ -20,7 +20,8 @@ class _Pipe(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        adv, valid, payload = output_register(m, self.out)
+        self.copy = Signal(init=1)
+        adv, valid, payload = output_register(m, self.out, adv_copies=[self.copy])
         self.adv = adv
         count = Signal(16)
         m.d.comb += [valid.eq(self.go), payload.eq(count)]
@@ -47,6 +48,7 @@ def _run(ready_p: float, go_p: float, cycles: int, seed: int):
             ctx.set(dut.go, go)
             ctx.set(dut.out.ready, ready)
             adv = ctx.get(dut.adv)
+            assert ctx.get(dut.copy) == adv, f"seed {seed}: the copy of adv differs"
             if ctx.get(dut.out.valid) and ready:
                 got.append(ctx.get(dut.out.payload))
             produced[0] += adv & go
@@ -90,3 +92,13 @@ def test_enable_is_a_register():
     _simulate(dut, tb)
     assert all(a0 == a1 for a0, a1 in seen)
     assert [a for a, _ in seen] == [1, 1, 0, 0, 1, 0, 1]  # stops once the spare is full
+
+
+def test_adv_copies_must_be_one_bit_set_at_reset():
+    m = Module()
+    m._MustUse__silence = True  # only the error is wanted
+    out = stream.Signature(unsigned(8)).create()
+    with pytest.raises(ValueError, match="adv_copies must be 1-bit signals with init=1"):
+        output_register(m, out, adv_copies=[Signal(2, init=1)])
+    with pytest.raises(ValueError, match="adv_copies must be 1-bit signals with init=1"):
+        output_register(m, out, adv_copies=[Signal()])
