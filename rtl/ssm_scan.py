@@ -310,8 +310,6 @@ class SsmScan(wiring.Component):
         for i, slot in enumerate(slots):
             with m.If(self.bc.valid & ~bc_full & (bc_sel == (1 - i))):
                 m.d.sync += slot.eq(self.bc.payload)
-        with m.If(self.bc.valid & self.bc.ready):
-            m.d.sync += bc_full.eq(1)
         bc_next_start = Mux(bc_sel, slots[0].start, slots[1].start)
 
         def bc_chunk(field: str, k) -> Value:
@@ -345,19 +343,11 @@ class SsmScan(wiring.Component):
         head = prep(hfifo.r_data)
         m.d.comb += [q_valid.eq(hfifo.r_rdy), q_payload.dt.eq(head.dt), q_payload.dA.eq(head.dA),
                      q_payload.x.eq(xfifo.r_data), hfifo.r_en.eq(pop), xfifo.r_en.eq(pop)]
-        m.d.comb += [load.eq(ctl_adv & hq.valid & (~busy | finishing) & (~need_bc | bc_full)),
-                     hq.ready.eq(load)]
         # held_next < depth, from comparisons of the register `held` and a choice by take
         # and pop (not behind held_next's carry chains)
         up, down = take & ~pop, pop & ~take
         m.d.sync += [held.eq(held + take - pop),
                      space.eq(Mux(up, held < c.fifo_depth - 1, down | (held < c.fifo_depth)))]
-        with m.If(load):
-            m.d.sync += [cur.eq(hq.payload), busy.eq(1)]
-            with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
-                m.d.sync += [bc_sel.eq(~bc_sel), bc_full.eq(0)]
-        with m.Elif(finishing):
-            m.d.sync += busy.eq(0)
 
         # Flags of the counters, registered with them, so that the head load (which enables
         # every bit of B and C) is a few gates from flip-flops rather than behind comparators.
@@ -366,18 +356,38 @@ class SsmScan(wiring.Component):
         h_last = Signal(init=int(H == 1))  # h == H - 1
         issue = Signal()
         m.d.comb += [issue.eq(ctl_adv & busy), finishing.eq(issue & at_last)]
-        with m.If(issue):
-            k_next = Mux(last_k, 0, k + 1)
-            p_next = Mux(last_k, Mux(last_p, 0, p + 1), p)
-            m.d.sync += [k.eq(k_next), p.eq(p_next),
-                         at_last.eq((k_next == K - 1) & (p_next == P - 1))]
-            with m.If(at_last):
-                h_next = Mux(last_h, 0, h + 1)
-                m.d.sync += [h.eq(h_next), h_first.eq(h_next == 0), h_last.eq(h_next == H - 1)]
-
         # The head counter `h` names the head in cur_*; `need_bc` must look at the head that
         # is about to be loaded, i.e. h after the finishing increment.
         m.d.comb += need_bc.eq(Mux(finishing, h_last, h_first))
+
+        # Each flag the load decision reads is the register of its next-state value (`*_n`),
+        # so that the decision itself is registered too: `can_load` is, one cycle ahead,
+        # (idle and (no B, C needed or B, C waiting)) or (on the head's last chunk and the same
+        # for the next head). The load is then one gate from flip-flops; it enables the head
+        # buffer's registers and `cur`.
+        k_next = Mux(last_k, 0, k + 1)
+        p_next = Mux(last_k, Mux(last_p, 0, p + 1), p)
+        h_next = Mux(last_h, 0, h + 1)
+        step_h = issue & at_last
+        busy_n = Mux(load, 1, Mux(finishing, 0, busy))
+        at_last_n = Mux(issue, (k_next == K - 1) & (p_next == P - 1), at_last)
+        h_first_n = Mux(step_h, h_next == 0, h_first)
+        h_last_n = Mux(step_h, h_next == H - 1, h_last)
+        bc_full_n = Mux(load & need_bc, 0, bc_full | (self.bc.valid & self.bc.ready))
+        can_load = Signal()  # init 0: after reset the unit is idle and no B, C has arrived
+        m.d.sync += [busy.eq(busy_n), at_last.eq(at_last_n), h_first.eq(h_first_n),
+                     h_last.eq(h_last_n), bc_full.eq(bc_full_n),
+                     can_load.eq((~busy_n & (~h_first_n | bc_full_n))
+                                 | (busy_n & at_last_n & (~h_last_n | bc_full_n)))]
+        m.d.comb += [load.eq(ctl_adv & hq.valid & can_load), hq.ready.eq(load)]
+        with m.If(load):
+            m.d.sync += cur.eq(hq.payload)
+            with m.If(need_bc):  # loading head 0 starts a token: it takes the waiting B, C
+                m.d.sync += bc_sel.eq(~bc_sel)
+        with m.If(issue):
+            m.d.sync += [k.eq(k_next), p.eq(p_next)]
+            with m.If(at_last):
+                m.d.sync += h.eq(h_next)
 
         state = Memory(shape=data.ArrayLayout(signed(s.state_bits), L), depth=H * P * K,
                        init=[])
