@@ -393,7 +393,10 @@ class SsmScan(wiring.Component):
                        init=[])
         m.submodules.state = state
         st_w = state.write_port()
-        st_r = state.read_port(transparent_for=(st_w,))
+        # Not transparent: a read in the cycle that writes the same word returns the old word,
+        # and the bypass below substitutes the new one two registers later, so that nothing
+        # but a register sits behind the block RAM's slow clock-to-output.
+        st_r = state.read_port()
         addr = Signal(range(H * P * K))
         m.d.comb += addr.eq((h * P + p) * K + k)
 
@@ -428,8 +431,12 @@ class SsmScan(wiring.Component):
         # The state read RW_READ cycles after issue, the word registered twice (at DTX_STAGE), then
         # dA * h per lane, finishing with dtx * B.
         m.d.comb += [st_r.addr.eq(at[RW_READ].addr), st_r.en.eq(adv)]
-        hraw = _reg(m, st_r.data, adv, "hraw", data.ArrayLayout(signed(s.state_bits), L))
-        hv = _reg(m, hraw, adv, "hv", data.ArrayLayout(signed(s.state_bits), L))
+        words = data.ArrayLayout(signed(s.state_bits), L)
+        hraw = _reg(m, st_r.data, adv, "hraw", words)
+        # the read bypass: the word written in the read's cycle, when the addresses match
+        hit = _delay(m, st_w.en & (st_w.addr == st_r.addr), 2, adv, "st_hit")
+        wbyp = _delay(m, st_w.data, 2, adv, "st_wbyp")
+        hv = _reg(m, Mux(hit, wbyp, hraw), adv, "hv", words)
         pa = [pipelined_mul(m, dA, Mux(at[DTX_STAGE].zero, 0, hv[lane]), adv, f"pa{lane}")
               for lane in range(L)]
 
