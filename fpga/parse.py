@@ -239,8 +239,15 @@ def signal_name(cell: str) -> str:
     'prod3[50]'
     >>> signal_name("state.0.0_DP16KD_DOB0")
     'state.0.0'
+
+    A Yosys-internal name (``$...``, escaped as ``\\$...``) keeps its first part:
+
+    >>> signal_name("\\$signature__addr$50[2]_TRELLIS_FF_Q")
+    '$signature__addr'
     """
-    m = _CELL_SUFFIX.search(cell)
+    if cell.startswith("\\$"):
+        cell = cell[1:]
+    m = _CELL_SUFFIX.search(cell, 1 if cell.startswith("$") else 0)
     return cell[:m.start()] if m and m.start() > 0 else cell
 
 

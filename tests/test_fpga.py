@@ -142,6 +142,8 @@ def test_report_without_clock_or_path_is_refused():
     ("u.amem.0.1_RDATA_14_SB_DFFE_Q_1_D_SB_LUT4_O_LC", "u.amem.0.1"),
     ("beta_offset[3]_MULT18X18D_A3", "beta_offset[3]"),
     ("plain", "plain"),
+    # a Yosys-internal name, escaped (measured: the 16-lane scan's critical path start)
+    ("\\$signature__addr$50[2]_TRELLIS_FF_Q", "$signature__addr"),
 ])
 def test_signal_name(cell, name):
     assert parse.signal_name(cell) == name
