@@ -94,24 +94,26 @@ class ProjectionCase:
     seed: int = 0
 
 
-def _config_dir(cfg: ProjectionConfig) -> Path:
+def _config_dir(cfg: ProjectionConfig, dsp: str = "generic") -> Path:
     tag = f"{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}"
-    return unit_dir("xnor_projection", tag, repr(cfg))
+    return unit_dir("xnor_projection", tag if dsp == "generic" else f"{tag}_{dsp}", repr(cfg))
 
 
 def run_case(case: ProjectionCase, waves: bool | None = None,
-             on_phase: Phase | None = None) -> dict:
+             on_phase: Phase | None = None, dsp: str = "generic") -> dict:
     """Build (if needed) and run ``case``; return the testbench's measurements.
 
     ``waves`` (default: the ``WAVES`` environment variable) dumps ``dump.fst`` in the case's
     directory (its path is the result's ``"fst"``). ``on_phase`` (optional) is told each step
-    ("emit", "build", "simulate") as it starts.
+    ("emit", "build", "simulate") as it starts. ``dsp`` is the target the unit is elaborated
+    for (``rtl.dsp.DSP_TARGETS``; ``"ecp5"`` simulates the vendor cells' models).
     """
     waves = waves_requested(waves)
     cfg = case.config
-    runner, build_dir = build(XnorProjection(cfg), "xnor_projection", _config_dir(cfg), waves,
-                              on_phase)
-    case_dir = _config_dir(cfg) / case.name
+    d = _config_dir(cfg, dsp)
+    runner, build_dir = build(XnorProjection(cfg), "xnor_projection", d, waves, on_phase,
+                              dsp=dsp)
+    case_dir = d / case.name
     images = memory_images(cfg, case.proj)
     expected = project(case.proj, case.tokens)
     payload = {

@@ -88,18 +88,19 @@ def random_scan_inputs(q: QuantizedLayer, tokens: int, rng: np.random.Generator,
 
 
 def run_scan_case(case: ScanCase, waves: bool | None = None,
-                  on_phase: Phase | None = None) -> dict:
+                  on_phase: Phase | None = None, dsp: str = "generic") -> dict:
     """Build (cached) and run ``case``; return the testbench's figures.
 
-    ``waves`` and ``on_phase`` as for :func:`cosim.projection.run_case`.
+    ``waves``, ``on_phase`` and ``dsp`` as for :func:`cosim.projection.run_case`.
     """
     waves = waves_requested(waves)
     cfg = case.config
     q = cfg.q
-    d = unit_dir("ssm_scan", f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}",
+    tag = f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}"
+    d = unit_dir("ssm_scan", tag if dsp == "generic" else f"{tag}_{dsp}",
                  q.digest() + f"lanes={cfg.lanes}")
     top = SsmScan(cfg)
-    runner, build_dir = build(top, "ssm_scan", d, waves, on_phase)
+    runner, build_dir = build(top, "ssm_scan", d, waves, on_phase, dsp=dsp)
     case_dir = d / case.name
     H = q.cfg.nheads
     consts = []

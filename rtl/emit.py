@@ -36,8 +36,8 @@ __all__ = ["LINT_WAIVERS", "DSP_MODELS", "emit", "write_if_changed", "lint", "wa
 
 LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
 # Simulation models of the vendor cells that each rtl.dsp target instantiates.
-DSP_MODELS = {"ecp5": [Path(__file__).resolve().parent.parent / "fpga" / "models"
-                       / "MULT18X18D.v"]}
+DSP_MODELS = {"ecp5": [Path(__file__).resolve().parent.parent / "fpga" / "models" / f"{cell}.v"
+                       for cell in ("MULT18X18D", "DP16KD")]}
 GENERATED = "@GENERATED@"  # stands for a generated file's path in LINT_WAIVERS
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from model.config import BiMambaConfig
     from model.quantize import QuantizedLayer
 
+from .bram import registered_ram
 from .dsp import KEEP, MUL_LATENCY, pipelined_mul
 from .nonlinear import (
     DECAY_LATENCY, SOFTPLUS_LATENCY, _delay, _reg, decay_stage, round_shift, saturate,
@@ -389,14 +390,14 @@ class SsmScan(wiring.Component):
             with m.If(at_last):
                 m.d.sync += h.eq(h_next)
 
-        state = Memory(shape=data.ArrayLayout(signed(s.state_bits), L), depth=H * P * K,
-                       init=[])
-        m.submodules.state = state
-        st_w = state.write_port()
-        # Not transparent: a read in the cycle that writes the same word returns the old word,
-        # and the bypass below substitutes the new one two registers later, so that nothing
-        # but a register sits behind the block RAM's slow clock-to-output.
-        st_r = state.read_port()
+        # The state RAM (rtl/bram.py): the read word registered twice, at the port and in an
+        # output register (a block RAM's own on the ECP5). A read in the cycle that writes the
+        # same word returns the old word; the bypass below substitutes the new one.
+        words = data.ArrayLayout(signed(s.state_bits), L)
+        st_waddr = Signal(range(H * P * K))
+        st_raddr = Signal(range(H * P * K))
+        st_wen = Signal()
+        st_wdata = Signal(words)
         addr = Signal(range(H * P * K))
         m.d.comb += addr.eq((h * P + p) * K + k)
 
@@ -430,12 +431,13 @@ class SsmScan(wiring.Component):
 
         # The state read RW_READ cycles after issue, the word registered twice (at DTX_STAGE), then
         # dA * h per lane, finishing with dtx * B.
-        m.d.comb += [st_r.addr.eq(at[RW_READ].addr), st_r.en.eq(adv)]
-        words = data.ArrayLayout(signed(s.state_bits), L)
-        hraw = _reg(m, st_r.data, adv, "hraw", words)
+        m.d.comb += st_raddr.eq(at[RW_READ].addr)
+        hraw = data.View(words, registered_ram(
+            m, "state", words.size, H * P * K, w_addr=st_waddr, w_data=st_wdata, w_en=st_wen,
+            r_addr=st_raddr, r_en=adv, o_en=adv))
         # the read bypass: the word written in the read's cycle, when the addresses match
-        hit = _delay(m, st_w.en & (st_w.addr == st_r.addr), 2, adv, "st_hit")
-        wbyp = _delay(m, st_w.data, 2, adv, "st_wbyp")
+        hit = _delay(m, st_wen & (st_waddr == st_raddr), 2, adv, "st_hit")
+        wbyp = _delay(m, st_wdata, 2, adv, "st_wbyp")
         hv = _reg(m, Mux(hit, wbyp, hraw), adv, "hv", words)
         pa = [pipelined_mul(m, dA, Mux(at[DTX_STAGE].zero, 0, hv[lane]), adv, f"pa{lane}")
               for lane in range(L)]
@@ -449,9 +451,9 @@ class SsmScan(wiring.Component):
             hnew.append(_reg(m, saturate(acc >> (f_state - fh), f["ssm"].min_int,
                                          f["ssm"].max_int), adv, f"hnew{lane}",
                              signed(s.state_bits)))
-        m.d.comb += [st_w.addr.eq(at[RW_WRITE].addr), st_w.en.eq(adv & at[RW_WRITE].valid)]
+        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr), st_wen.eq(adv & at[RW_WRITE].valid)]
         for lane in range(L):
-            m.d.comb += st_w.data[lane].eq(hnew[lane])
+            m.d.comb += st_wdata[lane].eq(hnew[lane])
 
         # h' C per lane; then the sum over lanes, two adder levels a register.
         cw = _delay(m, bc_chunk("c", k), RW_WRITE, adv, "c")

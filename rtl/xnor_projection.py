@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.fixedpoint import signed_bits
 
+from .bram import registered_ram
 from .dsp import KEEP, MUL_LATENCY, pipelined_mul
 from .nonlinear import _delay, _reg
 from .stall import output_register
@@ -475,21 +476,20 @@ class XnorProjection(wiring.Component):
         m = Module()
 
         # Depth >= 2 keeps every address at least one bit wide when a dimension is 1.
-        wmem = Memory(shape=unsigned(P * S), depth=max(R * F, 2), init=[])
+        # (The weights, wmem, are made with the read logic below.)
+        ld = self.load.payload
         bmem = Memory(shape=data.ArrayLayout(signed(c.beta_bits), S), depth=max(F, 2), init=[])
         cmem = Memory(shape=c.rows_layout, depth=max(R, 2), init=[])
         # Activation buffer: two tokens, one word per fold holding its B bit-planes.
         amem = Memory(shape=unsigned(B * S), depth=2 * F, init=[])
-        m.submodules.wmem, m.submodules.bmem = wmem, bmem
+        m.submodules.bmem = bmem
         m.submodules.cmem, m.submodules.amem = cmem, amem
 
         # -- load path ---------------------------------------------------------------------
         # Loaded state, like the memories: a reset must not clear it.
         beta_offset = Signal(signed(c.beta_acc_bits), reset_less=True)
-        ld = self.load.payload
         m.d.comb += self.load.ready.eq(1)
-        for target, mem in ((LoadTarget.WEIGHTS, wmem), (LoadTarget.BETA, bmem),
-                            (LoadTarget.ROWS, cmem)):
+        for target, mem in ((LoadTarget.BETA, bmem), (LoadTarget.ROWS, cmem)):
             wp = mem.write_port()
             word = Value.cast(wp.data)
             m.d.comb += [
@@ -548,7 +548,14 @@ class XnorProjection(wiring.Component):
                         m.d.comb += clr_full.eq(Mux(rbuf, 0b10, 0b01))
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        wp_r = wmem.read_port()
+        # The weights: a RAM whose read word is registered twice (rtl/bram.py), so that on the
+        # ECP5 a block RAM's own output register takes it.
+        w_raddr = Signal(range(max(R * F, 2)))
+        w_ren = Signal()
+        wraw = registered_ram(m, "wmem", P * S, max(R * F, 2), w_addr=ld.addr,
+                              w_data=ld.data[: P * S],
+                              w_en=self.load.valid & (ld.sel == LoadTarget.WEIGHTS),
+                              r_addr=w_raddr, r_en=w_ren, o_en=adv)
         ap_r = amem.read_port()
         bp_r = bmem.read_port()
         # A (row group, fold) word serves all B planes: read it on plane 0 and let the read
@@ -557,7 +564,7 @@ class XnorProjection(wiring.Component):
         first_plane = Signal()
         m.d.comb += first_plane.eq(k == 0)
         m.d.comb += [
-            wp_r.addr.eq(r * F + f), wp_r.en.eq(adv & first_plane),
+            w_raddr.eq(r * F + f), w_ren.eq(adv & first_plane),
             ap_r.addr.eq(rbuf * F + f), ap_r.en.eq(adv & first_plane),
             bp_r.addr.eq(f), bp_r.en.eq(adv & first_plane & (r == 0)),
         ]
@@ -577,12 +584,11 @@ class XnorProjection(wiring.Component):
         # -- the read words, registered as they leave the RAMs (stage 2) ----------------------
         # A block RAM's clock-to-output is most of a cycle on the ECP5 (5.8 ns of 8): its
         # words go straight into flip-flops, which the placer can put beside it.
-        wraw = Signal.like(wp_r.data)
         araw = Signal.like(ap_r.data)
         braw = Signal.like(bp_r.data)
         meta_r = Signal(meta_layout)
         with m.If(adv):
-            m.d.sync += [wraw.eq(wp_r.data), araw.eq(ap_r.data), braw.eq(bp_r.data),
+            m.d.sync += [araw.eq(ap_r.data), braw.eq(bp_r.data),
                          meta_r.eq(meta1)]
 
         # -- operand registers: the plane of this cycle, the weight word and beta (stage 3) --

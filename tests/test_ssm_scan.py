@@ -9,6 +9,7 @@ from model.checkpoint import load_block, synthetic_state_dict
 from model.config import BiMambaConfig
 from model.evaluate import synthetic_residual
 from model.quantize import QuantSpec, export_layer
+from rtl.bram import BLOCK_RAM_MIN_DEPTH
 from rtl.emit import emit, lint, write_if_changed
 from rtl.ssm_scan import ScanConfig, SsmScan
 
@@ -178,3 +179,21 @@ def test_corners(layers):
 def test_real_shape_2p7b_64_tokens():
     from cosim.scan import real_shape_case
     _check(run_scan_case(real_shape_case("2.7B", 64, 16)))
+
+
+def test_ecp5_target(layers):
+    """The ECP5 build through the vendor cells' models (fpga/models): the state in DP16KD
+    blocks read into their output registers (4 lanes of 16 bits: four blocks), the products
+    in MULT18X18D blocks. Bit-exact, the same cycles, and under stalls. (A read and a write of
+    one word in the same cycle needs a token of 9 cycles, so a state of 9 words: too shallow
+    for a block RAM; that bypass is tested on h9p1n2.)"""
+    q = layers["p16n16"]
+    cfg = ScanConfig(q, 4)
+    assert cfg.cycles_per_token >= BLOCK_RAM_MIN_DEPTH  # the state takes DP16KDs
+    rng = np.random.default_rng(33)
+    dt_raw, x, B, C = random_scan_inputs(q, 4, rng)
+    start = np.array([True, False, True, False])
+    res = run_scan_case(ScanCase("ecp5", cfg, dt_raw, x, B, C, start, seed=33), dsp="ecp5")
+    _check(res)
+    _check(run_scan_case(ScanCase("ecp5_stall", cfg, dt_raw, x, B, C, start, idle=0.3,
+                                  backpressure=0.4, seed=34), dsp="ecp5"), stalls=True)

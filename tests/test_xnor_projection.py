@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from cosim.projection import ProjectionCase, directed_case, random_projection, random_tokens, run_case
 from model.golden import project
+from rtl.bram import BLOCK_RAM_MIN_DEPTH
 from rtl.emit import emit, lint, write_if_changed
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
@@ -208,3 +209,20 @@ def test_real_shapes(preset):
     from cosim.run import real_shape_cases
     for case in real_shape_cases(preset, 1, 64, 16):
         _check(run_case(case))
+
+
+def test_ecp5_target():
+    """The ECP5 build through the vendor cells' models (fpga/models): the weights in DP16KD
+    blocks read into their output registers (two blocks side by side, 32 bits), the
+    requantising products in MULT18X18D blocks. Bit-exact, the same cycles back to back, and
+    under stalls."""
+    rng = np.random.default_rng(31)
+    p = random_projection(160, 24, 4, rng)
+    cfg = ProjectionConfig.from_projection(p, 16, 2)
+    assert cfg.row_groups * cfg.folds >= BLOCK_RAM_MIN_DEPTH  # the weights take DP16KDs
+    res = run_case(ProjectionCase("ecp5", cfg, p, random_tokens(p, 4, rng), seed=31),
+                   dsp="ecp5")
+    _check(res)
+    assert res["token_spacing"] == [cfg.cycles_per_token] * 3
+    _check(run_case(ProjectionCase("ecp5_stall", cfg, p, random_tokens(p, 3, rng), idle=0.3,
+                                   backpressure=0.4, seed=32), dsp="ecp5"), stalls=True)

@@ -7,6 +7,8 @@
 // Other clocks, enables, resets, the C input, the shift chains and cascading are not modelled;
 // an instance that asks for them stops the simulation at time 0.
 `default_nettype none
+// String parameters compare at the width of the longer string.
+/* verilator lint_off WIDTH */
 module MULT18X18D (
     input  wire A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16, A17,
     input  wire B0, B1, B2, B3, B4, B5, B6, B7, B8, B9, B10, B11, B12, B13, B14, B15, B16, B17,
@@ -104,4 +106,5 @@ module MULT18X18D (
     wire unused = &{1'b0, C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13, C14,
                     C15, C16, C17, SOURCEA, SOURCEB, 1'b0};
 endmodule
+/* verilator lint_on WIDTH */
 `default_nettype wire

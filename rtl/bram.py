@@ -1,0 +1,94 @@
+"""A one-write, one-read RAM whose read word is registered twice: the port, then an output
+register.
+
+A block RAM's clock-to-output is most of a cycle on the ECP5 (5.83 ns of the 8 ns at 125 MHz in
+nextpnr's model of a ``DP16KD`` without its output register), so the first register after it
+must sit beside it; nextpnr's placer puts it 13 to 19 rows away (1.4 to 2.5 ns of routing,
+measured on every projection and scan that uses block RAM). The block has an output register
+of its own (``REGMODE "OUTREG"``) that Yosys's memory mapping never enables. Here the two
+registers are explicit, and the target (:func:`rtl.dsp.dsp_target`) chooses how they are built:
+
+* ``generic`` (and every memory shallower than :data:`BLOCK_RAM_MIN_DEPTH`): an Amaranth
+  ``Memory`` with a synchronous read port, then a fabric register; Yosys maps the memory as it
+  chooses (LUT RAM when shallow).
+* ``ecp5``, :data:`BLOCK_RAM_MIN_DEPTH` words or more: ``DP16KD`` blocks of 1024 x 18, port A
+  writing, port B reading into its output register (``OCEB`` the output register's enable).
+  ``fpga/models/DP16KD.v`` is a behavioural model of the instance as used here, for
+  Verilator.
+
+Both: the word at ``r_addr`` is read at a clock edge where ``r_en`` is high and held until the
+next such edge; the output register takes it at edges where ``o_en`` is high and is cleared by
+the domain's reset. A read of the word written in the same cycle returns the old word (callers
+that need the new one bypass it).
+"""
+
+from __future__ import annotations
+
+from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal, Value, unsigned
+from amaranth.lib.memory import Memory
+
+from .dsp import current_dsp_target
+
+__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "registered_ram"]
+
+BLOCK_RAM_MIN_DEPTH = 64  # shallower memories are left to synthesis (LUT RAM on the ECP5)
+DP16KD_DEPTH = 1024  # one DP16KD with 18-bit ports
+DP16KD_WIDTH = 18
+
+
+def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_data, w_en,
+                   r_addr, r_en, o_en) -> Signal:
+    """A ``depth`` x ``width`` RAM named ``name``; returns the output register's word.
+
+    Raises
+    ------
+    ValueError
+        If ``width`` or ``depth`` is below 1, or, on the ``ecp5`` target, ``depth`` is over
+        :data:`DP16KD_DEPTH` (one block deep).
+    """
+    if width < 1 or depth < 1:
+        raise ValueError(f"{name}: width and depth must be >= 1, not {width} x {depth}")
+    out = Signal(width, name=f"{name}_q")
+    if current_dsp_target() != "ecp5" or depth < BLOCK_RAM_MIN_DEPTH:
+        mem = Memory(shape=unsigned(width), depth=depth, init=[])
+        m.submodules[name] = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en),
+                     rp.addr.eq(r_addr), rp.en.eq(r_en)]
+        with m.If(o_en):
+            m.d.sync += out.eq(rp.data)
+        return out
+    if depth > DP16KD_DEPTH:
+        raise ValueError(f"{name}: depth must be <= {DP16KD_DEPTH} (one DP16KD deep) on the "
+                         f"ecp5 target, not {depth}")
+    abits = max(1, (depth - 1).bit_length())
+    wa, ra = Value.cast(w_addr)[:abits], Value.cast(r_addr)[:abits]
+    wd = Value.cast(w_data)
+    for t in range(-(-width // DP16KD_WIDTH)):
+        lo = t * DP16KD_WIDTH
+        w = min(DP16KD_WIDTH, width - lo)
+        din = Signal(DP16KD_WIDTH, name=f"{name}_di{t}")
+        dout = Signal(DP16KD_WIDTH, name=f"{name}_do{t}")
+        m.d.comb += [din.eq(wd[lo: lo + w]), out[lo: lo + w].eq(dout[:w])]
+        # 18-bit ports: the word address on AD13:4, AD1:0 the byte enables (both written)
+        ada = [Const(1, 1)] * 2 + [Const(0, 1)] * 2 + [wa[i] if i < abits else Const(0, 1)
+                                                        for i in range(10)]
+        adb = [Const(0, 1)] * 4 + [ra[i] if i < abits else Const(0, 1) for i in range(10)]
+        ports = {f"i_ADA{i}": ada[i] for i in range(14)}
+        ports.update({f"i_ADB{i}": adb[i] for i in range(14)})
+        ports.update({f"i_DIA{i}": din[i] for i in range(DP16KD_WIDTH)})
+        ports.update({f"i_DIB{i}": 0 for i in range(DP16KD_WIDTH)})
+        ports.update({f"o_DOB{i}": dout[i] for i in range(DP16KD_WIDTH)})
+        doa = Signal(DP16KD_WIDTH, name=f"{name}_doa{t}")  # port A only writes
+        ports.update({f"o_DOA{i}": doa[i] for i in range(DP16KD_WIDTH)})
+        m.submodules[f"{name}_{t}"] = Instance(
+            "DP16KD",
+            p_DATA_WIDTH_A=DP16KD_WIDTH, p_DATA_WIDTH_B=DP16KD_WIDTH, p_REGMODE_A="NOREG",
+            p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+            p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_CLKAMUX="CLKA", p_CLKBMUX="CLKB",
+            p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+            i_CLKA=ClockSignal(), i_CEA=1, i_OCEA=1, i_WEA=w_en, i_RSTA=0,
+            i_CSA0=0, i_CSA1=0, i_CSA2=0,
+            i_CLKB=ClockSignal(), i_CEB=r_en, i_OCEB=o_en, i_WEB=0, i_RSTB=ResetSignal(),
+            i_CSB0=0, i_CSB1=0, i_CSB2=0, **ports)
+    return out
