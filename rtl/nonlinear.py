@@ -106,9 +106,10 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
 
     ``y = sat(T[i] + rs((T[i+1] - T[i]) * r, shift))`` inside the domain, ``left`` below it,
     the constant or ``x`` converted to the output format above it. Registered steps: the
-    segment index ``i`` and offset ``r`` (and the range flags); ``T[i]`` and the slope
-    ``T[i+1] - T[i]`` (two ROMs, one address); ``slope * r``; ``T[i] + rs(slope * r, shift)``;
-    the tails' selection and saturation.
+    segment index ``i``, offset ``r`` and slope ``T[i+1] - T[i]`` (read from its ROM at the
+    index before its register), and the range flags; ``T[i]`` (a second ROM), and the slope
+    and offset again (a multiplier's input registers); ``slope * r``;
+    ``T[i] + rs(slope * r, shift)``; the tails' selection and saturation.
     """
     span = 1 << (t.seg_bits + t.shift)
     x = Value.cast(x).as_signed() if t.in_fmt.signed else Value.cast(x)
