@@ -96,7 +96,7 @@ class ProjectionCase:
 
 def _config_dir(cfg: ProjectionConfig, dsp: str = "generic") -> Path:
     tag = f"{cfg.d_in}x{cfg.d_out}_s{cfg.simd}_p{cfg.pe}_b{cfg.act_bits}"
-    return unit_dir("xnor_projection", tag if dsp == "generic" else f"{tag}_{dsp}", repr(cfg))
+    return unit_dir("xnor_projection", tag, repr(cfg), dsp)
 
 
 def run_case(case: ProjectionCase, waves: bool | None = None,

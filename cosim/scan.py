@@ -96,9 +96,8 @@ def run_scan_case(case: ScanCase, waves: bool | None = None,
     waves = waves_requested(waves)
     cfg = case.config
     q = cfg.q
-    tag = f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}"
-    d = unit_dir("ssm_scan", tag if dsp == "generic" else f"{tag}_{dsp}",
-                 q.digest() + f"lanes={cfg.lanes}")
+    d = unit_dir("ssm_scan", f"h{q.cfg.nheads}p{q.cfg.headdim}n{q.cfg.d_state}l{cfg.lanes}",
+                 q.digest() + f"lanes={cfg.lanes}", dsp)
     top = SsmScan(cfg)
     runner, build_dir = build(top, "ssm_scan", d, waves, on_phase, dsp=dsp)
     case_dir = d / case.name

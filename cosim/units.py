@@ -15,7 +15,7 @@ def run_stream_unit(top, module: str, key: str, name: str, inputs: list[int],
     Words are unsigned payload ints. ``dsp`` is the :mod:`rtl.dsp` target the unit is built
     for. Returns the testbench's figures (mismatches, latency).
     """
-    d = unit_dir(module, "unit" if dsp == "generic" else f"unit_{dsp}", key)
+    d = unit_dir(module, "unit", key, dsp)
     waves = waves_requested(waves)
     runner, build_dir = build(top, module, d, waves, dsp=dsp)
     payload = {"name": name, "seed": seed, "idle": idle, "backpressure": backpressure,

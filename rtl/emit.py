@@ -35,7 +35,8 @@ __all__ = ["LINT_WAIVERS", "DSP_MODELS", "emit", "write_if_changed", "lint", "wa
            "main"]
 
 LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
-# Simulation models of the vendor cells that each rtl.dsp target instantiates.
+# Simulation models of the vendor cells that each rtl.dsp target instantiates (the
+# multipliers of rtl/dsp.py, the block RAMs of rtl/bram.py).
 DSP_MODELS = {"ecp5": [Path(__file__).resolve().parent.parent / "fpga" / "models" / f"{cell}.v"
                        for cell in ("MULT18X18D", "DP16KD")]}
 GENERATED = "@GENERATED@"  # stands for a generated file's path in LINT_WAIVERS
@@ -69,7 +70,7 @@ def _ram_init_left_undefined():
 
 def emit(component, name: str, dsp: str = "generic") -> str:
     """Verilog text of an Amaranth component, top module ``name`` (zero RAM init left out),
-    its multipliers elaborated for the :mod:`rtl.dsp` target ``dsp``."""
+    its multipliers and block RAMs elaborated for the :mod:`rtl.dsp` target ``dsp``."""
     with _ram_init_left_undefined(), dsp_target(dsp):
         return verilog.convert(component, name=name, emit_src=False)
 
@@ -230,9 +231,9 @@ def _output_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--lint", action="store_true", default=default(False),
                         help="run verilator --lint-only -Wall on the emitted file")
     parser.add_argument("--dsp", choices=DSP_TARGETS, default=default("generic"),
-                        help="multiplier target (rtl/dsp.py): generic '*' for synthesis to map, "
-                             "or ECP5 MULT18X18D blocks with their own registers "
-                             "(default: generic)")
+                        help="vendor-cell target: generic RTL for synthesis to map, or ECP5 "
+                             "MULT18X18D multipliers (rtl/dsp.py) and DP16KD block RAMs "
+                             "(rtl/bram.py) with their own registers (default: generic)")
 
 
 def main(argv: list[str] | None = None) -> int:
