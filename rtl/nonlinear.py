@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -138,11 +138,18 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     # a DSP block rows away (measured on the 16-lane scan: 121.4 MHz).
     m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(off_c >> t.shift)]
     slope = _reg(m, slope_p.data, en, f"{name}_slope")
-    t0 = _delay(m, base_p.data, 2, en, f"{name}_t0")  # beside the product of step 3
+    # T[i] waits beside the product of step 3 as ``T[i] * 2**shift + 2**(shift - 1)`` (the
+    # rounding constant in its low bits, no adder): ``T[i] + rs(p, shift)`` is then
+    # ``(that + p) >> shift``, one carry chain after the DSP block instead of two.
+    if t.shift:
+        base = Cat(Const(1 << (t.shift - 1), t.shift), base_p.data).as_signed()
+    else:
+        base = base_p.data
+    t0 = _delay(m, base, 2, en, f"{name}_t0")
     # 3: slope times offset (the slope and offset registers feed the multiplier's own)
     prod = registered_mul(m, slope, r, en, f"{name}_prod", stages=2)
     # 4: interpolation
-    interp = _reg(m, t0 + round_shift(prod, t.shift) if t.shift else t0, en, f"{name}_interp")
+    interp = _reg(m, (t0 + prod) >> t.shift if t.shift else t0, en, f"{name}_interp")
     # 5: tails and saturation, the range flags (and x) held since step 1
     below = _delay(m, below, 3, en, f"{name}_below")
     above = _delay(m, above, 3, en, f"{name}_above")
