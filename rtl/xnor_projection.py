@@ -9,9 +9,16 @@ rows), each fold ``f`` (``simd`` input columns) and each activation bit-plane ``
 computes ``pe`` popcounts of ``XNOR(w[r, f], b_k[f])`` and shift-accumulates them with the
 plane weight. A token therefore takes ``ceil(d_in/simd) * ceil(d_out/pe) * act_bits`` cycles;
 the weight word of ``(r, f)`` is read once and reused for the ``act_bits`` planes. While row
-group 0 runs, a masked adder tree accumulates the beta term ``sum_j beta_j a_j`` from the same
-bit-planes (no multipliers). Activations are double-buffered, so the next token loads while the
-current one computes and back-to-back tokens leave no idle cycle.
+group 0 runs, a masked adder tree accumulates the beta term ``sum_j beta_j a_j`` (no
+multipliers): on plane cycle ``k`` of fold ``f`` it takes slice ``k`` of the fold's columns
+(``beta_lanes = ceil(simd / act_bits)`` of them) with every bit-plane of their activations, so
+beta is read ``beta_lanes`` values a cycle from a deep, narrow memory. Activations are
+double-buffered, so the next token loads while the current one computes and back-to-back tokens
+leave no idle cycle.
+
+The tail (row correction, beta term, requantising multiply, rounding, saturation) takes
+``tail_lanes`` rows a cycle: all ``pe`` by default, or fewer, sharing its multipliers among the
+rows over ``pe / tail_lanes`` cycles of the next row group (the small-FPGA configuration).
 
 Padding: ``d_in`` and ``d_out`` need not be multiples of ``simd`` and ``pe``. Pad columns have
 weight bit 0 and activation 0 (the unit zeroes the unused lanes of a token's last input beat);
@@ -52,8 +59,8 @@ class LoadTarget:
     """Values of the ``load`` stream's ``sel`` field."""
 
     WEIGHTS = 0  # addr = r * folds + f; data = pe * simd sign bits, row p at bits [p*simd, (p+1)*simd)
-    BETA = 1  # addr = f; data = simd signed beta values
-    ROWS = 2  # addr = r; data = {corr[pe], mult[pe]}
+    BETA = 1  # addr = f * act_bits + k; data = beta_lanes signed beta values (slice k of fold f)
+    ROWS = 2  # addr = r * tail_slices + s; data = {corr[tail_lanes], mult[tail_lanes]}
     OFFSET = 3  # data = beta offset (bipolar activations only: -sum beta)
 
 
@@ -104,6 +111,11 @@ class ProjectionConfig:
         Output saturation width.
     tree_levels_per_stage : int
         Adder-tree levels between pipeline registers in the popcount and beta trees.
+    tail_lanes : int or None
+        Rows the tail (correction, beta, multiply, requantise) takes per cycle; a divisor of
+        ``pe``, ``pe`` by default (None). Fewer lanes share the tail's multipliers among the
+        rows: ``pe / tail_lanes`` cycles per row group, which must not exceed the row group's
+        ``folds * act_bits`` cycles, and as many cycles more latency.
 
     Raises
     ------
@@ -122,6 +134,7 @@ class ProjectionConfig:
     mult_frac: int = 16
     out_bits: int = 16
     tree_levels_per_stage: int = 2
+    tail_lanes: int | None = None
 
     def __post_init__(self) -> None:
         check_array_fields(self, act_bits_min=1)
@@ -129,6 +142,19 @@ class ProjectionConfig:
             raise ValueError(f"simd must be in [1, d_in = {self.d_in}], not {self.simd}")
         if self.pe > self.d_out:
             raise ValueError(f"pe must be in [1, d_out = {self.d_out}], not {self.pe}")
+        if self.tail_lanes is None:
+            object.__setattr__(self, "tail_lanes", self.pe)
+        _check_int("tail_lanes", self.tail_lanes, 1, self.pe)
+        if self.pe % self.tail_lanes:
+            divisors = [d for d in range(1, self.pe + 1) if self.pe % d == 0]
+            raise ValueError(f"tail_lanes must divide pe = {self.pe} (one of {divisors}), "
+                             f"not {self.tail_lanes}")
+        if self.tail_slices > self.folds * self.act_bits:
+            raise ValueError(
+                f"tail_lanes must be at least pe / (folds * act_bits) = {self.pe} / "
+                f"{self.folds * self.act_bits}: the tail takes pe / tail_lanes cycles per row "
+                f"group and a row group lasts {self.folds * self.act_bits}; not "
+                f"{self.tail_lanes}")
 
     @classmethod
     def from_projection(cls, p: BinaryProjection, simd: int, pe: int, **kw) -> "ProjectionConfig":
@@ -155,13 +181,27 @@ class ProjectionConfig:
         return self.folds * self.row_groups * self.act_bits
 
     @property
+    def beta_lanes(self) -> int:
+        """``ceil(simd / act_bits)``: beta values read per cycle. Fold ``f``'s betas are read
+        over its ``act_bits`` plane cycles, slice ``k`` on plane ``k``, each with every bit of
+        its lanes' activations."""
+        return -(-self.simd // self.act_bits)
+
+    @property
+    def tail_slices(self) -> int:
+        """``pe / tail_lanes``: cycles the tail takes per row group."""
+        return self.pe // self.tail_lanes
+
+    @property
     def tree_levels(self) -> int:
         return math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
 
     @property
     def tree_stages(self) -> int:
-        """Pipeline registers in the popcount (and beta) adder trees."""
-        return max(1, math.ceil(self.tree_levels / self.tree_levels_per_stage))
+        """Pipeline registers of the popcount and beta adder trees (the longer of the two; the
+        shorter is delayed to it): ``simd`` leaves and ``beta_lanes * act_bits`` leaves."""
+        return max(_tree_stages(self.simd, self.tree_levels_per_stage),
+                   _tree_stages(self.beta_lanes * self.act_bits, self.tree_levels_per_stage))
 
     @property
     def pipeline_depth(self) -> int:
@@ -169,9 +209,12 @@ class ProjectionConfig:
 
         issue -> memory read (1) -> the read words registered (1) -> operand registers (1) ->
         adder tree (tree_stages) -> plane weight (1) -> accumulate (1) -> the tail
-        (:data:`TAIL_LATENCY`: correction, beta, multiply, round, saturate).
+        (:data:`TAIL_LATENCY`: correction, beta, multiply, round, saturate); with a shared
+        tail (``tail_slices`` > 1) the accumulators are held (1) and the row slices enter the
+        tail one a cycle (``tail_slices - 1`` more).
         """
-        return 3 + self.tree_stages + 2 + TAIL_LATENCY
+        serial = self.tail_slices if self.tail_slices > 1 else 0
+        return 3 + self.tree_stages + 2 + TAIL_LATENCY + serial
 
     @property
     def latency(self) -> int:
@@ -227,19 +270,21 @@ class ProjectionConfig:
 
     @property
     def rows_layout(self) -> data.StructLayout:
+        """A row-constant word: ``tail_lanes`` rows' correction and multiplier."""
         return data.StructLayout({
-            "corr": data.ArrayLayout(signed(self.corr_bits), self.pe),
-            "mult": data.ArrayLayout(unsigned(self.mult_bits), self.pe),
+            "corr": data.ArrayLayout(signed(self.corr_bits), self.tail_lanes),
+            "mult": data.ArrayLayout(unsigned(self.mult_bits), self.tail_lanes),
         })
 
     @property
     def load_data_bits(self) -> int:
-        return max(self.pe * self.simd, self.simd * self.beta_bits, self.rows_layout.size,
-                   self.beta_acc_bits)
+        return max(self.pe * self.simd, self.beta_lanes * self.beta_bits,
+                   self.rows_layout.size, self.beta_acc_bits)
 
     @property
     def load_layout(self) -> data.StructLayout:
-        depth = max(self.row_groups * self.folds, 2)
+        depth = max(self.row_groups * self.folds, self.folds * self.act_bits,
+                    self.row_groups * self.tail_slices, 2)
         return data.StructLayout({
             "sel": unsigned(2),
             "addr": unsigned(math.ceil(math.log2(depth))),
@@ -284,10 +329,12 @@ def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
     from model.golden import row_correction
 
     want = ProjectionConfig.from_projection(p, cfg.simd, cfg.pe,
-                                            tree_levels_per_stage=cfg.tree_levels_per_stage)
+                                            tree_levels_per_stage=cfg.tree_levels_per_stage,
+                                            tail_lanes=cfg.tail_lanes)
     if want != cfg:
         raise ValueError(f"config {cfg} does not match the projection's {want}")
-    F, R, S, P = cfg.folds, cfg.row_groups, cfg.simd, cfg.pe
+    F, R, S, P, B = cfg.folds, cfg.row_groups, cfg.simd, cfg.pe, cfg.act_bits
+    L, T = cfg.beta_lanes, cfg.tail_lanes
     sign = np.zeros((R * P, F * S), np.uint8)
     sign[: p.d_out, : p.d_in] = p.sign_matrix() > 0
     weights = []
@@ -296,22 +343,31 @@ def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
             block = sign[r * P : (r + 1) * P, f * S : (f + 1) * S]  # (P, S)
             weights.append(int.from_bytes(
                 np.packbits(block.reshape(-1), bitorder="little").tobytes(), "little"))
-    beta = np.zeros(F * S, np.int64)
-    beta[: p.d_in] = p.beta
-    beta_words = [_pack(beta[f * S : (f + 1) * S], cfg.beta_bits) for f in range(F)]
+    beta = np.zeros((F, B * L), np.int64)  # fold f, lane j (lanes simd and up are padding)
+    padded = np.zeros(F * S, np.int64)
+    padded[: p.d_in] = p.beta
+    beta[:, :S] = padded.reshape(F, S)
+    beta_words = [_pack(beta[f, k * L : (k + 1) * L], cfg.beta_bits)
+                  for f in range(F) for k in range(B)]
     corr = np.zeros(R * P, np.int64)
     corr[: p.d_out] = row_correction(p, F * S)
     mult = np.zeros(R * P, np.int64)
     mult[: p.d_out] = p.mult
-    rows = [
-        _pack(corr[r * P : (r + 1) * P], cfg.corr_bits)
-        | (_pack(mult[r * P : (r + 1) * P], cfg.mult_bits) << (P * cfg.corr_bits))
-        for r in range(R)
+    rows = [  # row slice i = rows [i * T, (i + 1) * T), i = r * tail_slices + s
+        _pack(corr[i * T : (i + 1) * T], cfg.corr_bits)
+        | (_pack(mult[i * T : (i + 1) * T], cfg.mult_bits) << (T * cfg.corr_bits))
+        for i in range(R * cfg.tail_slices)
     ]
     _, offset = p.act.plane_weights()
     beta_offset = offset * int(p.beta.sum())
     return MemoryImages(weights, beta_words, rows,
                         beta_offset & ((1 << cfg.load_data_bits) - 1))
+
+
+def _tree_stages(leaves: int, levels_per_stage: int) -> int:
+    """Registers of :func:`_adder_tree` and :func:`_popcount_tree` over ``leaves`` leaves."""
+    levels = math.ceil(math.log2(leaves)) if leaves > 1 else 0
+    return max(1, math.ceil(levels / levels_per_stage))
 
 
 def _adder_tree(m: Module, leaves: list, levels_per_stage: int, enable, name: str):
@@ -473,30 +529,29 @@ class XnorProjection(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         F, R, B, S, P = c.folds, c.row_groups, c.act_bits, c.simd, c.pe
+        L, n = c.beta_lanes, c.tail_slices
         m = Module()
 
         # Depth >= 2 keeps every address at least one bit wide when a dimension is 1.
-        # (The weights, wmem, are made with the read logic below.)
+        # (The weights, wmem, are made with the read logic below.) Beta and the row constants
+        # are read a slice a cycle (beta_lanes values, tail_lanes rows), so their memories are
+        # deep and narrow rather than shallow and wide: an iCE40 block RAM is 16 bits wide
+        # whatever its depth.
         ld = self.load.payload
-        bmem = Memory(shape=data.ArrayLayout(signed(c.beta_bits), S), depth=max(F, 2), init=[])
-        cmem = Memory(shape=c.rows_layout, depth=max(R, 2), init=[])
-        # Activation buffer: two tokens, one word per fold holding its B bit-planes.
-        amem = Memory(shape=unsigned(B * S), depth=2 * F, init=[])
-        m.submodules.bmem = bmem
-        m.submodules.cmem, m.submodules.amem = cmem, amem
+        cmem = Memory(shape=c.rows_layout, depth=max(R * n, 2), init=[])
+        m.submodules.cmem = cmem
 
         # -- load path ---------------------------------------------------------------------
         # Loaded state, like the memories: a reset must not clear it.
         beta_offset = Signal(signed(c.beta_acc_bits), reset_less=True)
         m.d.comb += self.load.ready.eq(1)
-        for target, mem in ((LoadTarget.BETA, bmem), (LoadTarget.ROWS, cmem)):
-            wp = mem.write_port()
-            word = Value.cast(wp.data)
-            m.d.comb += [
-                wp.addr.eq(ld.addr),
-                word.eq(ld.data[: len(word)]),
-                wp.en.eq(self.load.valid & (ld.sel == target)),
-            ]
+        wp = cmem.write_port()
+        word = Value.cast(wp.data)
+        m.d.comb += [
+            wp.addr.eq(ld.addr),
+            word.eq(ld.data[: len(word)]),
+            wp.en.eq(self.load.valid & (ld.sel == LoadTarget.ROWS)),
+        ]
         with m.If(self.load.valid & (ld.sel == LoadTarget.OFFSET)):
             m.d.sync += beta_offset.eq(ld.data[: c.beta_acc_bits])
 
@@ -504,7 +559,8 @@ class XnorProjection(wiring.Component):
         full = Signal(2)
         wbuf = Signal()
         wfold = Signal(range(max(F, 2)))  # counters keep one bit when a dimension is 1
-        ap_w = amem.write_port()
+        a_wen = Signal()
+        a_waddr = Signal(range(2 * F))
         lanes = []
         for j in range(S):
             lane = Value.cast(self.act.payload[j])
@@ -514,9 +570,8 @@ class XnorProjection(wiring.Component):
         planes = [Cat(*(lane[k] for lane in lanes)) for k in range(B)]
         m.d.comb += [
             self.act.ready.eq(~full.bit_select(wbuf, 1)),
-            ap_w.addr.eq(wbuf * F + wfold),
-            ap_w.data.eq(Cat(*planes)),
-            ap_w.en.eq(self.act.valid & self.act.ready),
+            a_waddr.eq(wbuf * F + wfold),
+            a_wen.eq(self.act.valid & self.act.ready),
         ]
         set_full = Signal(2)
         with m.If(self.act.valid & self.act.ready):
@@ -548,26 +603,28 @@ class XnorProjection(wiring.Component):
                         m.d.comb += clr_full.eq(Mux(rbuf, 0b10, 0b01))
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        # The weights: a RAM whose read word is registered twice (rtl/bram.py), so that on the
-        # ECP5 a block RAM's own output register takes it.
-        w_raddr = Signal(range(max(R * F, 2)))
-        w_ren = Signal()
+        # The weights, the activation buffer (two tokens, one word per fold holding its B
+        # bit-planes) and beta: RAMs whose read word is registered twice (rtl/bram.py), so that
+        # on the ECP5 a block RAM's own output register takes it. A block RAM's
+        # clock-to-output is most of a cycle there (5.8 ns of 8).
+        # A (row group, fold) word serves all B planes: read it on plane 0 and let the read
+        # ports hold it for the other planes (a synchronous port keeps its data while disabled),
+        # so each weight bit leaves the RAM once per token. Beta is needed in row group 0 only,
+        # slice k of fold f on plane k.
+        first_plane = Signal()
+        m.d.comb += first_plane.eq(k == 0)
         wraw = registered_ram(m, "wmem", P * S, max(R * F, 2), w_addr=ld.addr,
                               w_data=ld.data[: P * S],
                               w_en=self.load.valid & (ld.sel == LoadTarget.WEIGHTS),
-                              r_addr=w_raddr, r_en=w_ren, o_en=adv)
-        ap_r = amem.read_port()
-        bp_r = bmem.read_port()
-        # A (row group, fold) word serves all B planes: read it on plane 0 and let the read
-        # ports hold it for the other planes (a synchronous port keeps its data while disabled),
-        # so each weight bit leaves the RAM once per token. Beta is needed in row group 0 only.
-        first_plane = Signal()
-        m.d.comb += first_plane.eq(k == 0)
-        m.d.comb += [
-            w_raddr.eq(r * F + f), w_ren.eq(adv & first_plane),
-            ap_r.addr.eq(rbuf * F + f), ap_r.en.eq(adv & first_plane),
-            bp_r.addr.eq(f), bp_r.en.eq(adv & first_plane & (r == 0)),
-        ]
+                              r_addr=r * F + f, r_en=adv & first_plane, o_en=adv)
+        araw = registered_ram(m, "amem", B * S, 2 * F, w_addr=a_waddr, w_data=Cat(*planes),
+                              w_en=a_wen, r_addr=rbuf * F + f, r_en=adv & first_plane,
+                              o_en=adv)
+        bq = registered_ram(m, "bmem", L * c.beta_bits, max(F * B, 2), w_addr=ld.addr,
+                            w_data=ld.data[: L * c.beta_bits],
+                            w_en=self.load.valid & (ld.sel == LoadTarget.BETA),
+                            r_addr=f * B + k, r_en=adv & (r == 0), o_en=adv)
+        braw = data.View(data.ArrayLayout(signed(c.beta_bits), L), bq)
 
         meta_layout = data.StructLayout({
             "valid": 1, "first": 1, "last": 1, "beta": 1, "k": range(max(B, 2)),
@@ -582,41 +639,55 @@ class XnorProjection(wiring.Component):
             m.d.sync += meta1.eq(meta0)
 
         # -- the read words, registered as they leave the RAMs (stage 2) ----------------------
-        # A block RAM's clock-to-output is most of a cycle on the ECP5 (5.8 ns of 8): its
-        # words go straight into flip-flops, which the placer can put beside it.
-        araw = Signal.like(ap_r.data)
-        braw = Signal.like(bp_r.data)
         meta_r = Signal(meta_layout)
         with m.If(adv):
-            m.d.sync += [araw.eq(ap_r.data), braw.eq(bp_r.data),
-                         meta_r.eq(meta1)]
+            m.d.sync += meta_r.eq(meta1)
 
         # -- operand registers: the plane of this cycle, the weight word and beta (stage 3) --
         # The plane select (a B:1 multiplexer on every lane) gets a cycle of its own, so the
         # first adders of the trees start from flip-flops.
-        # The plane is registered once per row tree and once for the beta tree (KEEP: apart
-        # in synthesis too): one register per bit would drive P + 1 trees spread over the
-        # chip (measured on the (64, 16) array: 3.6 ns of routing from one to the beta tree).
-        planes = [Signal(S, name=f"plane{p}", attrs=KEEP) for p in range(P + 1)]
+        # The plane is registered once per row tree (KEEP: apart in synthesis too): one
+        # register per bit would drive P trees spread over the chip (measured on the (64, 16)
+        # array: 3.6 ns of routing from one to the beta tree).
+        planes = [Signal(S, name=f"plane{p}", attrs=KEEP) for p in range(P)]
+        # The beta leaves: slice k of the fold, lanes [k L, (k + 1) L), each lane's beta
+        # masked by each bit b of its activation (lanes past simd are 0) and, for the top
+        # plane's negative weight, negated. Registered here as the tree's leaves, so the
+        # tree's first stage starts from flip-flops as the popcount trees' do.
         wword = Signal(P * S)
-        bword = Signal.like(bp_r.data)
         meta2 = Signal(meta_layout)
+        slices = []
+        for kk in range(B):
+            slices += [araw[b * S + kk * L + lane] if kk * L + lane < S else Const(0, 1)
+                       for b in range(B) for lane in range(L)]
+        abits = Cat(*slices).word_select(meta_r.k, L * B)  # bit b L + l: lane l, plane b
+        bleaves = []
         with m.If(adv):
-            m.d.sync += [wword.eq(wraw), bword.eq(braw), meta2.eq(meta_r)]
+            m.d.sync += [wword.eq(wraw), meta2.eq(meta_r)]
             m.d.sync += [pl.eq(araw.word_select(meta_r.k, S)) for pl in planes]
+            for b in range(B):
+                top = B > 1 and b == B - 1
+                for lane in range(L):
+                    leaf = Signal(signed(c.beta_bits + top), name=f"beta_leaf{b}_{lane}")
+                    m.d.sync += leaf.eq(Mux(abits[b * L + lane],
+                                            -braw[lane] if top else braw[lane], 0))
+                    bleaves.append(leaf)
 
         # -- XNOR-popcount and masked beta trees (stage 4 onwards) ---------------------------
+        # The beta leaves weigh c_b (2^b, the top plane -2^(B-1) by its negated leaves, bipolar
+        # 2); their sum is sum_j beta_j a_j over the slice's lanes. There are at least as many
+        # as popcount leaves: the popcounts are delayed to the beta tree.
         popcounts = []
         for p in range(P):
             xnor = ~(wword[p * S : (p + 1) * S] ^ planes[p])
             pc, stages = _popcount_tree(m, xnor, S, c.tree_levels_per_stage, adv, f"pc{p}")
-            popcounts.append(pc)
-        bsum, bstages = _adder_tree(
-            m, [Mux(planes[P][j], bword[j], 0) for j in range(S)], c.tree_levels_per_stage,
-            adv, "beta")
-        assert stages == bstages == c.tree_stages
+            popcounts.append(_delay(m, pc, c.tree_stages - stages, adv, f"pc{p}_al"))
+        shifts = [1 if B == 1 else b for b in range(B) for _ in range(L)]
+        leaves = [leaf << sh for leaf, sh in zip(bleaves, shifts)]
+        bsum, bstages = _adder_tree(m, leaves, c.tree_levels_per_stage, adv, "beta")
+        assert bstages == c.tree_stages  # beta_lanes * act_bits >= simd leaves
         meta_t = meta2
-        for i in range(stages):
+        for i in range(c.tree_stages):
             nxt = Signal(meta_layout, name=f"meta_tree{i}")
             with m.If(adv):
                 m.d.sync += nxt.eq(meta_t)
@@ -635,7 +706,7 @@ class XnorProjection(wiring.Component):
             m.d.sync += [meta_w.eq(meta_t), neg.eq((meta_t.k == B - 1) & (B > 1))]
             for p in range(P):
                 m.d.sync += terms[p].eq(popcounts[p] << (1 if B == 1 else meta_t.k))
-            m.d.sync += bterm.eq(bsum << (1 if B == 1 else meta_t.k))
+            m.d.sync += bterm.eq(bsum)
 
         def accumulate(acc, term):
             base = Mux(meta_w.first, 0, acc)
@@ -647,14 +718,10 @@ class XnorProjection(wiring.Component):
             for p in range(P):
                 m.d.sync += accs[p].eq(accumulate(accs[p], terms[p]))
             with m.If(meta_w.beta):
-                m.d.sync += cacc.eq(accumulate(cacc, bterm))
+                m.d.sync += cacc.eq(Mux(meta_w.first, 0, cacc) + bterm)
         meta_a = Signal(meta_layout)
         with m.If(adv):
             m.d.sync += meta_a.eq(meta_w)
-
-        # Row constants arrive with the finished accumulators.
-        cp_r = cmem.read_port()
-        m.d.comb += [cp_r.addr.eq(meta_w.r), cp_r.en.eq(adv)]
 
         # -- beta term of the token, then the tail (correction, beta, multiply, requantise) --
         ctok = Signal(signed(c.beta_acc_bits))  # beta term of the token in flight
@@ -663,7 +730,59 @@ class XnorProjection(wiring.Component):
         done = adv & meta_a.valid & meta_a.last
         with m.If(done & meta_a.beta):
             m.d.sync += ctok.eq(cfin)
-        requant_tail(m, c, accs, [cp_r.data.corr[p] for p in range(P)], cfin,
-                     [cp_r.data.mult[p] for p in range(P)], meta_a.valid & meta_a.last,
-                     sink, adv)
+        cp_r = cmem.read_port()
+        if n == 1:
+            # Row constants arrive with the finished accumulators.
+            m.d.comb += [cp_r.addr.eq(meta_w.r), cp_r.en.eq(adv)]
+            requant_tail(m, c, accs, [cp_r.data.corr[p] for p in range(P)], cfin,
+                         [cp_r.data.mult[p] for p in range(P)], meta_a.valid & meta_a.last,
+                         sink, adv)
+        else:
+            _shared_tail(m, c, accs, cfin, cp_r, done, sink, adv)
         return m
+
+
+def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, cp_r, done, sink,
+                 adv) -> None:
+    """A tail of ``tail_lanes`` rows shared by the row group's ``pe`` rows.
+
+    At ``done`` the accumulators and the beta term are held (the array goes on with the next
+    row group); then the held rows shift into the tail ``tail_lanes`` a cycle, each slice with
+    its row constants (read in order: the slices of the row groups follow each other, so the
+    address is a counter). The tail's results shift into a gather register, and the last
+    slice's results join them in the output beat: ``tail_slices`` cycles after the parallel
+    tail's.
+    """
+    P, T, n, R = c.pe, c.tail_lanes, c.tail_slices, c.row_groups
+    hold = [Signal(signed(c.acc_bits), name=f"hold{p}") for p in range(P)]
+    hbeta = Signal(signed(c.beta_acc_bits))
+    active = Signal()  # a slice is in front of the tail
+    slot = Signal(range(n))  # which
+    caddr = Signal(range(R * n))
+    last = Signal()
+    m.d.comb += last.eq(slot == n - 1)
+    read = Signal()
+    m.d.comb += [read.eq(adv & (done | (active & ~last))),
+                 cp_r.addr.eq(caddr), cp_r.en.eq(read)]
+    with m.If(read):
+        m.d.sync += caddr.eq(Mux(caddr == R * n - 1, 0, caddr + 1))
+    with m.If(done):
+        m.d.sync += [active.eq(1), slot.eq(0), hbeta.eq(beta)]
+        m.d.sync += [h.eq(a) for h, a in zip(hold, accs)]
+    with m.Elif(adv & active):
+        m.d.sync += [slot.eq(slot + 1), active.eq(~last)]
+        m.d.sync += [hold[i].eq(hold[i + T]) for i in range(P - T)]
+
+    tvalid = Signal(name="tail_valid")
+    tpay = Signal(data.ArrayLayout(signed(c.out_bits), T), name="tail_out")
+    requant_tail(m, c, hold[:T], [cp_r.data.corr[t] for t in range(T)], hbeta,
+                 [cp_r.data.mult[t] for t in range(T)], active, (tvalid, tpay), adv)
+    tlast = _delay(m, active & last, TAIL_LATENCY - 1, adv, "tail_last")
+    gathered = (n - 1) * T
+    gather = [Signal(signed(c.out_bits), name=f"gather{i}") for i in range(gathered)]
+    incoming = gather[T:] + [tpay[t] for t in range(T)]
+    with m.If(adv & tvalid):
+        m.d.sync += [g.eq(v) for g, v in zip(gather, incoming)]
+    valid, payload = sink
+    m.d.comb += valid.eq(tvalid & tlast)
+    m.d.comb += [payload[i].eq(v) for i, v in enumerate(gather + [tpay[t] for t in range(T)])]

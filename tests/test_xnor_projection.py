@@ -26,6 +26,11 @@ from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
     (dict(act_bits=17), r"act_bits must be an integer in \[1, 16\], not 17"),
     (dict(act_bits=0), r"act_bits must be an integer in \[1, 16\], not 0"),
     (dict(out_bits=1), r"out_bits must be an integer in \[2, 48\], not 1"),
+    (dict(tail_lanes=0), r"tail_lanes must be an integer in \[1, 4\], not 0"),
+    (dict(tail_lanes=3), r"tail_lanes must divide pe = 4 \(one of \[1, 2, 4\]\), not 3"),
+    # one fold of one plane: a row group lasts a cycle, the tail must take all its rows
+    (dict(d_in=16, act_bits=1, tail_lanes=2),
+     r"tail_lanes must be at least pe / \(folds \* act_bits\) = 4 / 1: .* not 2"),
 ])
 def test_config_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -45,6 +50,31 @@ def test_cycle_formula(d_in, d_out, simd, pe, bits, cpt, stages):
     # (the output register): one register each
     assert c.tree_stages == stages and c.pipeline_depth == 3 + stages + 10
     assert c.latency == c.folds + c.pipeline_depth
+
+
+@pytest.mark.parametrize("simd, bits, lanes, stages", [
+    (16, 8, 2, 2),   # 16 beta leaves, 16 popcount leaves
+    (3, 8, 1, 2),    # 8 beta leaves (3 levels) against 3 popcount leaves (2 levels)
+    (12, 8, 2, 2),   # 16 leaves, four of them padding
+    (64, 1, 64, 3),  # bipolar: the whole fold in one slice
+])
+def test_beta_slices(simd, bits, lanes, stages):
+    c = ProjectionConfig(d_in=64, d_out=8, simd=simd, pe=4, act_bits=bits)
+    assert c.beta_lanes == lanes and c.tree_stages == stages
+    assert c.pipeline_depth == 3 + stages + 10
+
+
+def test_shared_tail_cycles():
+    """tail_lanes rows a cycle: the held accumulators enter the tail over pe / tail_lanes
+    cycles, each a cycle of latency; the token rate is unchanged."""
+    full = ProjectionConfig(d_in=256, d_out=64, simd=16, pe=4)
+    for lanes, extra in ((4, 0), (2, 2), (1, 4)):
+        c = replace(full, tail_lanes=lanes)
+        assert c.tail_slices == 4 // lanes
+        assert c.pipeline_depth == full.pipeline_depth + extra
+        assert c.cycles_per_token == full.cycles_per_token
+        assert c.rows_layout.size == lanes * (c.corr_bits + c.mult_bits)
+    assert ProjectionConfig(d_in=8, d_out=4, simd=8, pe=4, act_bits=4).tail_lanes == 4
 
 
 def test_memory_images_must_match_config():
@@ -121,13 +151,20 @@ CONFIGS = {
     "tiny_bip": (5, 3, 2, 2, 1, 1),      # bipolar with padding, a register per tree level
     "one_beat": (24, 4, 24, 4, 1, 2),    # one fold, one row group, one plane: 1 cycle/token
     "serial": (6, 4, 1, 1, 3, 2),        # SIMD 1, PE 1
+    "simd3_b8": (20, 6, 3, 2, 8, 2),     # beta_lanes * act_bits = 8 leaves, simd 3: the
+                                         # beta tree is a stage longer than the popcount tree
+    # name: (..., tail_lanes): the tail shared by the rows
+    "tail1": (100, 10, 16, 2, 4, 2, 1),  # two slices, padding on both sides
+    "tail_full": (24, 10, 24, 4, 4, 2, 1),  # four slices in a row group of four cycles
+    "tail3": (64, 12, 8, 6, 2, 1, 3),    # two slices of three rows
 }
 
 
 def _projection(name: str, rng: np.random.Generator, **kw):
-    d_in, d_out, simd, pe, bits, lps = CONFIGS[name]
+    d_in, d_out, simd, pe, bits, lps, *tail = CONFIGS[name]
     p = random_projection(d_in, d_out, bits, rng, **kw)
-    return ProjectionConfig.from_projection(p, simd, pe, tree_levels_per_stage=lps), p
+    return ProjectionConfig.from_projection(p, simd, pe, tree_levels_per_stage=lps,
+                                            tail_lanes=tail[0] if tail else None), p
 
 
 def _check(result: dict, stalls: bool = False) -> None:
@@ -212,14 +249,19 @@ def test_real_shapes(preset):
 
 
 def test_ecp5_target():
-    """The ECP5 build through the vendor cells' models (fpga/models): the weights in DP16KD
-    blocks read into their output registers (two blocks side by side, 32 bits), the
+    """The ECP5 build through the vendor cells' models (fpga/models): the weights, the
+    activation buffer and beta in DP16KD blocks read into their output registers, the
     requantising products in MULT18X18D blocks. Bit-exact, the same cycles back to back, and
     under stalls."""
     rng = np.random.default_rng(31)
-    p = random_projection(160, 24, 4, rng)
-    cfg = ProjectionConfig.from_projection(p, 16, 2)
-    assert cfg.row_groups * cfg.folds >= BLOCK_RAM_MIN_DEPTH  # the weights take DP16KDs
+    p = random_projection(128, 8, 4, rng)
+    cfg = ProjectionConfig.from_projection(p, 4, 2)
+    # every memory but the row constants takes DP16KDs
+    for depth in (cfg.row_groups * cfg.folds, 2 * cfg.folds, cfg.folds * cfg.act_bits):
+        assert depth >= BLOCK_RAM_MIN_DEPTH
+    v = emit(XnorProjection(cfg), "x", dsp="ecp5")
+    for mem in ("wmem_0", "amem_0", "bmem_0"):
+        assert f") {mem} (" in v
     res = run_case(ProjectionCase("ecp5", cfg, p, random_tokens(p, 4, rng), seed=31),
                    dsp="ecp5")
     _check(res)
