@@ -77,7 +77,10 @@ def fit_linear(terms: dict[str, list[float]], ys: list[float]) -> dict:
 def _points(rows: list[dict], unit: str, device: str, key: str) -> list[dict]:
     pts = []
     for r in rows:
-        if r["unit"] == unit and r["device"] == device and r.get("fmax_mhz") is not None:
+        # The projection fit is of the tail per row (tail_lanes = pe, the default).
+        shared = r["params"].get("tail_lanes", r["params"].get("pe")) != r["params"].get("pe")
+        if (r["unit"] == unit and r["device"] == device and r.get("fmax_mhz") is not None
+                and not shared):
             pts.append({"build": r["build"], **r["params"],
                         **{t: f(r["params"]) for t, f in TERMS[key].items()},
                         **{k: r[k] for k in RESOURCES}, "lutram_lut4": r.get("lutram_lut4"),

@@ -9,7 +9,9 @@ head dimension and state size.
 
 * ``xnor_projection``: :class:`rtl.xnor_projection.XnorProjection`, d_in 256 × d_out 64, 8
   activation planes, 16-bit beta, multiplier and output (the ``rtl.emit`` defaults), at
-  (simd, pe) = (8, 2), (16, 4), (32, 8) and (64, 16).
+  (simd, pe) = (8, 2), (16, 4), (32, 8) and (64, 16); and (8, 2) and (16, 4) with the tail
+  shared by the rows (``tail_lanes`` 1, the ``_t1`` builds: one multiplier set instead of
+  ``pe``), the configuration for the iCE40 UP5K and its 8 DSPs.
 * ``ssm_scan``: :class:`rtl.ssm_scan.SsmScan` for H 2, P 8, N 16 (d_model 8, expand 2, from a
   synthetic checkpoint as ``tests/test_ssm_scan.py`` builds it), 1, 4 and 16 lanes.
 * the layer engine on the ``tiny`` preset (d_model 64, N 16, P 16, H 8), exported as
@@ -88,13 +90,13 @@ def _layer_config():
     return LayerConfig(q, LAYER_SHAPE["simd"], LAYER_SHAPE["pe"], LAYER_SHAPE["lanes"])
 
 
-def _xnor(simd: int, pe: int):
+def _xnor(simd: int, pe: int, tail_lanes: int | None = None):
     from rtl.xnor_projection import ProjectionConfig, XnorProjection
 
     return XnorProjection(ProjectionConfig(
         d_in=PROJ_SHAPE["d_in"], d_out=PROJ_SHAPE["d_out"], simd=simd, pe=pe,
         act_bits=PROJ_SHAPE["act_bits"], beta_bits=16, beta_frac=16, mult_bits=16,
-        mult_frac=16, out_bits=16))
+        mult_frac=16, out_bits=16, tail_lanes=tail_lanes))
 
 
 def _scan(lanes: int):
@@ -131,6 +133,11 @@ def _builds() -> list[Build]:
         out.append(Build(f"xnor_projection_s{simd}_p{pe}", "xnor_projection",
                          f"{proj}, simd {simd}, pe {pe}", {"simd": simd, "pe": pe},
                          devices, functools.partial(_xnor, simd, pe)))
+    for simd, pe in ((8, 2), (16, 4)):
+        out.append(Build(f"xnor_projection_s{simd}_p{pe}_t1", "xnor_projection",
+                         f"{proj}, simd {simd}, pe {pe}, tail 1 row",
+                         {"simd": simd, "pe": pe, "tail_lanes": 1},
+                         ("ecp5-85k", "ice40-up5k"), functools.partial(_xnor, simd, pe, 1)))
     h = SCAN_SHAPE["expand"] * SCAN_SHAPE["d_model"] // SCAN_SHAPE["headdim"]
     scan = f"H{h} P{SCAN_SHAPE['headdim']} N{SCAN_SHAPE['d_state']}"
     for lanes in (1, 4, 16):
