@@ -538,20 +538,13 @@ class XnorProjection(wiring.Component):
         # deep and narrow rather than shallow and wide: an iCE40 block RAM is 16 bits wide
         # whatever its depth.
         ld = self.load.payload
-        cmem = Memory(shape=c.rows_layout, depth=max(R * n, 2), init=[])
-        m.submodules.cmem = cmem
 
         # -- load path ---------------------------------------------------------------------
         # Loaded state, like the memories: a reset must not clear it.
         beta_offset = Signal(signed(c.beta_acc_bits), reset_less=True)
         m.d.comb += self.load.ready.eq(1)
-        wp = cmem.write_port()
-        word = Value.cast(wp.data)
-        m.d.comb += [
-            wp.addr.eq(ld.addr),
-            word.eq(ld.data[: len(word)]),
-            wp.en.eq(self.load.valid & (ld.sel == LoadTarget.ROWS)),
-        ]
+        rows_load = (ld.addr, ld.data[: c.rows_layout.size],
+                     self.load.valid & (ld.sel == LoadTarget.ROWS))
         with m.If(self.load.valid & (ld.sel == LoadTarget.OFFSET)):
             m.d.sync += beta_offset.eq(ld.data[: c.beta_acc_bits])
 
@@ -730,28 +723,34 @@ class XnorProjection(wiring.Component):
         done = adv & meta_a.valid & meta_a.last
         with m.If(done & meta_a.beta):
             m.d.sync += ctok.eq(cfin)
-        cp_r = cmem.read_port()
         if n == 1:
-            # Row constants arrive with the finished accumulators.
-            m.d.comb += [cp_r.addr.eq(meta_w.r), cp_r.en.eq(adv)]
+            # Row constants arrive with the finished accumulators (a shallow memory, R words).
+            cmem = Memory(shape=c.rows_layout, depth=max(R, 2), init=[])
+            m.submodules.cmem = cmem
+            wp, cp_r = cmem.write_port(), cmem.read_port()
+            m.d.comb += [wp.addr.eq(rows_load[0]), Value.cast(wp.data).eq(rows_load[1]),
+                         wp.en.eq(rows_load[2]), cp_r.addr.eq(meta_w.r), cp_r.en.eq(adv)]
             requant_tail(m, c, accs, [cp_r.data.corr[p] for p in range(P)], cfin,
                          [cp_r.data.mult[p] for p in range(P)], meta_a.valid & meta_a.last,
                          sink, adv)
         else:
-            _shared_tail(m, c, accs, cfin, cp_r, done, sink, adv)
+            _shared_tail(m, c, accs, cfin, rows_load, adv & meta_w.valid & meta_w.last, done,
+                         sink, adv)
         return m
 
 
-def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, cp_r, done, sink,
-                 adv) -> None:
+def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, rows_load, wdone, done,
+                 sink, adv) -> None:
     """A tail of ``tail_lanes`` rows shared by the row group's ``pe`` rows.
 
     At ``done`` the accumulators and the beta term are held (the array goes on with the next
     row group); then the held rows shift into the tail ``tail_lanes`` a cycle, each slice with
-    its row constants (read in order: the slices of the row groups follow each other, so the
-    address is a counter). The tail's results shift into a gather register, and the last
-    slice's results join them in the output beat: ``tail_slices`` cycles after the parallel
-    tail's.
+    its row constants. Those are read in order (the slices of the row groups follow each
+    other, so the address is a counter) from a RAM whose word is registered twice
+    (:func:`rtl.bram.registered_ram`: ``row_groups * tail_slices`` words may be a block RAM),
+    so slice 0 is read a cycle before ``done`` (``wdone``: the row group's last accumulate
+    is issued). The tail's results shift into a gather register, and the last slice's
+    results join them in the output beat: ``tail_slices`` cycles after the parallel tail's.
     """
     P, T, n, R = c.pe, c.tail_lanes, c.tail_slices, c.row_groups
     hold = [Signal(signed(c.acc_bits), name=f"hold{p}") for p in range(P)]
@@ -761,9 +760,14 @@ def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, cp_r, done, s
     caddr = Signal(range(R * n))
     last = Signal()
     m.d.comb += last.eq(slot == n - 1)
+    # Slice s is read two cycles before it is in front of the tail: slice 0 at wdone, 1 at
+    # done, s >= 2 while slice s - 2 is.
     read = Signal()
-    m.d.comb += [read.eq(adv & (done | (active & ~last))),
-                 cp_r.addr.eq(caddr), cp_r.en.eq(read)]
+    ahead = active & (slot < n - 2) if n > 2 else Const(0, 1)
+    m.d.comb += read.eq(wdone | done | (adv & ahead))
+    rows = data.View(c.rows_layout, registered_ram(
+        m, "cmem", c.rows_layout.size, R * n, w_addr=rows_load[0], w_data=rows_load[1],
+        w_en=rows_load[2], r_addr=caddr, r_en=read, o_en=adv))
     with m.If(read):
         m.d.sync += caddr.eq(Mux(caddr == R * n - 1, 0, caddr + 1))
     with m.If(done):
@@ -775,8 +779,8 @@ def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, cp_r, done, s
 
     tvalid = Signal(name="tail_valid")
     tpay = Signal(data.ArrayLayout(signed(c.out_bits), T), name="tail_out")
-    requant_tail(m, c, hold[:T], [cp_r.data.corr[t] for t in range(T)], hbeta,
-                 [cp_r.data.mult[t] for t in range(T)], active, (tvalid, tpay), adv)
+    requant_tail(m, c, hold[:T], [rows.corr[t] for t in range(T)], hbeta,
+                 [rows.mult[t] for t in range(T)], active, (tvalid, tpay), adv)
     tlast = _delay(m, active & last, TAIL_LATENCY - 1, adv, "tail_last")
     gathered = (n - 1) * T
     gather = [Signal(signed(c.out_bits), name=f"gather{i}") for i in range(gathered)]

@@ -156,7 +156,7 @@ CONFIGS = {
     # name: (..., tail_lanes): the tail shared by the rows
     "tail1": (100, 10, 16, 2, 4, 2, 1),  # two slices, padding on both sides
     "tail_full": (24, 10, 24, 4, 4, 2, 1),  # four slices in a row group of four cycles
-    "tail3": (64, 12, 8, 6, 2, 1, 3),    # two slices of three rows
+    "tail2": (64, 12, 8, 6, 2, 1, 2),    # three slices of two rows
 }
 
 
@@ -219,7 +219,7 @@ def test_directed_corners(name, fill):
     _check(run_case(case))
 
 
-@pytest.mark.parametrize("name", ["pad_b4", "bipolar"])
+@pytest.mark.parametrize("name", ["pad_b4", "bipolar", "tail1"])
 @pytest.mark.parametrize("when", ["load", "compute"])
 def test_reset_in_the_middle_of_a_token(name, when):
     rng = np.random.default_rng(3)
@@ -268,3 +268,21 @@ def test_ecp5_target():
     assert res["token_spacing"] == [cfg.cycles_per_token] * 3
     _check(run_case(ProjectionCase("ecp5_stall", cfg, p, random_tokens(p, 3, rng), idle=0.3,
                                    backpressure=0.4, seed=32), dsp="ecp5"), stalls=True)
+
+
+def test_ecp5_target_shared_tail():
+    """A tail of one row of four on the ECP5 cells: the row constants, 64 slices deep, in a
+    DP16KD read two cycles ahead into its output register. Bit-exact, back to back and under
+    stalls."""
+    rng = np.random.default_rng(33)
+    p = random_projection(32, 64, 4, rng)
+    cfg = ProjectionConfig.from_projection(p, 16, 4, tail_lanes=1)
+    assert cfg.row_groups * cfg.tail_slices >= BLOCK_RAM_MIN_DEPTH
+    assert ") cmem_0 (" in emit(XnorProjection(cfg), "x", dsp="ecp5")
+    res = run_case(ProjectionCase("ecp5_tail", cfg, p, random_tokens(p, 4, rng), seed=33),
+                   dsp="ecp5")
+    _check(res)
+    assert res["token_spacing"] == [cfg.cycles_per_token] * 3
+    _check(run_case(ProjectionCase("ecp5_tail_stall", cfg, p, random_tokens(p, 3, rng),
+                                   idle=0.3, backpressure=0.4, seed=34), dsp="ecp5"),
+           stalls=True)
