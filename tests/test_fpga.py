@@ -267,6 +267,27 @@ def test_area_json_is_the_fit_of_its_points():
     assert data["scan_lane"]["fit"]["dsp"]["lane"] == 4.0
 
 
+def test_area_fit_leaves_out_the_shared_tail_builds():
+    """The projection fit is of the tail per row: a shared-tail build (2 DSPs, not 2 per row)
+    must not enter it."""
+    data = area.load_area()
+    rows = []
+    for key, unit in (("xnor_lane", "xnor_projection"), ("scan_lane", "ssm_scan")):
+        for pt in data[key]["points"]:
+            params = {k: pt[k] for k in ("simd", "pe", "lanes") if k in pt}
+            rows.append({"unit": unit, "device": "ecp5-85k", "build": pt["build"],
+                         "params": params, "fmax_mhz": pt["fmax_mhz"], "part": data["part"],
+                         "tools": data["tools"], "lutram_lut4": pt["lutram_lut4"],
+                         **{k: pt[k] for k in area.RESOURCES}})
+    fit = area.fit_area(rows)
+    shared = {**rows[1], "build": "xnor_projection_s16_p4_t1", "dsp": 2, "lut4": 1,
+              "params": {"simd": 16, "pe": 4, "tail_lanes": 1}}
+    assert area.fit_area(rows + [shared]) == fit
+    assert fit["xnor_lane"]["fit"] == data["xnor_lane"]["fit"]
+    per_row = {**shared, "params": {"simd": 16, "pe": 4, "tail_lanes": 4}}  # the default
+    assert area.fit_area(rows + [per_row]) != fit
+
+
 def test_area_estimate_scales_with_the_array_and_the_lanes():
     small = area.area_estimate(16, 4, 1)
     big = area.area_estimate(64, 16, 16)
