@@ -132,6 +132,8 @@ def test_emit_writes_only_on_change(tmp_path):
 @pytest.mark.parametrize("kw", [
     dict(d_in=100, d_out=10, simd=16, pe=4, act_bits=4),
     dict(d_in=64, d_out=8, simd=8, pe=8, act_bits=1),
+    dict(d_in=100, d_out=12, simd=16, pe=4, act_bits=4, tail_lanes=2),  # two slices
+    dict(d_in=100, d_out=12, simd=3, pe=4, act_bits=8, tail_lanes=1),   # four; simd < bits
 ])
 def test_verilog_is_lint_clean(tmp_path, kw):
     # Any folder: the waivers are scoped to the file linted, not to a folder named rtl.
