@@ -113,9 +113,10 @@ class ProjectionConfig:
         Adder-tree levels between pipeline registers in the popcount and beta trees.
     tail_lanes : int or None
         Rows the tail (correction, beta, multiply, requantise) takes per cycle; a divisor of
-        ``pe``, ``pe`` by default (None). Fewer lanes share the tail's multipliers among the
-        rows: ``pe / tail_lanes`` cycles per row group, which must not exceed the row group's
-        ``folds * act_bits`` cycles, and as many cycles more latency.
+        ``pe``; None (the default) is ``pe`` (:attr:`tail_rows`, kept None so that a copy with
+        another ``pe`` keeps a tail per row). Fewer lanes share the tail's multipliers among
+        the rows: ``pe / tail_lanes`` cycles per row group, which must not exceed the row
+        group's ``folds * act_bits`` cycles, and as many cycles more latency.
 
     Raises
     ------
@@ -143,18 +144,19 @@ class ProjectionConfig:
         if self.pe > self.d_out:
             raise ValueError(f"pe must be in [1, d_out = {self.d_out}], not {self.pe}")
         if self.tail_lanes is None:
-            object.__setattr__(self, "tail_lanes", self.pe)
+            return
         _check_int("tail_lanes", self.tail_lanes, 1, self.pe)
+        divisors = [d for d in range(1, self.pe + 1) if self.pe % d == 0]
         if self.pe % self.tail_lanes:
-            divisors = [d for d in range(1, self.pe + 1) if self.pe % d == 0]
             raise ValueError(f"tail_lanes must divide pe = {self.pe} (one of {divisors}), "
                              f"not {self.tail_lanes}")
-        if self.tail_slices > self.folds * self.act_bits:
+        cycles = self.folds * self.act_bits
+        if self.tail_slices > cycles:
+            fast = [d for d in divisors if self.pe // d <= cycles]
             raise ValueError(
-                f"tail_lanes must be at least pe / (folds * act_bits) = {self.pe} / "
-                f"{self.folds * self.act_bits}: the tail takes pe / tail_lanes cycles per row "
-                f"group and a row group lasts {self.folds * self.act_bits}; not "
-                f"{self.tail_lanes}")
+                f"tail_lanes must be one of {fast}: the tail takes pe / tail_lanes = "
+                f"{self.tail_slices} cycles per row group, and a row group lasts folds * "
+                f"act_bits = {cycles} cycles; not {self.tail_lanes}")
 
     @classmethod
     def from_projection(cls, p: BinaryProjection, simd: int, pe: int, **kw) -> "ProjectionConfig":
@@ -188,13 +190,14 @@ class ProjectionConfig:
         return -(-self.simd // self.act_bits)
 
     @property
-    def tail_slices(self) -> int:
-        """``pe / tail_lanes``: cycles the tail takes per row group."""
-        return self.pe // self.tail_lanes
+    def tail_rows(self) -> int:
+        """Rows the tail takes per cycle: ``tail_lanes``, or ``pe`` if that is None."""
+        return self.pe if self.tail_lanes is None else self.tail_lanes
 
     @property
-    def tree_levels(self) -> int:
-        return math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
+    def tail_slices(self) -> int:
+        """``pe / tail_rows``: cycles the tail takes per row group."""
+        return self.pe // self.tail_rows
 
     @property
     def tree_stages(self) -> int:
@@ -270,10 +273,10 @@ class ProjectionConfig:
 
     @property
     def rows_layout(self) -> data.StructLayout:
-        """A row-constant word: ``tail_lanes`` rows' correction and multiplier."""
+        """A row-constant word: ``tail_rows`` rows' correction and multiplier."""
         return data.StructLayout({
-            "corr": data.ArrayLayout(signed(self.corr_bits), self.tail_lanes),
-            "mult": data.ArrayLayout(unsigned(self.mult_bits), self.tail_lanes),
+            "corr": data.ArrayLayout(signed(self.corr_bits), self.tail_rows),
+            "mult": data.ArrayLayout(unsigned(self.mult_bits), self.tail_rows),
         })
 
     @property
@@ -334,7 +337,7 @@ def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
     if want != cfg:
         raise ValueError(f"config {cfg} does not match the projection's {want}")
     F, R, S, P, B = cfg.folds, cfg.row_groups, cfg.simd, cfg.pe, cfg.act_bits
-    L, T = cfg.beta_lanes, cfg.tail_lanes
+    L, T = cfg.beta_lanes, cfg.tail_rows
     sign = np.zeros((R * P, F * S), np.uint8)
     sign[: p.d_out, : p.d_in] = p.sign_matrix() > 0
     weights = []
@@ -533,10 +536,10 @@ class XnorProjection(wiring.Component):
         m = Module()
 
         # Depth >= 2 keeps every address at least one bit wide when a dimension is 1.
-        # (The weights, wmem, are made with the read logic below.) Beta and the row constants
-        # are read a slice a cycle (beta_lanes values, tail_lanes rows), so their memories are
-        # deep and narrow rather than shallow and wide: an iCE40 block RAM is 16 bits wide
-        # whatever its depth.
+        # (The memories are made with their read logic below.) Beta, and with a shared tail the
+        # row constants, are read a slice a cycle (beta_lanes values, tail_rows rows), so their
+        # memories are deep and narrow rather than shallow and wide: an iCE40 block RAM is 16
+        # bits wide whatever its depth.
         ld = self.load.payload
 
         # -- load path ---------------------------------------------------------------------
@@ -641,7 +644,7 @@ class XnorProjection(wiring.Component):
         # first adders of the trees start from flip-flops.
         # The plane is registered once per row tree (KEEP: apart in synthesis too): one
         # register per bit would drive P trees spread over the chip (measured on the (64, 16)
-        # array: 3.6 ns of routing from one to the beta tree).
+        # array: 3.6 ns of routing from one register to a distant tree).
         planes = [Signal(S, name=f"plane{p}", attrs=KEEP) for p in range(P)]
         # The beta leaves: slice k of the fold, lanes [k L, (k + 1) L), each lane's beta
         # masked by each bit b of its activation (lanes past simd are 0) and, for the top
@@ -752,7 +755,7 @@ def _shared_tail(m: Module, c: ProjectionConfig, accs: list, beta, rows_load, wd
     is issued). The tail's results shift into a gather register, and the last slice's
     results join them in the output beat: ``tail_slices`` cycles after the parallel tail's.
     """
-    P, T, n, R = c.pe, c.tail_lanes, c.tail_slices, c.row_groups
+    P, T, n, R = c.pe, c.tail_rows, c.tail_slices, c.row_groups
     hold = [Signal(signed(c.acc_bits), name=f"hold{p}") for p in range(P)]
     hbeta = Signal(signed(c.beta_acc_bits))
     active = Signal()  # a slice is in front of the tail

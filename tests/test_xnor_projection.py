@@ -30,7 +30,8 @@ from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
     (dict(tail_lanes=3), r"tail_lanes must divide pe = 4 \(one of \[1, 2, 4\]\), not 3"),
     # one fold of one plane: a row group lasts a cycle, the tail must take all its rows
     (dict(d_in=16, act_bits=1, tail_lanes=2),
-     r"tail_lanes must be at least pe / \(folds \* act_bits\) = 4 / 1: .* not 2"),
+     r"tail_lanes must be one of \[4\]: the tail takes pe / tail_lanes = 2 cycles per row "
+     r"group, and a row group lasts folds \* act_bits = 1 cycles; not 2"),
 ])
 def test_config_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -70,11 +71,13 @@ def test_shared_tail_cycles():
     full = ProjectionConfig(d_in=256, d_out=64, simd=16, pe=4)
     for lanes, extra in ((4, 0), (2, 2), (1, 4)):
         c = replace(full, tail_lanes=lanes)
-        assert c.tail_slices == 4 // lanes
+        assert c.tail_slices == 4 // lanes and c.tail_rows == lanes
         assert c.pipeline_depth == full.pipeline_depth + extra
         assert c.cycles_per_token == full.cycles_per_token
         assert c.rows_layout.size == lanes * (c.corr_bits + c.mult_bits)
-    assert ProjectionConfig(d_in=8, d_out=4, simd=8, pe=4, act_bits=4).tail_lanes == 4
+    default = ProjectionConfig(d_in=8, d_out=8, simd=8, pe=4, act_bits=4)
+    assert default.tail_lanes is None and default.tail_rows == 4
+    assert replace(default, pe=8).tail_slices == 1  # a copy with another pe: a tail per row
 
 
 def test_memory_images_must_match_config():
@@ -159,6 +162,7 @@ CONFIGS = {
     "tail1": (100, 10, 16, 2, 4, 2, 1),  # two slices, padding on both sides
     "tail_full": (24, 10, 24, 4, 4, 2, 1),  # four slices in a row group of four cycles
     "tail2": (64, 12, 8, 6, 2, 1, 2),    # three slices of two rows
+    "tail_one_group": (16, 4, 16, 4, 2, 2, 2),  # one row group of two cycles, two slices
 }
 
 
