@@ -212,12 +212,12 @@ def projection_config_from_args(args: argparse.Namespace) -> ProjectionConfig:
         q = export_layer(p.block, QuantSpec(act_bits=args.act_bits), stats=p.calib)
         return ProjectionConfig.from_projection(
             getattr(q, args.proj), args.simd, args.pe,
-            tree_levels_per_stage=args.tree_levels_per_stage)
+            tree_levels_per_stage=args.tree_levels_per_stage, tail_lanes=args.tail_lanes)
     return ProjectionConfig(
         d_in=args.d_in, d_out=args.d_out, simd=args.simd, pe=args.pe, act_bits=args.act_bits,
         beta_bits=args.beta_bits, beta_frac=args.beta_frac, mult_bits=args.mult_bits,
         mult_frac=args.mult_frac, out_bits=args.out_bits,
-        tree_levels_per_stage=args.tree_levels_per_stage,
+        tree_levels_per_stage=args.tree_levels_per_stage, tail_lanes=args.tail_lanes,
     )
 
 
@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"(default: {PRESET_SETS[dest]}; not with --preset)")
     xp.add_argument("--tree-levels-per-stage", type=int, default=2,
                     help="adder-tree levels between pipeline registers, 1 to 16 (default: 2)")
+    xp.add_argument("--tail-lanes", type=int, default=None,
+                    help="rows the tail takes a cycle, a divisor of --pe; fewer share its "
+                         "multipliers among the rows (default: --pe, a tail per row)")
     units = {}
     for unit, what in LAYER_UNITS.items():
         up = sub.add_parser(unit, help=what)

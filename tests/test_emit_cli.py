@@ -103,6 +103,14 @@ def test_config_error_is_one_line(capsys):
         f"{PROG}: error: simd must be in [1, d_in = 64], not 100")
 
 
+def test_tail_lanes(tmp_path, capsys):
+    assert main(["xnor_projection", "-o", str(tmp_path), *SMALL, "--tail-lanes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tail_lanes=1" in out and "pipeline depth 19" in out  # 15 + four slices
+    assert _error(capsys, ["xnor_projection", *SMALL, "--tail-lanes", "3"]) == (
+        f"{PROG}: error: tail_lanes must divide pe = 4 (one of [1, 2, 4]), not 3")
+
+
 def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
