@@ -60,7 +60,7 @@ class LoadTarget:
 
     WEIGHTS = 0  # addr = r * folds + f; data = pe * simd sign bits, row p at bits [p*simd, (p+1)*simd)
     BETA = 1  # addr = f * act_bits + k; data = beta_lanes signed beta values (slice k of fold f)
-    ROWS = 2  # addr = r * tail_slices + s; data = {corr[tail_lanes], mult[tail_lanes]}
+    ROWS = 2  # addr = r * tail_slices + s; data = {corr[tail_rows], mult[tail_rows]}
     OFFSET = 3  # data = beta offset (bipolar activations only: -sum beta)
 
 
