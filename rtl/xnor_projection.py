@@ -636,13 +636,8 @@ class XnorProjection(wiring.Component):
 
         # -- the read words, registered as they leave the RAMs (stage 2) ----------------------
         meta_r = Signal(meta_layout)
-        # The plane index selects a B:1 multiplexer on every lane of every tree: a copy per
-        # row tree and one for the beta slice (KEEP), so that no register bit drives them all
-        # (at (64, 16) one bit drove about 1,100 multiplexers: the critical path, 127.3 MHz).
-        ksel = [Signal.like(meta1.k, name=f"k_sel{p}", attrs=KEEP) for p in range(P + 1)]
         with m.If(adv):
             m.d.sync += meta_r.eq(meta1)
-            m.d.sync += [kc.eq(meta1.k) for kc in ksel]
 
         # -- operand registers: the plane of this cycle, the weight word and beta (stage 3) --
         # The plane select (a B:1 multiplexer on every lane) gets a cycle of its own, so the
@@ -661,11 +656,11 @@ class XnorProjection(wiring.Component):
         for kk in range(B):
             slices += [araw[b * S + kk * L + lane] if kk * L + lane < S else Const(0, 1)
                        for b in range(B) for lane in range(L)]
-        abits = Cat(*slices).word_select(ksel[P], L * B)  # bit b L + l: lane l, plane b
+        abits = Cat(*slices).word_select(meta_r.k, L * B)  # bit b L + l: lane l, plane b
         bleaves = []
         with m.If(adv):
             m.d.sync += [wword.eq(wraw), meta2.eq(meta_r)]
-            m.d.sync += [pl.eq(araw.word_select(kc, S)) for pl, kc in zip(planes, ksel)]
+            m.d.sync += [pl.eq(araw.word_select(meta_r.k, S)) for pl in planes]
             for b in range(B):
                 top = B > 1 and b == B - 1
                 for lane in range(L):
