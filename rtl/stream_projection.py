@@ -29,7 +29,6 @@ changes a result bit: every stage advances on one enable. :func:`pack_projection
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
@@ -41,8 +40,8 @@ from model.fixedpoint import signed_bits
 
 from .stall import output_register
 from .xnor_projection import (
-    TAIL_LATENCY, _adder_tree, _check_int, _popcount_tree, check_array_fields, requant_tail,
-    tail_prod_bits, tail_sum_bits,
+    TAIL_LATENCY, _adder_tree, _check_int, _popcount_tree, _tree_stages, check_array_fields,
+    requant_tail, tail_prod_bits, tail_sum_bits,
 )
 
 __all__ = ["StreamProjectionConfig", "StreamProjection", "PROJ_TAIL_LATENCY", "divisors", "gather"]
@@ -188,8 +187,7 @@ class StreamProjectionConfig:
 
     @property
     def tree_stages(self) -> int:
-        levels = math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
-        return max(1, math.ceil(levels / self.tree_levels_per_stage))
+        return _tree_stages(self.simd, self.tree_levels_per_stage)
 
     @property
     def tail_latency(self) -> int:
