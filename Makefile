@@ -45,7 +45,7 @@ data: $(STAMP)
 # layer of the shipped model on 64 tokens of test text (COSIM_PRESETS=780M,2.7B adds the 780M
 # shape; WAVES=1 dumps FST).
 sim: $(STAMP) data
-	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
+	$(PY) -m model.evaluate.layer --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
 	$(PY) -m model.evaluate --split test --max-bytes $(BPC_BYTES) --check
 	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS) --model-layers $(MODEL_LAYERS)
 
@@ -68,7 +68,7 @@ bench: $(STAMP)
 	$(PY) -m bench.step_bench
 
 sweep: $(STAMP) data
-	$(PY) -m model.golden --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --sweep
+	$(PY) -m model.evaluate.layer --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --sweep
 	$(PY) -m model.evaluate --sweep-act 4,6,8,10,12
 
 report: $(STAMP)

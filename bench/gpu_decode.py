@@ -1,7 +1,7 @@
 """Measured GPU baseline: batch-1 FP16 decode of the float reference, with board power.
 
 ``python -m bench.gpu_decode`` builds the float reference of a whole Bi-Mamba language model
-(:class:`model.lm.BiMambaLM`: embedding, ``n_layer`` blocks of :mod:`model.reference`, final
+(:class:`model.reference.lm.BiMambaLM`: embedding, ``n_layer`` blocks of :mod:`model.reference.layer`, final
 norm, tied LM head) at a preset's shape with random weights, casts it to FP16 (weights, state
 and activations), and decodes one token at a time, greedily, at batch 1. The whole step (every
 layer, the LM head and the argmax that picks the next token) is captured once as a CUDA graph
@@ -180,12 +180,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(preset: str, device: str, seed: int) -> Any:
     """The float reference LM of ``preset`` in FP16 (float32 on cpu) with random weights of
-    Mamba-2's initialisation (as :func:`model.checkpoint.synthetic_state_dict`), drawn on the
+    Mamba-2's initialisation (as :func:`model.reference.checkpoint.synthetic_state_dict`), drawn on the
     device so that a 2.7B model takes seconds, not minutes."""
     import torch
 
     from model.config import get_preset
-    from model.lm import BiMambaLM
+    from model.reference.lm import BiMambaLM
 
     cfg = get_preset(preset)
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -214,7 +214,7 @@ def _build(preset: str, device: str, seed: int) -> Any:
 
 def _block_step(layer: Any, h: Any, conv: Any, ssm: Any) -> Any:
     """``layer.step`` with the state written back in place: (D,) -> (D,)."""
-    from model.reference import MixerState
+    from model.reference.layer import MixerState
 
     h, new = layer.step(h, MixerState(conv, ssm))
     conv.copy_(new.conv)
@@ -369,7 +369,7 @@ def measure(preset: str, device: str, seconds: float, seed: int, graph: bool,
     else:
         gpu = f"CPU ({platform.processor() or platform.machine()}, "\
               f"{torch.get_num_threads()} threads)"
-    method = (f"batch-1 greedy decode of model.lm.BiMambaLM ({preset} shape, random Mamba-2 "
+    method = (f"batch-1 greedy decode of model.reference.lm.BiMambaLM ({preset} shape, random Mamba-2 "
               f"init, seed {seed}), {str(dtype).removeprefix('torch.')} weights, state and "
               f"activations, dense projections (one GEMV each, the shape of FBI's materialised "
               f"W_hat); "

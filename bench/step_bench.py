@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from model.checkpoint import load_block, synthetic_state_dict
+from model.reference.checkpoint import load_block, synthetic_state_dict
 from model.config import PRESETS, get_preset
-from model.evaluate import synthetic_residual
-from model.golden import GoldenLayer
-from model.quantize import QuantSpec, export_layer
+from model.reference.checkpoint import synthetic_residual
+from model.golden.layer import GoldenLayer
+from model.golden.quantize import QuantSpec, export_layer
 
 
 def main(argv: list[str] | None = None) -> int:

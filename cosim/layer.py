@@ -1,5 +1,5 @@
 """Co-simulation of the layer engine (``rtl/layer.py``) against the golden model's
-:class:`~model.golden.GoldenLayer`: decode tokens through one layer or a chain of layers, the
+:class:`~model.golden.layer.GoldenLayer`: decode tokens through one layer or a chain of layers, the
 weight stream from a memory model, every output beat compared and every token's cycles
 compared with :meth:`rtl.layer.LayerConfig.schedule`."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.golden import GoldenLayer
+from model.golden.layer import GoldenLayer
 from rtl.layer import BiMambaLayer, LayerChain, LayerConfig
 from rtl.packer import layer_beats, pack_fields
 

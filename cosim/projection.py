@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.golden import project
-from model.quantize import ActQuant, BinaryProjection, pack_signs
+from model.golden.layer import project
+from model.golden.quantize import ActQuant, BinaryProjection, pack_signs
 from .verilator import BUILD_ROOT, Phase, build, run_test, unit_dir, waves_requested
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images
 
@@ -71,7 +71,7 @@ class ProjectionCase:
     name : str
     config : ProjectionConfig
     proj : BinaryProjection
-        The integer projection; the golden model's :func:`~model.golden.project` gives the
+        The integer projection; the golden model's :func:`~model.golden.layer.project` gives the
         expected outputs.
     tokens : np.ndarray, int64, shape (T, d_in)
         Activation codes, sent back to back.

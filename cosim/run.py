@@ -75,9 +75,9 @@ def real_shape_cases(preset: str, tokens: int, simd: int, pe: int, seed: int = 0
     """in_proj and out_proj cases of ``preset`` with the golden model's own activations."""
     import numpy as np
 
-    from model.evaluate import prepare
-    from model.golden import GoldenLayer
-    from model.quantize import QuantSpec, export_layer
+    from model.evaluate.sqnr import prepare
+    from model.golden.layer import GoldenLayer
+    from model.golden.quantize import QuantSpec, export_layer
 
     from .projection import ProjectionCase
 
@@ -308,16 +308,16 @@ def shipped_layer_cases(layers: list[int], proj_tokens: int, scan_tokens: int, s
                         pe: int, lanes: int, seed: int = 0):
     """in_proj, out_proj and scan cases of layers of the shipped student on real text.
 
-    The integer model is calibrated on training text (``model.lm_eval.shipped_golden``); the
+    The integer model is calibrated on training text (``model.evaluate.lm.shipped_golden``); the
     test split's first bytes go through the golden model layer by layer, and each chosen
     layer's own activations (its block norm and out_norm outputs, its dt_raw and conv outputs)
     feed the units.
     """
     import numpy as np
 
-    from model.data import load_split
-    from model.evaluate import golden_trace
-    from model.lm_eval import shipped_golden
+    from model.data.corpus import load_split
+    from model.evaluate.sqnr import golden_trace
+    from model.evaluate.lm import shipped_golden
 
     from .projection import ProjectionCase
     from .scan import ScanCase
@@ -492,8 +492,8 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
 def preset_layer_case(preset: str, tokens: int, bytes_per_cycle: int, seed: int = 0):
     """``tokens`` decode steps of a synthetic-checkpoint ``preset`` layer through the engine
     sized for ``bytes_per_cycle``, on the residual stream the golden model is evaluated on."""
-    from model.evaluate import prepare
-    from model.quantize import QuantSpec, export_layer
+    from model.evaluate.sqnr import prepare
+    from model.golden.quantize import QuantSpec, export_layer
 
     from .layer import LayerCase
 
@@ -513,9 +513,9 @@ def stalls_layer_case(seed: int = 0):
     import numpy as np
     import torch
 
-    from model.checkpoint import load_block, synthetic_state_dict
-    from model.evaluate import synthetic_residual
-    from model.quantize import QuantSpec, export_layer
+    from model.reference.checkpoint import load_block, synthetic_state_dict
+    from model.reference.checkpoint import synthetic_residual
+    from model.golden.quantize import QuantSpec, export_layer
 
     from .layer import LayerCase, random_residual
 
@@ -538,9 +538,9 @@ def shipped_engine_cases(layers: list[int], tokens: int, bytes_per_cycle: int, s
     ``tokens`` decode steps of test text, its input the golden model's residual stream there."""
     import numpy as np
 
-    from model.data import load_split
-    from model.evaluate import golden_trace
-    from model.lm_eval import shipped_golden
+    from model.data.corpus import load_split
+    from model.evaluate.sqnr import golden_trace
+    from model.evaluate.lm import shipped_golden
 
     from .layer import LayerCase
 

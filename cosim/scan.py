@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import golden as G
-from model.quantize import QuantizedLayer
+from model.golden import layer as G
+from model.golden.quantize import QuantizedLayer
 from rtl.ssm_scan import ConstTarget, ScanConfig, SsmScan
 
 from .verilator import Phase, build, run_test, unit_dir, waves_requested
@@ -135,8 +135,8 @@ def real_shape_case(preset: str, tokens: int, lanes: int, seed: int = 0) -> Scan
     """The scan inputs of ``tokens`` decode steps of a synthetic-checkpoint ``preset`` layer,
     taken from the golden model's own trace (dt_raw, and x, B, C after the conv's SiLU)."""
     from model.config import get_preset
-    from model.evaluate import golden_trace, prepare
-    from model.quantize import QuantSpec, export_layer
+    from model.evaluate.sqnr import golden_trace, prepare
+    from model.golden.quantize import QuantSpec, export_layer
 
     cfg = get_preset(preset)
     p = prepare(cfg, tokens, seed)

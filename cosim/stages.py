@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model import golden as G
+from model.golden import layer as G
 from rtl.layer_units import ConvUnit, GateUnit, RmsNormUnit
 from rtl.packer import conv_beats, norm_beats, pack_fields, projection_beats
 from rtl.stream_projection import StreamProjection, StreamProjectionConfig

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Callable
 
 from model.config import BiMambaConfig
-from model.quantize import QuantSpec
+from model.golden.quantize import QuantSpec
 from rtl.layer import LayerConfig, LayerShape
 from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
@@ -120,7 +120,7 @@ class Arch:
     ``simd``, ``pe``, ``lanes``, ``planes`` and ``beat_bytes`` are 0 by default: the layer
     engine sized to the memory (module docstring). Given, they must fit the model as
     :class:`~rtl.layer.LayerConfig` requires (checked in :func:`estimate`); ``act_bits``,
-    ``state_bits`` and ``data_bits`` are limited as :class:`~model.quantize.QuantSpec` limits
+    ``state_bits`` and ``data_bits`` are limited as :class:`~model.golden.quantize.QuantSpec` limits
     them (``act_bits`` >= 2 for the engine). Every other number must be positive and finite
     (``dram_pj_per_bit`` may be 0: the table's figure).
 

@@ -1,6 +1,6 @@
 """Storage of a Bi-Mamba model: FP16 against 1-bit projections, from the checkpoint key table.
 
-Every parameter is counted from :func:`model.checkpoint.model_key_shapes`, so the figures follow
+Every parameter is counted from :func:`model.reference.checkpoint.model_key_shapes`, so the figures follow
 the same shapes the loader checks. Bi-Mamba binarises only ``in_proj.weight`` and
 ``out_proj.weight``; everything else (embedding, conv, norms, dt_bias, A_log, D and the FBI
 per-column scales and shifts) stays FP16.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.checkpoint import model_key_shapes
+from model.reference.checkpoint import model_key_shapes
 from model.config import BiMambaConfig
 
 __all__ = ["MAMBA2_VOCAB", "Footprint", "footprint"]

@@ -15,7 +15,7 @@ published anchors of ``energy/references/anchors.json``.
 Every argument is checked before any work starts: architecture values against the limits of
 the RTL generators and the quantisation spec (``Arch`` in energy/estimator.py), ``--seed`` and
 ``--sweep-steps`` against the golden model's own bounds (``MAX_SEED``, ``MAX_STEPS`` in
-model/evaluate.py), ``--prefill`` against ``MAX_PREFILL``, flags that would be ignored or
+model/evaluate/sqnr.py), ``--prefill`` against ``MAX_PREFILL``, flags that would be ignored or
 contradict each other, and the ``--plot`` folder, by writing a file into it. A bad one ends
 the run with one line, ``report.py: error: <message>``, and exit status 2.
 """
@@ -46,8 +46,8 @@ from energy.roofline import (  # noqa: E402
 from energy.sources import gpu_bandwidth, load_anchors, load_memories  # noqa: E402
 from energy.tables import load_table, table_names  # noqa: E402
 from model.config import get_preset  # noqa: E402
-from model.evaluate import MAX_SEED, MAX_STEPS  # noqa: E402
-from model.quantize import QuantSpec  # noqa: E402
+from model.evaluate.sqnr import MAX_SEED, MAX_STEPS  # noqa: E402
+from model.golden.quantize import QuantSpec  # noqa: E402
 
 PRESETS = ("780M", "1.3B", "2.7B")
 GIB = 2**30
@@ -389,8 +389,8 @@ def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: i
 
     A width the golden model cannot export (an accumulator past its 62-bit limit) has no SQNR
     (None) and says why in ``note``."""
-    from model.evaluate import evaluate, prepare
-    from model.quantize import ExportError
+    from model.evaluate.sqnr import evaluate, prepare
+    from model.golden.quantize import ExportError
 
     p = prepare(get_preset(preset), steps, seed)
     rows = []

@@ -15,7 +15,7 @@ head dimension and state size.
 * ``ssm_scan``: :class:`rtl.ssm_scan.SsmScan` for H 2, P 8, N 16 (d_model 8, expand 2, from a
   synthetic checkpoint as ``tests/test_ssm_scan.py`` builds it), 1, 4 and 16 lanes.
 * the layer engine on the ``tiny`` preset (d_model 64, N 16, P 16, H 8), exported as
-  ``rtl.emit`` exports it (``model.evaluate.prepare``, seed 0), ``LayerConfig(q, simd=16,
+  ``rtl.emit`` exports it (``model.evaluate.sqnr.prepare``, seed 0), ``LayerConfig(q, simd=16,
   pe=4, lanes=4)``: ``stream_projection`` (in_proj, out_proj), ``rms_norm`` (norm_in,
   norm_out), ``conv``, ``gate`` and the whole ``layer`` (:class:`rtl.layer.BiMambaLayer`).
 """
@@ -68,10 +68,10 @@ class Build:
 def _scan_export():
     import torch
 
-    from model.checkpoint import load_block, synthetic_state_dict
+    from model.reference.checkpoint import load_block, synthetic_state_dict
     from model.config import BiMambaConfig
-    from model.evaluate import synthetic_residual
-    from model.quantize import QuantSpec, export_layer
+    from model.reference.checkpoint import synthetic_residual
+    from model.golden.quantize import QuantSpec, export_layer
 
     cfg = BiMambaConfig(n_layer=1, vocab_size=256, **SCAN_SHAPE)
     block = load_block(synthetic_state_dict(cfg, 0), cfg, 0, torch.float64)
@@ -81,8 +81,8 @@ def _scan_export():
 @functools.cache
 def _layer_config():
     from model.config import get_preset
-    from model.evaluate import prepare
-    from model.quantize import QuantSpec, export_layer
+    from model.evaluate.sqnr import prepare
+    from model.golden.quantize import QuantSpec, export_layer
     from rtl.layer import LayerConfig
 
     p = prepare(get_preset(LAYER_SHAPE["preset"]), 1, LAYER_SHAPE["seed"])

@@ -204,9 +204,9 @@ def _check_preset_flags(ap: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def projection_config_from_args(args: argparse.Namespace) -> ProjectionConfig:
     if args.preset:
-        from model.evaluate import prepare
+        from model.evaluate.sqnr import prepare
         from model.config import get_preset
-        from model.quantize import QuantSpec, export_layer
+        from model.golden.quantize import QuantSpec, export_layer
 
         p = prepare(get_preset(args.preset), 1, args.seed)
         q = export_layer(p.block, QuantSpec(act_bits=args.act_bits), stats=p.calib)
@@ -340,8 +340,8 @@ def _emit_layer_units(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except ValueError as e:
         ap.error(f"argument --preset: {e}")
     out = check_out_dir(ap, "-o/--out", Path(args.out))
-    from model.evaluate import prepare
-    from model.quantize import QuantSpec, export_layer
+    from model.evaluate.sqnr import prepare
+    from model.golden.quantize import QuantSpec, export_layer
 
     from .layer import BiMambaLayer, LayerConfig
     from .layer_units import GateUnit

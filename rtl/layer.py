@@ -1,7 +1,7 @@
 """``BiMambaLayer``: a whole Bi-Mamba block in RTL, a residual token in and a residual token out,
 every weight and constant read from one memory stream at up to one beat a cycle.
 
-The engine is the golden model's :class:`~model.golden.GoldenLayer` bit for bit. Its stages are
+The engine is the golden model's :class:`~model.golden.layer.GoldenLayer` bit for bit. Its stages are
 stream units joined by FIFOs (docs/layer_engine.md has the block diagram and the schedule)::
 
     u ─┬─> RmsNormUnit ─> StreamProjection (in_proj) ─┬─> z FIFO ──────────────┐
@@ -33,7 +33,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import BiMambaConfig
-from model.fixedpoint import signed_bits
+from model.golden.fixedpoint import signed_bits
 
 from .layer_units import (
     CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, ConvUnit, GateUnit,
@@ -44,7 +44,7 @@ from .ssm_scan import ScanConfig, SsmScan, scan_latency
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
 if TYPE_CHECKING:
-    from model.quantize import QuantizedLayer
+    from model.golden.quantize import QuantizedLayer
 
 __all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS"]
 
@@ -88,7 +88,7 @@ class Schedule:
 class LayerShape:
     """What the engine's beat counts and cycle formula depend on: the model's shape and the
     widths of the values on the weight stream. :meth:`of` reads them from an export;
-    :meth:`assumed` states them from a :class:`~model.quantize.QuantSpec` alone, for estimates
+    :meth:`assumed` states them from a :class:`~model.golden.quantize.QuantSpec` alone, for estimates
     made without an export (the two widths that depend on calibrated values are then taken
     at their bounds).
     """

@@ -11,8 +11,8 @@ the output is stalled):
   ``d_conv`` tokens, its state of ``d_conv - 1`` inputs per channel on chip, and the SiLU table.
 * :class:`GateUnit`: ``gate``: ``y * SiLU(z)``.
 
-The tables are those of the export (:class:`~model.fixedpoint.PwlTable`,
-:class:`~model.fixedpoint.RsqrtTable`), read by :func:`rtl.nonlinear.pwl_stage` and
+The tables are those of the export (:class:`~model.golden.fixedpoint.PwlTable`,
+:class:`~model.golden.fixedpoint.RsqrtTable`), read by :func:`rtl.nonlinear.pwl_stage` and
 :func:`rsqrt_stage`. Constants that the weight stream carries arrive on a ``mem`` port of
 ``beat_bits`` bits per beat, a record split over consecutive beats (``rtl/packer.py``).
 """
@@ -26,7 +26,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import signed_bits
+from model.golden.fixedpoint import signed_bits
 
 from .nonlinear import (
     PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
@@ -34,8 +34,8 @@ from .nonlinear import (
 from .stream_projection import divisors, gather
 
 if TYPE_CHECKING:
-    from model.fixedpoint import RsqrtTable
-    from model.quantize import NormParams, QuantizedLayer
+    from model.golden.fixedpoint import RsqrtTable
+    from model.golden.quantize import NormParams, QuantizedLayer
 
 __all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit", "gain_record_beats", "conv_bias_bits",
            "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
@@ -74,7 +74,7 @@ def _lanes(v: Value, n: int, bits: int) -> list[Value]:
 
 
 def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple[Signal, Signal]:
-    """``(T, half) = rsqrt(ss)`` of :class:`~model.fixedpoint.RsqrtTable`, two registers later.
+    """``(T, half) = rsqrt(ss)`` of :class:`~model.golden.fixedpoint.RsqrtTable`, two registers later.
 
     Cycle 1: ``e = bit_length(ss) - 1`` by a priority encoder. Cycle 2: the top
     ``index_bits - 1`` mantissa bits below the leading one, ``(ss << mb) >> e`` (a truncating

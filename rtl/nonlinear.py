@@ -1,8 +1,8 @@
 """Table units of the SSM datapath: PWL lookup, exp2, softplus and decay.
 
 Each unit is built from the very table objects the golden model evaluates
-(:class:`~model.fixedpoint.PwlTable`, :class:`~model.fixedpoint.Exp2Table` and the constants of a
-:class:`~model.quantize.QuantizedLayer`), so the two cannot disagree on a breakpoint. The
+(:class:`~model.golden.fixedpoint.PwlTable`, :class:`~model.golden.fixedpoint.Exp2Table` and the constants of a
+:class:`~model.golden.quantize.QuantizedLayer`), so the two cannot disagree on a breakpoint. The
 arithmetic follows docs/fixed_point.md section 6 line by line.
 
 The ``*_stage`` functions elaborate a unit into a parent module behind an enable (the parent's
@@ -19,12 +19,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import PwlTable, signed_bits
+from model.golden.fixedpoint import PwlTable, signed_bits
 
 from .dsp import MUL_LATENCY, pipelined_mul, registered_mul
 
-if TYPE_CHECKING:  # model.quantize imports torch; the generators need it only at run time
-    from model.quantize import QuantizedLayer
+if TYPE_CHECKING:  # model.golden.quantize imports torch; the generators need it only at run time
+    from model.golden.quantize import QuantizedLayer
 
 __all__ = [
     "round_shift", "saturate", "pwl_stage", "exp2_stage", "exp2_value", "softplus_stage",
@@ -227,7 +227,7 @@ class _StreamUnit(wiring.Component):
     """A pipeline of fixed latency between an input and an output stream (global stall)."""
 
     def __init__(self, q: QuantizedLayer, in_shape, out_shape) -> None:
-        from model.quantize import QuantizedLayer
+        from model.golden.quantize import QuantizedLayer
 
         if not isinstance(q, QuantizedLayer):
             raise TypeError(f"q must be a QuantizedLayer, not {q!r}")

@@ -1,6 +1,6 @@
 """The weight stream: every weight and constant of a layer as the beats the engine reads.
 
-One function per stream section turns an export (:class:`~model.quantize.QuantizedLayer`) into
+One function per stream section turns an export (:class:`~model.golden.quantize.QuantizedLayer`) into
 ``mem`` beats, little-endian: field i of a record at bits ``[i*w, (i+1)*w)``, a record wider
 than a beat split over consecutive beats (beat b holds record bits ``[b*W, (b+1)*W)``). The
 layout is docs/layer_engine.md, section 2. :func:`layer_stream` concatenates the sections of a
@@ -53,7 +53,7 @@ def projection_beats(cfg, p, rows: Sequence[int] | None = None) -> list[int]:
         ``folds`` beta records, then per row group ``folds`` weight beats and one row-constant
         record: ``cfg.mem_beats`` beats of ``cfg.beat_bits`` bits.
     """
-    from model.golden import row_correction
+    from model.golden.layer import row_correction
 
     if (cfg.d_in, cfg.d_out, cfg.act_bits) != (p.d_in, p.d_out, p.act.bits):
         raise ValueError(f"config {cfg} does not match the projection ({p.d_in} x {p.d_out}, "
@@ -100,7 +100,7 @@ def conv_beats(q, pe: int, beat_bits: int, order: Sequence[int] | None = None) -
     """The weights and biases of a :class:`~rtl.layer_units.ConvUnit`, channels in ``order``
     (a permutation of ``range(conv_dim)``): per lane the ``d_conv`` taps, oldest first
     (``param_bits`` each), then the bias (the export's exact width)."""
-    from model.fixedpoint import signed_bits
+    from model.golden.fixedpoint import signed_bits
 
     C, K, pb = q.cfg.conv_dim, q.cfg.d_conv, q.spec.param_bits
     order = np.arange(C) if order is None else np.asarray(order)

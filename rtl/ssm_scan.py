@@ -33,14 +33,14 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import signed_bits
+from model.golden.fixedpoint import signed_bits
 
 if TYPE_CHECKING:
-    # Both import torch (through model.quantize). Kept out of this module's import so that a
+    # Both import torch (through model.golden.quantize). Kept out of this module's import so that a
     # command line can check a configuration with ScanConfig.check_shape in a fraction of a
     # second, before it exports a layer.
     from model.config import BiMambaConfig
-    from model.quantize import QuantizedLayer
+    from model.golden.quantize import QuantizedLayer
 
 from .bram import registered_ram
 from .dsp import KEEP, MUL_LATENCY, pipelined_mul
@@ -247,7 +247,7 @@ class SsmScan(wiring.Component):
         q = c.q
         H, P, L, K = q.cfg.nheads, q.cfg.headdim, c.lanes, c.chunks
         f, s = q.fmt, q.spec
-        from model.bounds import scan_alignment
+        from model.golden.bounds import scan_alignment
 
         al = scan_alignment(q)
         m = Module()

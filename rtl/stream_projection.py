@@ -1,6 +1,6 @@
 """Weight-streaming XNOR-popcount projection: FBI-Linear with its weights read from a stream.
 
-Computes exactly what the golden model's :func:`model.golden.project` computes
+Computes exactly what the golden model's :func:`model.golden.layer.project` computes
 (docs/fixed_point.md, section 4), like :class:`rtl.xnor_projection.XnorProjection`, but holds no
 weight matrix: every weight bit arrives on ``mem`` while the unit computes and is used once.
 This is the form batch-1 decode needs, where each weight is used once per token and a model's
@@ -36,7 +36,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import signed_bits
+from model.golden.fixedpoint import signed_bits
 
 from .stall import output_register
 from .xnor_projection import (

@@ -1,6 +1,6 @@
 """Bit-serial XNOR-popcount projection unit: a binary-weight matrix times a multi-bit vector.
 
-Computes FBI-Linear exactly as the golden model's :func:`model.golden.project` does
+Computes FBI-Linear exactly as the golden model's :func:`model.golden.layer.project` does
 (docs/fixed_point.md, section 4): per token, ``y = sat(rs(((S a + corr) << beta_frac + beta·a)
 * mult, beta_frac + mult_frac))`` with ``S`` in {-1, +1} stored as bits.
 
@@ -40,7 +40,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.fixedpoint import signed_bits
+from model.golden.fixedpoint import signed_bits
 
 from .bram import registered_ram
 from .dsp import KEEP, MUL_LATENCY, pipelined_mul
@@ -48,9 +48,9 @@ from .nonlinear import _delay, _reg
 from .stall import output_register
 
 if TYPE_CHECKING:
-    # model.golden and model.quantize import torch; kept out of this module's import so that a
+    # model.golden.layer and model.golden.quantize import torch; kept out of this module's import so that a
     # command line can check a ProjectionConfig in a fraction of a second.
-    from model.quantize import BinaryProjection
+    from model.golden.quantize import BinaryProjection
 
 __all__ = ["LoadTarget", "ProjectionConfig", "XnorProjection", "memory_images"]
 
@@ -329,7 +329,7 @@ def memory_images(cfg: ProjectionConfig, p: BinaryProjection) -> MemoryImages:
     ValueError
         If ``cfg`` was not made for ``p`` (shapes or constant widths differ).
     """
-    from model.golden import row_correction
+    from model.golden.layer import row_correction
 
     want = ProjectionConfig.from_projection(p, cfg.simd, cfg.pe,
                                             tree_levels_per_stage=cfg.tree_levels_per_stage,

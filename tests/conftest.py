@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import load_block, synthetic_state_dict
+from model.reference.checkpoint import load_block, synthetic_state_dict
 from model.config import get_preset
-from model.evaluate import synthetic_residual
-from model.quantize import QuantSpec, export_layer
+from model.reference.checkpoint import synthetic_residual
+from model.golden.quantize import QuantSpec, export_layer
 
 SEEDS = [int(os.environ["BIMAMBA_SEED"])] if "BIMAMBA_SEED" in os.environ else [0, 1, 2]
 

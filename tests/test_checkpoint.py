@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from model.checkpoint import (
+from model.reference.checkpoint import (
     CheckpointError, CheckpointWarning, count_zero_weights, load_block, load_stack,
     model_key_shapes, synthetic_state_dict,
 )

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import data
-from model.data import (
+from model.data import corpus as data
+from model.data.corpus import (
     SPLIT_SHA256, TEST_WORKS, TEXTS_DIR, VAL_WORKS, WORK_SEPARATOR, DataError, load_split,
     prepare, read_works, split_works, verify_archive, write_splits,
 )

@@ -10,7 +10,7 @@ import pytest
 from cosim.projection import ProjectionCase, random_projection, random_tokens, run_case
 from cosim.scan import ScanCase, random_scan_inputs, run_scan_case
 from energy.estimator import Arch, arch_from_args, estimate, projection_burst_cycles, scan_burst_cycles
-from model.quantize import QuantSpec
+from model.golden.quantize import QuantSpec
 from rtl.layer import LayerShape
 from energy.report import main as report_main
 from model.config import get_preset

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from model.fixedpoint import (
+from model.golden.fixedpoint import (
     Exp2Table, PwlTable, QFormat, RsqrtTable, bit_length, frac_for_range, round_shift, saturate,
     signed_bits,
 )

@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from model.fixedpoint import PwlTable, QFormat, RsqrtTable, round_shift, saturate
+from model.golden.fixedpoint import PwlTable, QFormat, RsqrtTable, round_shift, saturate
 
 settings.register_profile("bimamba", deadline=None, max_examples=300, print_blob=True)
 settings.load_profile("bimamba")
@@ -31,7 +31,7 @@ def clip(x: int, lo: int, hi: int) -> int:
     return lo if x < lo else hi if x > hi else x
 
 
-# Operands of the datapath stay below 2**61 in magnitude (model.bounds.MAX_BITS).
+# Operands of the datapath stay below 2**61 in magnitude (model.golden.bounds.MAX_BITS).
 values = st.integers(-(2**61), 2**61 - 1)
 
 

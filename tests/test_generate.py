@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from model.config import BiMambaConfig
-from model.generate import generate, generate_float, main, sample_byte
-from model.golden_lm import GoldenLM, export_lm
-from model.lm import BiMambaLM
-from model.lm_eval import SHIPPED
-from model.quantize import QuantSpec
+from model.generate.__main__ import main
+from model.generate.sampling import generate, generate_float, sample_byte
+from model.golden.lm import GoldenLM, export_lm
+from model.reference.lm import BiMambaLM
+from model.evaluate.lm import SHIPPED
+from model.golden.quantize import QuantSpec
 
 CFG = BiMambaConfig(d_model=64, n_layer=2, d_state=16, headdim=16, vocab_size=256)
 PROMPT = b"ROMEO:\nBut soft"

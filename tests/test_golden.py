@@ -6,12 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model import golden as G
-from model.evaluate import (
-    LAYER_OUT_BUDGET_DB, STAGE_FLOORS_DB, evaluate, failed_stages, golden_trace, main, prepare,
+from model.golden import layer as G
+from model.evaluate.sqnr import (
+    LAYER_OUT_BUDGET_DB, STAGE_FLOORS_DB, evaluate, failed_stages, golden_trace, prepare,
 )
+from model.evaluate.layer import main
 from model.config import get_preset
-from model.quantize import ActQuant, QuantSpec, pack_signs
+from model.golden.quantize import ActQuant, QuantSpec, pack_signs
 
 from .conftest import make_layer
 
@@ -199,7 +200,7 @@ def _clip(v: int, f) -> int:
 def test_scan_in_range_matches_python_integers(tiny_layer, rng):
     _, q = tiny_layer
     c, f = q.cfg, q.fmt
-    from model.bounds import scan_alignment
+    from model.golden.bounds import scan_alignment
     al = scan_alignment(q)
     x = rng.integers(-3000, 3000, (c.nheads, c.headdim))
     B = rng.integers(-3000, 3000, (1, c.d_state))
@@ -375,7 +376,7 @@ def test_cli_bounds_and_conflicts(argv, msg, capsys):
 
 def test_check_fails_on_any_stage_below_its_floor(monkeypatch, capsys):
     """A broken middle stage fails --check even when mixer_out and layer_out look healthy."""
-    import model.evaluate as ev
+    import model.evaluate.layer as ev
 
     real = ev.evaluate
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from model.config import BiMambaConfig
-from model.evaluate import sqnr_db
-from model.golden import rmsnorm_act
-from model.golden_lm import GoldenLM, bits_per_byte, export_lm
-from model.lm import BiMambaLM
-from model.quantize import ExportError, QuantSpec
+from model.evaluate.sqnr import sqnr_db
+from model.golden.layer import rmsnorm_act
+from model.golden.lm import GoldenLM, bits_per_byte, export_lm
+from model.reference.lm import BiMambaLM
+from model.golden.quantize import ExportError, QuantSpec
 
 CFG = BiMambaConfig(d_model=64, n_layer=2, d_state=16, headdim=16, vocab_size=256)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cosim.layer import LayerCase, random_residual, run_layer_case
-from model.quantize import QuantSpec
+from model.golden.quantize import QuantSpec
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer import SECTIONS, BiMambaLayer, LayerConfig
 from rtl.packer import layer_beats, layer_sections

@@ -7,8 +7,8 @@ import pytest
 
 from cosim.stages import conv_case, gate_case, norm_case, run_stage
 from cosim.units import run_stream_unit
-from model.evaluate import golden_trace
-from model.fixedpoint import bit_length
+from model.evaluate.sqnr import golden_trace
+from model.golden.fixedpoint import bit_length
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer_units import (
     NORM_RSQRT_CYCLES, PWL_LATENCY, ConvUnit, GateUnit, PwlUnit, RmsNormUnit, RsqrtUnit,

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_block, model_key_shapes
+from model.reference.checkpoint import load_block, model_key_shapes
 from model.config import BiMambaConfig
-from model.lm import LM_CONFIG, BiMambaLM, binary_keys, student_from_teacher
-from model.lm_checkpoint import (
+from model.reference.lm import LM_CONFIG, BiMambaLM, binary_keys, student_from_teacher
+from model.reference.lm_checkpoint import (
     checkpoint_bytes, load_lm, load_lm_model, pack_signs, read_metadata, save_lm,
     unpack_signs,
 )
-from model.reference import FBILinear
+from model.reference.layer import FBILinear
 
 CFG = BiMambaConfig(d_model=32, n_layer=2, d_state=8, headdim=16, vocab_size=256)
 SHIPPED = Path(__file__).parent.parent / "checkpoints" / "shakespeare"

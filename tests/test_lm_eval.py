@@ -1,5 +1,5 @@
 """python -m model.evaluate on a tiny model and corpus: same bytes for every row, golden bits
-equal to a decode by steps, the stream layout of model.train, and the CLI's errors."""
+equal to a decode by steps, the stream layout of model.train.loop, and the CLI's errors."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from model.config import BiMambaConfig
-from model.golden_lm import GoldenLM, bits_per_byte, export_lm
-from model.lm import BiMambaLM, student_from_teacher
-from model.lm_checkpoint import save_lm
-from model.lm_eval import float_bits, golden_bits, main, stream_rows
-from model.quantize import QuantSpec
-from model.train import evaluate_bpc
+from model.golden.lm import GoldenLM, bits_per_byte, export_lm
+from model.reference.lm import BiMambaLM, student_from_teacher
+from model.reference.lm_checkpoint import save_lm
+from model.evaluate.__main__ import main
+from model.evaluate.lm import float_bits, golden_bits, stream_rows
+from model.golden.quantize import QuantSpec
+from model.train.loop import evaluate_bpc
 
 CFG = BiMambaConfig(d_model=64, n_layer=2, d_state=16, headdim=16, vocab_size=256)
 EXCERPT = Path(__file__).parent / "data" / "shakespeare"
@@ -48,7 +49,7 @@ def test_stream_rows_cover_every_target_once():
 
 
 def test_golden_bits_equal_a_decode_by_steps(world):
-    from model.lm_checkpoint import load_lm_model
+    from model.reference.lm_checkpoint import load_lm_model
 
     student = load_lm_model(world / "student.safetensors")
     data = np.fromfile(world / "data" / "shakespeare" / "test.bin", np.uint8)[:61]
@@ -63,7 +64,7 @@ def test_golden_bits_equal_a_decode_by_steps(world):
             logits, s = g.step(int(t), s)
             want += bits_per_byte(logits[None] * q.logit_scale, np.array([target]))
     assert golden_bits(g, rows) == pytest.approx(want, rel=1e-12)
-    # The float rows use model.train's stream layout over the same bytes.
+    # The float rows use model.train.loop's stream layout over the same bytes.
     r = evaluate_bpc(student, data, seq=64, batch=3, mode="stream")
     assert r["bytes"] == sum(len(y) for _, y in rows)
     assert float_bits(student, data, 3) == pytest.approx(r["bpc"] * r["bytes"], rel=1e-9)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cosim.units import run_stream_unit
-from model import golden as G
+from model.golden import layer as G
 from rtl.dsp import DSP_TARGETS
 from rtl.emit import emit, lint, write_if_changed
 from rtl.nonlinear import DECAY_LATENCY, SOFTPLUS_LATENCY, Decay, Softplus

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from model.checkpoint import layer_key_shapes, load_block, synthetic_state_dict
+from model.reference.checkpoint import layer_key_shapes, load_block, synthetic_state_dict
 from model.config import get_preset
-from model.reference import BiMambaBlock, FBILinear, MixerState, binarize_ste, segsum
+from model.reference.layer import BiMambaBlock, FBILinear, MixerState, binarize_ste, segsum
 
 
 def test_sign_of_zero_is_plus_one_and_gradient_is_identity():

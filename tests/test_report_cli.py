@@ -12,8 +12,8 @@ import pytest
 
 from energy.estimator import Arch, arch_from_args
 from energy.report import PLOTS, SWEEP_VALUES, main as report_main
-from model.evaluate import MAX_SEED, MAX_STEPS
-from model.quantize import QuantSpec
+from model.evaluate.sqnr import MAX_SEED, MAX_STEPS
+from model.golden.quantize import QuantSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,16 +214,16 @@ def test_script_error_has_no_traceback(tmp_path):
 def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsys):
     """2.7B at 16-bit activations overflows a 62-bit accumulator of the golden model: the
     row keeps its energy, shows no SQNR and says why (the golden model is stubbed here)."""
-    import model.evaluate
-    from model.quantize import ExportError
+    import model.evaluate.sqnr
+    from model.golden.quantize import ExportError
 
     def evaluate(p, spec):
         if spec.act_bits == 16:
             raise ExportError("in_proj.prod needs 63 bits (> 62)")
         return {"layer_out": 50.0, "mixer_out": 25.0}
 
-    monkeypatch.setattr(model.evaluate, "prepare", lambda cfg, steps, seed: None)
-    monkeypatch.setattr(model.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(model.evaluate.sqnr, "prepare", lambda cfg, steps, seed: None)
+    monkeypatch.setattr(model.evaluate.sqnr, "evaluate", evaluate)
     assert report_main(["--preset", "2.7B", "--sweep", "--sweep-act", "8,16",
                         "--sweep-steps", "2"]) == 0
     out = capsys.readouterr().out

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from cosim.scan import ScanCase, golden_scan, random_scan_inputs, run_scan_case
-from model.checkpoint import load_block, synthetic_state_dict
+from model.reference.checkpoint import load_block, synthetic_state_dict
 from model.config import BiMambaConfig
-from model.evaluate import synthetic_residual
-from model.quantize import QuantSpec, export_layer
+from model.reference.checkpoint import synthetic_residual
+from model.golden.quantize import QuantSpec, export_layer
 from rtl.bram import BLOCK_RAM_MIN_DEPTH
 from rtl.emit import emit, lint, write_if_changed
 from rtl.ssm_scan import ScanConfig, SsmScan
@@ -17,8 +17,8 @@ from rtl.ssm_scan import ScanConfig, SsmScan
 
 def G_round(h_prev, q):
     """The state after a token with x = 0 and dt = softplus(dt_bias): dA * h, rounded."""
-    from model import golden as G
-    from model.bounds import scan_alignment
+    from model.golden import layer as G
+    from model.golden.bounds import scan_alignment
     dt = G.dt_softplus(q, np.zeros(q.cfg.nheads, np.int64))
     dA = G.decay(q, dt)
     al = scan_alignment(q)

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from model.config import BiMambaConfig
-from model.data import write_splits
-from model.lm import BiMambaLM, binary_keys, student_from_teacher
-from model.lm_checkpoint import load_lm, load_lm_model
-from model.train import (
-    distill_loss, evaluate_bpc, lr_at, main, param_groups, sample_batch, subset_windows,
+from model.data.corpus import write_splits
+from model.reference.lm import BiMambaLM, binary_keys, student_from_teacher
+from model.reference.lm_checkpoint import load_lm, load_lm_model
+from model.train.loop import (
+    distill_loss, evaluate_bpc, lr_at, param_groups, sample_batch, subset_windows,
 )
+from model.train.__main__ import main
 
 EXCERPT = Path(__file__).parent / "data" / "shakespeare"
 TINY = ["--d-model", "32", "--n-layer", "1", "--d-state", "16", "--headdim", "16"]

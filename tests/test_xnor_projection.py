@@ -11,7 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cosim.projection import ProjectionCase, directed_case, random_projection, random_tokens, run_case
-from model.golden import project
+from model.golden.layer import project
 from rtl.bram import BLOCK_RAM_MIN_DEPTH
 from rtl.emit import emit, lint, write_if_changed
 from rtl.xnor_projection import ProjectionConfig, XnorProjection, memory_images

@@ -1,9 +1,9 @@
 """Export of a float Bi-Mamba layer to the integer parameters of the fixed-point spec.
 
 :class:`QuantSpec` holds the widths a user chooses; :func:`export_layer` turns a float
-:class:`~model.reference.BiMambaBlock` plus a calibration sequence into a frozen
+:class:`~model.reference.layer.BiMambaBlock` plus a calibration sequence into a frozen
 :class:`QuantizedLayer`: packed sign bits, folded per-column scales, requantisation multipliers,
-lookup tables and every tensor's :class:`~model.fixedpoint.QFormat`. The golden model, the RTL
+lookup tables and every tensor's :class:`~model.golden.fixedpoint.QFormat`. The golden model, the RTL
 generators and the estimator all read that one object (docs/fixed_point.md).
 """
 
@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import torch
 
-from .config import BiMambaConfig
-from .fixedpoint import (
+from model.config import BiMambaConfig
+from model.golden.bounds import MAX_BITS, accumulators
+from model.golden.fixedpoint import (
     Exp2Table, PwlTable, QFormat, RsqrtTable, frac_for_range, signed_bits,
 )
-from .progress import progress
-from .reference import BiMambaBlock
+from model.progress import progress
+from model.reference.layer import BiMambaBlock
 
 __all__ = [
     "QuantSpec",
@@ -38,6 +39,9 @@ __all__ = [
     "single_thread",
     "CALIB_CHUNK",
     "export_layer",
+    "act_scale",
+    "quantize_param",
+    "norm_params",
 ]
 
 LOG2E = math.log2(math.e)
@@ -94,7 +98,7 @@ class QuantSpec:
         log2 of the PWL segment counts of SiLU (over [-8, 8)), 2**-f (over [0, 1)) and the
         softplus tail log1p(E)/E (over [0, 1]).
     head_bits : int
-        Language model only (:mod:`model.golden_lm`): the final RMSNorm's output activations
+        Language model only (:mod:`model.golden.lm`): the final RMSNorm's output activations
         and the LM head's weights (the tied embedding), both signed ``head_bits`` wide.
     headroom : float
         Calibrated formats cover ``headroom`` times the largest value seen.
@@ -396,7 +400,7 @@ def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
     float64 rounding (tested), at a small fraction of a Python step per token.
 
     Returns name -> array of shape (L, ...) in float64: the keys of
-    :meth:`~model.reference.BiMambaMixer.step`'s trace plus norm and mixer_out, and ``a_in`` /
+    :meth:`~model.reference.layer.BiMambaMixer.step`'s trace plus norm and mixer_out, and ``a_in`` /
     ``a_out`` (the FBI activations ``norm * alpha``), ``silu_z`` and ``dtx``.
     """
     block = copy.deepcopy(block).double()  # the caller's block keeps its dtype
@@ -428,7 +432,7 @@ def calibrate(block: BiMambaBlock, u: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _act_scale(x: np.ndarray, bits: int) -> float:
+def act_scale(x: np.ndarray, bits: int) -> float:
     """Scale minimising the quantisation MSE of ``x`` over a grid of clipping levels."""
     x = np.asarray(x, dtype=np.float64).ravel()
     if bits == 1:
@@ -446,7 +450,8 @@ def _act_scale(x: np.ndarray, bits: int) -> float:
     return best_s
 
 
-def _param(x: np.ndarray, bits: int, name: str, max_frac: int = 40) -> tuple[np.ndarray, int]:
+def quantize_param(x: np.ndarray, bits: int, name: str,
+                   max_frac: int = 40) -> tuple[np.ndarray, int]:
     """Quantise a constant tensor with the largest frac that holds its peak (no saturation)."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
@@ -461,15 +466,17 @@ def _param(x: np.ndarray, bits: int, name: str, max_frac: int = 40) -> tuple[np.
 # -- export --------------------------------------------------------------------------------
 
 
-def _norm_params(
+def norm_params(
     weight: np.ndarray, alpha: np.ndarray, in_fmt: QFormat, eps: float, act: ActQuant,
     spec: QuantSpec, name: str,
 ) -> NormParams:
+    """An RMSNorm's integer parameters: its gain (``weight * alpha`` folded with the
+    activation scale of ``act``) in ``spec.param_bits``, over inputs in ``in_fmt``."""
     n = weight.shape[0]
     q = int(math.floor(math.log2(math.sqrt(n))))
     norm_fmt = QFormat(spec.norm_bits, spec.norm_bits - 2 - q)
     gain_real = math.sqrt(n) / 2**q * weight * alpha / act.scale
-    gain, gain_frac = _param(gain_real, spec.param_bits, f"{name} gain")
+    gain, gain_frac = quantize_param(gain_real, spec.param_bits, f"{name} gain")
     eps_q = int(np.floor(n * eps * 2.0 ** (2 * in_fmt.frac) + 0.5))
     return NormParams(n, in_fmt, eps_q, q, norm_fmt, gain, QFormat(spec.param_bits, gain_frac), act)
 
@@ -489,7 +496,7 @@ def _projection(
         )
     signs = pack_signs(np.where(w >= 0, 1, -1))
     pc = np.bitwise_count(signs).sum(axis=1, dtype=np.int64)
-    beta_q, beta_frac = _param(beta / alpha, spec.param_bits, f"{name} beta/alpha", max_frac=24)
+    beta_q, beta_frac = quantize_param(beta / alpha, spec.param_bits, f"{name} beta/alpha", max_frac=24)
     if beta_frac < 0:
         raise ExportError(
             f"{name}: max |wbias / wscale| = {np.max(np.abs(beta / alpha)):.4g} needs more than "
@@ -556,8 +563,8 @@ def export_layer(
     }
 
     # Block RMSNorm folded with in_proj's alpha.
-    act_in = ActQuant(spec.act_bits, _act_scale(st["a_in"], spec.act_bits))
-    norm_in = _norm_params(
+    act_in = ActQuant(spec.act_bits, act_scale(st["a_in"], spec.act_bits))
+    norm_in = norm_params(
         g(block.norm.weight), g(m.in_proj.wscale)[0], fmt["res"], block.norm.eps, act_in,
         spec, "norm",
     )
@@ -567,7 +574,7 @@ def export_layer(
     in_proj = _projection(m.in_proj, act_in, out_fracs, spec.data_bits, spec, "mixer.in_proj")
 
     # Depthwise conv: accumulator frac = xbc.frac + conv_w_frac.
-    conv_w, conv_w_frac = _param(g(m.conv1d.weight)[:, 0, :], spec.param_bits, "conv1d.weight")
+    conv_w, conv_w_frac = quantize_param(g(m.conv1d.weight)[:, 0, :], spec.param_bits, "conv1d.weight")
     acc_frac = fmt["xbc"].frac + conv_w_frac
     conv_b = np.floor(g(m.conv1d.bias) * 2.0**acc_frac + 0.5).astype(np.int64)
     silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
@@ -589,15 +596,15 @@ def export_layer(
         tail_in, QFormat(spec.param_bits, spec.param_bits - 1, signed=False),
         0.0, 1.0, spec.tail_seg_bits,  # E = 1.0 exactly takes the right constant, log(2)
     )
-    a2, a2_frac = _param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log")
-    d_skip, d_frac = _param(g(m.D), spec.param_bits, "D")
+    a2, a2_frac = quantize_param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log")
+    d_skip, d_frac = quantize_param(g(m.D), spec.param_bits, "D")
 
     silu_z = PwlTable.build(
         silu, fmt["z"], fmt["silu_z"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
         right_identity=True,
     )
-    act_out = ActQuant(spec.act_bits, _act_scale(st["a_out"], spec.act_bits))
-    norm_out = _norm_params(
+    act_out = ActQuant(spec.act_bits, act_scale(st["a_out"], spec.act_bits))
+    norm_out = norm_params(
         g(m.norm.weight), g(m.out_proj.wscale)[0], fmt["gate"], m.norm.eps, act_out, spec,
         "mixer.norm",
     )
@@ -615,8 +622,6 @@ def export_layer(
         d_skip=d_skip, d_frac=d_frac, silu_z=silu_z, norm_out=norm_out, out_proj=out_proj,
         rsqrt=RsqrtTable.build(spec.rsqrt_index_bits, spec.rsqrt_bits),
     )
-    from .bounds import MAX_BITS, accumulators  # bounds reads QuantizedLayer
-
     for acc in accumulators(q):
         if acc.bits > MAX_BITS:
             raise ExportError(

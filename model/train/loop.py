@@ -2,7 +2,7 @@
 
 ``python -m model.train --model teacher|student|naive --out DIR ...``
 
-* ``teacher``: a float Mamba-2 LM (:class:`~model.lm.BiMambaLM` with ``binary=False``)
+* ``teacher``: a float Mamba-2 LM (:class:`~model.reference.lm.BiMambaLM` with ``binary=False``)
   trained from the Mamba-2 initialisation with cross-entropy on next bytes.
 * ``student``: the Bi-Mamba LM (FBI-Linear in_proj/out_proj) initialised from a trained
   teacher (``--teacher``: latent weights copied, FBI 'xnor' alpha/beta) and trained by
@@ -17,7 +17,7 @@ split (seeded), uses AdamW with a linear warm-up and a cosine decay to a tenth o
 gradient clipping, and bf16 autocast on CUDA. Every ``--eval-every`` steps the validation
 bits per byte (bpc) is measured on a fixed subset (``--eval-seqs`` windows evenly spaced over
 the validation split, each from a zero state) and the best model so far is written to
-``DIR/<model>.safetensors`` (:mod:`model.lm_checkpoint` format). At the end the best
+``DIR/<model>.safetensors`` (:mod:`model.reference.lm_checkpoint` format). At the end the best
 checkpoint is read back and evaluated over the whole validation and test splits (see
 :func:`evaluate_bpc`), so the reported numbers are those of the shipped file. Outputs in
 ``DIR``: ``<model>.safetensors``, ``log.csv`` (step, train_loss, val_bpc, lr, seconds) and
@@ -34,7 +34,6 @@ import csv
 import hashlib
 import json
 import math
-import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -47,11 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import BiMambaConfig
-from .data import DEFAULT_ROOT, load_split
-from .lm import BYTE_VOCAB, LM_CONFIG, BiMambaLM, student_from_teacher
-from .lm_checkpoint import load_lm_model, read_metadata, save_lm
-from .reference import FBILinear
+from model.config import BiMambaConfig
+from model.data.corpus import load_split
+from model.reference.lm import BYTE_VOCAB, BiMambaLM, student_from_teacher
+from model.reference.lm_checkpoint import load_lm_model, read_metadata, save_lm
+from model.reference.layer import FBILinear
 
 __all__ = [
     "MODELS",
@@ -63,7 +62,7 @@ __all__ = [
     "nll_sum",
     "evaluate_bpc",
     "distill_loss",
-    "main",
+    "run",
 ]
 
 MODELS = ("teacher", "student", "naive")
@@ -269,69 +268,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m model.train",
-        description="Train the float teacher, distil the Bi-Mamba student, or binarise the "
-                    "teacher naively, on the byte-level Shakespeare split.")
-    ap.add_argument("--model", choices=MODELS, required=True)
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--teacher", type=Path, default=None,
-                    help="teacher checkpoint (.safetensors), required for student and naive")
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--wd", type=float, default=0.1, help="AdamW weight decay on matrices")
-    ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--grad-clip", type=float, default=1.0)
-    ap.add_argument("--ce-weight", type=float, default=0.0,
-                    help="student: weight of the data cross-entropy added to the KL")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                    help="default: cuda if available, else cpu")
-    ap.add_argument("--d-model", type=int, default=LM_CONFIG.d_model)
-    ap.add_argument("--n-layer", type=int, default=LM_CONFIG.n_layer)
-    ap.add_argument("--d-state", type=int, default=LM_CONFIG.d_state)
-    ap.add_argument("--headdim", type=int, default=LM_CONFIG.headdim)
-    ap.add_argument("--eval-every", type=int, default=250)
-    ap.add_argument("--eval-seqs", type=int, default=200,
-                    help="validation windows of --seq bytes for checkpoint selection")
-    ap.add_argument("--eval-batch", type=int, default=16,
-                    help="streams (rows) per forward pass of the final evaluation")
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
-                    help="holds shakespeare/{train,val,test}.bin (make data)")
-    ap.add_argument("--time-limit", type=float, default=None,
-                    help="stop training after this many seconds (the best checkpoint is kept)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the training forward")
-    return ap
-
-
-def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    for name in ("steps", "warmup"):
-        if getattr(a, name) < 0:
-            ap.error(f"--{name} must be >= 0, not {getattr(a, name)}")
-    for name in ("batch", "seq", "eval_every", "eval_seqs", "eval_batch"):
-        if getattr(a, name) <= 0:
-            ap.error(f"--{name.replace('_', '-')} must be a positive integer, "
-                     f"not {getattr(a, name)}")
-    if not a.lr > 0:
-        ap.error(f"--lr must be > 0, not {a.lr}")
-    if a.model in ("student", "naive") and a.teacher is None:
-        ap.error(f"--teacher is required for --model {a.model}")
-    if a.model == "teacher" and a.teacher is not None:
-        ap.error("--teacher is only for --model student or naive")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = _build_parser()
-    a = ap.parse_args(argv)
-    _check_args(ap, a)
+def run(a: argparse.Namespace, command: str) -> int:
+    """Train (or binarise) as the options ``a`` of ``python -m model.train`` say; write the
+    checkpoint, ``log.csv`` and the summary into ``a.out``. ``command`` is recorded in the
+    summary. Raises ValueError for a teacher checkpoint that is not a float model."""
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    command = "python -m model.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     t_start = time.perf_counter()
@@ -347,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         model = BiMambaLM(cfg, binary=False, dropout=a.dropout).init_weights(a.seed)
     else:
         if read_metadata(a.teacher)["binary"] != "false":
-            ap.error(f"--teacher must be a float (teacher) checkpoint, not {a.teacher}")
+            raise ValueError(f"--teacher must be a float (teacher) checkpoint, not {a.teacher}")
         teacher = load_lm_model(a.teacher).to(device).eval()
         teacher.requires_grad_(False)
         cfg = teacher.cfg
@@ -498,7 +439,3 @@ def main(argv: list[str] | None = None) -> int:
           f"on {summary['device']}; {ckpt} ({summary['checkpoint_bytes']:,} bytes)",
           flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Every accumulator and intermediate product of the datapath, with the bound that sizes it.
 
-:func:`accumulators` is the single list: :func:`~model.quantize.export_layer` rejects an
-export whose widths exceed :data:`MAX_BITS`, and ``python -m model.bounds --preset 780M``
+:func:`accumulators` is the single list: :func:`~model.golden.quantize.export_layer` rejects an
+export whose widths exceed :data:`MAX_BITS`, and ``python -m model.golden --preset 780M``
 prints it as the table in docs/fixed_point.md. The RTL generators build the same operations on
 the same formats, so Amaranth's exact arithmetic gives them these widths; the scan shares the
 alignment shifts through :func:`scan_alignment`. A bound is the largest magnitude the operation can produce given the
@@ -10,15 +10,16 @@ formats of its operands (saturated inputs, worst-case signs), not a calibrated v
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .fixedpoint import PwlTable, signed_bits
-from .quantize import BinaryProjection, NormParams, QuantizedLayer
+from model.golden.fixedpoint import PwlTable, signed_bits
+if TYPE_CHECKING:  # the export imports this module to check its widths; only types come back
+    from model.golden.quantize import BinaryProjection, NormParams, QuantizedLayer
 
-__all__ = ["MAX_BITS", "Accumulator", "accumulators", "scan_alignment", "markdown", "main"]
+__all__ = ["MAX_BITS", "Accumulator", "accumulators", "scan_alignment", "markdown"]
 
 # Two's complement width the golden model (int64, with a rounding constant added) and the
 # spec allow for any intermediate: below 2**61 in magnitude.
@@ -128,25 +129,3 @@ def markdown(q: QuantizedLayer) -> str:
         formula = a.formula.replace("|", "\\|")  # a literal | would split the cell
         lines.append(f"| {a.name} | {formula} | {a.bits} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .config import PRESETS, get_preset
-    from .evaluate import prepare
-    from .quantize import QuantSpec, export_layer
-
-    ap = argparse.ArgumentParser(prog="python -m model.bounds", description=__doc__)
-    ap.add_argument("--preset", default="780M", help=f"one of {', '.join(PRESETS)}")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    try:
-        cfg = get_preset(args.preset)
-    except ValueError as e:
-        ap.error(str(e))
-    p = prepare(cfg, 1, args.seed)
-    print(markdown(export_layer(p.block, QuantSpec(), stats=p.calib)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

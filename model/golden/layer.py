@@ -1,13 +1,13 @@
 """Bit-exact integer golden model of a Bi-Mamba layer (docs/fixed_point.md).
 
 Every stage is a function ``stage(q, ...int arrays) -> int arrays`` of a
-:class:`~model.quantize.QuantizedLayer` ``q``; the RTL units are checked against these one by
+:class:`~model.golden.quantize.QuantizedLayer` ``q``; the RTL units are checked against these one by
 one. Inputs and outputs are ``np.int64`` arrays; no float appears in the datapath. Stages accept
 any leading token dimensions except the scan, which is sequential by nature.
 
 Dimension letters are those of :mod:`model.config`.
 
-Run ``python -m model.golden --help`` for the accuracy CLI (per-stage SQNR against the float
+Run ``python -m model.evaluate.layer --help`` for the accuracy CLI (per-stage SQNR against the float
 reference).
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import scan_alignment
-from .fixedpoint import round_shift, saturate
-from .quantize import BinaryProjection, NormParams, QuantizedLayer
+from model.golden.bounds import scan_alignment
+from model.golden.fixedpoint import round_shift, saturate
+from model.golden.quantize import BinaryProjection, NormParams, QuantizedLayer
 
 __all__ = [
     "GoldenState",
@@ -467,9 +467,3 @@ class GoldenLayer:
             ys[t] = y.reshape(-1)
         out = residual(q, u, out_proj(q, out_norm(q, gate(q, ys, z))))
         return out, GoldenState(conv_state, h)
-
-
-if __name__ == "__main__":
-    from .evaluate import main
-
-    raise SystemExit(main())

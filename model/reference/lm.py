@@ -1,11 +1,11 @@
-"""A whole byte-level language model around the Bi-Mamba blocks of :mod:`model.reference`.
+"""A whole byte-level language model around the Bi-Mamba blocks of :mod:`model.reference.layer`.
 
 ``BiMambaLM`` is the Mamba-2 language model of the Bi-Mamba checkpoints: a byte embedding
-(vocabulary V = 256) tied to the LM head, n :class:`~model.reference.BiMambaBlock`, a final
+(vocabulary V = 256) tied to the LM head, n :class:`~model.reference.layer.BiMambaBlock`, a final
 RMSNorm. Its state dict uses the checkpoint key names::
 
     backbone.embedding.weight   (V, D)
-    backbone.layers.{i}.*       as in model/checkpoint.py
+    backbone.layers.{i}.*       as in model/reference/checkpoint.py
     backbone.norm_f.weight      (D,)
 
 With ``binary=False`` the blocks' in_proj and out_proj are plain linear layers (the float
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import synthetic_state_dict
-from .config import BiMambaConfig
-from .reference import BiMambaBlock, FBILinear, MixerState, RMSNorm
+from model.reference.checkpoint import synthetic_state_dict
+from model.config import BiMambaConfig
+from model.reference.layer import BiMambaBlock, FBILinear, MixerState, RMSNorm
 
 __all__ = ["LM_CONFIG", "BYTE_VOCAB", "BiMambaLM", "student_from_teacher", "binary_keys"]
 
@@ -90,7 +90,7 @@ class BiMambaLM(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> "BiMambaLM":
-        """Mamba-2 initialisation (as :func:`model.checkpoint.synthetic_state_dict`), seeded.
+        """Mamba-2 initialisation (as :func:`model.reference.checkpoint.synthetic_state_dict`), seeded.
 
         Embedding N(0, 0.02); in_proj, out_proj and conv Kaiming-uniform, out_proj scaled by
         1/sqrt(n_layer); dt_bias from a log-uniform dt in [1e-3, 0.1]; A_log = log U(1, 16);

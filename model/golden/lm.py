@@ -4,8 +4,8 @@ One byte goes through the datapath as
 
 1. **embedding**: ``h = E_q[token]``, the embedding row stored in the residual format ``res``
    (a table read; the float embedding rounded once at export);
-2. **layers**: :meth:`~model.golden.GoldenLayer.step` of every layer, residual in, residual out;
-3. **final RMSNorm**: :func:`~model.golden.rmsnorm_act` with the gain
+2. **layers**: :meth:`~model.golden.layer.GoldenLayer.step` of every layer, residual in, residual out;
+3. **final RMSNorm**: :func:`~model.golden.layer.rmsnorm_act` with the gain
    ``sqrt(D) / 2**q * norm_f.weight / s_head``, giving ``head_bits`` activations ``a``;
 4. **LM head**: ``logits_int = W_q @ a``, where ``W_q`` is the tied embedding in its own
    per-tensor format ``SQ(head_bits, head_frac)``; the sum is exact in integers
@@ -13,7 +13,7 @@ One byte goes through the datapath as
 
 Everything up to ``logits_int`` is integer. The host turns the logits into probabilities:
 ``logits = logits_int * s_head * 2**-head_frac`` and a float64 log-softmax, which is where the
-bits per character (and the sampling of :mod:`model.generate`) are computed. Dimension letters
+bits per character (and the sampling of :mod:`model.generate.sampling`) are computed. Dimension letters
 are those of :mod:`model.config`, plus V (vocabulary).
 """
 
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .golden import GoldenLayer, GoldenState, exact_matmul, rmsnorm_act
-from .progress import progress
-from .quantize import (
-    CALIB_CHUNK, ActQuant, ExportError, NormParams, QuantizedLayer, QuantSpec, _act_scale,
-    _norm_params, _param, calibrate, export_layer, single_thread,
+from model.golden.layer import GoldenLayer, GoldenState, exact_matmul, rmsnorm_act
+from model.progress import progress
+from model.golden.quantize import (
+    CALIB_CHUNK, ActQuant, ExportError, NormParams, QuantizedLayer, QuantSpec, act_scale,
+    norm_params, quantize_param, calibrate, export_layer, single_thread,
 )
 
 __all__ = [
@@ -80,8 +80,8 @@ class QuantizedLM:
 def residual_streams(lm, tokens: np.ndarray) -> list[np.ndarray]:
     """Float64 inputs of every layer and the final residual: ``n_layer + 1`` arrays (L, D).
 
-    ``lm`` is a :class:`~model.lm.BiMambaLM`; it is copied, so its dtype is kept. The text
-    runs in chunks of :data:`~model.quantize.CALIB_CHUNK` bytes with every layer's state
+    ``lm`` is a :class:`~model.reference.lm.BiMambaLM`; it is copied, so its dtype is kept. The text
+    runs in chunks of :data:`~model.golden.quantize.CALIB_CHUNK` bytes with every layer's state
     carried (the SSD form's decay matrix grows with the square of the length).
     """
     m = copy.deepcopy(lm).double().eval()
@@ -157,9 +157,9 @@ def export_lm(lm, spec: QuantSpec, calib_tokens: np.ndarray | None = None,
     w_f = nf.weight.detach().double().numpy()
     h = cal.streams[-1]
     normed = h / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + nf.eps) * w_f
-    act = ActQuant(spec.head_bits, _act_scale(normed, spec.head_bits))
-    norm_f = _norm_params(w_f, np.ones_like(w_f), res, nf.eps, act, spec, "norm_f")
-    head, head_frac = _param(emb, spec.head_bits, "head (tied embedding)")
+    act = ActQuant(spec.head_bits, act_scale(normed, spec.head_bits))
+    norm_f = norm_params(w_f, np.ones_like(w_f), res, nf.eps, act, spec, "norm_f")
+    head, head_frac = quantize_param(emb, spec.head_bits, "head (tied embedding)")
     for a in (embedding, head):
         a.setflags(write=False)
     return QuantizedLM(spec, layers, embedding, norm_f, head, head_frac)

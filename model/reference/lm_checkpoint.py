@@ -9,7 +9,7 @@ Format (one ``.safetensors`` file per model):
   uint8 of shape (d_out, ceil(d_in / 8)); column j of row i is bit ``j % 8`` (least
   significant first, "little" bit order) of byte ``[i, j // 8]``; bit 1 means +1, bit 0
   means -1, and padding bits are 0. A latent weight of exactly zero (either sign of zero)
-  counts as +1, as :func:`model.reference.binarize_ste` does. The latent magnitudes are not
+  counts as +1, as :func:`model.reference.layer.binarize_ste` does. The latent magnitudes are not
   stored: inference only uses the signs, alpha (``wscale``) and beta (``wbias``).
 * The safetensors metadata (string to string) holds ``format`` (``bimamba-lm/1``),
   ``binary`` (``true``/``false``), ``config`` (JSON of the :class:`BiMambaConfig` fields),
@@ -17,7 +17,7 @@ Format (one ``.safetensors`` file per model):
   entries the caller passes (training summary, command line).
 
 :func:`load_lm` returns float32 tensors under the original keys, the binary weights as the
-±1 sign matrix, so :func:`model.checkpoint.load_block` reads a layer of a student directly and
+±1 sign matrix, so :func:`model.reference.checkpoint.load_block` reads a layer of a student directly and
 a loaded model computes exactly what the saved one computed with FP16-rounded parameters.
 """
 
@@ -34,8 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .config import BiMambaConfig
-from .lm import BiMambaLM, binary_keys
+from model.config import BiMambaConfig
+from model.reference.lm import BiMambaLM, binary_keys
 
 __all__ = [
     "FORMAT",

@@ -2,8 +2,8 @@
 
 ``python -m model.generate --prompt "ROMEO:" --bytes 300 --seed 0`` prints the prompt followed
 by 300 bytes sampled from the Bi-Mamba student (``DIR/student.safetensors``, default the
-shipped ``checkpoints/shakespeare``) run through :class:`~model.golden_lm.GoldenLM`, its scales
-calibrated exactly as :mod:`model.lm_eval` calibrates them: on the first ``--calib-bytes`` of
+shipped ``checkpoints/shakespeare``) run through :class:`~model.golden.lm.GoldenLM`, its scales
+calibrated exactly as :mod:`model.evaluate.lm` calibrates them: on the first ``--calib-bytes`` of
 the *training* split. ``--float`` samples from the float student instead, with the same sampler
 and seed, so the two can be compared; it needs no corpus.
 
@@ -15,7 +15,7 @@ Decoding:
    through :meth:`GoldenLM.step`.
 
 Sampling is float64 on the host, outside the integer datapath (as the bits per character of
-:mod:`model.lm_eval` are): ``p = softmax(logits_int * logit_scale / temperature)``, restricted
+:mod:`model.evaluate.lm` are): ``p = softmax(logits_int * logit_scale / temperature)``, restricted
 to the ``top_k`` largest logits when ``top_k > 0``, drawn with a NumPy ``Generator`` seeded by
 ``--seed``. ``temperature = 0`` is greedy (``argmax``, the lowest byte among ties). Bytes are
 printed decoded as latin-1, so every byte 0..255 is one character.
@@ -23,10 +23,7 @@ printed decoded as latin-1, so every byte 0..255 is one character.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,26 +31,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import lm_eval
-from .data import DEFAULT_ROOT, DataError
-from .golden_lm import GoldenLM
-from .lm import BiMambaLM
-from .lm_checkpoint import load_lm_model
-from .lm_eval import SHIPPED
-from .progress import progress
-from .quantize import CALIB_CHUNK, QuantSpec
+from model.evaluate import lm as lm_eval
+from model.data.corpus import DEFAULT_ROOT
+from model.golden.lm import GoldenLM
+from model.reference.lm import BiMambaLM
+from model.reference.lm_checkpoint import load_lm_model
+from model.progress import progress
+from model.golden.quantize import CALIB_CHUNK, QuantSpec
 
 __all__ = [
     "CALIB_BYTES", "MAX_BYTES", "DEFAULT_TEMPERATURE", "sample_byte", "generate",
-    "generate_float", "run", "main",
+    "generate_float", "run", "SEED_MAX",
 ]
 
-# The golden model is calibrated as model.lm_eval calibrates it, so the text generated here
+# The golden model is calibrated as model.evaluate.lm calibrates it, so the text generated here
 # comes from the model whose bits per character that tool reports.
 CALIB_BYTES: int = lm_eval.CALIB_BYTES
 MAX_BYTES = 100_000
 DEFAULT_TEMPERATURE = 0.8
-_SEED_MAX = 2**32 - 1
+SEED_MAX = 2**32 - 1
 
 # (token, state) -> (logits (V,), state): GoldenLM.step or a float model's step.
 _Step = Callable[[int, object], tuple[np.ndarray, object]]
@@ -159,10 +155,10 @@ def generate(g: GoldenLM, prompt: bytes, n: int, rng: np.random.Generator,
 @torch.no_grad()
 def generate_float(model: BiMambaLM, prompt: bytes, n: int, rng: np.random.Generator,
                    temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0) -> bytes:
-    """As :func:`generate`, with a float :class:`~model.lm.BiMambaLM` (in its own dtype).
+    """As :func:`generate`, with a float :class:`~model.reference.lm.BiMambaLM` (in its own dtype).
 
     The prompt runs through :meth:`BiMambaLM.forward` in chunks of
-    :data:`~model.quantize.CALIB_CHUNK` bytes with the state carried (the SSD form's decay
+    :data:`~model.golden.quantize.CALIB_CHUNK` bytes with the state carried (the SSD form's decay
     matrix grows with the square of the length), then :meth:`BiMambaLM.step`. The float
     logits go to the same :func:`sample_byte` with ``scale = 1``.
     """
@@ -201,7 +197,7 @@ def run(checkpoint: Path, prompt: bytes, n: int, *, seed: int = 0,
         student = load_lm_model(checkpoint / "student.safetensors")
         text = generate_float(student, prompt, n, rng, temperature, top_k)
     else:
-        # The calibration of model.lm_eval, which reads the corpus before the model, so a
+        # The calibration of model.evaluate.lm, which reads the corpus before the model, so a
         # missing `make data` fails at once.
         _, q = lm_eval.shipped_golden(checkpoint, spec, calib_bytes, data_root)
         text = generate(GoldenLM(q), prompt, n, rng, temperature, top_k)
@@ -211,73 +207,3 @@ def run(checkpoint: Path, prompt: bytes, n: int, *, seed: int = 0,
         "model": "float" if use_float else "golden",
         "seconds": round(time.perf_counter() - t0, 1),
     }
-
-
-def _prompt_bytes(prompt: str) -> bytes:
-    if not prompt:
-        raise ValueError("--prompt must not be empty")
-    for i, ch in enumerate(prompt):
-        if ord(ch) > 255:
-            raise ValueError(f"--prompt must encode to latin-1 (code points 0..255), not "
-                             f"{ch!r} (U+{ord(ch):04X}) at index {i}")
-    return prompt.encode("latin-1")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m model.generate",
-        description="Generate text with the integer golden model of the shipped (or given) "
-                    "Bi-Mamba student, or with the float student (--float).")
-    ap.add_argument("--prompt", required=True,
-                    help="text to continue (latin-1: every character one byte)")
-    ap.add_argument("--bytes", type=int, default=300, dest="n",
-                    help=f"bytes to generate, 1..{MAX_BYTES} (default 300)")
-    ap.add_argument("--seed", type=int, default=0,
-                    help=f"seed of the sampler, 0..{_SEED_MAX} (default 0)")
-    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                    help=f"softmax temperature, >= 0; 0 is greedy (default "
-                         f"{DEFAULT_TEMPERATURE})")
-    ap.add_argument("--top-k", type=int, default=0,
-                    help="sample among the K most likely bytes only, 0..256; 0 is off "
-                         "(default)")
-    ap.add_argument("--float", action="store_true", dest="use_float",
-                    help="generate with the float student instead (same sampler and seed; "
-                         "needs no corpus)")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED,
-                    help="folder holding student.safetensors (default: the shipped "
-                         "checkpoints/shakespeare)")
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
-                    help="where `make data` put the corpus (default build/data)")
-    ap.add_argument("--calib-bytes", type=int, default=CALIB_BYTES,
-                    help=f"training bytes the golden model's scales are calibrated on "
-                         f"(default {CALIB_BYTES}, as model.lm_eval)")
-    ap.add_argument("--json", action="store_true", help="print JSON")
-    args = ap.parse_args(argv)
-    try:
-        for opt, v, lo, hi in (("--bytes", args.n, 1, MAX_BYTES),
-                               ("--top-k", args.top_k, 0, 256),
-                               ("--seed", args.seed, 0, _SEED_MAX),
-                               ("--calib-bytes", args.calib_bytes, 1, 10**7)):
-            if not lo <= v <= hi:
-                raise ValueError(f"{opt} must be an integer in [{lo}, {hi}], not {v}")
-        if not (math.isfinite(args.temperature) and args.temperature >= 0):
-            raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), "
-                             f"not {args.temperature}")
-        prompt = _prompt_bytes(args.prompt)
-        if not (args.checkpoint / "student.safetensors").is_file():
-            raise ValueError(f"--checkpoint must be a folder holding student.safetensors, "
-                             f"not {args.checkpoint}")
-        result = run(args.checkpoint, prompt, args.n, seed=args.seed,
-                     temperature=args.temperature, top_k=args.top_k, use_float=args.use_float,
-                     data_root=args.data_root, calib_bytes=args.calib_bytes)
-    except (ValueError, DataError) as e:
-        ap.error(str(e))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        sys.stdout.write(result["prompt"] + result["text"] + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

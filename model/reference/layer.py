@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import BiMambaConfig
+from model.config import BiMambaConfig
 
 __all__ = [
     "binarize_ste",
