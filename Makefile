@@ -58,11 +58,17 @@ evaluate: $(STAMP) data
 generate: $(STAMP) data
 	$(PY) -m model.generate --prompt "ROMEO:" --bytes 300 --seed $(SEED)
 
+# The suite on every core (pytest-xdist; WORKERS=1 runs it in one process). Each compiled model
+# is built once per tree (build/cosim/models, keyed by its Verilog and the toolchain) and its C++
+# comes through ccache (~/.cache/ccache) across trees and runs.
+WORKERS ?= auto
+XDIST    = -n $(WORKERS) --dist worksteal
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow $(XDIST)
 
 bench: $(STAMP)
 	$(PY) -m bench.step_bench

@@ -1,7 +1,7 @@
 """Co-simulation of the XNOR-popcount projection unit against the golden model.
 
 :func:`run_case` emits the unit's Verilog for the case's configuration, builds it with Verilator
-through ``cocotb_tools.runner`` (one build directory per configuration, reused across cases),
+through ``cocotb_tools.runner`` (one compiled model per emitted Verilog, reused across cases),
 writes the case (memory images, tokens, golden outputs) for the cocotb testbench
 ``sim.xnor_projection_tb`` and returns the figures the testbench measured.
 """

@@ -1,8 +1,11 @@
 """Verilator builds of Amaranth components through ``cocotb_tools.runner``.
 
-One build directory per (unit, configuration key), reused while the emitted Verilog does not
-change; only the top-level ports are made public to VPI (see :func:`_runner`). Build
-directories go under :data:`BUILD_ROOT` unless :func:`use_build_root` names another folder.
+A compiled model is keyed by what it is built from (:func:`model_dir`: the Verilog, the cell
+models, the options and the toolchain), built once and reused by every case and configuration
+that emits the same Verilog; the C++ compiles go through ccache. Only the top-level ports are
+made public to VPI (see :func:`_runner`). Models and case directories go under
+:data:`BUILD_ROOT` unless :func:`use_build_root` names another folder; builds and cases are
+file-locked, so parallel test workers can share them.
 
 ``WAVES`` (read as cocotb reads it: 1/yes/y/on/true/enable or 0/no/n/off/false/disable) dumps
 an FST waveform per case, ``<case dir>/dump.fst``; :func:`run_test` returns its path.
@@ -16,6 +19,7 @@ import hashlib
 import json
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +27,8 @@ from pathlib import Path
 from rtl.emit import DSP_MODELS, emit, verilator_env, waiver_config, write_if_changed
 
 __all__ = ["ROOT", "BUILD_ROOT", "FST_VIEWERS", "Phase", "build_root", "use_build_root", "unit_dir",
-           "build", "waves_requested", "verilator_seed", "run_test"]
+           "toolchain_id", "model_dir", "build", "waves_requested", "verilator_seed",
+           "run_test"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = ROOT / "build" / "cosim"
@@ -81,14 +86,19 @@ def _runner():
     return PortsOnlyVerilator()
 
 
-def _public_ports(component, module: str, path: Path) -> Path:
-    """A Verilator control file marking the top-level ports of ``component`` public."""
+def _port_names(component) -> list[str]:
+    """The emitted names of the top-level ports of ``component``, clock and reset first."""
     names = ["clk", "rst"]
     for name, member in component.signature.members.flatten():
         if member.is_port:
             names.append("__".join(map(str, name)))
+    return names
+
+
+def _public_ports(component, module: str, path: Path) -> Path:
+    """A Verilator control file marking the top-level ports of ``component`` public."""
     lines = ["`verilator_config"] + [
-        f'public_flat_rw -module "{module}" -var "{n}"' for n in names]
+        f'public_flat_rw -module "{module}" -var "{n}"' for n in _port_names(component)]
     write_if_changed(path, "\n".join(lines) + "\n")
     return path
 
@@ -113,42 +123,91 @@ def _fst_flags(build_dir: Path) -> list[str]:
             "-LDFLAGS", f"-L{libdir} -Wl,-rpath,{Path(libs[0]).parent}"]
 
 
+def toolchain_id() -> str:
+    """What a compiled model depends on besides its sources: the Verilator, cocotb and C++
+    compiler versions (the compiler's first ``--version`` line)."""
+    global _toolchain
+    if _toolchain is None:
+        from importlib.metadata import version
+
+        env = verilator_env()
+        cxx = subprocess.run([env.get("CXX", "c++"), "--version"], capture_output=True,
+                             text=True, env=env).stdout.splitlines()[:1]
+        _toolchain = (f"verilator {version('verilator')}; cocotb {version('cocotb')}; "
+                      f"{cxx[0] if cxx else 'c++ ?'}")
+    return _toolchain
+
+
+_toolchain: str | None = None
+
+# Verilator options of every model. --x-initial unique: RAMs start undefined (no
+# initialiser), so a read before a write gets arbitrary data instead of a convenient zero.
+BUILD_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "unique", "--noassert")
+
+
+def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool) -> Path:
+    """``<build root>/models/<module>_<hash>``: the compiled model of this exact input.
+
+    The hash covers the Verilog text, the top module's name and public ports, the cell models
+    of ``dsp``, the lint waivers, the build options and :func:`toolchain_id`: two cases (or two
+    configurations) whose units emit the same Verilog share one build, and nothing else does.
+    """
+    h = hashlib.sha256()
+    for part in (verilog, module, "\n".join(ports), dsp, str(waves), " ".join(BUILD_ARGS),
+                 toolchain_id(), waiver_config([Path("/model.v")]),
+                 *(m.read_text() for m in DSP_MODELS.get(dsp, []))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return build_root() / "models" / f"{module}_{h.hexdigest()[:16]}"
+
+
 def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None,
           dsp: str = "generic"):
-    """Emit ``top`` as ``module`` into ``d`` and Verilator-build it; returns (runner, build dir).
+    """Emit ``top`` as ``module`` and Verilator-build it, or find the model built before;
+    returns (runner, build dir).
 
-    ``on_phase`` (optional) is called with "emit" and then "build" as each step starts.
-    ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with the behavioural models of the
-    ECP5 cells it instantiates (:data:`rtl.emit.DSP_MODELS`). Builds of different targets go in
-    different directories (:func:`unit_dir`'s ``dsp``).
+    ``d`` is the unit's folder (its cases go there). The compiled model lives in
+    :func:`model_dir`, keyed by what it is built from, built once under a file lock (parallel
+    test workers wait for it instead of building it twice) and reused while the key matches;
+    the C++ compiles go through ccache where the ccache wheel is installed
+    (:func:`rtl.emit.verilator_env`). ``on_phase`` (optional) is called with "emit" and then
+    "build" as each step starts. ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with
+    the behavioural models of the ECP5 cells it instantiates (:data:`rtl.emit.DSP_MODELS`).
     """
     from cocotb_tools.runner import VerilatorControlFile
+    from filelock import FileLock
 
     on_phase = on_phase or (lambda phase: None)
     os.environ.update(verilator_env())
-    vfile = (d / "rtl" / f"{module}.v").resolve()
     on_phase("emit")
-    write_if_changed(vfile, emit(top, module, dsp=dsp))
-    ports = _public_ports(top, module, d / "ports.vlt")
-    # The lint waivers, scoped to this build's Verilog file (rtl/lint.vlt says why each holds).
-    waivers = d / "waivers.vlt"
-    write_if_changed(waivers, waiver_config([vfile]))
+    verilog = emit(top, module, dsp=dsp)
+    m = model_dir(verilog, module, _port_names(top), dsp, waves)
     runner = _runner()
-    build_dir = d / ("sim_build_waves" if waves else "sim_build")
+    build_dir = m / "sim_build"
+    done = build_dir / "built"
     on_phase("build")
-    runner.build(
-        sources=[VerilatorControlFile(waivers), VerilatorControlFile(ports), vfile,
-                 *DSP_MODELS.get(dsp, [])],
-        hdl_toplevel=module,
-        build_dir=build_dir,
-        # --x-initial unique: RAMs start undefined (no initialiser), so a read before a write
-        # gets arbitrary data instead of a convenient zero.
-        build_args=["-O3", "--x-assign", "fast", "--x-initial", "unique", "--noassert"]
-        + (_fst_flags(build_dir) if waves else []),
-        waves=waves,
-        always=False,
-        log_file=d / "build.log",
-    )
+    m.mkdir(parents=True, exist_ok=True)
+    with FileLock(m / "build.lock"):
+        if done.is_file():
+            return runner, build_dir
+        vfile = (m / "rtl" / f"{module}.v").resolve()
+        write_if_changed(vfile, verilog)
+        ports = _public_ports(top, module, m / "ports.vlt")
+        # The lint waivers, scoped to this build's Verilog file (rtl/lint.vlt says why each
+        # holds).
+        waivers = m / "waivers.vlt"
+        write_if_changed(waivers, waiver_config([vfile]))
+        runner.build(
+            sources=[VerilatorControlFile(waivers), VerilatorControlFile(ports), vfile,
+                     *DSP_MODELS.get(dsp, [])],
+            hdl_toplevel=module,
+            build_dir=build_dir,
+            build_args=[*BUILD_ARGS] + (_fst_flags(build_dir) if waves else []),
+            waves=waves,
+            always=True,
+            log_file=m / "build.log",
+        )
+        done.write_text(f"{module}\n")
     return runner, build_dir
 
 
@@ -193,22 +252,30 @@ def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: P
     RAMs and other undefined state start random (``+verilator+rand+reset+2``), seeded from the
     case's seed so a failure replays. ``on_phase`` (optional) is called with "simulate".
     """
+    from filelock import FileLock
+
     if on_phase is not None:
         on_phase("simulate")
     case_dir.mkdir(parents=True, exist_ok=True)
-    case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
-    with open(case_file, "wb") as fh:
-        pickle.dump(payload, fh)
-    result_file.unlink(missing_ok=True)
-    fst = case_dir / "dump.fst"  # the name cocotb's Verilator main writes
-    if waves:
-        fst.unlink(missing_ok=True)
-    runner.test(hdl_toplevel=module, test_module=test_module, build_dir=build_dir,
-                test_dir=case_dir, waves=waves, log_file=case_dir / "sim.log",
-                plusargs=["+verilator+rand+reset+2", f"+verilator+seed+{verilator_seed(seed)}"],
-                extra_env={"BIMAMBA_CASE": str(case_file), "BIMAMBA_RESULT": str(result_file)})
-    if not result_file.exists():
-        raise RuntimeError(f"simulation in {case_dir} left no result; see {case_dir / 'sim.log'}")
-    result = json.loads(result_file.read_text())
-    result["fst"] = str(fst) if waves and fst.exists() else None
-    return result
+    with FileLock(case_dir / "case.lock"):
+        case_file, result_file = case_dir / "case.pkl", case_dir / "result.json"
+        with open(case_file, "wb") as fh:
+            pickle.dump(payload, fh)
+        result_file.unlink(missing_ok=True)
+        fst = case_dir / "dump.fst"  # the name cocotb's Verilator main writes
+        if waves:
+            fst.unlink(missing_ok=True)
+        # The language is named: a model found built was not built by this runner object.
+        runner.test(hdl_toplevel=module, hdl_toplevel_lang="verilog", test_module=test_module,
+                    build_dir=build_dir, test_dir=case_dir, waves=waves,
+                    log_file=case_dir / "sim.log",
+                    plusargs=["+verilator+rand+reset+2",
+                              f"+verilator+seed+{verilator_seed(seed)}"],
+                    extra_env={"BIMAMBA_CASE": str(case_file),
+                               "BIMAMBA_RESULT": str(result_file)})
+        if not result_file.exists():
+            raise RuntimeError(f"simulation in {case_dir} left no result; "
+                               f"see {case_dir / 'sim.log'}")
+        result = json.loads(result_file.read_text())
+        result["fst"] = str(fst) if waves and fst.exists() else None
+        return result
