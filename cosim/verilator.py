@@ -1,11 +1,12 @@
 """Verilator builds of Amaranth components through ``cocotb_tools.runner``.
 
 A compiled model is keyed by what it is built from (:func:`model_dir`: the Verilog, the cell
-models, the options and the toolchain), built once and reused by every case and configuration
-that emits the same Verilog; the C++ compiles go through ccache. Only the top-level ports are
-made public to VPI (see :func:`_runner`). Models and case directories go under
-:data:`BUILD_ROOT` unless :func:`use_build_root` names another folder; builds and cases are
-file-locked, so parallel test workers can share them.
+models, the options and the toolchain), built once and kept in :func:`model_cache` (by default
+``~/.cache/bimamba-hw/models``), where every case, configuration, run and clone that emits the
+same Verilog finds it; its C++ compiles go through ccache. Only the top-level ports are made
+public to VPI (see :func:`_runner`). Case directories go under :data:`BUILD_ROOT` unless
+:func:`use_build_root` names another folder. Builds and cases are file-locked, so parallel test
+workers can share them.
 
 ``WAVES`` (read as cocotb reads it: 1/yes/y/on/true/enable or 0/no/n/off/false/disable) dumps
 an FST waveform per case, ``<case dir>/dump.fst``; :func:`run_test` returns its path.
@@ -19,15 +20,17 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rtl.emit import DSP_MODELS, emit, verilator_env, waiver_config, write_if_changed
 
 __all__ = ["ROOT", "BUILD_ROOT", "FST_VIEWERS", "Phase", "build_root", "use_build_root", "unit_dir",
-           "toolchain_id", "model_dir", "build", "waves_requested", "verilator_seed",
+           "toolchain_id", "MODEL_CACHE_BYTES", "model_cache", "model_dir", "build", "waves_requested", "verilator_seed",
            "run_test"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,12 +148,35 @@ _toolchain: str | None = None
 BUILD_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "unique", "--noassert")
 
 
+# What the compiled models may take on disk before the least recently used go (a model is about
+# 1 MB for a small unit, 15 MB for a real-shaped layer engine); one used in the last hour stays.
+MODEL_CACHE_BYTES = 3 << 30
+_KEEP_S = 3600
+
+
+def model_cache() -> Path:
+    """Where compiled models are kept: ``$BIMAMBA_MODEL_CACHE``, else
+    ``$XDG_CACHE_HOME/bimamba-hw/models`` (``~/.cache/bimamba-hw/models``), shared by every
+    clone and run on the machine (a model is keyed by everything it is built from); the build
+    root's ``models`` folder when that cannot be created."""
+    env = os.environ.get("BIMAMBA_MODEL_CACHE")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = Path(env) if env else base / "bimamba-hw" / "models"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = build_root() / "models"
+        path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
 def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool) -> Path:
-    """``<build root>/models/<module>_<hash>``: the compiled model of this exact input.
+    """``<model cache>/<module>_<hash>``: the compiled model of this exact input.
 
     The hash covers the Verilog text, the top module's name and public ports, the cell models
     of ``dsp``, the lint waivers, the build options and :func:`toolchain_id`: two cases (or two
-    configurations) whose units emit the same Verilog share one build, and nothing else does.
+    configurations, or two clones of the project) whose units emit the same Verilog share one
+    build, and nothing else does.
     """
     h = hashlib.sha256()
     for part in (verilog, module, "\n".join(ports), dsp, str(waves), " ".join(BUILD_ARGS),
@@ -158,7 +184,26 @@ def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool
                  *(m.read_text() for m in DSP_MODELS.get(dsp, []))):
         h.update(part.encode())
         h.update(b"\0")
-    return build_root() / "models" / f"{module}_{h.hexdigest()[:16]}"
+    return model_cache() / f"{module}_{h.hexdigest()[:16]}"
+
+
+def _evict(cache: Path, keep: Path) -> None:
+    """Remove the least recently used models until the cache holds at most
+    :data:`MODEL_CACHE_BYTES`; never ``keep`` nor a model used in the last hour."""
+    models = []
+    for m in cache.iterdir():
+        stamp = m / "sim_build" / "built"
+        if m.is_dir() and stamp.is_file():
+            size = sum(f.stat().st_size for f in m.rglob("*") if f.is_file())
+            models.append((stamp.stat().st_mtime, size, m))
+    total = sum(size for _, size, _ in models)
+    now = time.time()
+    for used, size, m in sorted(models):
+        if total <= MODEL_CACHE_BYTES:
+            break
+        if m != keep and now - used > _KEEP_S:
+            shutil.rmtree(m, ignore_errors=True)
+            total -= size
 
 
 def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None,
@@ -168,7 +213,8 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
 
     ``d`` is the unit's folder (its cases go there). The compiled model lives in
     :func:`model_dir`, keyed by what it is built from, built once under a file lock (parallel
-    test workers wait for it instead of building it twice) and reused while the key matches;
+    test workers wait for it instead of building it twice) and reused while the key matches
+    (only the simulator binary is kept);
     the C++ compiles go through ccache where the ccache wheel is installed
     (:func:`rtl.emit.verilator_env`). ``on_phase`` (optional) is called with "emit" and then
     "build" as each step starts. ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with
@@ -189,6 +235,7 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     m.mkdir(parents=True, exist_ok=True)
     with FileLock(m / "build.lock"):
         if done.is_file():
+            done.touch()  # used now: the last to be evicted
             return runner, build_dir
         vfile = (m / "rtl" / f"{module}.v").resolve()
         write_if_changed(vfile, verilog)
@@ -207,7 +254,13 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
             always=True,
             log_file=m / "build.log",
         )
+        # Only the simulator is kept: the C++, objects and precompiled headers (100 to 200 MB
+        # a model) would come back from ccache in a rebuild anyway.
+        for f in build_dir.iterdir():
+            if f.name != module:
+                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
         done.write_text(f"{module}\n")
+    _evict(m.parent, m)
     return runner, build_dir
 
 
@@ -243,6 +296,16 @@ def verilator_seed(seed: int) -> int:
     return seed % (2**31 - 1) + 1
 
 
+def _library_path() -> str:
+    """``LD_LIBRARY_PATH`` with cocotb's libraries of this environment first: a model built
+    from another clone's environment looks for its VPI library there (its RUNPATH) unless
+    this one is named; the library is the same, cocotb's version being in the model's key."""
+    import cocotb_tools.config
+
+    rest = os.environ.get("LD_LIBRARY_PATH", "")
+    return os.pathsep.join(filter(None, [str(cocotb_tools.config.libs_dir), rest]))
+
+
 def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: Path,
              payload: dict, seed: int, waves: bool, on_phase: Phase | None = None) -> dict:
     """Write ``payload`` as the case, run ``test_module`` on the built ``module`` in
@@ -272,7 +335,8 @@ def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: P
                     plusargs=["+verilator+rand+reset+2",
                               f"+verilator+seed+{verilator_seed(seed)}"],
                     extra_env={"BIMAMBA_CASE": str(case_file),
-                               "BIMAMBA_RESULT": str(result_file)})
+                               "BIMAMBA_RESULT": str(result_file),
+                               "LD_LIBRARY_PATH": _library_path()})
         if not result_file.exists():
             raise RuntimeError(f"simulation in {case_dir} left no result; "
                                f"see {case_dir / 'sim.log'}")
