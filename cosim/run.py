@@ -23,11 +23,14 @@ expected size first) and prints each file's path.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,9 +165,14 @@ def _parser() -> CliParser:
                     help="layers of the shipped Shakespeare student (checkpoints/shakespeare) "
                          "whose in_proj, out_proj and scan run on real text; '' for none "
                          "(default: 0,5, the first and the last; needs `make data`)")
+    ap.add_argument("--jobs", type=int_in(1, 64), default=None,
+                    help="cases run at once, each building and simulating in a process of its "
+                         "own, 1 to 64 (default: the number of cores; Verilator translates a "
+                         "design on one core)")
     ap.add_argument("-o", "--out", type=Path, default=BUILD_ROOT,
-                    help="folder for the builds, cases and waveforms (default: build/cosim in "
-                         "the project)")
+                    help="folder for the cases and waveforms (default: build/cosim in "
+                         "the project; compiled models are kept in $BIMAMBA_MODEL_CACHE, "
+                         "default ~/.cache/bimamba-hw/models)")
     return ap
 
 
@@ -575,20 +583,46 @@ def _layer_row(case, res: dict, seconds: float) -> list[str]:
             "PASS" if ok else f"FAIL ({res['mismatches']['o']} mismatches)"]
 
 
-def _run(jobs: list[_Job], waves: bool) -> tuple[list[list[str]], list[Path]]:
-    rows, dumps = [], []
+def _run_case(run: Callable[..., dict], case: object, root: Path) -> tuple[dict, float]:
+    """One case in a worker process: its build and simulation under ``root``, and the seconds
+    they took."""
+    t0 = time.perf_counter()
+    with use_build_root(root):
+        return run(case), time.perf_counter() - t0
+
+
+def _run(jobs: list[_Job], waves: bool, workers: int,
+         root: Path) -> tuple[list[list[str]], list[Path]]:
+    """Run ``jobs`` (``workers`` at a time, each in a process of its own when more than one),
+    rows in the order of ``jobs``."""
+    rows: list[list[str] | None] = [None] * len(jobs)
+    dumps = []
     with _Progress(len(jobs), "co-simulation", "case", "case") as progress:
-        for job in jobs:
-            name = job.case.name
-            t0 = time.perf_counter()
-            res = job.run(job.case, on_phase=lambda phase: progress.phase(f"{name}: {phase}"))
-            rows.append(job.row(job.case, res, time.perf_counter() - t0))
-            progress.finished("  ".join(rows[-1]))
+        def done(i: int, res: dict, seconds: float) -> None:
+            job = jobs[i]
+            rows[i] = job.row(job.case, res, seconds)
+            progress.finished("  ".join(rows[i]))
             if waves and res.get("fst"):
                 fst = Path(res["fst"])
                 dumps.append(fst)
                 progress.note(f"  waves: {fst} ({_size(fst.stat().st_size)}); open with "
                               f"{FST_VIEWERS}")
+
+        if workers == 1:
+            for i, job in enumerate(jobs):
+                name = job.case.name
+                t0 = time.perf_counter()
+                res = job.run(job.case,
+                              on_phase=lambda phase: progress.phase(f"{name}: {phase}"))
+                done(i, res, time.perf_counter() - t0)
+        else:
+            progress.phase(f"{workers} cases at a time: "
+                           + ", ".join(job.case.name for job in jobs[:workers]))
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_run_case, job.run, job.case, root): i
+                           for i, job in enumerate(jobs)}
+                for f in as_completed(futures):
+                    done(futures[f], *f.result())
     return rows, dumps
 
 
@@ -602,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     with use_build_root(plan.out):
         jobs = _prepare(plan, args)
-        rows, dumps = _run(jobs, plan.waves)
+        workers = min(args.jobs or os.cpu_count() or 1, len(jobs))
+        rows, dumps = _run(jobs, plan.waves, workers, plan.out)
 
     head = ["unit", "case", "configuration", "vectors", "cycles measured", "cycles predicted",
             "k cycles/s", "s", "result"]

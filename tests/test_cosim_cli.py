@@ -167,7 +167,7 @@ def test_progress_lines_and_waveform_paths(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WAVES", "1")
     out = tmp_path / "cosim"
     assert main(["--units", "projection,scan", "--presets", "tiny", "--scan-tokens", "2",
-                 "--model-layers", "", "-o", str(out)]) == 0
+                 "--model-layers", "", "--jobs", "1", "-o", str(out)]) == 0
     stdout, stderr = capsys.readouterr()
     assert calls == [("xnor_projection", "tiny_in_proj"), ("xnor_projection", "tiny_out_proj"),
                      ("xnor_projection", "random_stalls"), ("ssm_scan", "tiny_scan")]
@@ -215,29 +215,37 @@ def test_layer_array_checked_before_anything_is_built(tmp_path, capsys):
         f"{PROG}: error: argument --model-tokens: must be an integer in [1, 1024], not 2000")
 
 
-def test_layer_rows_with_a_stub(tmp_path, capsys, monkeypatch):
-    """The layer rows: the formula's cycles beside the measured ones, PASS only when equal."""
+def _layer_stub(case, waves=None, on_phase=None):
+    """A layer case's figures without a build: the formula's cycles, one cycle late for the
+    case named tiny_layer (its row must FAIL). Module level, so worker processes load it."""
+    if on_phase is not None:
+        on_phase("simulate")
+    lc = case.configs[0]
+    T = case.u.shape[0]
+    first = lc.schedule(first=True).last_out
+    spacing = lc.schedule().token_cycles
+    off = 1 if case.name == "tiny_layer" else 0
+    return {"mismatches": {"o": 0}, "wall_s": 1.0, "predicted_first": first,
+            "predicted_spacing": spacing, "spacing": [spacing] * (T - 1),
+            "last_out": [first + t * spacing + off for t in range(T)]}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_layer_rows_with_a_stub(tmp_path, capsys, monkeypatch, jobs):
+    """The layer rows: the formula's cycles beside the measured ones, PASS only when equal;
+    in the order of the cases whether they run one at a time or in worker processes."""
     import cosim.layer
 
-    calls = []
-
-    def run(case, waves=None, on_phase=None):
-        on_phase("simulate")
-        calls.append(case.name)
-        lc = case.configs[0]
-        T = case.u.shape[0]
-        first = lc.schedule(first=True).last_out
-        spacing = lc.schedule().token_cycles
-        off = 1 if case.name == "tiny_layer" else 0  # one cycle late: must FAIL
-        return {"mismatches": {"o": 0}, "wall_s": 1.0, "predicted_first": first,
-                "predicted_spacing": spacing, "spacing": [spacing] * (T - 1),
-                "last_out": [first + t * spacing + off for t in range(T)]}
-
-    monkeypatch.setattr(cosim.layer, "run_layer_case", run)
+    monkeypatch.setattr(cosim.layer, "run_layer_case", _layer_stub)
     assert main(["--presets", "tiny", "--bytes-per-cycle", "8", "--model-layers", "",
-                 "--stalls", "-o", str(tmp_path)]) == 1
+                 "--stalls", "--jobs", str(jobs), "-o", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert calls == ["tiny_layer", "tiny_stalls_reset"]
     rows = [line for line in out.splitlines() if line.startswith("layer ")]
+    assert [r.split("|")[1].strip() for r in rows] == ["tiny_layer", "tiny_stalls_reset"]
     assert "FAIL" in rows[0] and rows[1].rstrip().endswith("PASS")
     assert "8 B/cycle: S8 P8 planes 8 lanes" in rows[0] and "of roofline" in rows[0]
+
+
+def test_jobs_checked(capsys):
+    assert _error(capsys, ["--jobs", "0"]) == (
+        f"{PROG}: error: argument --jobs: must be an integer in [1, 64], not 0")
