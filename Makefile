@@ -65,7 +65,7 @@ WORKERS ?= auto
 XDIST    = -n $(WORKERS) --dist worksteal
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(XDIST)
+	$(PY) -m pytest -q $(XDIST) --durations=10
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(XDIST)
