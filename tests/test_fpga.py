@@ -359,7 +359,12 @@ def test_flow_on_the_smallest_projection(tmp_path):
     check_row(row)
     assert row["fits"] and row["fmax_mhz"] > 10 and row["lut4"] > 1000 and row["dsp"] > 0
     assert row["crit_start"] and row["crit_end"]
-    assert {m["name"] for m in row["memories"]} == {"amem", "bmem", "cmem", "wmem"}
+    # On the ECP5 a memory of 64 words or more is a DP16KD instance from the generator
+    # (rtl/bram.py), not a memory for Yosys to map: of the 256 x 64 projection at S8 P2 (32
+    # folds, 32 row groups, 8 planes) the weights (1,024 words), activations (64) and beta (256)
+    # are blocks, and only the row constants (32 words) reach the memory dump.
+    assert {m["name"] for m in row["memories"]} == {"cmem"}
+    assert row["memories"][0]["depth"] == 32 and row["bram"] >= 3
     work = tmp_path / "ecp5-85k" / "xnor_projection_s8_p2"
     assert json.loads((work / "result.json").read_text())["row"] == row
     # unchanged: the tool outputs are parsed again, not remade
