@@ -178,10 +178,12 @@ def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool
     configurations, or two clones of the project) whose units emit the same Verilog share one
     build, and nothing else does.
     """
+    # The waivers' rules, not their comment (it names this clone's rtl/lint.vlt).
+    waivers = "\n".join(line for line in waiver_config([Path("/model.v")]).splitlines()
+                         if not line.startswith("//"))
     h = hashlib.sha256()
     for part in (verilog, module, "\n".join(ports), dsp, str(waves), " ".join(BUILD_ARGS),
-                 toolchain_id(), waiver_config([Path("/model.v")]),
-                 *(m.read_text() for m in DSP_MODELS.get(dsp, []))):
+                 toolchain_id(), waivers, *(m.read_text() for m in DSP_MODELS.get(dsp, []))):
         h.update(part.encode())
         h.update(b"\0")
     return model_cache() / f"{module}_{h.hexdigest()[:16]}"

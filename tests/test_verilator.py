@@ -145,3 +145,18 @@ def test_builds_compile_through_ccache_unless_told_otherwise(monkeypatch):
     assert env["CCACHE_BASEDIR"] == str(Path(__file__).resolve().parent.parent)
     monkeypatch.setenv("MAKEFLAGS", "OBJCACHE=")
     assert verilator_env()["MAKEFLAGS"].count("OBJCACHE") == 1
+
+
+def test_the_key_is_the_same_in_another_clone(tmp_path, monkeypatch):
+    """Nothing of the clone's location enters the key (the waivers' comment names the clone's
+    rtl/lint.vlt): a model built in one clone is found by the next."""
+    import rtl.emit
+
+    v = "module m; endmodule\n"
+    here = V.model_dir(v, "m", ["clk", "rst"], "generic", False)
+    other = tmp_path / "elsewhere" / "rtl" / "lint.vlt"
+    other.parent.mkdir(parents=True)
+    other.write_text(rtl.emit.LINT_WAIVERS.read_text())
+    monkeypatch.setattr(rtl.emit, "LINT_WAIVERS", other)
+    assert str(other) in rtl.emit.waiver_config([Path("/model.v")])
+    assert V.model_dir(v, "m", ["clk", "rst"], "generic", False) == here
