@@ -216,11 +216,11 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     ``d`` is the unit's folder (its cases go there). The compiled model lives in
     :func:`model_dir`, keyed by what it is built from, built once under a file lock (parallel
     test workers wait for it instead of building it twice) and reused while the key matches
-    (only the simulator binary is kept);
-    the C++ compiles go through ccache where the ccache wheel is installed
-    (:func:`rtl.emit.verilator_env`). ``on_phase`` (optional) is called with "emit" and then
-    "build" as each step starts. ``dsp`` is the :mod:`rtl.dsp` target; ``"ecp5"`` builds with
-    the behavioural models of the ECP5 cells it instantiates (:data:`rtl.emit.DSP_MODELS`).
+    (only the simulator binary and the Verilog are kept); the C++ compiles go through ccache
+    where the ccache wheel is installed (:func:`rtl.emit.verilator_env`). ``on_phase``
+    (optional) is called with "emit" and then "build" as each step starts. ``dsp`` is the
+    :mod:`rtl.dsp` target; ``"ecp5"`` builds with the behavioural models of the ECP5 cells it
+    instantiates (:data:`rtl.emit.DSP_MODELS`).
     """
     from cocotb_tools.runner import VerilatorControlFile
     from filelock import FileLock
