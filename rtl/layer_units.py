@@ -53,8 +53,9 @@ def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
 
 
 def conv_bias_bits(q: QuantizedLayer) -> int:
-    """Exact width of the export's conv bias (accumulator units)."""
-    return signed_bits(int(abs(q.conv_b).max()))
+    """Width of the export's conv bias (accumulator units) on the weight stream: what its
+    values need, or the width pinned for every layer of a model (:func:`common_fracs`)."""
+    return q.conv_b_bits
 
 
 def conv_record_beats(q: QuantizedLayer, pe: int, beat_bits: int) -> int:
@@ -243,11 +244,13 @@ class ConvUnit(wiring.Component):
     y : ``Out(stream.Signature(ArrayLayout(signed(xbc_act_bits), pe)))``
     """
 
-    def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int) -> None:
+    def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int, slots: int = 1) -> None:
         check_divides("pe", pe, "conv_dim", q.cfg.conv_dim)
         if q.cfg.d_conv < 2:
             raise ValueError(f"d_conv must be >= 2 for the conv unit, not {q.cfg.d_conv}")
-        self.q, self.pe, self.beat_bits = q, pe, beat_bits
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ValueError(f"slots must be a positive integer, not {slots!r}")
+        self.q, self.pe, self.beat_bits, self.slots = q, pe, beat_bits, slots
         xb = q.fmt["xbc"].bits
         super().__init__({
             "x": In(stream.Signature(data.StructLayout({
@@ -279,25 +282,29 @@ class ConvUnit(wiring.Component):
         adv = Signal()
         m.d.comb += adv.eq(~self.y.valid | self.y.ready)
 
-        state = Memory(shape=unsigned(P * (K - 1) * xb), depth=max(G, 2), init=[])
+        S = self.slots
+        state = Memory(shape=unsigned(P * (K - 1) * xb), depth=max(S * G, 2), init=[])
         m.submodules.state = state
         sw, sr = state.write_port(), state.read_port()
         g = Signal(range(max(G, 2)))
+        base = Signal(range(max(S * G, 2)))  # the token's slot (its layer): base = slot * G
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence
         take = Signal()
         record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
                                    adv & self.x.valid, "w")
         issue = Signal()
         m.d.comb += [issue.eq(adv & self.x.valid & rec_valid), take.eq(issue),
-                     self.x.ready.eq(issue), sr.addr.eq(g), sr.en.eq(adv)]
+                     self.x.ready.eq(issue), sr.addr.eq(base + g), sr.en.eq(adv)]
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):
                 m.d.sync += fresh.eq(0)
+                if S > 1:
+                    m.d.sync += base.eq(Mux(base == (S - 1) * G, 0, base + G))
         x1 = _reg(m, self.x.payload.v, adv, "x1")
         w1 = _reg(m, record[: P * self.lane_bits], adv, "w1")
         z1 = _reg(m, self.x.payload.start | fresh, adv, "z1")
-        a1 = _reg(m, g, adv, "a1")
+        a1 = _reg(m, base + g, adv, "a1", range(max(S * G, 2)))
         v1 = _reg(m, issue, adv, "v1")
 
         f = q.fmt

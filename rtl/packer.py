@@ -100,11 +100,9 @@ def conv_beats(q, pe: int, beat_bits: int, order: Sequence[int] | None = None) -
     """The weights and biases of a :class:`~rtl.layer_units.ConvUnit`, channels in ``order``
     (a permutation of ``range(conv_dim)``): per lane the ``d_conv`` taps, oldest first
     (``param_bits`` each), then the bias (the export's exact width)."""
-    from model.golden.fixedpoint import signed_bits
-
     C, K, pb = q.cfg.conv_dim, q.cfg.d_conv, q.spec.param_bits
     order = np.arange(C) if order is None else np.asarray(order)
-    bb = signed_bits(int(np.abs(q.conv_b).max()))
+    bb = q.conv_b_bits
     lane_bits = K * pb + bb
     n_beats = -(-pe * lane_bits // beat_bits)
     out: list[int] = []

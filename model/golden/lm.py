@@ -30,7 +30,7 @@ from model.golden.layer import GoldenLayer, GoldenState, exact_matmul, rmsnorm_a
 from model.progress import progress
 from model.golden.quantize import (
     CALIB_CHUNK, ActQuant, ExportError, NormParams, QuantizedLayer, QuantSpec, act_scale,
-    norm_params, quantize_param, calibrate, export_layer, single_thread,
+    common_fracs, norm_params, quantize_param, calibrate, export_layer, single_thread,
 )
 
 __all__ = [
@@ -65,6 +65,27 @@ class QuantizedLM:
     @property
     def cfg(self):
         return self.layers[0].cfg
+
+    @property
+    def shared(self) -> bool:
+        """Every layer has the same engine constants (one engine can run them all)."""
+        first = self.layers[0].engine_constants()
+        return all(lq.engine_constants() == first for lq in self.layers[1:])
+
+    def digest(self) -> str:
+        """SHA-256 over every layer's digest and the embedding, final norm and head: equal
+        digests mean identical exports."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for lq in self.layers:
+            h.update(lq.digest().encode())
+        nf = self.norm_f
+        for a in (self.embedding, self.head, nf.gain):
+            h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
+        h.update(repr((self.head_frac, nf.n, str(nf.in_fmt), nf.eps_q, nf.q, str(nf.norm_fmt),
+                       str(nf.gain_fmt), nf.act.bits, nf.act.scale)).encode())
+        return h.hexdigest()
 
     @property
     def logit_scale(self) -> float:
@@ -122,12 +143,19 @@ def calibrate_lm(lm, tokens: np.ndarray) -> LMCalibration:
 
 
 def export_lm(lm, spec: QuantSpec, calib_tokens: np.ndarray | None = None,
-              calib: LMCalibration | None = None) -> QuantizedLM:
+              calib: LMCalibration | None = None, shared: bool = True) -> QuantizedLM:
     """Quantise a Bi-Mamba LM; every scale comes from a float run over ``calib_tokens`` (L,)
     (or a :class:`LMCalibration` made from them).
 
     Calibrate on training text only: the formats are then fixed before any evaluation byte is
     seen, as a deployed accelerator's would be.
+
+    ``shared`` (the default) gives every layer the same engine constants: each layer is
+    exported on its own, then all again with :func:`~model.golden.quantize.common_fracs` of
+    those exports (per format the smallest fraction, per width the largest), so the formats,
+    shifts and tables are one set that a single engine builds in, and only the streamed arrays
+    (signs, gains, beta, multipliers, conv taps, dt_bias, A, D) differ between layers
+    (docs/fixed_point.md §10). ``shared=False`` calibrates every layer's formats on its own.
 
     Raises
     ------
@@ -145,6 +173,10 @@ def export_lm(lm, spec: QuantSpec, calib_tokens: np.ndarray | None = None,
     cal = calib if calib is not None else calibrate_lm(lm, calib_tokens)
     layers = tuple(export_layer(block, spec, stats=st)
                    for block, st in zip(lm.backbone.layers, cal.stats))
+    if shared:
+        fracs = common_fracs(list(layers))
+        layers = tuple(export_layer(block, spec, stats=st, fracs=fracs, like=own)
+                       for block, st, own in zip(lm.backbone.layers, cal.stats, layers))
     res = layers[0].fmt["res"]
     emb = lm.backbone.embedding.weight.detach().double().numpy()
     peak = float(np.max(np.abs(emb)))

@@ -39,6 +39,9 @@ __all__ = [
     "single_thread",
     "CALIB_CHUNK",
     "export_layer",
+    "ENGINE_FRACS",
+    "engine_fracs",
+    "common_fracs",
     "act_scale",
     "quantize_param",
     "norm_params",
@@ -290,6 +293,26 @@ class QuantizedLayer:
     norm_out: NormParams
     out_proj: BinaryProjection
     rsqrt: RsqrtTable
+    conv_b_bits: int = 0  # width of conv_b on the weight stream (>= what its values need)
+
+    def __post_init__(self) -> None:
+        need = signed_bits(int(np.max(np.abs(self.conv_b)))) if self.conv_b.size else 1
+        if self.conv_b_bits < need:
+            object.__setattr__(self, "conv_b_bits", need)
+
+    def engine_constants(self) -> dict[str, object]:
+        """What an RTL engine builds in as constants rather than reading from the weight stream:
+        every scalar (formats, shifts, widths, table geometry) except the activation scales
+        (folded into the streamed gains and multipliers), and the tables' contents. Layers with
+        equal engine constants can share one engine (:func:`common_fracs`)."""
+        out = {k: v for k, v in self.scalars().items() if not k.endswith(".act")}
+        for name in ("norm_in", "in_proj", "norm_out", "out_proj"):
+            out[f"{name}.act_bits"] = getattr(self, name).act.bits
+        out["conv_b_bits"] = self.conv_b_bits
+        for k, v in self.arrays().items():
+            if k.endswith(".table"):
+                out[k] = tuple(int(x) for x in np.asarray(v).ravel())
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every integer array of the export, by a stable name (what an RTL memory holds)."""
@@ -450,9 +473,9 @@ def act_scale(x: np.ndarray, bits: int) -> float:
     return best_s
 
 
-def quantize_param(x: np.ndarray, bits: int, name: str,
-                   max_frac: int = 40) -> tuple[np.ndarray, int]:
-    """Quantise a constant tensor with the largest frac that holds its peak (no saturation)."""
+def param_frac(x: np.ndarray, bits: int, name: str, max_frac: int = 40) -> int:
+    """The largest fraction width of a ``bits``-wide signed format that holds the peak of the
+    constant tensor ``x`` without saturation (rounding included)."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ExportError(f"{name} has non-finite values")
@@ -460,7 +483,21 @@ def quantize_param(x: np.ndarray, bits: int, name: str,
     frac = frac_for_range(peak, bits, max_frac=max_frac)
     if np.floor(peak * 2.0**frac + 0.5) > (1 << (bits - 1)) - 1:
         frac -= 1  # the peak would round up onto the rail: one bit less, no saturation
-    return QFormat(bits, frac).quantize(x), frac
+    return frac
+
+
+def quantize_param(x: np.ndarray, bits: int, name: str, max_frac: int = 40,
+                   frac: int | None = None) -> tuple[np.ndarray, int]:
+    """Quantise a constant tensor with the largest frac that holds its peak (no saturation),
+    or with ``frac`` when given (it must be at most that largest frac: a smaller one gives up
+    precision, never range)."""
+    best = param_frac(x, bits, name, max_frac)
+    if frac is None:
+        frac = best
+    elif frac > best:
+        raise ExportError(f"{name}: the pinned fraction {frac} exceeds the largest that holds "
+                          f"its peak, {best}")
+    return QFormat(bits, frac).quantize(np.asarray(x, np.float64)), frac
 
 
 # -- export --------------------------------------------------------------------------------
@@ -468,21 +505,23 @@ def quantize_param(x: np.ndarray, bits: int, name: str,
 
 def norm_params(
     weight: np.ndarray, alpha: np.ndarray, in_fmt: QFormat, eps: float, act: ActQuant,
-    spec: QuantSpec, name: str,
+    spec: QuantSpec, name: str, gain_frac: int | None = None,
 ) -> NormParams:
     """An RMSNorm's integer parameters: its gain (``weight * alpha`` folded with the
-    activation scale of ``act``) in ``spec.param_bits``, over inputs in ``in_fmt``."""
+    activation scale of ``act``) in ``spec.param_bits`` (with ``gain_frac`` fraction bits when
+    given, else the most that hold its peak), over inputs in ``in_fmt``."""
     n = weight.shape[0]
     q = int(math.floor(math.log2(math.sqrt(n))))
     norm_fmt = QFormat(spec.norm_bits, spec.norm_bits - 2 - q)
     gain_real = math.sqrt(n) / 2**q * weight * alpha / act.scale
-    gain, gain_frac = quantize_param(gain_real, spec.param_bits, f"{name} gain")
+    gain, gain_frac = quantize_param(gain_real, spec.param_bits, f"{name} gain", frac=gain_frac)
     eps_q = int(np.floor(n * eps * 2.0 ** (2 * in_fmt.frac) + 0.5))
     return NormParams(n, in_fmt, eps_q, q, norm_fmt, gain, QFormat(spec.param_bits, gain_frac), act)
 
 
 def _projection(
     fbi, act: ActQuant, out_fracs: np.ndarray, out_bits: int, spec: QuantSpec, name: str,
+    beta_frac: int | None = None, mult_frac: int | None = None,
 ) -> BinaryProjection:
     w = fbi.weight.detach().double().numpy()
     alpha = fbi.wscale.detach().double().numpy()[0]
@@ -496,14 +535,19 @@ def _projection(
         )
     signs = pack_signs(np.where(w >= 0, 1, -1))
     pc = np.bitwise_count(signs).sum(axis=1, dtype=np.int64)
-    beta_q, beta_frac = quantize_param(beta / alpha, spec.param_bits, f"{name} beta/alpha", max_frac=24)
+    beta_q, beta_frac = quantize_param(beta / alpha, spec.param_bits, f"{name} beta/alpha",
+                                       max_frac=24, frac=beta_frac)
     if beta_frac < 0:
         raise ExportError(
             f"{name}: max |wbias / wscale| = {np.max(np.abs(beta / alpha)):.4g} needs more than "
             f"param_bits = {spec.param_bits} integer bits; increase param_bits"
         )
     mult_real = act.scale * 2.0 ** out_fracs  # (d_out,)
-    mult_frac = frac_for_range(float(np.max(mult_real)), spec.scale_bits, signed=False)
+    best = frac_for_range(float(np.max(mult_real)), spec.scale_bits, signed=False)
+    if mult_frac is not None and mult_frac > best:
+        raise ExportError(f"{name}: the pinned multiplier fraction {mult_frac} exceeds the "
+                          f"largest that holds its peak, {best}")
+    mult_frac = best if mult_frac is None else mult_frac
     mult = QFormat(spec.scale_bits, mult_frac, signed=False).quantize(mult_real)
     if np.any(mult == 0):
         raise ExportError(
@@ -518,21 +562,70 @@ def _projection(
     )
 
 
+# The fraction widths (and two widths) of an export that an engine builds in: calibrated per
+# layer by default, pinned to one value for every layer by :func:`common_fracs` so that one
+# engine serves them all. ``*_bits`` entries are widths (the common one is the largest), the
+# others fraction widths (the common one is the smallest: every layer keeps its range and gives
+# up precision where another layer needs more range).
+DATA_FORMATS = ("z", "xbc", "dt_raw", "conv", "xbc_act", "dt", "dtx", "ssm", "y", "silu_z",
+                "gate")
+ENGINE_FRACS = tuple(f"fmt.{k}" for k in DATA_FORMATS) + (
+    "dt_in_bits", "conv_w_frac", "conv_b_bits", "a2_frac", "d_frac", "norm_in.gain_frac",
+    "norm_out.gain_frac", "in_proj.beta_frac", "in_proj.mult_frac", "out_proj.beta_frac",
+    "out_proj.mult_frac")
+
+
+def engine_fracs(q: QuantizedLayer) -> dict[str, int]:
+    """The :data:`ENGINE_FRACS` of an export."""
+    out = {f"fmt.{k}": q.fmt[k].frac for k in DATA_FORMATS}
+    out.update({
+        "dt_in_bits": q.fmt["dt_in"].bits, "conv_w_frac": q.conv_w_frac,
+        "conv_b_bits": q.conv_b_bits, "a2_frac": q.a2_frac, "d_frac": q.d_frac,
+        "norm_in.gain_frac": q.norm_in.gain_fmt.frac,
+        "norm_out.gain_frac": q.norm_out.gain_fmt.frac,
+        "in_proj.beta_frac": q.in_proj.beta_frac, "in_proj.mult_frac": q.in_proj.mult_frac,
+        "out_proj.beta_frac": q.out_proj.beta_frac, "out_proj.mult_frac": q.out_proj.mult_frac,
+    })
+    return out
+
+
+def common_fracs(layers: list[QuantizedLayer]) -> dict[str, int]:
+    """One value of every :data:`ENGINE_FRACS` entry that suits all ``layers``: the largest
+    width, the smallest fraction. Exporting every layer with it (``export_layer(...,
+    fracs=)``) makes their :meth:`~QuantizedLayer.engine_constants` equal."""
+    if not layers:
+        raise ValueError("layers must not be empty")
+    each = [engine_fracs(q) for q in layers]
+    return {k: (max if k.endswith("_bits") else min)(e[k] for e in each) for k in ENGINE_FRACS}
+
+
 def export_layer(
     block: BiMambaBlock, spec: QuantSpec, calib_u: np.ndarray | None = None,
-    stats: dict[str, np.ndarray] | None = None,
+    stats: dict[str, np.ndarray] | None = None, fracs: dict[str, int] | None = None,
+    like: QuantizedLayer | None = None,
 ) -> QuantizedLayer:
     """Quantise ``block`` per ``spec``; formats come from a float run over ``calib_u`` (L, D).
 
     Deterministic: the same block, spec and calibration input give the same
     :meth:`QuantizedLayer.digest`. ``stats`` (from :func:`calibrate`) may be passed instead of
-    ``calib_u`` to reuse one calibration run across several specs.
+    ``calib_u`` to reuse one calibration run across several specs. ``fracs`` pins the entries
+    of :data:`ENGINE_FRACS` it names (see :func:`common_fracs`); each pinned fraction must be
+    at most, each pinned width at least, what the layer's own calibration gives. ``like``, an
+    export of the same block and stats, lends its calibrated formats and activation scales so
+    that a re-export with ``fracs`` does not recompute them.
 
     Raises
     ------
     ExportError
-        If a parameter cannot be represented (zero FBI scale, an accumulator over 62 bits).
+        If a parameter cannot be represented (zero FBI scale, an accumulator over 62 bits), or
+        a pinned value would cut a range the layer needs.
+    ValueError
+        If ``fracs`` names an entry that is not in :data:`ENGINE_FRACS`.
     """
+    pin = dict(fracs or {})
+    unknown = sorted(set(pin) - set(ENGINE_FRACS))
+    if unknown:
+        raise ValueError(f"fracs has unknown entries {unknown}; allowed: {list(ENGINE_FRACS)}")
     cfg = block.cfg
     if stats is None:
         if calib_u is None or calib_u.ndim != 2 or calib_u.shape[1] != cfg.d_model or not len(
@@ -548,8 +641,16 @@ def export_layer(
     hr = spec.headroom
 
     def data_fmt(name: str, bits: int = spec.data_bits, signed: bool = True) -> QFormat:
-        peak = float(np.max(np.abs(st[name]))) * hr
-        return QFormat(bits, frac_for_range(peak, bits, signed=signed), signed)
+        if like is not None:
+            peak, frac = math.nan, like.fmt[name].frac
+        else:
+            peak = float(np.max(np.abs(st[name]))) * hr
+            frac = frac_for_range(peak, bits, signed=signed)
+        want = pin.get(f"fmt.{name}", frac)
+        if want > frac:
+            raise ExportError(f"fmt.{name}: the pinned fraction {want} exceeds the calibrated "
+                              f"{frac} (range {peak:.4g} with headroom)")
+        return QFormat(bits, want, signed)
 
     E, C, H = cfg.d_inner, cfg.conv_dim, cfg.nheads
     fmt: dict[str, QFormat] = {
@@ -563,18 +664,21 @@ def export_layer(
     }
 
     # Block RMSNorm folded with in_proj's alpha.
-    act_in = ActQuant(spec.act_bits, act_scale(st["a_in"], spec.act_bits))
+    act_in = like.norm_in.act if like is not None else ActQuant(
+        spec.act_bits, act_scale(st["a_in"], spec.act_bits))
     norm_in = norm_params(
         g(block.norm.weight), g(m.in_proj.wscale)[0], fmt["res"], block.norm.eps, act_in,
-        spec, "norm",
+        spec, "norm", pin.get("norm_in.gain_frac"),
     )
     out_fracs = np.concatenate([
         np.full(E, fmt["z"].frac), np.full(C, fmt["xbc"].frac), np.full(H, fmt["dt_raw"].frac),
     ])
-    in_proj = _projection(m.in_proj, act_in, out_fracs, spec.data_bits, spec, "mixer.in_proj")
+    in_proj = _projection(m.in_proj, act_in, out_fracs, spec.data_bits, spec, "mixer.in_proj",
+                          pin.get("in_proj.beta_frac"), pin.get("in_proj.mult_frac"))
 
     # Depthwise conv: accumulator frac = xbc.frac + conv_w_frac.
-    conv_w, conv_w_frac = quantize_param(g(m.conv1d.weight)[:, 0, :], spec.param_bits, "conv1d.weight")
+    conv_w, conv_w_frac = quantize_param(g(m.conv1d.weight)[:, 0, :], spec.param_bits,
+                                         "conv1d.weight", frac=pin.get("conv_w_frac"))
     acc_frac = fmt["xbc"].frac + conv_w_frac
     conv_b = np.floor(g(m.conv1d.bias) * 2.0**acc_frac + 0.5).astype(np.int64)
     silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
@@ -586,7 +690,11 @@ def export_layer(
     # dt: softplus(dt_raw + dt_bias) = max(x, 0) + log1p(2**-(|x| log2 e)).
     dt_bias = np.floor(g(m.dt_bias) * 2.0 ** fmt["dt_raw"].frac + 0.5).astype(np.int64)
     dt_in_bound = (1 << (spec.data_bits - 1)) + int(np.max(np.abs(dt_bias)))
-    fmt["dt_in"] = QFormat(signed_bits(dt_in_bound), fmt["dt_raw"].frac)
+    dt_in_bits = signed_bits(dt_in_bound)
+    if pin.get("dt_in_bits", dt_in_bits) < dt_in_bits:
+        raise ExportError(f"dt_in_bits: the pinned width {pin['dt_in_bits']} is below the "
+                          f"{dt_in_bits} bits dt_raw + dt_bias needs")
+    fmt["dt_in"] = QFormat(pin.get("dt_in_bits", dt_in_bits), fmt["dt_raw"].frac)
     log2e_frac = spec.param_bits - 2
     log2e = int(QFormat(spec.param_bits, log2e_frac).quantize(LOG2E))
     exp2 = Exp2Table.build(spec.exp_in_frac, spec.exp_bits, spec.exp_seg_bits)
@@ -596,21 +704,23 @@ def export_layer(
         tail_in, QFormat(spec.param_bits, spec.param_bits - 1, signed=False),
         0.0, 1.0, spec.tail_seg_bits,  # E = 1.0 exactly takes the right constant, log(2)
     )
-    a2, a2_frac = quantize_param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log")
-    d_skip, d_frac = quantize_param(g(m.D), spec.param_bits, "D")
+    a2, a2_frac = quantize_param(np.exp(g(m.A_log)) * LOG2E, spec.param_bits, "A_log",
+                                 frac=pin.get("a2_frac"))
+    d_skip, d_frac = quantize_param(g(m.D), spec.param_bits, "D", frac=pin.get("d_frac"))
 
     silu_z = PwlTable.build(
         silu, fmt["z"], fmt["silu_z"], -8.0, 8.0, spec.silu_seg_bits, left=0.0,
         right_identity=True,
     )
-    act_out = ActQuant(spec.act_bits, act_scale(st["a_out"], spec.act_bits))
+    act_out = like.norm_out.act if like is not None else ActQuant(
+        spec.act_bits, act_scale(st["a_out"], spec.act_bits))
     norm_out = norm_params(
         g(m.norm.weight), g(m.out_proj.wscale)[0], fmt["gate"], m.norm.eps, act_out, spec,
-        "mixer.norm",
+        "mixer.norm", pin.get("norm_out.gain_frac"),
     )
     out_proj = _projection(
         m.out_proj, act_out, np.full(cfg.d_model, spec.res_frac), spec.res_bits, spec,
-        "mixer.out_proj",
+        "mixer.out_proj", pin.get("out_proj.beta_frac"), pin.get("out_proj.mult_frac"),
     )
     for a in (conv_w, conv_b, dt_bias, a2, d_skip, norm_in.gain, norm_out.gain):
         a.setflags(write=False)
@@ -621,6 +731,7 @@ def export_layer(
         log2e=log2e, log2e_frac=log2e_frac, exp2=exp2, tail=tail, a2=a2, a2_frac=a2_frac,
         d_skip=d_skip, d_frac=d_frac, silu_z=silu_z, norm_out=norm_out, out_proj=out_proj,
         rsqrt=RsqrtTable.build(spec.rsqrt_index_bits, spec.rsqrt_bits),
+        conv_b_bits=pin.get("conv_b_bits", 0),
     )
     for acc in accumulators(q):
         if acc.bits > MAX_BITS:
