@@ -132,6 +132,9 @@ class LayerConfig:
         Activation bit-planes per cycle in the projections (default: all, bit-parallel).
     lanes : int
         State elements the scan updates per cycle.
+    slots : int
+        Layers whose conv and SSM state the engine keeps (1: a layer engine of its own; the
+        number of layers when one engine runs them all in turn, :class:`rtl.lm.BiMambaLM`).
 
     Raises
     ------
@@ -145,11 +148,12 @@ class LayerConfig:
     pe: int
     lanes: int
     planes: int | None = None
+    slots: int = 1
 
     def __post_init__(self) -> None:
         sh = self.shape
         c = sh.cfg
-        for name in ("simd", "pe", "lanes"):
+        for name in ("simd", "pe", "lanes", "slots"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -220,7 +224,7 @@ class LayerConfig:
 
     @property
     def scan(self) -> ScanConfig:
-        return ScanConfig(self.export, self.lanes)
+        return ScanConfig(self.export, self.lanes, self.slots)
 
     def in_proj_rows(self) -> np.ndarray:
         """in_proj's output rows in the order they leave the unit: z, B, C, x, dt."""
@@ -252,7 +256,7 @@ class LayerConfig:
         return RmsNormUnit(n, q.rsqrt, self.pe, self.beat_bits)
 
     def conv_unit(self) -> ConvUnit:
-        return ConvUnit(self.export, self.pe, self.beat_bits)
+        return ConvUnit(self.export, self.pe, self.beat_bits, self.slots)
 
     @property
     def gain_beats(self) -> dict[str, int]:
@@ -290,7 +294,8 @@ class LayerConfig:
 
     # -- cycles ----------------------------------------------------------------------------
 
-    def schedule(self, period: int = 1, latency: int = 0, first: bool = False) -> "Schedule":
+    def schedule(self, period: int = 1, latency: int = 0, first: bool = False,
+                 mem_at: int | float = 0) -> "Schedule":
         """The engine's cycle formula: when each phase of a token ends (docs/layer_engine.md,
         section 4).
 
@@ -306,6 +311,9 @@ class LayerConfig:
             The first token after reset, its ``u`` beats from cycle 0 one a cycle: times are
             from cycle 0. Otherwise a token of a back-to-back burst (``u`` and the output never
             stalled): times are from the handshake of the token's last ``u`` beat.
+        mem_at : int or float
+            Not ``first``: the earliest time the token's first ``mem`` beat is offered (the
+            whole-model engine's stream, where other sections come between layers).
 
         Returns
         -------
@@ -324,7 +332,7 @@ class LayerConfig:
         t: dict[str, int] = {}
         u_last = c.d_model // P - 1 if first else 0
         # Block norm: two rsqrt cycles after the last input, then a gain record per group.
-        start = max(u_last + 1 + NORM_RSQRT_CYCLES, latency if first else 0)
+        start = max(u_last + 1 + NORM_RSQRT_CYCLES, latency if first else mem_at)
         t["norm_in"] = start + (beats["norm_in"] - 1) * p
 
         def projection(pc: StreamProjectionConfig, after: int) -> int:
@@ -462,7 +470,13 @@ class BiMambaLayer(wiring.Component):
         m.submodules.out_proj = out_proj = StreamProjection(lc.out_proj)
 
         rb, db = f["res"].bits, q.spec.data_bits
-        m.submodules.ufifo = ufifo = fifo.SyncFIFOBuffered(width=P * rb, depth=max(D // P, 3))
+        # The whole-model engine (slots > 1) feeds each layer's output back in as the next
+        # layer's input: the u FIFO then needs one entry more than a token, so that a beat can
+        # enter as the one before it leaves (a full FIFO would refuse it and the output beat
+        # would wait for its own input: a deadlock). A layer of its own keeps exactly a token.
+        loop = 1 if lc.slots > 1 else 0
+        m.submodules.ufifo = ufifo = fifo.SyncFIFOBuffered(width=P * rb,
+                                                           depth=max(D // P + loop, 3))
         m.submodules.zfifo = zfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(E // P, 3))
         m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(C // P, 3))
         dt_groups = -(-H // P)

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 __all__ = ["pack_fields", "split_record", "projection_beats", "norm_beats", "conv_beats", "scan_beats",
-           "layer_sections", "layer_beats"]
+           "layer_sections", "layer_beats", "embedding_beats", "head_beats",
+           "lm_static_beats", "lm_beats"]
 
 
 def pack_fields(values: Iterable[int], bits: int) -> int:
@@ -154,3 +155,53 @@ def layer_beats(lc) -> list[int]:
             raise ValueError(f"section {name}: {len(sections[name])} beats packed, the engine "
                              f"reads {want[name]}")
     return [b for name in SECTIONS for b in sections[name]]
+
+
+def embedding_beats(lmc, token: int) -> list[int]:
+    """The embedding row of ``token`` for :class:`~rtl.lm.BiMambaLM`: a record of ``pe``
+    residual values per group of ``pe`` columns."""
+    row = lmc.q.embedding[int(token)]
+    out: list[int] = []
+    for g in range(len(row) // lmc.pe):
+        out += split_record(pack_fields(row[g * lmc.pe: (g + 1) * lmc.pe], lmc.res_bits),
+                            lmc.emb_record_beats, lmc.beat_bits)
+    return out
+
+
+def head_beats(lmc) -> list[int]:
+    """The head rows (the tied embedding in ``head_bits``), row after row, each
+    ``head_row_beats`` beats of ``head_values_per_beat`` weights (the last zero padded)."""
+    hb, n, W = lmc.q.spec.head_bits, lmc.head_values_per_beat, lmc.beat_bits
+    out: list[int] = []
+    for row in lmc.q.head:
+        out += [pack_fields(row[i: i + n], hb) for i in range(0, len(row), n)]
+    return out
+
+
+def lm_static_beats(lmc) -> list[int]:
+    """The part of a token's stream that does not depend on the token: every layer's sections,
+    the final norm's gains, the head rows."""
+    beats: list[int] = []
+    for i in range(lmc.n_layer):
+        beats += layer_beats(lmc.layer_config(i))
+    beats += norm_beats(lmc.q.norm_f, lmc.pe, lmc.beat_bits)
+    beats += head_beats(lmc)
+    return beats
+
+
+def lm_beats(lmc, token: int, static: list[int] | None = None) -> list[int]:
+    """One token's ``mem`` beats of a :class:`~rtl.lm.BiMambaLM` (``static``:
+    :func:`lm_static_beats`, computed once for many tokens).
+
+    Raises
+    ------
+    ValueError
+        If a section's length differs from the count the engine's demultiplexer expects.
+    """
+    static = lm_static_beats(lmc) if static is None else static
+    emb = embedding_beats(lmc, token)
+    want = lmc.section_beats()
+    if len(emb) != want["embedding"] or len(static) != lmc.beats_per_token - len(emb):
+        raise ValueError(f"packed {len(emb)} + {len(static)} beats, the engine reads "
+                         f"{want['embedding']} + {lmc.beats_per_token - want['embedding']}")
+    return emb + static

@@ -103,7 +103,9 @@ class ConstTarget:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Generator parameters: the layer's export ``q`` and the number of lanes.
+    """Generator parameters: the layer's export ``q``, the number of lanes, and ``slots``, the
+    number of layers whose state the RAM holds (token after token the unit serves slot 0, 1,
+    ..., ``slots - 1``, 0, ...: one engine running every layer of a model in turn).
 
     Raises
     ------
@@ -114,9 +116,12 @@ class ScanConfig:
 
     q: QuantizedLayer
     lanes: int
+    slots: int = 1
 
     def __post_init__(self) -> None:
         self.check_shape(self.q.cfg, self.lanes)
+        if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 1:
+            raise ValueError(f"slots must be a positive integer, not {self.slots!r}")
         q = self.q
         if q.spec.exp_bits + q.tail.out_fmt.frac - q.fmt["dt"].frac < 0:
             # The softplus tail's shift would be negative: the RTL shifts right only.
@@ -245,7 +250,7 @@ class SsmScan(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         q = c.q
-        H, P, L, K = q.cfg.nheads, q.cfg.headdim, c.lanes, c.chunks
+        H, P, L, K, S = q.cfg.nheads, q.cfg.headdim, c.lanes, c.chunks, c.slots
         f, s = q.fmt, q.spec
         from model.golden.bounds import scan_alignment
 
@@ -328,6 +333,9 @@ class SsmScan(wiring.Component):
         h = Signal(range(max(H, 2)))
         p = Signal(range(max(P, 2)))
         k = Signal(range(max(K, 2)))
+        # `base`: the first state word of the slot of the token in cur_* (its layer), stepped
+        # as the token's last chunk issues.
+        base = Signal(range(S * H * P * K))
         busy = Signal()  # a head is loaded in cur_*
         cur = Signal(entry)
         last_k, last_p, last_h = k == K - 1, p == P - 1, h == H - 1
@@ -389,17 +397,22 @@ class SsmScan(wiring.Component):
             m.d.sync += [k.eq(k_next), p.eq(p_next)]
             with m.If(at_last):
                 m.d.sync += h.eq(h_next)
+                if S > 1:
+                    with m.If(h_last):
+                        m.d.sync += base.eq(Mux(base == (S - 1) * H * P * K, 0,
+                                                base + H * P * K))
 
         # The state RAM (rtl/bram.py): the read word registered twice, at the port and in an
         # output register (a block RAM's own on the ECP5). A read in the cycle that writes the
         # same word returns the old word; the bypass below substitutes the new one.
         words = data.ArrayLayout(signed(s.state_bits), L)
-        st_waddr = Signal(range(H * P * K))
-        st_raddr = Signal(range(H * P * K))
+        depth = S * H * P * K
+        st_waddr = Signal(range(depth))
+        st_raddr = Signal(range(depth))
         st_wen = Signal()
         st_wdata = Signal(words)
-        addr = Signal(range(H * P * K))
-        m.d.comb += addr.eq((h * P + p) * K + k)
+        addr = Signal(range(depth))
+        m.d.comb += addr.eq(base + (h * P + p) * K + k)
 
         start = Signal()  # the token in cur_* begins a sequence: read the state as zero
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence too
@@ -409,7 +422,7 @@ class SsmScan(wiring.Component):
         # One register per step (ScanConfig.scan_depth lists them); `at[n]` is the chunk's
         # metadata in the cycle after register n, i.e. stage n.
         meta = data.StructLayout({"valid": 1, "last": 1, "first": 1, "h": range(max(H, 2)),
-                                  "addr": range(H * P * K), "zero": 1})
+                                  "addr": range(depth), "zero": 1})
         m0 = Signal(meta)
         m.d.comb += [m0.valid.eq(issue), m0.last.eq(last_k), m0.first.eq(k == 0), m0.h.eq(h),
                      m0.addr.eq(addr), m0.zero.eq(start)]
@@ -433,7 +446,7 @@ class SsmScan(wiring.Component):
         # dA * h per lane, finishing with dtx * B.
         m.d.comb += st_raddr.eq(at[RW_READ].addr)
         hraw = data.View(words, registered_ram(
-            m, "state", words.size, H * P * K, w_addr=st_waddr, w_data=st_wdata, w_en=st_wen,
+            m, "state", words.size, depth, w_addr=st_waddr, w_data=st_wdata, w_en=st_wen,
             r_addr=st_raddr, r_en=adv, o_en=adv))
         # the read bypass: the word written in the read's cycle, when the addresses match
         hit = _delay(m, st_wen & (st_waddr == st_raddr), 2, adv, "st_hit")

@@ -1,0 +1,121 @@
+"""Co-simulation of the whole-model engine (``rtl/lm.py``) against
+:class:`~model.golden.lm.GoldenLM`: tokens in, every logit of every token compared bit for bit,
+every token's cycles compared with :meth:`rtl.lm.LMConfig.schedule`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.golden.lm import GoldenLM
+from rtl.lm import BiMambaLM, LMConfig
+from rtl.packer import embedding_beats, lm_static_beats
+
+from .verilator import Phase, build, run_test, unit_dir, waves_requested
+
+__all__ = ["LMCase", "golden_logits", "run_lm_case"]
+
+
+@dataclass
+class LMCase:
+    """Decode ``tokens`` through the engine of ``config``, or let ``host`` name them.
+
+    ``starts`` marks tokens that begin a sequence (token 0 always does). ``idle``,
+    ``backpressure`` and ``bubble`` are the probabilities of a pause on ``token``, on
+    ``logits`` and on the weight stream; ``period`` and ``latency`` describe the memory;
+    ``reset_at`` resets the engine at that cycle and starts over. ``host`` is
+    ``"module:function"`` (see ``sim/lm_tb.py``) called with ``host_args``; then ``tokens`` is
+    ignored and the host's choice is returned.
+    """
+
+    name: str
+    config: LMConfig
+    tokens: np.ndarray | None = None
+    starts: np.ndarray | None = None
+    idle: float = 0.0
+    backpressure: float = 0.0
+    bubble: float = 0.0
+    period: int = 1
+    latency: int = 0
+    reset_at: int | None = None
+    seed: int = 0
+    host: str | None = None
+    host_args: dict | None = None
+    max_tokens: int | None = None  # the host's, for the timeout
+
+    def __post_init__(self) -> None:
+        if self.host is None:
+            self.tokens = np.asarray(self.tokens, np.int64)
+            if self.tokens.ndim != 1 or not len(self.tokens):
+                raise ValueError(f"tokens must have shape (T >= 1,), not {self.tokens.shape}")
+            T = len(self.tokens)
+            self.starts = (np.zeros(T, bool) if self.starts is None
+                           else np.asarray(self.starts, bool).copy())
+            self.starts[0] = True
+
+    @property
+    def stalls(self) -> bool:
+        return bool(self.idle or self.backpressure or self.bubble or self.reset_at is not None)
+
+
+def golden_logits(q, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """:class:`GoldenLM`'s ``logits_int`` (T, V) of ``tokens``, state reset at ``starts``."""
+    g = GoldenLM(q)
+    out, state = [], None
+    for t, s in zip(tokens, starts):
+        if s or state is None:
+            state = g.initial_state()
+        lg, state = g.step(int(t), state)
+        out.append(lg)
+    return np.stack(out)
+
+
+def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None = None) -> dict:
+    """Build (cached) and run ``case``; return the testbench's figures (``tokens``, ``logits``
+    (T, V), the cycles of every token and last logit) plus ``mismatches`` (logits that differ
+    from :class:`GoldenLM`'s, on the tokens the engine saw), ``first_mismatch``, ``cycles``
+    (each token: its handshake to its last logit, inclusive) and the formula's
+    ``predicted_first`` and ``predicted_spacing``."""
+    lmc = case.config
+    q = lmc.q
+    V = q.cfg.vocab_size
+    n = case.max_tokens if case.host else len(case.tokens)
+    sched = lmc.schedule(case.period, case.latency)
+    payload = {
+        "name": case.name, "seed": case.seed, "reset_at": case.reset_at,
+        "static": [int(b) for b in lm_static_beats(lmc)],
+        "rows": [[int(b) for b in embedding_beats(lmc, t)] for t in range(V)],
+        "latency": case.latency, "period": case.period, "bubble": case.bubble,
+        "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
+        "logit_bits": lmc.logit_bits,
+        "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,
+    }
+    if case.host:
+        payload.update(host=case.host, host_args=case.host_args or {})
+    else:
+        payload.update(tokens=[int(t) for t in case.tokens],
+                       starts=[bool(s) for s in case.starts])
+    waves = waves_requested(waves)
+    key = f"{q.digest()}:{lmc.simd}:{lmc.pe}:{lmc.lanes}:{lmc.planes}"
+    d = unit_dir("bimamba_lm", "lm", key)
+    runner, build_dir = build(BiMambaLM(lmc), "bimamba_lm", d, waves, on_phase)
+    res = run_test(runner, build_dir, "bimamba_lm", "sim.lm_tb", d / case.name, payload,
+                   case.seed, waves, on_phase)
+    tokens = np.asarray(res["tokens"], np.int64)
+    starts = (np.zeros(len(tokens), bool) if case.host else case.starts).copy()
+    if case.host:
+        starts[0] = True
+    got = np.asarray(res["logits"], np.int64).reshape(len(tokens), V)
+    want = golden_logits(q, tokens, starts)
+    bad = np.argwhere(got != want)
+    res["logits"] = got
+    res["mismatches"] = int(len(bad))
+    if len(bad):
+        t, v = bad[0]
+        res["first_mismatch"] = f"token {t} logit {v}: rtl {got[t, v]} golden {want[t, v]}"
+    res["cycles"] = [b - a + 1 for a, b in zip(res["token_cycles"], res["last_logit"])]
+    res["spacing"] = [b - a for a, b in zip(res["last_logit"], res["last_logit"][1:])]
+    res["predicted_first"] = sched.last_logit + 1
+    res["predicted_spacing"] = sched.token_cycles
+    return res

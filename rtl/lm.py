@@ -1,0 +1,460 @@
+"""``BiMambaLM``: a whole Bi-Mamba language model on one layer engine, a byte in and its 256
+integer logits out, every weight read from one memory stream.
+
+One decode step (docs/layer_engine.md, section 6)::
+
+    token ──> row request ──> memory
+                               │ mem: embedding row | layer 0 | ... | layer L-1 | norm_f | head rows
+                               v
+    embedding row ─> BiMambaLayer ─┬─> (o fed back as u: the next layer) ──┐
+                     ^             │                                        │
+                     └─────────────┼────────────────────────────────────────┘
+                                   └─> (last layer) RmsNormUnit (norm_f) ─> HeadUnit ─> logits
+
+The layer engine (:class:`rtl.layer.BiMambaLayer`) runs the ``n_layer`` layers of the token one
+after another: its output is its own next input, and the weight stream carries each layer's six
+sections in turn. It keeps the conv and SSM state of every layer on chip, one slot a layer
+(:class:`~rtl.layer.LayerConfig` ``slots``), and its scan and conv units step from slot to slot
+token by token. Whatever the engine builds in as a constant (formats, shifts, tables) is common to
+all layers: the export is made with ``shared`` formats (:func:`model.golden.lm.export_lm`), and
+:class:`LMConfig` refuses one that is not.
+
+The embedding row of the token is the first section of the token's stream: the engine asks the
+memory for it on ``row`` (the token's byte) as it takes the token. The final RMSNorm is an
+:class:`~rtl.layer_units.RmsNormUnit` with ``head_bits`` outputs; the head (:class:`HeadUnit`) holds
+those ``d_model`` activations and reduces each streamed row of the tied embedding (``head_bits``
+integers) against them exactly: ``logits_int = W_q @ a`` of :class:`~model.golden.lm.GoldenLM`.
+The host turns the logits into probabilities and samples, as :mod:`model.generate` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model.golden.fixedpoint import signed_bits
+
+from .layer import BiMambaLayer, LayerConfig
+from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit, gain_record_beats
+from .stall import output_register
+from .stream_projection import gather
+from .xnor_projection import _adder_tree
+
+if TYPE_CHECKING:
+    from model.golden.lm import QuantizedLM
+
+__all__ = ["LMConfig", "LMSchedule", "BiMambaLM", "HeadUnit", "LM_SECTIONS", "head_latency"]
+
+# The weight stream's sections per token, in stream order ("layers" is every layer's six
+# sections, layer after layer).
+LM_SECTIONS = ("embedding", "layers", "norm_f", "head")
+
+
+def head_latency(values_per_beat: int) -> int:
+    """A head row's last beat (its handshake) -> that row's logit handshake: the products (1),
+    the adder tree (two levels a register), the row accumulator (1), the output register (1)."""
+    levels = (values_per_beat - 1).bit_length()
+    return 3 + max(1, -(-levels // 2))
+
+
+@dataclass(frozen=True)
+class LMSchedule:
+    """The cycle formula's answer for one token (:meth:`LMConfig.schedule`).
+
+    Members
+    -------
+    ends : dict
+        ``embedding`` (the row's last beat, = the first layer's last ``u``), ``layer{i}`` (the
+        last output of layer i), ``norm_f`` (its last gain beat), ``head`` (the last row beat).
+    last_logit : int
+        The token's last ``logits`` handshake.
+    token_cycles : int
+        Cycles between the last logits of back-to-back tokens.
+    beats : int
+        ``mem`` beats per token.
+    period : int
+        Cycles per beat of the memory.
+    """
+
+    ends: dict
+    last_logit: int
+    token_cycles: int
+    beats: int
+    period: int
+
+    @property
+    def memory_cycles(self) -> int:
+        """The roofline: cycles the memory needs for a token's beats."""
+        return self.beats * self.period
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Generator parameters of :class:`BiMambaLM`.
+
+    Parameters
+    ----------
+    q : QuantizedLM
+        A shared-format export (:func:`model.golden.lm.export_lm`, ``shared=True``).
+    simd, pe, lanes, planes
+        The layer engine's (:class:`~rtl.layer.LayerConfig`); ``pe`` is also the lane count of
+        the final norm.
+
+    Raises
+    ------
+    ValueError
+        If the layers' engine constants differ (the message names the first that does), a
+        parameter does not divide what it must, or the vocabulary is not bytes.
+    """
+
+    q: QuantizedLM
+    simd: int
+    pe: int
+    lanes: int
+    planes: int | None = None
+
+    def __post_init__(self) -> None:
+        q = self.q
+        first = q.layers[0].engine_constants()
+        for i, lq in enumerate(q.layers[1:], 1):
+            other = lq.engine_constants()
+            diff = [k for k in first if first[k] != other.get(k)]
+            if diff:
+                raise ValueError(f"layer {i} differs from layer 0 in {diff[0]} ({first[diff[0]]} "
+                                 f"vs {other[diff[0]]}): one engine needs every layer's formats "
+                                 f"and tables equal; export with shared=True")
+        if not 2 <= q.cfg.vocab_size <= 256:
+            raise ValueError(f"vocab_size must be in [2, 256] (bytes), not {q.cfg.vocab_size}")
+        self.layer  # the layer engine's own checks
+        if self.beat_bits < q.spec.head_bits:
+            raise ValueError(f"pe * simd = {self.beat_bits} must be >= head_bits = "
+                             f"{q.spec.head_bits}: a beat must hold one head weight")
+
+    @classmethod
+    def sized_for(cls, q: "QuantizedLM", bytes_per_cycle: int, target: float = 0.9,
+                  planes: int | None = None) -> "LMConfig":
+        """The engine of :meth:`rtl.layer.LayerConfig.sized_for` (the array for a memory of
+        ``bytes_per_cycle``, the fewest scan lanes reaching ``target`` of a layer's roofline)."""
+        lc = LayerConfig.sized_for(q.layers[0], bytes_per_cycle, target, planes)
+        return cls(q, lc.simd, lc.pe, lc.lanes, lc.planes)
+
+    # -- the units ---------------------------------------------------------------------------
+
+    @property
+    def cfg(self):
+        return self.q.cfg
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.q.layers)
+
+    def layer_config(self, i: int = 0) -> LayerConfig:
+        """The engine's configuration with layer ``i``'s export (for packing its sections)."""
+        return LayerConfig(self.q.layers[i], self.simd, self.pe, self.lanes, self.planes,
+                           slots=self.n_layer)
+
+    @property
+    def layer(self) -> LayerConfig:
+        """The layer engine (built from layer 0's export; every layer's constants are equal)."""
+        return self.layer_config(0)
+
+    @property
+    def beat_bits(self) -> int:
+        return self.pe * self.simd
+
+    @property
+    def res_bits(self) -> int:
+        return self.q.layers[0].fmt["res"].bits
+
+    @property
+    def token_bits(self) -> int:
+        return max(1, (self.cfg.vocab_size - 1).bit_length())
+
+    @property
+    def emb_record_beats(self) -> int:
+        """Beats of one embedding record (``pe`` residual values)."""
+        return -(-self.pe * self.res_bits // self.beat_bits)
+
+    @property
+    def head_values_per_beat(self) -> int:
+        return self.beat_bits // self.q.spec.head_bits
+
+    @property
+    def head_row_beats(self) -> int:
+        """Beats of one head row: ``d_model`` weights, ``head_values_per_beat`` a beat."""
+        return -(-self.cfg.d_model // self.head_values_per_beat)
+
+    @property
+    def logit_bits(self) -> int:
+        return signed_bits(self.q.head_bound)
+
+    def section_beats(self) -> dict[str, int]:
+        """``mem`` beats per token, per section (:data:`LM_SECTIONS` order)."""
+        D, P = self.cfg.d_model, self.pe
+        return {
+            "embedding": D // P * self.emb_record_beats,
+            "layers": self.n_layer * self.layer.beats_per_token,
+            "norm_f": D // P * gain_record_beats(self.q.norm_f, P, self.beat_bits),
+            "head": self.cfg.vocab_size * self.head_row_beats,
+        }
+
+    @property
+    def beats_per_token(self) -> int:
+        return sum(self.section_beats().values())
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.beats_per_token * self.beat_bits // 8
+
+    # -- cycles ------------------------------------------------------------------------------
+
+    def schedule(self, period: int = 1, latency: int = 0) -> LMSchedule:
+        """The whole model's cycle formula (docs/layer_engine.md, section 6).
+
+        The token is taken at cycle 0 and its row request at once; the memory offers the first
+        beat ``1 + latency`` cycles later, then one beat per ``period`` cycles at most (each
+        offered ``period`` cycles after the previous handshake). Every later phase follows from
+        the layer engine's formula (:meth:`~rtl.layer.LayerConfig.schedule`, a layer's input
+        being the output of the one before) and the norm and head units.
+
+        Back to back (the next token's request made before this token's last beat), the next
+        row's first beat follows this token's last head beat by ``period``: ``token_cycles``.
+        """
+        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+            raise ValueError(f"period must be an integer >= 1, not {period!r}")
+        if not isinstance(latency, int) or isinstance(latency, bool) or latency < 0:
+            raise ValueError(f"latency must be an integer >= 0, not {latency!r}")
+        p = period
+        beats = self.section_beats()
+        t: dict[str, int] = {}
+        a0 = 1 + latency
+        # The embedding: a u beat a record, the engine's block norm taking one a cycle.
+        t["embedding"] = a0 + (beats["embedding"] - 1) * p
+        u_last, mem_last = t["embedding"], t["embedding"]
+        lc = self.layer
+        for i in range(self.n_layer):
+            s = lc.schedule(p, first=False, mem_at=mem_last + p - u_last)
+            t[f"layer{i}"] = u_last + s.last_out
+            mem_last = u_last + s.ends["out_proj"]
+            u_last = t[f"layer{i}"]
+        # The final norm: its gains once the last layer's output is in and the rsqrt is done.
+        start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)
+        t["norm_f"] = start + (beats["norm_f"] - 1) * p
+        # The head: rows once the last activation is in (NORM_LATENCY after its gain record).
+        s0 = t["norm_f"] + max(NORM_LATENCY + 1, p)
+        t["head"] = s0 + (beats["head"] - 1) * p
+        last = t["head"] + head_latency(self.head_values_per_beat)
+        return LMSchedule(t, last, t["head"] + p - a0, self.beats_per_token, p)
+
+    def roofline_fraction(self, period: int = 1) -> float:
+        """Back-to-back tokens per second as a fraction of the memory roofline."""
+        return self.beats_per_token * period / self.schedule(period).token_cycles
+
+    # -- ports -------------------------------------------------------------------------------
+
+    @property
+    def token_layout(self) -> data.StructLayout:
+        return data.StructLayout({"start": 1, "id": unsigned(self.token_bits)})
+
+
+class HeadUnit(wiring.Component):
+    """The LM head: ``logits_int[v] = sum_j W_q[v, j] a[j]``, exact.
+
+    Members
+    -------
+    a : ``In(stream.Signature(ArrayLayout(signed(head_bits), pe)))``, ``d_model / pe`` beats a
+        token: the final norm's activations, held until the token's last row.
+    w : ``In(stream.Signature(unsigned(beat_bits)))``, ``vocab * row_beats`` beats a token: row
+        after row, ``values_per_beat`` weights of ``head_bits`` a beat (zero padded).
+    logits : ``Out(stream.Signature(signed(logit_bits)))``, one a row.
+    """
+
+    def __init__(self, config: LMConfig) -> None:
+        self.config = config
+        c = config
+        hb = c.q.spec.head_bits
+        super().__init__({
+            "a": In(stream.Signature(data.ArrayLayout(signed(hb), c.pe))),
+            "w": In(stream.Signature(unsigned(c.beat_bits))),
+            "logits": Out(stream.Signature(signed(c.logit_bits))),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        hb, P, D, V = c.q.spec.head_bits, c.pe, c.cfg.d_model, c.cfg.vocab_size
+        R, n = c.head_row_beats, c.head_values_per_beat
+        m = Module()
+
+        # The activations: D values shifted in at the top (the first beat ends lowest), zero
+        # padded to R * n.
+        areg = Signal(D * hb)
+        abuf = Cat(areg, Value.cast(0).replicate(R * n * hb - D * hb)) if R * n > D else areg
+        ai = Signal(range(max(D // P, 2)))
+        a_full = Signal()
+        m.d.comb += self.a.ready.eq(~a_full)
+        with m.If(self.a.valid & self.a.ready):
+            m.d.sync += [areg.eq(Cat(areg[P * hb:], Value.cast(self.a.payload))),
+                         ai.eq(Mux(ai == D // P - 1, 0, ai + 1))]
+            with m.If(ai == D // P - 1):
+                m.d.sync += a_full.eq(1)
+
+        adv, ovalid, opayload = output_register(m, self.logits, "head_ob")
+        j = Signal(range(max(R, 2)))
+        r = Signal(range(max(V, 2)))
+        issue = Signal()
+        m.d.comb += [self.w.ready.eq(a_full & adv), issue.eq(self.w.valid & self.w.ready)]
+        last_j = j == R - 1
+        with m.If(issue):
+            m.d.sync += j.eq(Mux(last_j, 0, j + 1))
+            with m.If(last_j):
+                m.d.sync += r.eq(Mux(r == V - 1, 0, r + 1))
+                with m.If(r == V - 1):
+                    m.d.sync += a_full.eq(0)
+
+        # Products (1), the tree, the row accumulator (1), the output register (1).
+        acts = abuf.word_select(j, n * hb) if R > 1 else abuf
+        w = Value.cast(self.w.payload)
+        prods = []
+        for i in range(n):
+            pr = Signal(signed(2 * hb), name=f"prod{i}")
+            with m.If(adv):
+                m.d.sync += pr.eq(w[i * hb: (i + 1) * hb].as_signed()
+                                  * acts[i * hb: (i + 1) * hb].as_signed())
+            prods.append(pr)
+        meta = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+        m0 = Signal(meta)
+        with m.If(adv):
+            m.d.sync += [m0.valid.eq(issue), m0.first.eq(j == 0), m0.last.eq(last_j)]
+        total, stages = _adder_tree(m, prods, 2, adv, "hsum")
+        mt = m0
+        for s in range(stages):
+            nxt = Signal(meta, name=f"hmeta{s}")
+            with m.If(adv):
+                m.d.sync += nxt.eq(mt)
+            mt = nxt
+        acc = Signal(signed(c.logit_bits))
+        done = Signal()
+        with m.If(adv):
+            m.d.sync += done.eq(mt.valid & mt.last)
+            with m.If(mt.valid):
+                m.d.sync += acc.eq(Mux(mt.first, 0, acc) + total)
+        m.d.comb += [ovalid.eq(done), opayload.eq(acc)]
+        assert 3 + stages == head_latency(n)
+        return m
+
+
+class BiMambaLM(wiring.Component):
+    """The whole-model engine (see the module docstring).
+
+    Members
+    -------
+    token : ``In(stream.Signature(config.token_layout))``
+        A byte a token; ``start`` begins a new sequence (every layer's state taken as zero).
+        The first token after reset does too.
+    row : ``Out(stream.Signature(unsigned(token_bits)))``
+        The embedding row the token's stream must begin with (the memory's address).
+    mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
+        Per token the sections of :data:`LM_SECTIONS` (:func:`rtl.packer.lm_beats`).
+    logits : ``Out(stream.Signature(signed(config.logit_bits)))``, ``vocab_size`` beats a token.
+    """
+
+    def __init__(self, config: LMConfig) -> None:
+        if not isinstance(config, LMConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be an LMConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "token": In(stream.Signature(config.token_layout)),
+            "row": Out(stream.Signature(unsigned(config.token_bits))),
+            "mem": In(stream.Signature(unsigned(config.beat_bits))),
+            "logits": Out(stream.Signature(signed(config.logit_bits))),
+        })
+
+    def elaborate(self, platform):
+        c = self.config
+        q = c.q
+        P, D, L, rb = c.pe, c.cfg.d_model, c.n_layer, c.res_bits
+        G = D // P
+        m = Module()
+        m.submodules.layer = layer = BiMambaLayer(c.layer)
+        m.submodules.norm_f = norm_f = RmsNormUnit(q.norm_f, q.layers[0].rsqrt, P, c.beat_bits)
+        m.submodules.head = head = HeadUnit(c)
+
+        # -- token -> row request; its start flag waits for the token's first u beat ---------
+        m.submodules.starts = starts = fifo.SyncFIFO(width=1, depth=2)
+        m.d.comb += [
+            self.row.payload.eq(self.token.payload.id),
+            self.row.valid.eq(self.token.valid & starts.w_rdy),
+            self.token.ready.eq(self.row.ready & starts.w_rdy),
+            starts.w_data.eq(self.token.payload.start),
+            starts.w_en.eq(self.token.valid & self.token.ready),
+        ]
+
+        # -- the weight stream: count beats, route each section ------------------------------
+        beats = c.section_beats()
+        emb = stream.Signature(unsigned(c.beat_bits)).create(path=("emb",))
+        sec = Signal(range(len(LM_SECTIONS)))
+        nb = Signal(range(max(beats.values()) + 1))
+        targets = [emb, layer.mem, norm_f.gain, head.w]
+        ready = Signal()
+        for i, t in enumerate(targets):
+            m.d.comb += [t.payload.eq(self.mem.payload), t.valid.eq(self.mem.valid & (sec == i))]
+            with m.If(sec == i):
+                m.d.comb += ready.eq(t.ready)
+        m.d.comb += self.mem.ready.eq(ready)
+        with m.If(self.mem.valid & self.mem.ready):
+            for i, name in enumerate(LM_SECTIONS):
+                with m.If(sec == i):
+                    with m.If(nb == beats[name] - 1):
+                        m.d.sync += [nb.eq(0), sec.eq((i + 1) % len(LM_SECTIONS))]
+                    with m.Else():
+                        m.d.sync += nb.eq(nb + 1)
+
+        # -- the layer engine's input: the embedding row (layer 0) or its own output ---------
+        upass = Signal(range(max(L, 2)))  # the layer whose input u carries now
+        ucnt = Signal(range(max(G, 2)))
+        opass = Signal(range(max(L, 2)))  # the layer whose output o carries now
+        ocnt = Signal(range(max(G, 2)))
+        fresh = Signal(init=1)  # no token since reset: the next begins a sequence
+        tok_start = Signal()  # the start flag of the token in the engine
+        take_u = Signal()
+        emb_rec, emb_valid = gather(m, emb, c.emb_record_beats, c.emb_record_beats,
+                                    take_u & (upass == 0), 1, "emb")
+        from_emb = upass == 0
+        first_beat = ucnt == 0
+        start_now = Mux(from_emb, starts.r_data | fresh, tok_start)
+        o_last = opass == L - 1
+        loop_valid = layer.o.valid & ~o_last
+        m.d.comb += [
+            layer.u.valid.eq(Mux(from_emb, emb_valid & (~first_beat | starts.r_rdy),
+                                 loop_valid)),
+            layer.u.payload.v.eq(Mux(from_emb, emb_rec[: P * rb], Value.cast(layer.o.payload))),
+            layer.u.payload.start.eq(first_beat & start_now),
+            take_u.eq(layer.u.valid & layer.u.ready),
+            starts.r_en.eq(take_u & from_emb & first_beat),
+        ]
+        with m.If(take_u):
+            m.d.sync += ucnt.eq(Mux(ucnt == G - 1, 0, ucnt + 1))
+            with m.If(ucnt == G - 1):
+                m.d.sync += upass.eq(Mux(upass == L - 1, 0, upass + 1))
+            with m.If(from_emb & first_beat):
+                m.d.sync += [tok_start.eq(start_now), fresh.eq(0)]
+
+        # -- the layer engine's output: the next layer's input, or the final norm ------------
+        m.d.comb += [
+            norm_f.x.valid.eq(layer.o.valid & o_last),
+            norm_f.x.payload.eq(layer.o.payload),
+            layer.o.ready.eq(Mux(o_last, norm_f.x.ready, layer.u.ready & ~from_emb)),
+        ]
+        with m.If(layer.o.valid & layer.o.ready):
+            m.d.sync += ocnt.eq(Mux(ocnt == G - 1, 0, ocnt + 1))
+            with m.If(ocnt == G - 1):
+                m.d.sync += opass.eq(Mux(opass == L - 1, 0, opass + 1))
+
+        wiring.connect(m, norm_f.a, head.a)
+        wiring.connect(m, head.logits, wiring.flipped(self.logits))
+        return m

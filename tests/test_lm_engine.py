@@ -1,0 +1,238 @@
+"""The whole-model engine (rtl/lm.py): one layer engine running every layer of a model, the
+embedding, final norm and head; bit-exact against GoldenLM, its cycles against its formula, and
+the shared-format export it needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cosim.host import SamplingHost
+from cosim.lm import LMCase, golden_logits, run_lm_case
+from model.config import BiMambaConfig
+from model.generate.sampling import generate
+from model.golden.lm import GoldenLM, export_lm
+from model.golden.quantize import (
+    ENGINE_FRACS, ExportError, QuantSpec, common_fracs, engine_fracs, export_layer,
+)
+from model.reference.lm import BiMambaLM as FloatLM
+from rtl.emit import emit, lint, write_if_changed
+from rtl.layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES
+from rtl.lm import LM_SECTIONS, BiMambaLM, LMConfig, head_latency
+from rtl.packer import embedding_beats, head_beats, lm_beats, lm_static_beats, pack_fields
+
+CFG = BiMambaConfig(d_model=64, n_layer=2, d_state=16, headdim=16, vocab_size=256)
+
+
+def _float_lm(seed: int) -> FloatLM:
+    """A binary LM whose layers differ as a trained model's do: norm gains, D and the conv
+    scaled per layer, so the layers' calibrated formats are not all equal."""
+    lm = FloatLM(CFG, binary=True).init_weights(seed).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for i, layer in enumerate(lm.backbone.layers):
+            layer.norm.weight.mul_(1 + 0.4 * torch.randn(CFG.d_model, generator=g))
+            layer.mixer.D.mul_(1 + 0.4 * torch.randn(CFG.nheads, generator=g))
+            layer.mixer.conv1d.weight.mul_(4.0 ** i)
+        lm.backbone.norm_f.weight.mul_(1 + 0.4 * torch.randn(CFG.d_model, generator=g))
+    return lm
+
+
+@pytest.fixture(scope="module")
+def float_lm():
+    return _float_lm(3)
+
+
+@pytest.fixture(scope="module")
+def q(float_lm):
+    return export_lm(float_lm, QuantSpec(), np.random.default_rng(7).integers(0, 256, 160))
+
+
+@pytest.fixture(scope="module")
+def lmc(q):
+    return LMConfig(q, simd=16, pe=4, lanes=4)
+
+
+# -- the shared-format export --------------------------------------------------------------
+
+
+def test_shared_export_gives_every_layer_one_set_of_constants(float_lm, q):
+    calib = np.random.default_rng(7).integers(0, 256, 160)
+    own = export_lm(float_lm, QuantSpec(), calib, shared=False)
+    assert q.shared and not own.shared
+    fr = [engine_fracs(lq) for lq in own.layers]
+    # Independently of common_fracs: per entry the smallest fraction, the largest width.
+    for k in ENGINE_FRACS:
+        values = [f[k] for f in fr]
+        want = max(values) if k in ("dt_in_bits", "conv_b_bits") else min(values)
+        assert engine_fracs(q.layers[0])[k] == want, k
+    assert any(len({f[k] for f in fr}) > 1 for k in ENGINE_FRACS)
+    # Only the fraction moved: the shared export's arrays are the own export's, rescaled.
+    for a, b in zip(own.layers, q.layers):
+        sh = a.conv_w_frac - b.conv_w_frac
+        assert sh >= 0
+        assert np.all(np.abs(b.conv_w - np.round(a.conv_w / 2.0**sh)) <= 1)
+
+
+def test_pinned_fractions_never_cut_a_range(float_lm):
+    calib = np.random.default_rng(7).integers(0, 256, 160)
+    own = export_lm(float_lm, QuantSpec(), calib, shared=False)
+    from model.golden.lm import calibrate_lm
+
+    cal = calibrate_lm(float_lm, calib)
+    block, st = float_lm.backbone.layers[0], cal.stats[0]
+    fr = common_fracs(list(own.layers))
+    for key, what in (("fmt.ssm", "fmt.ssm"), ("conv_w_frac", "conv1d.weight"),
+                      ("in_proj.mult_frac", "in_proj: the pinned multiplier"),
+                      ("norm_out.gain_frac", "mixer.norm gain")):
+        bad = dict(fr, **{key: engine_fracs(own.layers[0])[key] + 1})
+        with pytest.raises(ExportError, match=what):
+            export_layer(block, QuantSpec(), stats=st, fracs=bad)
+    with pytest.raises(ExportError, match="dt_in_bits"):
+        export_layer(block, QuantSpec(), stats=st, fracs={"dt_in_bits": 4})
+    with pytest.raises(ValueError, match="unknown entries.*'fmt.nope'"):
+        export_layer(block, QuantSpec(), stats=st, fracs={"fmt.nope": 3})
+
+
+def test_config_refuses_layers_with_different_constants(float_lm):
+    own = export_lm(float_lm, QuantSpec(), np.random.default_rng(7).integers(0, 256, 160),
+                    shared=False)
+    with pytest.raises(ValueError, match="layer 1 differs from layer 0 in .*shared=True"):
+        LMConfig(own, 16, 4, 4)
+
+
+# -- the stream ----------------------------------------------------------------------------
+
+
+def test_stream_sections_by_hand(q, lmc):
+    D, V, L = CFG.d_model, CFG.vocab_size, CFG.n_layer
+    W = 64
+    beats = lmc.section_beats()
+    assert tuple(beats) == LM_SECTIONS
+    assert beats["embedding"] == D // 4 * 2  # 4 x 24-bit residuals: 96 bits, two beats
+    assert beats["head"] == V * (D * 8 // W)  # 64 8-bit weights a row, 8 a beat
+    assert beats["norm_f"] == D // 4 * 1  # 4 x 16-bit gains a beat
+    assert beats["layers"] == L * lmc.layer.beats_per_token
+    tok = 65
+    stream = lm_beats(lmc, tok)
+    assert len(stream) == lmc.beats_per_token
+    # The embedding row: record g holds columns 4g..4g+3, 24 bits each, low beat first.
+    row = q.embedding[tok]
+    for g in range(D // 4):
+        rec = stream[2 * g] | (stream[2 * g + 1] << W)
+        assert rec == pack_fields(row[4 * g: 4 * g + 4], 24)
+    # Head rows: row v's beat j holds its columns 8j..8j+7.
+    head = stream[-beats["head"]:]
+    for v in (0, 97, 255):
+        for j in range(D // 8):
+            assert head[v * 8 + j] == pack_fields(q.head[v, 8 * j: 8 * j + 8], 8)
+    assert head == head_beats(lmc)
+    assert stream[beats["embedding"]:] == lm_static_beats(lmc)
+    assert embedding_beats(lmc, tok) == stream[: beats["embedding"]]
+
+
+def test_formula_by_hand(lmc):
+    """The composition, derived here from the parts: embedding beats, every layer's own
+    formula, the final norm, the head."""
+    for p, lat in ((1, 0), (2, 5)):
+        s = lmc.schedule(p, lat)
+        b = lmc.section_beats()
+        emb_end = 1 + lat + (b["embedding"] - 1) * p
+        assert s.ends["embedding"] == emb_end
+        u, mem = emb_end, emb_end
+        for i in range(CFG.n_layer):
+            ls = lmc.layer.schedule(p, first=False, mem_at=mem + p - u)
+            assert s.ends[f"layer{i}"] == u + ls.last_out
+            u, mem = u + ls.last_out, u + ls.ends["out_proj"]
+        nf = max(u + 1 + NORM_RSQRT_CYCLES, mem + p) + (b["norm_f"] - 1) * p
+        head = nf + max(NORM_LATENCY + 1, p) + (b["head"] - 1) * p
+        assert s.last_logit == head + head_latency(8)
+        assert s.token_cycles == head + p - (1 + lat)
+    with pytest.raises(ValueError, match="period must be an integer >= 1"):
+        lmc.schedule(0)
+    with pytest.raises(ValueError, match="latency must be an integer >= 0"):
+        lmc.schedule(1, -1)
+
+
+# -- co-simulation -------------------------------------------------------------------------
+
+
+def _check(res):
+    assert res["mismatches"] == 0, res["first_mismatch"]
+
+
+def test_tokens_bit_exact_cycles_equal_formula(lmc):
+    """Five tokens back to back, a new sequence at token 3; a memory of a beat a cycle with no
+    latency, and one of a beat every two cycles after five."""
+    toks = np.random.default_rng(0).integers(0, 256, 5)
+    res = run_lm_case(LMCase("tiny_lm", lmc, toks, starts=[1, 0, 0, 1, 0]))
+    _check(res)
+    assert res["cycles"][0] == res["predicted_first"]
+    assert res["spacing"] == [res["predicted_spacing"]] * 4
+    res = run_lm_case(LMCase("tiny_lm_p2", lmc, toks[:2], period=2, latency=5))
+    _check(res)
+    assert res["cycles"][0] == res["predicted_first"]
+    assert res["spacing"] == [res["predicted_spacing"]]
+
+
+def test_stalls_on_every_stream_and_a_reset_mid_token(lmc, seed):
+    toks = np.random.default_rng(seed).integers(0, 256, 4)
+    at = lmc.schedule().ends["layer1"] - 200  # inside token 0's second layer
+    res = run_lm_case(LMCase(f"tiny_lm_stalls_{seed}", lmc, toks, starts=[1, 0, 1, 0],
+                             idle=0.3, backpressure=0.3, bubble=0.3, reset_at=at, seed=seed))
+    _check(res)
+
+
+def test_state_of_each_layer_in_its_own_slot(q, lmc):
+    """The golden logits of a text differ from those with any one layer's state zeroed or
+    swapped, so a bit-exact run proves every layer keeps its own state."""
+    toks = np.random.default_rng(1).integers(0, 256, 3)
+    want = golden_logits(q, toks, np.array([1, 0, 0], bool))
+    g = GoldenLM(q)
+    st = g.initial_state()
+    _, st = g.step(int(toks[0]), st)
+    swapped = [st[1], st[0]]
+    assert not np.array_equal(g.step(int(toks[1]), swapped)[0], want[1])
+    fresh = [g.initial_state()[0], st[1]]
+    assert not np.array_equal(g.step(int(toks[1]), fresh)[0], want[1])
+
+
+def test_the_rtl_writes_the_golden_models_text(q, lmc, seed):
+    prompt, n = b"RO", 6
+    res = run_lm_case(LMCase(f"tiny_lm_generate_{seed}", lmc, host="cosim.host:SamplingHost",
+                             max_tokens=len(prompt) + n, seed=seed,
+                             host_args=dict(prompt=list(prompt), n=n, seed=seed,
+                                            temperature=0.8, top_k=0, scale=q.logit_scale)))
+    _check(res)
+    golden = generate(GoldenLM(q), prompt, n, np.random.default_rng(seed), 0.8, 0)
+    assert bytes(res["host_out"]) == golden
+    assert res["tokens"] == list(prompt) + list(golden[:-1])
+    assert res["cycles"] == [res["predicted_first"]] * len(res["tokens"])
+
+
+def test_host_matches_model_generate_offline(q, seed):
+    """The host alone, fed GoldenLM's logits: the same bytes as model.generate."""
+    g = GoldenLM(q)
+    host = SamplingHost(list(b"ROMEO"), 5, seed, 0.8, 0, q.logit_scale)
+    st, nxt, fed = g.initial_state(), host.first(), []
+    while nxt is not None:
+        fed.append(nxt[0])
+        lg, st = g.step(nxt[0], st)
+        nxt = host.next(list(lg))
+    assert bytes(host.out) == generate(g, b"ROMEO", 5, np.random.default_rng(seed), 0.8, 0)
+
+
+def test_config_errors(q):
+    with pytest.raises(TypeError, match="config must be an LMConfig"):
+        BiMambaLM(object())
+    with pytest.raises(ValueError, match="simd must divide d_model = 64"):
+        LMConfig(q, 48, 4, 4)
+    with pytest.raises(ValueError, match="lanes must divide d_state = 16"):
+        LMConfig(q, 16, 4, 3)
+
+
+def test_lint_clean(lmc, tmp_path):
+    v = tmp_path / "bimamba_lm.v"
+    write_if_changed(v, emit(BiMambaLM(lmc), "bimamba_lm"))
+    lint(v)
