@@ -137,7 +137,7 @@ def calibrate_lm(lm, tokens: np.ndarray) -> LMCalibration:
     if tokens.ndim != 1 or tokens.size == 0:
         raise ValueError(f"calib_tokens must have shape (L >= 1,), not {tokens.shape}")
     streams = residual_streams(lm, tokens)
-    stats = [calibrate(block, u) for block, u in
+    stats = [calibrate(block, u, keep_state=False) for block, u in
              progress(list(zip(lm.backbone.layers, streams)), "calibrate layers")]
     return LMCalibration(streams, stats)
 
