@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate test test-slow bench sweep report lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo test test-slow bench sweep report lint fpga toolchain clean
 
 all: venv
 
@@ -57,6 +57,12 @@ evaluate: $(STAMP) data
 # Text from the integer golden model of the shipped student.
 generate: $(STAMP) data
 	$(PY) -m model.generate --prompt "ROMEO:" --bytes 300 --seed $(SEED)
+
+# Text written by the RTL: the shipped student on the whole-model engine (rtl/lm.py) in
+# Verilator, every logit checked against the golden model and the text against its text.
+DEMO_BYTES ?= 64
+demo: $(STAMP) data
+	$(PY) -m cosim.generate --prompt "ROMEO:" --bytes $(DEMO_BYTES) --seed $(SEED) --bytes-per-cycle 32
 
 # The suite on every core (pytest-xdist; WORKERS=1 runs it in one process). Each compiled model
 # is built once per tree (build/cosim/models, keyed by its Verilog and the toolchain) and its C++

@@ -11,7 +11,6 @@ same prompt, byte count and seed; either differing is an error (exit 1).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -108,7 +107,9 @@ def run(prompt: bytes, n: int, *, seed: int = 0, temperature: float = 0.8, top_k
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    from rtl.cli import CliParser
+
+    ap = CliParser(
         prog="python -m cosim.generate",
         description="Generate text with the shipped Bi-Mamba student running on the "
                     "whole-model RTL engine in Verilator; every logit is checked against the "

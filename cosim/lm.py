@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.golden.lm import GoldenLM
-from rtl.lm import BiMambaLM, LMConfig
+from rtl.lm import LMConfig
 from rtl.packer import embedding_beats, lm_static_beats
 
+from .bench import BURST_BEATS, LMBench
 from .verilator import Phase, build, run_test, unit_dir, waves_requested
 
 __all__ = ["LMCase", "golden_logits", "run_lm_case"]
@@ -88,7 +89,7 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
         "rows": [[int(b) for b in embedding_beats(lmc, t)] for t in range(V)],
         "latency": case.latency, "period": case.period, "bubble": case.bubble,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
-        "logit_bits": lmc.logit_bits,
+        "logit_bits": lmc.logit_bits, "burst_beats": BURST_BEATS, "beat_bits": lmc.beat_bits,
         "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,
     }
     if case.host:
@@ -98,9 +99,9 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
                        starts=[bool(s) for s in case.starts])
     waves = waves_requested(waves)
     key = f"{q.digest()}:{lmc.simd}:{lmc.pe}:{lmc.lanes}:{lmc.planes}"
-    d = unit_dir("bimamba_lm", "lm", key)
-    runner, build_dir = build(BiMambaLM(lmc), "bimamba_lm", d, waves, on_phase)
-    res = run_test(runner, build_dir, "bimamba_lm", "sim.lm_tb", d / case.name, payload,
+    d = unit_dir("bimamba_lm", "bench", key)
+    runner, build_dir = build(LMBench(lmc), "bimamba_lm_bench", d, waves, on_phase)
+    res = run_test(runner, build_dir, "bimamba_lm_bench", "sim.lm_tb", d / case.name, payload,
                    case.seed, waves, on_phase)
     tokens = np.asarray(res["tokens"], np.int64)
     starts = (np.zeros(len(tokens), bool) if case.host else case.starts).copy()
@@ -110,6 +111,8 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     want = golden_logits(q, tokens, starts)
     bad = np.argwhere(got != want)
     res["logits"] = got
+    res["row_mismatches"] = int(sum(r != t for r, t in zip(res["rows"], tokens))
+                                + abs(len(res["rows"]) - len(tokens)))
     res["mismatches"] = int(len(bad))
     if len(bad):
         t, v = bad[0]

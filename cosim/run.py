@@ -2,9 +2,11 @@
 
 ``--units layer`` (the default): the whole layer engine (``rtl/layer.py``), sized for
 ``--bytes-per-cycle`` of weight stream, decodes tokens of each preset's synthetic-checkpoint
-layer and ``--model-tokens`` tokens of test text through layers of the shipped Shakespeare
-student; every output beat is compared with the golden model and every token's cycles with the
-engine's formula, and the row gives the share of the memory roofline reached. ``--stalls``
+layer; the whole-model engine (``rtl/lm.py``: that layer engine running every layer of the
+shipped Shakespeare student in turn, with its embedding, final norm and head) decodes
+``--model-tokens`` bytes of test text. Every output beat and every logit is compared with the
+golden model and every token's cycles with the engine's formula; the rows give the share of
+the memory roofline reached, the whole-model row also tokens a second at two clocks. ``--stalls``
 adds a tiny layer with random stalls on every stream and a reset in the middle of a token.
 
 ``--units projection,scan``: the stand-alone units. Projection unit: for each preset the golden
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from model.config import BiMambaConfig, get_preset
 from rtl.cli import SEED_MAX, CliParser, check_out_dir, int_in
+from rtl.lm import LMConfig
 from rtl.layer import LayerConfig
 from rtl.ssm_scan import ScanConfig, scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
@@ -141,9 +144,9 @@ def _parser() -> CliParser:
     ap.add_argument("--layer-tokens", type=int_in(1, 64), default=None,
                     help="layer engine: decode tokens per preset, 1 to 64 (default: 2 up to "
                          "d_model 2048, else 1)")
-    ap.add_argument("--model-tokens", type=int_in(1, 1024), default=64,
-                    help="layer engine: decode tokens of test text through each of "
-                         "--model-layers, 1 to 1024 (default: 64)")
+    ap.add_argument("--model-tokens", type=int_in(1, 1024), default=16,
+                    help="whole-model engine: bytes of test text decoded by the shipped "
+                         "student, 1 to 1024 (default: 16; with --model-layers '' none)")
     ap.add_argument("--stalls", action="store_true",
                     help="layer engine: also a tiny layer with random stalls on every stream "
                          "and a reset mid-token (make test runs these too)")
@@ -287,7 +290,7 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
             cycles += (args.layer_tokens or _projection_tokens(cfg)) * w // bits
         if layers:
             w = lm_cfg.d_model * lm_cfg.d_in_proj + lm_cfg.d_inner * lm_cfg.d_model
-            cycles += len(layers) * args.model_tokens * w // bits
+            cycles += lm_cfg.n_layer * args.model_tokens * w // bits
     try:
         waves = waves_requested(None)
     except ValueError as e:
@@ -438,7 +441,7 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
     from .scan import real_shape_case as scan_case, run_scan_case
 
     proj_row = lambda case, res, s: _row("xnor_projection", case, res, s)  # noqa: E731
-    layers, projections, scans = [], [], []
+    layers, projections, scans, models = [], [], [], []
     steps = len(plan.presets) + ("projection" in plan.units) + bool(plan.model_layers) + (
         "layer" in plan.units and args.stalls)
     with _Progress(steps, "preparing", "preset", "prep") as progress:
@@ -480,9 +483,10 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
             t0 = time.perf_counter()
             progress.phase("shakespeare: calibration, golden model on test text")
             if "layer" in plan.units:
-                layers += [_Job("layer", c, run_layer_case, _layer_row) for c in
-                           shipped_engine_cases(plan.model_layers, args.model_tokens,
-                                                args.bytes_per_cycle, args.seed)]
+                from .lm import run_lm_case
+
+                models.append(_Job("model", shipped_lm_case(
+                    args.model_tokens, args.bytes_per_cycle, args.seed), run_lm_case, _lm_row))
             if "projection" in plan.units or "scan" in plan.units:
                 for c in shipped_layer_cases(plan.model_layers, MODEL_PROJ_TOKENS,
                                              args.scan_tokens, args.simd, args.pe, args.lanes,
@@ -494,7 +498,7 @@ def _prepare(plan: _Plan, args: argparse.Namespace) -> list[_Job]:
                         projections.append(_Job("xnor_projection", c, run_case, proj_row))
             progress.finished(f"shakespeare: layers {plan.model_layers} of the shipped student "
                               f"on test text ({time.perf_counter() - t0:.0f} s)")
-    return layers + projections + scans
+    return models + layers + projections + scans
 
 
 def preset_layer_case(preset: str, tokens: int, bytes_per_cycle: int, seed: int = 0):
@@ -541,25 +545,45 @@ def stalls_layer_case(seed: int = 0):
                      reset_at=at, seed=seed)
 
 
-def shipped_engine_cases(layers: list[int], tokens: int, bytes_per_cycle: int, seed: int = 0):
-    """Layers of the shipped student through the engine sized for ``bytes_per_cycle``: each on
-    ``tokens`` decode steps of test text, its input the golden model's residual stream there."""
+def shipped_lm_case(tokens: int, bytes_per_cycle: int, seed: int = 0):
+    """The first ``tokens`` bytes of the test split, decoded back to back by the shipped
+    student on the whole-model engine sized for ``bytes_per_cycle``."""
     import numpy as np
 
     from model.data.corpus import load_split
-    from model.evaluate.sqnr import golden_trace
     from model.evaluate.lm import shipped_golden
 
-    from .layer import LayerCase
+    from .lm import LMCase
 
     _, q = shipped_golden(_SHIPPED, data_root=_DATA.parent)
     text = load_split("test", _DATA.parent)[:tokens].astype(np.int64)
-    h = q.embedding[text]
-    for i, lq in enumerate(q.layers[: max(layers) + 1]):
-        if i in layers:
-            yield LayerCase(f"shakespeare_L{i}_layer",
-                            [LayerConfig.sized_for(lq, bytes_per_cycle)], h.copy(), seed=seed)
-        h = golden_trace(lq, h)["layer_out"]
+    return LMCase("shakespeare_lm", LMConfig.sized_for(q, bytes_per_cycle), text, seed=seed)
+
+
+# The clocks the whole-model row states tokens a second at: the ECP5 target of the units
+# (docs/fpga.md) and the estimator's default, an assumed ASIC clock (energy/estimator.py).
+ROW_CLOCKS_HZ = (125e6, 1e9)
+
+
+def _lm_row(case, res: dict, seconds: float) -> list[str]:
+    lmc = case.config
+    T = len(case.tokens)
+    sched = lmc.schedule(case.period, case.latency)
+    measured = res["last_logit"][-1] - res["token_cycles"][0] + 1
+    pred = res["predicted_first"] + res["predicted_spacing"] * (T - 1)
+    per_token = res["predicted_spacing"]
+    rates = ", ".join(f"{hz / per_token:,.0f} tokens/s at {hz / 1e6:,.0f} MHz"
+                      for hz in ROW_CLOCKS_HZ)
+    conf = (f"{lmc.beat_bits // 8} B/cycle: S{lmc.simd} P{lmc.pe} lanes {lmc.lanes}, "
+            f"{lmc.n_layer} layers + head, {per_token:,} cycles a token, "
+            f"{sched.memory_cycles / per_token:.1%} of roofline; {rates}")
+    ok = (measured == pred and res["mismatches"] == 0 and res["row_mismatches"] == 0
+          and res["cycles"][0] == res["predicted_first"]
+          and all(sp == per_token for sp in res["spacing"]))
+    rate = measured / res["wall_s"] if res["wall_s"] > 0 else None
+    return ["model", case.name, conf, f"{T} bytes x {lmc.cfg.vocab_size} logits",
+            str(measured), str(pred), f"{rate / 1e3:.0f}" if rate else "-", f"{seconds:.0f}",
+            "PASS" if ok else f"FAIL ({res['mismatches']} mismatches)"]
 
 
 def _layer_row(case, res: dict, seconds: float) -> list[str]:

@@ -171,7 +171,7 @@ def embedding_beats(lmc, token: int) -> list[int]:
 def head_beats(lmc) -> list[int]:
     """The head rows (the tied embedding in ``head_bits``), row after row, each
     ``head_row_beats`` beats of ``head_values_per_beat`` weights (the last zero padded)."""
-    hb, n, W = lmc.q.spec.head_bits, lmc.head_values_per_beat, lmc.beat_bits
+    hb, n = lmc.q.spec.head_bits, lmc.head_values_per_beat
     out: list[int] = []
     for row in lmc.q.head:
         out += [pack_fields(row[i: i + n], hb) for i in range(0, len(row), n)]

@@ -1,14 +1,12 @@
-"""cocotb testbench of the whole-model engine (``rtl/lm.py``): tokens in, logits out, the weight
-stream from a memory that answers the engine's row requests.
+"""cocotb testbench of the whole-model engine (``rtl/lm.py``) in its simulation harness
+(``cosim/bench.py``: the memory model in RTL): tokens in, logits out.
 
 The case pickle (``BIMAMBA_CASE``, from :mod:`cosim.lm`) holds:
 
 * ``static``: the token-independent beats of a token's stream, and ``rows``: every embedding
-  row's beats (``rows[token]``), so the memory sends ``rows[token] + static`` for each request;
-* the memory's ``latency`` and ``period``: a token's first beat is offered at the latest of
-  ``latency + 1`` cycles after its row request and ``period`` cycles after the previous
-  token's last beat; each later beat ``period`` cycles after the previous handshake, with
-  random bubbles of probability ``bubble``;
+  row's beats, so the testbench pushes ``rows[token] + static`` for each token, in
+  ``burst_beats``-beat words of ``beat_bits`` beats, into the harness, which paces them into
+  the engine (``latency``, ``period``, ``bubble``: the harness's ``cfg``, set before reset);
 * either ``tokens`` and ``starts`` (all offered at once, back to back, with random idle cycles
   of probability ``idle``), or ``host``: ``"module:function"`` of a host that is called with
   ``host_args`` and returns an object with ``first() -> (token, start) | None`` and
@@ -17,8 +15,8 @@ The case pickle (``BIMAMBA_CASE``, from :mod:`cosim.lm`) holds:
 * ``logit_bits``, ``vocab``; ``backpressure`` (pauses on ``logits``); ``reset_at`` (optional):
   a cycle at which reset is asserted, everything in flight dropped and every token sent again.
 
-Figures to ``BIMAMBA_RESULT``: the logits of each token (signed), the tokens, the cycle of each
-token handshake and of each token's last logit.
+Figures to ``BIMAMBA_RESULT``: the logits of each token (signed), the tokens, the engine's row
+requests, the cycle of each token handshake and of each token's last logit.
 """
 
 from __future__ import annotations
@@ -45,66 +43,86 @@ class _Rows:
         self.sink = StreamSink(dut, "row", dut.clk, PERIOD_NS)
         self.rows: list[int] = []
         self.cycles: list[int] = []
-        self.arrived = Event()
 
     async def run(self) -> None:
         while True:
             words, cycles = await self.sink.receive(1)
             self.rows += words
             self.cycles += cycles
-            self.arrived.set()  # wakes the memory in this time step (a falling edge)
+
+
+# Cycles from a burst's handshake to its first beat being offerable (the harness's burst FIFO,
+# lib.fifo.SyncFIFOBuffered: written -> readable, 2, and its output register).
+BURST_LATENCY = 3
 
 
 class _Memory:
-    """Answers row requests in order with ``rows[token] + static``."""
+    """Pushes each token's beats, ``burst_beats`` to a word, into the harness. The memory
+    holds the weights before the engine asks for them: a token is offered only once its first
+    burst can be read (:meth:`ready_for`), so the harness's pacing alone sets the timing."""
 
-    def __init__(self, dut, case: dict, rows: _Rows, rng: random.Random) -> None:
-        self.src = StreamSource(dut, "mem", dut.clk, PERIOD_NS,
-                                random_pauses(case["bubble"], rng), gap=case["period"] - 1)
-        self.case, self.requests = case, rows
+    def __init__(self, dut, case: dict) -> None:
+        self.src = StreamSource(dut, "burst", dut.clk, PERIOD_NS)
+        self.case = case
+        self.first_in = Event()
+        self.tokens_in = 0
 
-    async def run(self) -> None:
-        c, lat = self.case, self.case["latency"]
-        served = 0
-        while True:
-            while len(self.requests.rows) <= served:
-                self.requests.arrived.clear()
-                await self.requests.arrived.wait()
-            # At a falling edge: the earliest offer is latency + 1 after the request's cycle.
-            wait = self.requests.cycles[served] + 1 + lat - self.src.cycle()
-            if wait > 0:
-                await Timer(wait * PERIOD_NS, "ns")
-            await self.src.send(c["rows"][self.requests.rows[served]] + c["static"])
-            served += 1
+    def words(self, token: int) -> list[int]:
+        c = self.case
+        beats = c["rows"][token] + c["static"]
+        K, W = c["burst_beats"], c["beat_bits"]
+        out = []
+        for i in range(0, len(beats), K):
+            w = 0
+            for j, b in enumerate(beats[i: i + K]):
+                w |= b << (j * W)
+            out.append(w)
+        return out
+
+    async def send(self, tokens: list[int]) -> None:
+        for t in tokens:
+            words = self.words(t)
+            await self.src.send(words[:1])
+            self.tokens_in += 1
+            self.first_in.set()
+            await self.src.send(words[1:])
+
+    async def ready_for(self, n: int) -> None:
+        """Return once the first burst of the ``n``-th token (from 1) can be read."""
+        while self.tokens_in < n:
+            self.first_in.clear()
+            await self.first_in.wait()
+        await Timer(BURST_LATENCY * PERIOD_NS, "ns")
+        await FallingEdge(self.src.clk)
 
 
 def _drivers(dut, case: dict, rng: random.Random):
-    rows = _Rows(dut)
-    mem = _Memory(dut, case, rows, rng)
     tok = StreamSource(dut, "token", dut.clk, PERIOD_NS, random_pauses(case["idle"], rng))
     logits = StreamSink(dut, "logits", dut.clk, PERIOD_NS,
                         random_pauses(case["backpressure"], rng))
-    return rows, mem, tok, logits
+    return _Rows(dut), _Memory(dut, case), tok, logits
 
 
 def _word(token: int, start: bool) -> int:
     return (int(token) << 1) | int(bool(start))  # {start: 1, id}
 
 
-async def _stream(case: dict, tok: StreamSource, logits: StreamSink) -> dict:
+async def _stream(case: dict, mem: _Memory, tok: StreamSource, logits: StreamSink) -> dict:
     """Every token offered at once; the logits collected as they come."""
-    V, bits = case["vocab"], case["logit_bits"]
-    send = cocotb.start_soon(tok.send([_word(t, s) for t, s in zip(case["tokens"],
-                                                                    case["starts"])]))
-    words, cycles = await logits.receive(V * len(case["tokens"]))
+    V, bits, toks = case["vocab"], case["logit_bits"], case["tokens"]
+    push = cocotb.start_soon(mem.send(toks))
+    await mem.ready_for(1)
+    send = cocotb.start_soon(tok.send([_word(t, s) for t, s in zip(toks, case["starts"])]))
+    words, cycles = await logits.receive(V * len(toks))
     tok_cycles = await send
-    out = [[_signed(w, bits) for w in words[i * V: (i + 1) * V]]
-           for i in range(len(case["tokens"]))]
-    return {"tokens": list(case["tokens"]), "logits": out, "token_cycles": tok_cycles,
+    await push
+    out = [[_signed(w, bits) for w in words[i * V: (i + 1) * V]] for i in range(len(toks))]
+    return {"tokens": list(toks), "logits": out, "token_cycles": tok_cycles,
             "last_logit": [cycles[(i + 1) * V - 1] for i in range(len(out))]}
 
 
-async def _interactive(case: dict, tok: StreamSource, logits: StreamSink) -> dict:
+async def _interactive(case: dict, mem: _Memory, tok: StreamSource,
+                       logits: StreamSink) -> dict:
     """The host names each token after reading the logits of the one before."""
     module, _, name = case["host"].partition(":")
     host = getattr(importlib.import_module(module), name)(**case["host_args"])
@@ -113,8 +131,11 @@ async def _interactive(case: dict, tok: StreamSource, logits: StreamSink) -> dic
     nxt = host.first()
     while nxt is not None:
         t, s = nxt
+        push = cocotb.start_soon(mem.send([t]))
+        await mem.ready_for(len(res["tokens"]) + 1)
         res["token_cycles"] += await tok.send([_word(t, s)])
         words, cycles = await logits.receive(V)
+        await push
         lg = [_signed(w, bits) for w in words]
         res["tokens"].append(int(t))
         res["logits"].append(lg)
@@ -129,14 +150,15 @@ async def lm_case(dut):
     case = load_case()
     rng = random.Random(case["seed"])
     dut._log.info("case %s seed=%d", case["name"], case["seed"])
+    dut.cfg.value = (case["period"] | (case["latency"] << 16)
+                     | (round(case["bubble"] * 65536) << 32) | ((case["seed"] & 0xFFFFFFFF) << 49))
     await start(dut)
     budget = case["timeout_cycles"] * PERIOD_NS
     run = _interactive if case.get("host") else _stream
 
     rows, mem, tok, logits = _drivers(dut, case, rng)
     if case.get("reset_at") is not None:
-        tasks = [cocotb.start_soon(rows.run()), cocotb.start_soon(mem.run()),
-                 cocotb.start_soon(run(case, tok, logits))]
+        tasks = [cocotb.start_soon(rows.run()), cocotb.start_soon(run(case, mem, tok, logits))]
         await Timer(case["reset_at"] * PERIOD_NS, "ns")
         for t in tasks:
             t.cancel()
@@ -150,18 +172,17 @@ async def lm_case(dut):
         rows, mem, tok, logits = _drivers(dut, case, rng)
 
     t0 = time.perf_counter()
-    side = [cocotb.start_soon(rows.run()), cocotb.start_soon(mem.run())]
+    side = cocotb.start_soon(rows.run())
     try:
-        res = await with_timeout(cocotb.start_soon(run(case, tok, logits)), budget, "ns")
+        res = await with_timeout(cocotb.start_soon(run(case, mem, tok, logits)), budget, "ns")
     except SimTimeoutError:
         write_result({"name": case["name"], "seed": case["seed"],
                       "timeout": {"tokens": tok.count, "rows": len(rows.rows),
-                                  "mem": mem.src.count, "logits": logits.count}})
+                                  "bursts": mem.src.count, "logits": logits.count}})
         raise
     wall = time.perf_counter() - t0
     await assert_quiet(dut, dut.logits__valid, case.get("quiet_cycles", 64), "logit")
-    for t in side:
-        t.cancel()
+    side.cancel()
     res.update({"name": case["name"], "seed": case["seed"], "wall_s": wall,
-                "rows": rows.rows, "row_cycles": rows.cycles, "mem_beats": mem.src.count})
+                "rows": rows.rows, "row_cycles": rows.cycles})
     write_result(res)

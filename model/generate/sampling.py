@@ -23,7 +23,6 @@ printed decoded as latin-1, so every byte 0..255 is one character.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path

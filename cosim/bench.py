@@ -1,0 +1,115 @@
+"""``LMBench``: the whole-model engine behind a memory model written in RTL, for simulation.
+
+A token's weight stream is 10^4 beats and more; a cocotb driver handing them over one by one
+spends tens of microseconds of Python on each, several times the simulated engine's own cost.
+Here the testbench pushes ``burst`` words of ``K`` beats instead, in token order, and the
+memory model paces them into the engine's ``mem`` port cycle by cycle, in the simulator:
+
+* a token's first beat is offered no earlier than ``latency + 1`` cycles after the engine's
+  row request for it, nor ``period`` cycles after the previous token's last beat;
+* every other beat no earlier than ``period`` cycles after the previous handshake (the memory
+  fetches one beat ahead, no more);
+* in any cycle a beat is withheld with probability ``bubble / 2**16`` (a 32-bit xorshift
+  generator seeded from ``seed``), as :class:`sim.streams.MemorySource`'s pauses.
+
+``period``, ``latency``, ``bubble`` and ``seed`` are input ports the testbench sets before it
+releases reset, so one build serves every memory. The last burst of a token is padded; the
+model drops the padding (it counts ``beats_per_token``). The engine's row requests also leave
+on ``row`` (always to be taken), so the testbench can check each against the token it sent.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.lm import BiMambaLM, LMConfig
+
+__all__ = ["LMBench", "BURST_BEATS"]
+
+BURST_BEATS = 32
+
+
+class LMBench(wiring.Component):
+    """:class:`~rtl.lm.BiMambaLM` fed by the memory model of the module docstring.
+
+    Members
+    -------
+    token, logits : as :class:`~rtl.lm.BiMambaLM`
+    row : ``Out(stream.Signature(unsigned(token_bits)))``, a copy of the engine's requests
+    burst : ``In(stream.Signature(unsigned(K * beat_bits)))``, beat i at bits ``[i*W, (i+1)*W)``
+    cfg : ``In(StructLayout({period, latency, bubble, seed}))``, held during a run
+    """
+
+    def __init__(self, config: LMConfig, burst_beats: int = BURST_BEATS) -> None:
+        self.config, self.K = config, burst_beats
+        super().__init__({
+            "token": In(stream.Signature(config.token_layout)),
+            "row": Out(stream.Signature(unsigned(config.token_bits))),
+            "burst": In(stream.Signature(unsigned(burst_beats * config.beat_bits))),
+            "logits": Out(stream.Signature(signed(config.logit_bits))),
+            "cfg": In(data.StructLayout({"period": 16, "latency": 16, "bubble": 17,
+                                         "seed": 32})),
+        })
+
+    def elaborate(self, platform):
+        c, K = self.config, self.K
+        W, B = c.beat_bits, c.beats_per_token
+        m = Module()
+        m.submodules.lm = lm = BiMambaLM(c)
+        wiring.connect(m, wiring.flipped(self.token), lm.token)
+        wiring.connect(m, lm.logits, wiring.flipped(self.logits))
+
+        cyc = Signal(32)
+        m.d.sync += cyc.eq(cyc + 1)
+
+        # Row requests: passed on, their cycles queued for the pacing of each token's start.
+        # (SyncFIFO: an entry is readable the cycle after its write, when it is first due.)
+        m.submodules.reqs = reqs = fifo.SyncFIFO(width=32, depth=4)
+        m.d.comb += [
+            self.row.payload.eq(lm.row.payload),
+            self.row.valid.eq(lm.row.valid & reqs.w_rdy),
+            lm.row.ready.eq(self.row.ready & reqs.w_rdy),
+            reqs.w_data.eq(cyc), reqs.w_en.eq(lm.row.valid & lm.row.ready),
+        ]
+
+        # Bursts, and the beat within the burst and within the token.
+        m.submodules.bursts = bursts = fifo.SyncFIFOBuffered(width=K * W, depth=4)
+        m.d.comb += [bursts.w_data.eq(self.burst.payload),
+                     bursts.w_en.eq(self.burst.valid & bursts.w_rdy),
+                     self.burst.ready.eq(bursts.w_rdy)]
+        si = Signal(range(K))
+        bi = Signal(range(B))
+
+        # The generator: xorshift32, seeded in the first cycle after reset.
+        rnd = Signal(32)
+        seeded = Signal()
+        x1 = rnd ^ (rnd << 13)[:32]
+        x2 = x1 ^ (x1 >> 17)
+        x3 = x2 ^ (x2 << 5)[:32]
+        with m.If(~seeded):
+            m.d.sync += [rnd.eq(self.cfg.seed | 1), seeded.eq(1)]
+        with m.Else():
+            m.d.sync += rnd.eq(x3)
+        bubble = seeded & (rnd[:16] < self.cfg.bubble)
+
+        last_hs = Signal(32)
+        any_hs = Signal()  # a beat has been taken since reset
+        paced = ~any_hs | (cyc >= last_hs + self.cfg.period)
+        started = bi != 0
+        due = Mux(started, 1, reqs.r_rdy & (cyc >= reqs.r_data + 1 + self.cfg.latency))
+        mem = lm.mem
+        m.d.comb += [
+            mem.payload.eq(bursts.r_data.word_select(si, W)),
+            mem.valid.eq(seeded & bursts.r_rdy & paced & due & ~bubble),
+        ]
+        take = mem.valid & mem.ready
+        last_beat = bi == B - 1
+        m.d.comb += [bursts.r_en.eq(take & ((si == K - 1) | last_beat)),
+                     reqs.r_en.eq(take & last_beat)]
+        with m.If(take):
+            m.d.sync += [last_hs.eq(cyc), any_hs.eq(1),
+                         si.eq(Mux((si == K - 1) | last_beat, 0, si + 1)),
+                         bi.eq(Mux(last_beat, 0, bi + 1))]
+        return m
