@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo test test-slow bench sweep report lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm test test-slow bench sweep report lint fpga toolchain clean
 
 all: venv
 
@@ -72,6 +72,10 @@ XDIST    = -n $(WORKERS) --dist worksteal
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) --durations=10
+
+# One-line bugs planted in the whole-model engine one at a time; its tests must catch each.
+mutate-lm: $(STAMP)
+	$(PY) tests/mutation/lm_engine.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(XDIST)

@@ -22,7 +22,8 @@ __all__ = ["LMCase", "golden_logits", "run_lm_case"]
 class LMCase:
     """Decode ``tokens`` through the engine of ``config``, or let ``host`` name them.
 
-    ``starts`` marks tokens that begin a sequence (token 0 always does). ``idle``,
+    ``starts`` marks tokens that begin a sequence (default: token 0 only); the first token
+    after reset begins one whether marked or not. ``idle``,
     ``backpressure`` and ``bubble`` are the probabilities of a pause on ``token``, on
     ``logits`` and on the weight stream; ``period`` and ``latency`` describe the memory;
     ``reset_at`` resets the engine at that cycle and starts over. ``host`` is
@@ -51,9 +52,11 @@ class LMCase:
             if self.tokens.ndim != 1 or not len(self.tokens):
                 raise ValueError(f"tokens must have shape (T >= 1,), not {self.tokens.shape}")
             T = len(self.tokens)
-            self.starts = (np.zeros(T, bool) if self.starts is None
-                           else np.asarray(self.starts, bool).copy())
-            self.starts[0] = True
+            if self.starts is None:
+                self.starts = np.zeros(T, bool)
+                self.starts[0] = True
+            else:  # token 0 may come without start: the engine starts afresh after reset
+                self.starts = np.asarray(self.starts, bool).copy()
 
     @property
     def stalls(self) -> bool:

@@ -1,0 +1,72 @@
+"""One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
+conv units, the cycle formula), one at a time; tests/test_lm_engine.py must fail on each.
+
+``make mutate-lm`` runs it and prints which were caught (the file is restored after each).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MUTANTS = [
+    ("scan: every layer's state in slot 0 (base never stepped)", "rtl/ssm_scan.py",
+     "0,\n                                                base + H * P * K))",
+     "0,\n                                                base))"),
+    ("scan: the slot wraps one layer early", "rtl/ssm_scan.py",
+     "base.eq(Mux(base == (S - 1) * H * P * K, 0,", "base.eq(Mux(base == (S - 2) * H * P * K, 0,"),
+    ("conv: the slot wraps one layer early", "rtl/layer_units.py",
+     "base.eq(Mux(base == (S - 1) * G, 0, base + G))", "base.eq(Mux(base == (S - 2) * G, 0, base + G))"),
+    ("scan: a layer's state written to the next layer's slot", "rtl/ssm_scan.py",
+     "        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr),",
+     "        m.d.comb += [st_waddr.eq((at[RW_WRITE].addr + H * P * K) % depth),"),
+    ("conv: state written to slot 0 whatever the layer", "rtl/layer_units.py",
+     '        a1 = _reg(m, base + g, adv, "a1", range(max(S * G, 2)))',
+     '        a1 = _reg(m, g, adv, "a1", range(max(S * G, 2)))'),
+    ("sequencer: restore skipped (every layer pass starts a sequence)", "rtl/lm.py",
+     "        start_now = Mux(from_emb, starts.r_data | fresh, tok_start)",
+     "        start_now = Mux(from_emb, starts.r_data | fresh, 1)"),
+    ("sequencer: after reset only layer 0 starts afresh", "rtl/lm.py",
+     "                m.d.sync += [tok_start.eq(start_now), fresh.eq(0)]",
+     "                m.d.sync += [tok_start.eq(starts.r_data), fresh.eq(0)]"),
+    ("sequencer: the output of layer L-2 goes to the final norm", "rtl/lm.py",
+     "        o_last = opass == L - 1",
+     "        o_last = opass == L - 2"),
+    ("head: activations released one row early", "rtl/lm.py",
+     "                with m.If(r == V - 1):\n                    m.d.sync += a_full.eq(0)",
+     "                with m.If(r == V - 2):\n                    m.d.sync += a_full.eq(0)"),
+    ("head: row accumulator not cleared at a row's first beat", "rtl/lm.py",
+     "                m.d.sync += acc.eq(Mux(mt.first, 0, acc) + total)",
+     "                m.d.sync += acc.eq(acc + total)"),
+    ("formula: head latency one short", "rtl/lm.py",
+     "    return 3 + max(1, -(-levels // 2))",
+     "    return 2 + max(1, -(-levels // 2))"),
+    ("formula: final norm starts a cycle early", "rtl/lm.py",
+     "        start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)",
+     "        start = max(u_last + NORM_RSQRT_CYCLES, mem_last + p)"),
+]
+
+def main() -> int:
+    results = []
+    for name, path, old, new in MUTANTS:
+        f = ROOT / path
+        src = f.read_text()
+        assert src.count(old) == 1, (name, src.count(old))
+        f.write_text(src.replace(old, new))
+        try:
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                "tests/test_lm_engine.py", "-k", "not lint"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=1200)
+            caught = r.returncode != 0
+            line = [l for l in r.stdout.splitlines() if l.startswith("FAILED")][:1]
+        finally:
+            f.write_text(src)
+        results.append((name, caught, line[0] if line else ""))
+        print(("CAUGHT " if caught else "MISSED ") + name, "|", line[0] if line else "", flush=True)
+    caught = sum(c for _, c, _ in results)
+    print(f"{caught} / {len(results)} caught")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
