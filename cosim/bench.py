@@ -28,7 +28,7 @@ from rtl.lm import BiMambaLM, LMConfig
 
 __all__ = ["LMBench", "BURST_BEATS"]
 
-BURST_BEATS = 32
+BURST_BEATS = 64
 
 
 class LMBench(wiring.Component):

@@ -68,20 +68,33 @@ def run(prompt: bytes, n: int, *, seed: int = 0, temperature: float = 0.8, top_k
                       seed=seed, host_args=dict(prompt=list(prompt), n=n, seed=seed,
                                                 temperature=temperature, top_k=top_k,
                                                 scale=q.logit_scale, progress_file=str(prog)))
+        # The golden model's own text, in a thread beside the simulation (a process of its
+        # own, on the other core).
+        golden: list[bytes] = []
+        gthread = threading.Thread(target=lambda: golden.append(generate(
+            GoldenLM(q), prompt, n, np.random.default_rng(seed), temperature, top_k)),
+            daemon=True)
         done = threading.Event()
         watcher = threading.Thread(target=_progress, args=(prog, n, done), daemon=True)
         phases = {"emit": "emitting Verilog", "build": "building the Verilator model (cached)",
                   "simulate": "simulating"}
         try:
-            res = run_lm_case(case, on_phase=lambda p: (say(phases.get(p, p)),
-                                                        p == "simulate" and verbose
-                                                        and watcher.start()))
+            def phase(p: str) -> None:
+                say(phases.get(p, p))
+                if p == "simulate":  # the simulator runs in a process of its own
+                    gthread.start()
+                    if verbose:
+                        watcher.start()
+
+            res = run_lm_case(case, on_phase=phase)
         finally:
             done.set()
     tokens = res["tokens"]
     rtl_text = bytes(res["host_out"])  # the bytes the host drew from the engine's logits
-    say("the golden model's text for the same prompt, bytes and seed")
-    golden = generate(GoldenLM(q), prompt, n, np.random.default_rng(seed), temperature, top_k)
+    gthread.join()
+    if not golden:
+        raise RuntimeError("the golden model's generation failed (see the traceback above)")
+    golden = golden[0]
     cycles = res["cycles"]
     sched = lmc.schedule()
     out = {
