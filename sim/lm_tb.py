@@ -107,12 +107,16 @@ def _word(token: int, start: bool) -> int:
     return (int(token) << 1) | int(bool(start))  # {start: 1, id}
 
 
-async def _stream(case: dict, mem: _Memory, tok: StreamSource, logits: StreamSink) -> dict:
-    """Every token offered at once; the logits collected as they come."""
+async def _stream(case: dict, mem: _Memory, tok: StreamSource, logits: StreamSink,
+                  tasks: list) -> dict:
+    """Every token offered at once; the logits collected as they come. The tasks it starts go
+    into ``tasks`` (a reset cancels them with it)."""
     V, bits, toks = case["vocab"], case["logit_bits"], case["tokens"]
     push = cocotb.start_soon(mem.send(toks))
+    tasks.append(push)
     await mem.ready_for(1)
     send = cocotb.start_soon(tok.send([_word(t, s) for t, s in zip(toks, case["starts"])]))
+    tasks.append(send)
     words, cycles = await logits.receive(V * len(toks))
     tok_cycles = await send
     await push
@@ -121,8 +125,8 @@ async def _stream(case: dict, mem: _Memory, tok: StreamSource, logits: StreamSin
             "last_logit": [cycles[(i + 1) * V - 1] for i in range(len(out))]}
 
 
-async def _interactive(case: dict, mem: _Memory, tok: StreamSource,
-                       logits: StreamSink) -> dict:
+async def _interactive(case: dict, mem: _Memory, tok: StreamSource, logits: StreamSink,
+                       tasks: list) -> dict:
     """The host names each token after reading the logits of the one before."""
     module, _, name = case["host"].partition(":")
     host = getattr(importlib.import_module(module), name)(**case["host_args"])
@@ -132,6 +136,7 @@ async def _interactive(case: dict, mem: _Memory, tok: StreamSource,
     while nxt is not None:
         t, s = nxt
         push = cocotb.start_soon(mem.send([t]))
+        tasks.append(push)
         await mem.ready_for(len(res["tokens"]) + 1)
         res["token_cycles"] += await tok.send([_word(t, s)])
         words, cycles = await logits.receive(V)
@@ -158,7 +163,11 @@ async def lm_case(dut):
 
     rows, mem, tok, logits = _drivers(dut, case, rng)
     if case.get("reset_at") is not None:
-        tasks = [cocotb.start_soon(rows.run()), cocotb.start_soon(run(case, mem, tok, logits))]
+        # Every task of the first run, the ones it starts included, is cancelled at the reset:
+        # a sender left running would drive its port beside the second run's.
+        tasks: list = []
+        tasks += [cocotb.start_soon(rows.run()),
+                  cocotb.start_soon(run(case, mem, tok, logits, tasks))]
         await Timer(case["reset_at"] * PERIOD_NS, "ns")
         for t in tasks:
             t.cancel()
@@ -174,7 +183,8 @@ async def lm_case(dut):
     t0 = time.perf_counter()
     side = cocotb.start_soon(rows.run())
     try:
-        res = await with_timeout(cocotb.start_soon(run(case, mem, tok, logits)), budget, "ns")
+        res = await with_timeout(cocotb.start_soon(run(case, mem, tok, logits, [])), budget,
+                                 "ns")
     except SimTimeoutError:
         write_result({"name": case["name"], "seed": case["seed"],
                       "timeout": {"tokens": tok.count, "rows": len(rows.rows),

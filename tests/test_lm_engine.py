@@ -181,10 +181,13 @@ def test_tokens_bit_exact_cycles_equal_formula(lmc):
 
 def test_stalls_on_every_stream_and_a_reset_mid_token(lmc, seed):
     """Token 0 comes without start: after the reset inside its second layer, every layer's
-    state must still begin at zero (the state RAMs start random in simulation)."""
-    toks = np.random.default_rng(seed).integers(0, 256, 4)
+    state must still begin at zero (the state RAMs start random in simulation). Sixteen
+    tokens, so the run after the reset outlasts anything the first run left behind."""
+    toks = np.random.default_rng(seed).integers(0, 256, 16)
+    starts = np.zeros(16, bool)
+    starts[[2, 11]] = True
     at = lmc.schedule().ends["layer1"] - 200  # inside token 0's second layer
-    res = run_lm_case(LMCase(f"tiny_lm_stalls_{seed}", lmc, toks, starts=[0, 0, 1, 0],
+    res = run_lm_case(LMCase(f"tiny_lm_stalls_{seed}", lmc, toks, starts,
                              idle=0.3, backpressure=0.3, bubble=0.3, reset_at=at, seed=seed))
     _check(res)
 
