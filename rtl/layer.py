@@ -46,7 +46,8 @@ from .stream_projection import StreamProjection, StreamProjectionConfig
 if TYPE_CHECKING:
     from model.golden.quantize import QuantizedLayer
 
-__all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS"]
+__all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS",
+           "section_demux"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
@@ -428,6 +429,26 @@ class LayerConfig:
         return data.ArrayLayout(signed(self.export.fmt["res"].bits), self.pe)
 
 
+def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
+    """Route the stream ``mem`` to ``targets`` in turn: ``beats[i]`` beats to target i, then
+    the next, wrapping after the last. A target that is not ready stalls the stream."""
+    sec = Signal(range(max(len(targets), 2)), name="sec")
+    nb = Signal(range(max(beats) + 1), name="sec_beat")
+    ready = Signal(name="sec_ready")
+    for i, t in enumerate(targets):
+        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & (sec == i))]
+        with m.If(sec == i):
+            m.d.comb += ready.eq(t.ready)
+    m.d.comb += mem.ready.eq(ready)
+    with m.If(mem.valid & mem.ready):
+        for i, n in enumerate(beats):
+            with m.If(sec == i):
+                with m.If(nb == n - 1):
+                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % len(targets))]
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
+
+
 class BiMambaLayer(wiring.Component):
     """The layer engine (see the module docstring).
 
@@ -488,23 +509,9 @@ class BiMambaLayer(wiring.Component):
 
         # -- the weight stream: count beats, route each section to its unit ---------------------
         beats = lc.section_beats()
-        sec = Signal(range(len(SECTIONS)))
-        nb = Signal(range(max(beats.values()) + 1))
         unpack = self._scan_consts(m, scan)
-        targets = [norm_in.gain, in_proj.mem, unpack, conv.w, norm_out.gain, out_proj.mem]
-        ready = Signal()
-        for i, t in enumerate(targets):
-            m.d.comb += [t.payload.eq(self.mem.payload), t.valid.eq(self.mem.valid & (sec == i))]
-            with m.If(sec == i):
-                m.d.comb += ready.eq(t.ready)
-        m.d.comb += self.mem.ready.eq(ready)
-        with m.If(self.mem.valid & self.mem.ready):
-            for i, name in enumerate(SECTIONS):
-                with m.If(sec == i):
-                    with m.If(nb == beats[name] - 1):
-                        m.d.sync += [nb.eq(0), sec.eq((i + 1) % len(SECTIONS))]
-                    with m.Else():
-                        m.d.sync += nb.eq(nb + 1)
+        section_demux(m, self.mem, [norm_in.gain, in_proj.mem, unpack, conv.w, norm_out.gain,
+                                    out_proj.mem], [beats[name] for name in SECTIONS])
 
         # -- u: into the block norm and the u FIFO (for the residual) --------------------------
         ucnt = Signal(range(max(D // P, 2)))

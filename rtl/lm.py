@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.golden.fixedpoint import signed_bits
 
-from .layer import BiMambaLayer, LayerConfig
+from .layer import BiMambaLayer, LayerConfig, section_demux
 from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit, gain_record_beats
 from .stall import output_register
 from .stream_projection import gather
@@ -397,22 +397,8 @@ class BiMambaLM(wiring.Component):
         # -- the weight stream: count beats, route each section ------------------------------
         beats = c.section_beats()
         emb = stream.Signature(unsigned(c.beat_bits)).create(path=("emb",))
-        sec = Signal(range(len(LM_SECTIONS)))
-        nb = Signal(range(max(beats.values()) + 1))
-        targets = [emb, layer.mem, norm_f.gain, head.w]
-        ready = Signal()
-        for i, t in enumerate(targets):
-            m.d.comb += [t.payload.eq(self.mem.payload), t.valid.eq(self.mem.valid & (sec == i))]
-            with m.If(sec == i):
-                m.d.comb += ready.eq(t.ready)
-        m.d.comb += self.mem.ready.eq(ready)
-        with m.If(self.mem.valid & self.mem.ready):
-            for i, name in enumerate(LM_SECTIONS):
-                with m.If(sec == i):
-                    with m.If(nb == beats[name] - 1):
-                        m.d.sync += [nb.eq(0), sec.eq((i + 1) % len(LM_SECTIONS))]
-                    with m.Else():
-                        m.d.sync += nb.eq(nb + 1)
+        section_demux(m, self.mem, [emb, layer.mem, norm_f.gain, head.w],
+                      [beats[name] for name in LM_SECTIONS])
 
         # -- the layer engine's input: the embedding row (layer 0) or its own output ---------
         upass = Signal(range(max(L, 2)))  # the layer whose input u carries now
