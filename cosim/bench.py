@@ -20,15 +20,22 @@ on ``row`` (always to be taken), so the testbench can check each against the tok
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.lm import BiMambaLM, LMConfig
 
-__all__ = ["LMBench", "BURST_BEATS"]
+__all__ = ["LMBench", "BURST_BEATS", "CFG_LAYOUT"]
 
 BURST_BEATS = 64
+
+# The memory model's parameters, set before reset: the weight stream's pacing (``period``,
+# ``latency``), the state port's (``s_period``, ``s_latency``), the probability of a bubble in
+# 2**-16 (``bubble``) and the generator's seed.
+CFG_LAYOUT = data.StructLayout({"period": 16, "latency": 16, "bubble": 17, "seed": 32,
+                                "s_period": 16, "s_latency": 16})
 
 
 class LMBench(wiring.Component):
@@ -49,8 +56,7 @@ class LMBench(wiring.Component):
             "row": Out(stream.Signature(unsigned(config.token_bits))),
             "burst": In(stream.Signature(unsigned(burst_beats * config.beat_bits))),
             "logits": Out(stream.Signature(signed(config.logit_bits))),
-            "cfg": In(data.StructLayout({"period": 16, "latency": 16, "bubble": 17,
-                                         "seed": 32})),
+            "cfg": In(CFG_LAYOUT),
         })
 
     def elaborate(self, platform):
@@ -112,4 +118,52 @@ class LMBench(wiring.Component):
             m.d.sync += [last_hs.eq(cyc), any_hs.eq(1),
                          si.eq(Mux((si == K - 1) | last_beat, 0, si + 1)),
                          bi.eq(Mux(last_beat, 0, bi + 1))]
+        if c.state == "memory":
+            self._state_memory(m, lm, cyc, seeded & (rnd[16:32] < self.cfg.bubble))
         return m
+
+    def _state_memory(self, m: Module, lm: BiMambaLM, cyc, bubble) -> None:
+        """The state port's memory: every layer's SSM state (``state_words`` words a layer,
+        zero after power-up). Per request, the words of layer ``load`` in order, the first no
+        earlier than ``s_latency + 1`` cycles after the request nor ``s_period`` after the last
+        word sent, each next one ``s_period`` after the one before; the words coming back
+        are written to layer ``save``, taken no more often than one per ``s_period`` cycles."""
+        c = self.config
+        Dw, L = c.state_words, c.n_layer
+        store = Memory(shape=unsigned(c.state_word_bits), depth=L * Dw, init=[])
+        m.submodules.state_store = store
+        rd, wr = store.read_port(domain="comb"), store.write_port()
+        m.submodules.sreqs = sreqs = fifo.SyncFIFO(width=32 + len(lm.state_req.payload.load),
+                                                   depth=4)
+        m.submodules.ssaves = ssaves = fifo.SyncFIFO(width=len(lm.state_req.payload.save),
+                                                     depth=4)
+        req = lm.state_req
+        m.d.comb += [
+            req.ready.eq(sreqs.w_rdy & ssaves.w_rdy),
+            sreqs.w_data.eq(Cat(cyc, req.payload.load)), ssaves.w_data.eq(req.payload.save),
+            sreqs.w_en.eq(req.valid & req.ready), ssaves.w_en.eq(req.valid & req.ready),
+        ]
+        # Reads: layer `load`, word `ri`.
+        ri = Signal(range(max(Dw, 2)))
+        r_last = Signal(32)
+        r_any = Signal()
+        due = Mux(ri == 0, cyc >= sreqs.r_data[:32] + 1 + self.cfg.s_latency, 1)
+        paced = ~r_any | (cyc >= r_last + self.cfg.s_period)
+        m.d.comb += [rd.addr.eq(sreqs.r_data[32:] * Dw + ri),
+                     lm.state_in.payload.eq(rd.data),
+                     lm.state_in.valid.eq(sreqs.r_rdy & due & paced & ~bubble)]
+        r_take = lm.state_in.valid & lm.state_in.ready
+        m.d.comb += sreqs.r_en.eq(r_take & (ri == Dw - 1))
+        with m.If(r_take):
+            m.d.sync += [ri.eq(Mux(ri == Dw - 1, 0, ri + 1)), r_last.eq(cyc), r_any.eq(1)]
+        # Writes: layer `save`, word `wi`.
+        wi = Signal(range(max(Dw, 2)))
+        w_last = Signal(32)
+        w_any = Signal()
+        m.d.comb += lm.state_out.ready.eq(
+            ssaves.r_rdy & (~w_any | (cyc >= w_last + self.cfg.s_period)) & ~bubble)
+        w_take = lm.state_out.valid & lm.state_out.ready
+        m.d.comb += [wr.addr.eq(ssaves.r_data * Dw + wi), wr.data.eq(lm.state_out.payload),
+                     wr.en.eq(w_take), ssaves.r_en.eq(w_take & (wi == Dw - 1))]
+        with m.If(w_take):
+            m.d.sync += [wi.eq(Mux(wi == Dw - 1, 0, wi + 1)), w_last.eq(cyc), w_any.eq(1)]

@@ -25,7 +25,9 @@ class LMCase:
     ``starts`` marks tokens that begin a sequence (default: token 0 only); the first token
     after reset begins one whether marked or not. ``idle``,
     ``backpressure`` and ``bubble`` are the probabilities of a pause on ``token``, on
-    ``logits`` and on the weight stream; ``period`` and ``latency`` describe the memory;
+    ``logits`` and on the weight stream and the state port; ``period`` and ``latency``
+    describe the memory, ``state_period`` and ``state_latency`` its state port (an engine with
+    ``state="memory"``);
     ``reset_at`` resets the engine at that cycle and starts over. ``host`` is
     ``"module:function"`` (see ``sim/lm_tb.py``) called with ``host_args``; then ``tokens`` is
     ignored and the host's choice is returned.
@@ -40,6 +42,8 @@ class LMCase:
     bubble: float = 0.0
     period: int = 1
     latency: int = 0
+    state_period: int = 1
+    state_latency: int = 0
     reset_at: int | None = None
     seed: int = 0
     host: str | None = None
@@ -80,17 +84,23 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     (T, V), the cycles of every token and last logit) plus ``mismatches`` (logits that differ
     from :class:`GoldenLM`'s, on the tokens the engine saw), ``first_mismatch``, ``cycles``
     (each token: its handshake to its last logit, inclusive) and the formula's
-    ``predicted_first`` and ``predicted_spacing``."""
+    ``predicted_first`` and ``predicted_spacing``, and for a token list
+    ``predicted_last_logit`` (each token's, back to back from reset, from the first token's
+    handshake)."""
     lmc = case.config
     q = lmc.q
     V = q.cfg.vocab_size
     n = case.max_tokens if case.host else len(case.tokens)
-    sched = lmc.schedule(case.period, case.latency)
+    sched = lmc.schedule(case.period, case.latency, case.state_period, case.state_latency)
+    if not case.host:
+        times = lmc.token_times(len(case.tokens), case.period, case.latency,
+                                case.state_period, case.state_latency)
     payload = {
         "name": case.name, "seed": case.seed, "reset_at": case.reset_at,
         "static": [int(b) for b in lm_static_beats(lmc)],
         "rows": [[int(b) for b in embedding_beats(lmc, t)] for t in range(V)],
         "latency": case.latency, "period": case.period, "bubble": case.bubble,
+        "state_period": case.state_period, "state_latency": case.state_latency,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
         "logit_bits": lmc.logit_bits, "burst_beats": BURST_BEATS, "beat_bits": lmc.beat_bits,
         "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,
@@ -101,7 +111,7 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
         payload.update(tokens=[int(t) for t in case.tokens],
                        starts=[bool(s) for s in case.starts])
     waves = waves_requested(waves)
-    key = f"{q.digest()}:{lmc.simd}:{lmc.pe}:{lmc.lanes}:{lmc.planes}"
+    key = f"{q.digest()}:{lmc.simd}:{lmc.pe}:{lmc.lanes}:{lmc.planes}:{lmc.state}"
     d = unit_dir("bimamba_lm", "bench", key)
     runner, build_dir = build(LMBench(lmc), "bimamba_lm_bench", d, waves, on_phase)
     res = run_test(runner, build_dir, "bimamba_lm_bench", "sim.lm_tb", d / case.name, payload,
@@ -124,4 +134,6 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     res["spacing"] = [b - a for a, b in zip(res["last_logit"], res["last_logit"][1:])]
     res["predicted_first"] = sched.last_logit + 1
     res["predicted_spacing"] = sched.token_cycles
+    if not case.host:  # the formula's last logits, from the first token's handshake
+        res["predicted_last_logit"] = [t["last_logit"] for t in times]
     return res

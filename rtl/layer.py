@@ -40,7 +40,7 @@ from .layer_units import (
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
-from .ssm_scan import ScanConfig, SsmScan, scan_latency
+from .ssm_scan import ScanConfig, SsmScan, scan_depth, scan_latency
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class Schedule:
     ends : dict
         Cycle of the last event of each phase: the last ``mem`` handshake of a section
         (norm_in, in_proj, scan constants, conv, norm_out, out_proj), the scan's last y
-        handshake (``ssm``) and the gate's last output (``gate``).
+        handshake (``ssm``) and its last chunk's issue (``ssm_issue``), and the gate's last
+        output (``gate``).
     last_out : int
         The token's last ``o`` handshake.
     token_cycles : int
@@ -136,6 +137,10 @@ class LayerConfig:
     slots : int
         Layers whose conv and SSM state the engine keeps (1: a layer engine of its own; the
         number of layers when one engine runs them all in turn, :class:`rtl.lm.BiMambaLM`).
+    state_port : bool
+        The SSM state through a port instead (:class:`~rtl.ssm_scan.SsmScan` ``restore`` and
+        ``save``): the scan's RAM holds the layer being computed, ``slots`` counts the conv
+        unit's slots only.
 
     Raises
     ------
@@ -150,10 +155,13 @@ class LayerConfig:
     lanes: int
     planes: int | None = None
     slots: int = 1
+    state_port: bool = False
 
     def __post_init__(self) -> None:
         sh = self.shape
         c = sh.cfg
+        if not isinstance(self.state_port, bool):
+            raise ValueError(f"state_port must be True or False, not {self.state_port!r}")
         for name in ("simd", "pe", "lanes", "slots"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -225,7 +233,8 @@ class LayerConfig:
 
     @property
     def scan(self) -> ScanConfig:
-        return ScanConfig(self.export, self.lanes, self.slots)
+        return ScanConfig(self.export, self.lanes, 1 if self.state_port else self.slots,
+                          port=self.state_port)
 
     def in_proj_rows(self) -> np.ndarray:
         """in_proj's output rows in the order they leave the unit: z, B, C, x, dt."""
@@ -357,6 +366,8 @@ class LayerConfig:
         head0 = t["scan"] + (nbc + nh) * n_cv * p + CONV_LATENCY + 1
         t["ssm"] = head0 + (c.nheads - 1) * max(per_head, nh * n_cv * p) + per_head \
             + scan_latency(self.lanes) - 1
+        # (the scanner's last chunk issues scan_depth + 1 cycles before the last y)
+        t["ssm_issue"] = t["ssm"] - scan_depth(self.lanes) - 1
         # Gate: the last y beat's slices, one a cycle; the gated norm as the block norm.
         t["gate"] = t["ssm"] + nh + GATE_LATENCY
         t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + p) \
@@ -460,6 +471,10 @@ class BiMambaLayer(wiring.Component):
     mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
         The token's sections, :data:`SECTIONS` order (:func:`rtl.packer.layer_beats`).
     o : ``Out(stream.Signature(config.o_layout))``, ``d_model / pe`` beats a token.
+    restore, save, loaded : with ``config.state_port``, the scan unit's
+        (:class:`~rtl.ssm_scan.SsmScan`): a token's SSM state in and the previous token's out,
+        ``ScanConfig.state_words`` words each; ``loaded`` is high once the next token's state
+        is in.
     """
 
     def __init__(self, config: LayerConfig) -> None:
@@ -468,11 +483,16 @@ class BiMambaLayer(wiring.Component):
             raise TypeError(f"config must be a LayerConfig, not {config!r}")
         config.export  # a LayerShape is not enough to build the engine (TypeError)
         self.config = config
-        super().__init__({
+        members = {
             "u": In(stream.Signature(config.u_layout)),
             "mem": In(stream.Signature(unsigned(config.beat_bits))),
             "o": Out(stream.Signature(config.o_layout)),
-        })
+        }
+        if config.state_port:
+            ws = config.scan.state_word_bits
+            members.update({"restore": In(stream.Signature(unsigned(ws))),
+                            "save": Out(stream.Signature(unsigned(ws))), "loaded": Out(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         lc = self.config
@@ -486,6 +506,10 @@ class BiMambaLayer(wiring.Component):
         m.submodules.in_proj = in_proj = StreamProjection(lc.in_proj)
         m.submodules.conv = conv = lc.conv_unit()
         m.submodules.scan = scan = SsmScan(lc.scan)
+        if lc.state_port:
+            wiring.connect(m, wiring.flipped(self.restore), scan.restore)
+            wiring.connect(m, scan.save, wiring.flipped(self.save))
+            m.d.comb += self.loaded.eq(scan.loaded)
         m.submodules.gate = gate = GateUnit(q, P)
         m.submodules.norm_out = norm_out = lc.norm_unit("norm_out")
         m.submodules.out_proj = out_proj = StreamProjection(lc.out_proj)

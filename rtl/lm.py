@@ -40,6 +40,7 @@ from model.golden.fixedpoint import signed_bits
 
 from .layer import BiMambaLayer, LayerConfig, section_demux
 from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit, gain_record_beats
+from .ssm_scan import RW_WRITE
 from .stall import output_register
 from .stream_projection import gather
 from .xnor_projection import _adder_tree
@@ -47,11 +48,15 @@ from .xnor_projection import _adder_tree
 if TYPE_CHECKING:
     from model.golden.lm import QuantizedLM
 
-__all__ = ["LMConfig", "LMSchedule", "BiMambaLM", "HeadUnit", "LM_SECTIONS", "head_latency"]
+__all__ = ["LMConfig", "LMSchedule", "BiMambaLM", "HeadUnit", "LM_SECTIONS", "STATE_CHOICES",
+           "head_latency"]
 
 # The weight stream's sections per token, in stream order ("layers" is every layer's six
 # sections, layer after layer).
 LM_SECTIONS = ("embedding", "layers", "norm_f", "head")
+
+# Where the SSM state of the layers waits between their turns (LMConfig.state).
+STATE_CHOICES = ("chip", "memory")
 
 
 def head_latency(values_per_beat: int) -> int:
@@ -103,6 +108,10 @@ class LMConfig:
     simd, pe, lanes, planes
         The layer engine's (:class:`~rtl.layer.LayerConfig`); ``pe`` is also the lane count of
         the final norm.
+    state : str
+        Where the layers' SSM state lives between their turns (:data:`STATE_CHOICES`):
+        ``"chip"``, a slot a layer in the scan unit's RAM; ``"memory"``, behind the state
+        port, the RAM holding the layer being computed (docs/lm_engine.md, section 1).
 
     Raises
     ------
@@ -116,9 +125,12 @@ class LMConfig:
     pe: int
     lanes: int
     planes: int | None = None
+    state: str = "chip"
 
     def __post_init__(self) -> None:
         q = self.q
+        if self.state not in STATE_CHOICES:
+            raise ValueError(f"state must be one of {list(STATE_CHOICES)}, not {self.state!r}")
         first = q.layers[0].engine_constants()
         for i, lq in enumerate(q.layers[1:], 1):
             other = lq.engine_constants()
@@ -136,11 +148,11 @@ class LMConfig:
 
     @classmethod
     def sized_for(cls, q: "QuantizedLM", bytes_per_cycle: int, target: float = 0.9,
-                  planes: int | None = None) -> "LMConfig":
+                  planes: int | None = None, state: str = "chip") -> "LMConfig":
         """The engine of :meth:`rtl.layer.LayerConfig.sized_for` (the array for a memory of
         ``bytes_per_cycle``, the fewest scan lanes reaching ``target`` of a layer's roofline)."""
         lc = LayerConfig.sized_for(q.layers[0], bytes_per_cycle, target, planes)
-        return cls(q, lc.simd, lc.pe, lc.lanes, lc.planes)
+        return cls(q, lc.simd, lc.pe, lc.lanes, lc.planes, state)
 
     # -- the units ---------------------------------------------------------------------------
 
@@ -155,7 +167,7 @@ class LMConfig:
     def layer_config(self, i: int = 0) -> LayerConfig:
         """The engine's configuration with layer ``i``'s export (for packing its sections)."""
         return LayerConfig(self.q.layers[i], self.simd, self.pe, self.lanes, self.planes,
-                           slots=self.n_layer)
+                           slots=self.n_layer, state_port=self.state == "memory")
 
     @property
     def layer(self) -> LayerConfig:
@@ -192,6 +204,30 @@ class LMConfig:
     def logit_bits(self) -> int:
         return signed_bits(self.q.head_bound)
 
+    @property
+    def state_words(self) -> int:
+        """Words of a layer's SSM state on the state port (``state="memory"``)."""
+        return self.layer.scan.state_words
+
+    @property
+    def state_word_bits(self) -> int:
+        return self.layer.scan.state_word_bits
+
+    @property
+    def state_bytes_per_token(self) -> int:
+        """Bytes through the state port a token: every layer's SSM state read and written
+        (0 with the state on chip)."""
+        if self.state != "memory":
+            return 0
+        return 2 * self.n_layer * self.state_words * self.state_word_bits // 8
+
+    @property
+    def state_req_layout(self) -> data.StructLayout:
+        """A swap's addresses: the layer whose state the port reads (``load``) and the one
+        whose state it writes (``save``)."""
+        slot = range(max(self.n_layer, 2))
+        return data.StructLayout({"load": slot, "save": slot})
+
     def section_beats(self) -> dict[str, int]:
         """``mem`` beats per token, per section (:data:`LM_SECTIONS` order)."""
         D, P = self.cfg.d_model, self.pe
@@ -212,43 +248,90 @@ class LMConfig:
 
     # -- cycles ------------------------------------------------------------------------------
 
-    def schedule(self, period: int = 1, latency: int = 0) -> LMSchedule:
-        """The whole model's cycle formula (docs/layer_engine.md, section 6).
+    def schedule(self, period: int = 1, latency: int = 0, state_period: int = 1,
+                 state_latency: int = 0) -> LMSchedule:
+        """The whole model's cycle formula (docs/lm_engine.md, section 4): the first token
+        after reset, and the spacing of back-to-back tokens after it.
 
         The token is taken at cycle 0 and its row request at once; the memory offers the first
         beat ``1 + latency`` cycles later, then one beat per ``period`` cycles at most (each
         offered ``period`` cycles after the previous handshake). Every later phase follows from
         the layer engine's formula (:meth:`~rtl.layer.LayerConfig.schedule`, a layer's input
-        being the output of the one before) and the norm and head units.
+        being the output of the one before) and the norm and head units. With the state in
+        memory, a layer's first weight beat also waits for its state (the swap before it,
+        whose words come ``state_latency + 1`` cycles after its request and then one per
+        ``state_period`` cycles at most).
 
         Back to back (the next token's request made before this token's last beat), the next
-        row's first beat follows this token's last head beat by ``period``: ``token_cycles``.
+        row's first beat follows this token's last head beat by ``period``: ``token_cycles``
+        is the spacing of the last logits of the second and third tokens (the fourth's is
+        checked to be the same).
         """
-        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
-            raise ValueError(f"period must be an integer >= 1, not {period!r}")
-        if not isinstance(latency, int) or isinstance(latency, bool) or latency < 0:
-            raise ValueError(f"latency must be an integer >= 0, not {latency!r}")
+        times = self.token_times(4, period, latency, state_period, state_latency)
+        gaps = [b["last_logit"] - a["last_logit"] for a, b in zip(times, times[1:])]
+        if gaps[1] != gaps[2]:
+            raise AssertionError(f"the formula's token spacing does not settle: {gaps}")
+        t0 = times[0]
+        ends = {k: v for k, v in t0.items() if k != "last_logit"}
+        return LMSchedule(ends, t0["last_logit"], gaps[1], self.beats_per_token, period)
+
+    def token_times(self, n: int, period: int = 1, latency: int = 0, state_period: int = 1,
+                    state_latency: int = 0) -> list[dict]:
+        """The formula's event times (cycles from the first token's handshake) for ``n``
+        tokens offered back to back from reset: per token the ends of :class:`LMSchedule`,
+        ``swap{i}`` (the last state word of layer i's swap taken, state in memory) and
+        ``last_logit``."""
+        for name, v, lo in (("period", period, 1), ("latency", latency, 0),
+                            ("state_period", state_period, 1),
+                            ("state_latency", state_latency, 0)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, not {v!r}")
         p = period
         beats = self.section_beats()
-        t: dict[str, int] = {}
-        a0 = 1 + latency
-        # The embedding: a u beat a record, the engine's block norm taking one a cycle.
-        t["embedding"] = a0 + (beats["embedding"] - 1) * p
-        u_last, mem_last = t["embedding"], t["embedding"]
         lc = self.layer
-        for i in range(self.n_layer):
-            s = lc.schedule(p, first=False, mem_at=mem_last + p - u_last)
-            t[f"layer{i}"] = u_last + s.last_out
-            mem_last = u_last + s.ends["out_proj"]
-            u_last = t[f"layer{i}"]
-        # The final norm: its gains once the last layer's output is in and the rsqrt is done.
-        start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)
-        t["norm_f"] = start + (beats["norm_f"] - 1) * p
-        # The head: rows once the last activation is in (NORM_LATENCY after its gain record).
-        s0 = t["norm_f"] + max(NORM_LATENCY + 1, p)
-        t["head"] = s0 + (beats["head"] - 1) * p
-        last = t["head"] + head_latency(self.head_values_per_beat)
-        return LMSchedule(t, last, t["head"] + p - a0, self.beats_per_token, p)
+        memory = self.state == "memory"
+        Dw = self.state_words if memory else 0
+        out = []
+        a0 = 1 + latency  # the token's first beat
+        swap = None  # (last step of the last swap, last issue of the layer before the next)
+        for _ in range(n):
+            t: dict[str, int] = {}
+            # The embedding: a u beat a record, the engine's block norm taking one a cycle.
+            t["embedding"] = a0 + (beats["embedding"] - 1) * p
+            u_last, mem_last = t["embedding"], t["embedding"]
+            for i in range(self.n_layer):
+                mem_at = mem_last + p
+                if memory:
+                    # The swap before layer i: requested the cycle after the last swap's last
+                    # word (the first after reset: after the token); it begins once the scan
+                    # has written the layer before (RW_WRITE after its last issue).
+                    if swap is None:
+                        req, free, prev = 1, 0, None
+                    else:
+                        prev, issue = swap
+                        req, free = prev + 1, issue + RW_WRITE + 1
+                    first = max(free, req + 1 + state_latency,
+                                prev + state_period if prev is not None else 0)
+                    t[f"swap{i}"] = first + (Dw - 1) * state_period
+                    mem_at = max(mem_at, t[f"swap{i}"] + 1)
+                s = lc.schedule(p, first=False, mem_at=mem_at - u_last)
+                t[f"layer{i}"] = u_last + s.last_out
+                if memory:
+                    swap = (t[f"swap{i}"], u_last + s.ends["ssm_issue"])
+                mem_last = u_last + s.ends["out_proj"]
+                u_last = t[f"layer{i}"]
+            # The final norm: its gains once the last layer's output is in and the rsqrt is
+            # done.
+            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)
+            t["norm_f"] = start + (beats["norm_f"] - 1) * p
+            # The head: rows once the last activation is in (NORM_LATENCY after its gain
+            # record).
+            s0 = t["norm_f"] + max(NORM_LATENCY + 1, p)
+            t["head"] = s0 + (beats["head"] - 1) * p
+            t["last_logit"] = t["head"] + head_latency(self.head_values_per_beat)
+            out.append(t)
+            a0 = t["head"] + p
+        return out
 
     def roofline_fraction(self, period: int = 1) -> float:
         """Back-to-back tokens per second as a fraction of the memory roofline."""
@@ -360,6 +443,13 @@ class BiMambaLM(wiring.Component):
     mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
         Per token the sections of :data:`LM_SECTIONS` (:func:`rtl.packer.lm_beats`).
     logits : ``Out(stream.Signature(signed(config.logit_bits)))``, ``vocab_size`` beats a token.
+    state_req, state_in, state_out : with ``config.state == "memory"``, the state port. A swap
+        a layer: ``state_req`` names the layer whose state the memory must send (``load``)
+        and the one whose state the engine sends back (``save``: the layer computed before);
+        then ``state_words`` words in on ``state_in`` and as many out on ``state_out``, in
+        word order. The memory must have written the words of a swap before it reads those of
+        the next. The first request follows the first token after reset; each next one, the
+        last word in of the swap before.
     """
 
     def __init__(self, config: LMConfig) -> None:
@@ -367,12 +457,20 @@ class BiMambaLM(wiring.Component):
             self._MustUse__silence = True
             raise TypeError(f"config must be an LMConfig, not {config!r}")
         self.config = config
-        super().__init__({
+        members = {
             "token": In(stream.Signature(config.token_layout)),
             "row": Out(stream.Signature(unsigned(config.token_bits))),
             "mem": In(stream.Signature(unsigned(config.beat_bits))),
             "logits": Out(stream.Signature(signed(config.logit_bits))),
-        })
+        }
+        if config.state == "memory":
+            ws = config.state_word_bits
+            members.update({
+                "state_req": Out(stream.Signature(config.state_req_layout)),
+                "state_in": In(stream.Signature(unsigned(ws))),
+                "state_out": Out(stream.Signature(unsigned(ws))),
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         c = self.config
@@ -397,7 +495,8 @@ class BiMambaLM(wiring.Component):
         # -- the weight stream: count beats, route each section ------------------------------
         beats = c.section_beats()
         emb = stream.Signature(unsigned(c.beat_bits)).create(path=("emb",))
-        section_demux(m, self.mem, [emb, layer.mem, norm_f.gain, head.w],
+        mem = self._state_port(m, layer) if c.state == "memory" else self.mem
+        section_demux(m, mem, [emb, layer.mem, norm_f.gain, head.w],
                       [beats[name] for name in LM_SECTIONS])
 
         # -- the layer engine's input: the embedding row (layer 0) or its own output ---------
@@ -444,3 +543,52 @@ class BiMambaLM(wiring.Component):
         wiring.connect(m, norm_f.a, head.a)
         wiring.connect(m, head.logits, wiring.flipped(self.logits))
         return m
+
+    def _state_port(self, m: Module, layer: BiMambaLayer):
+        """The state port's sequencer: a request a swap (``load`` layer i, ``save`` layer
+        i - 1), the words passed to and from the scan unit; and the weight stream held at each
+        layer's first beat until the scan holds that layer's state. Returns the weight stream
+        as the demultiplexer sees it."""
+        c = self.config
+        L, Dw = c.n_layer, c.state_words
+        wiring.connect(m, wiring.flipped(self.state_in), layer.restore)
+        wiring.connect(m, layer.save, wiring.flipped(self.state_out))
+
+        # Requests: the first once a token is taken after reset, then one as each swap's last
+        # word comes in (the memory has all the words it saves before it reads the next).
+        req_valid = Signal()
+        armed = Signal(init=1)  # no token since reset
+        load = Signal(range(max(L, 2)))
+        save = Signal(range(max(L, 2)), init=L - 1)
+        m.d.comb += [self.state_req.valid.eq(req_valid),
+                     self.state_req.payload.load.eq(load), self.state_req.payload.save.eq(save)]
+        with m.If(self.state_req.valid & self.state_req.ready):
+            m.d.sync += req_valid.eq(0)
+        with m.If(armed & self.token.valid & self.token.ready):
+            m.d.sync += [req_valid.eq(1), armed.eq(0)]
+        words = Signal(range(max(Dw, 2)))
+        with m.If(self.state_in.valid & self.state_in.ready):
+            m.d.sync += words.eq(Mux(words == Dw - 1, 0, words + 1))
+            with m.If(words == Dw - 1):
+                m.d.sync += [req_valid.eq(1), save.eq(load),
+                             load.eq(Mux(load == L - 1, 0, load + 1))]
+
+        # The weight stream: `togo` beats to the next layer's first beat (`left` layers to go
+        # in the token); at that beat the stream waits for `loaded`.
+        E, Lb, B = c.section_beats()["embedding"], c.layer.beats_per_token, c.beats_per_token
+        pos = Signal(range(B))
+        togo = Signal(range(max(E, Lb) + 1), init=E)
+        left = Signal(range(L + 1), init=L)
+        gated = (togo == 0) & (left != 0) & ~layer.loaded
+        mem = stream.Signature(unsigned(c.beat_bits)).create(path=("mem_gated",))
+        m.d.comb += [mem.valid.eq(self.mem.valid & ~gated), mem.payload.eq(self.mem.payload),
+                     self.mem.ready.eq(mem.ready & ~gated)]
+        with m.If(mem.valid & mem.ready):
+            m.d.sync += pos.eq(Mux(pos == B - 1, 0, pos + 1))
+            with m.If(pos == B - 1):
+                m.d.sync += [togo.eq(E), left.eq(L)]
+            with m.Elif((togo == 0) & (left != 0)):
+                m.d.sync += [togo.eq(Lb - 1), left.eq(left - 1)]
+            with m.Elif(togo != 0):
+                m.d.sync += togo.eq(togo - 1)
+        return mem

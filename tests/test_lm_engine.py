@@ -56,6 +56,12 @@ def lmc(q):
     return LMConfig(q, simd=16, pe=4, lanes=4)
 
 
+@pytest.fixture(scope="module")
+def lmc_mem(q):
+    """The same engine with the SSM state in memory, behind the state port."""
+    return LMConfig(q, simd=16, pe=4, lanes=4, state="memory")
+
+
 # -- the shared-format export --------------------------------------------------------------
 
 
@@ -157,6 +163,34 @@ def test_formula_by_hand(lmc):
         lmc.schedule(1, -1)
 
 
+def test_state_port_formula_by_hand(lmc, lmc_mem):
+    """The state port's words and bytes from the shape alone; the first swap of the first
+    token (its request the cycle after the token, its words from ``state_latency + 1`` after
+    that, one per ``state_period``); and a swap a layer bounding the spacing from below."""
+    H, Pd, N = CFG.nheads, CFG.headdim, CFG.d_state
+    sb = lmc_mem.q.spec.state_bits
+    assert lmc_mem.state_words == H * Pd * N // 4 and lmc_mem.state_word_bits == 4 * sb
+    assert lmc_mem.state_bytes_per_token == 2 * CFG.n_layer * H * Pd * N * sb // 8
+    assert lmc.state_bytes_per_token == 0
+    assert lmc_mem.beats_per_token == lmc.beats_per_token  # no state on the weight stream
+    Dw = lmc_mem.state_words
+    for sp, sl in ((1, 0), (3, 7), (40, 2)):
+        t = lmc_mem.token_times(3, 1, 0, sp, sl)
+        assert t[0]["swap0"] == 1 + 1 + sl + (Dw - 1) * sp
+        swaps = [tk[f"swap{i}"] for tk in t for i in range(CFG.n_layer)]
+        assert all(b - a >= Dw * sp for a, b in zip(swaps, swaps[1:]))
+        s = lmc_mem.schedule(1, 0, sp, sl)
+        assert s.token_cycles >= CFG.n_layer * Dw * sp
+        assert s.token_cycles >= lmc.schedule().token_cycles
+    # A slow port sets the pace: a swap a layer, and at most a token's own cycles besides.
+    slow = lmc_mem.schedule(1, 0, 40, 2).token_cycles
+    assert CFG.n_layer * Dw * 40 <= slow <= CFG.n_layer * Dw * 40 + lmc.schedule().token_cycles
+    with pytest.raises(ValueError, match="state_period must be an integer >= 1"):
+        lmc_mem.schedule(1, 0, 0)
+    with pytest.raises(ValueError, match="state must be one of"):
+        LMConfig(lmc.q, 16, 4, 4, state="disk")
+
+
 # -- co-simulation -------------------------------------------------------------------------
 
 
@@ -189,6 +223,37 @@ def test_stalls_on_every_stream_and_a_reset_mid_token(lmc, seed):
     at = lmc.schedule().ends["layer1"] - 200  # inside token 0's second layer
     res = run_lm_case(LMCase(f"tiny_lm_stalls_{seed}", lmc, toks, starts,
                              idle=0.3, backpressure=0.3, bubble=0.3, reset_at=at, seed=seed))
+    _check(res)
+
+
+def _from_first(res) -> list[int]:
+    """Each token's last logit, in cycles from the first token's handshake."""
+    return [c - res["token_cycles"][0] for c in res["last_logit"]]
+
+
+def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
+    """Every layer's SSM state through the state port, swapped before each layer: five tokens
+    back to back with a new sequence at token 3, at a port of a word a cycle and at one of a
+    word every three cycles after seven; every token's last logit at the formula's cycle."""
+    toks = np.random.default_rng(4).integers(0, 256, 5)
+    for sp, sl in ((1, 0), (3, 7)):
+        res = run_lm_case(LMCase(f"tiny_lm_mem_{sp}_{sl}", lmc_mem, toks, [1, 0, 0, 1, 0],
+                                 state_period=sp, state_latency=sl))
+        _check(res)
+        assert _from_first(res) == res["predicted_last_logit"]
+
+
+def test_state_in_memory_stalls_and_a_reset_mid_token(lmc_mem, seed):
+    """Pauses on every stream, the state port's included; a reset in token 1's second layer
+    (its swap in flight), token 0 without start after it."""
+    toks = np.random.default_rng(seed).integers(0, 256, 10)
+    starts = np.zeros(10, bool)
+    starts[6] = True
+    t = lmc_mem.token_times(2)
+    at = t[1]["swap1"] - lmc_mem.state_words // 2
+    res = run_lm_case(LMCase(f"tiny_lm_mem_stalls_{seed}", lmc_mem, toks, starts, idle=0.3,
+                             backpressure=0.3, bubble=0.3, state_period=2, state_latency=3,
+                             reset_at=at, seed=seed))
     _check(res)
 
 
@@ -243,9 +308,10 @@ def test_config_errors(q):
         LMConfig(q, 16, 4, 3)
 
 
-def test_lint_clean(lmc, tmp_path):
+@pytest.mark.parametrize("state", ["chip", "memory"])
+def test_lint_clean(q, state, tmp_path):
     v = tmp_path / "bimamba_lm.v"
-    write_if_changed(v, emit(BiMambaLM(lmc), "bimamba_lm"))
+    write_if_changed(v, emit(BiMambaLM(LMConfig(q, 16, 4, 4, state=state)), "bimamba_lm"))
     lint(v)
 
 
