@@ -7,8 +7,9 @@ memory model paces them into the engine's ``mem`` port cycle by cycle, in the si
 
 * a token's first beat is offered no earlier than ``latency + 1`` cycles after the engine's
   row request for it, nor ``period`` cycles after the previous token's last beat;
-* every other beat no earlier than ``period`` cycles after the previous handshake (the memory
-  fetches one beat ahead, no more);
+* every other beat no earlier than its gap after the previous handshake (the memory fetches
+  one beat ahead, no more): ``period`` cycles, or for a pace of ``period / period_den`` cycles
+  a beat the gaps of :class:`rtl.layer.Pace` (``5 / 4``: 1, 1, 1, 2, ...);
 * in any cycle a beat is withheld with probability ``bubble / 2**16`` (a 32-bit xorshift
   generator seeded from ``seed``), as :class:`sim.streams.MemorySource`'s pauses.
 
@@ -31,11 +32,11 @@ __all__ = ["LMBench", "BURST_BEATS", "CFG_LAYOUT"]
 
 BURST_BEATS = 64
 
-# The memory model's parameters, set before reset: the weight stream's pacing (``period``,
-# ``latency``), the state port's (``s_period``, ``s_latency``), the probability of a bubble in
+# The memory model's parameters, set before reset: the weight stream's pacing (``period /
+# period_den`` cycles a beat, ``latency``), the state port's (``s_period``, ``s_latency``), the probability of a bubble in
 # 2**-16 (``bubble``) and the generator's seed.
 CFG_LAYOUT = data.StructLayout({"period": 16, "latency": 16, "bubble": 17, "seed": 32,
-                                "s_period": 16, "s_latency": 16})
+                                "s_period": 16, "s_latency": 16, "period_den": 16})
 
 
 class LMBench(wiring.Component):
@@ -100,10 +101,19 @@ class LMBench(wiring.Component):
             m.d.sync += rnd.eq(x3)
         bubble = seeded & (rnd[:16] < self.cfg.bubble)
 
+        # The pace (rtl.layer.Pace): p = period / period_den cycles a beat; the gap before
+        # beat k of a token is floor(k p) - floor((k - 1) p) = q + (r + s >= den), q and s
+        # the quotient and remainder of p, r = (k - 1) s mod den; ceil(p) before a token's
+        # first. (q and s are registered in the first cycle after reset.)
+        den = Mux(self.cfg.period_den == 0, 1, self.cfg.period_den)
+        pq, ps, r = Signal(16), Signal(16), Signal(16)
+        with m.If(~seeded):
+            m.d.sync += [pq.eq(self.cfg.period // den), ps.eq(self.cfg.period % den)]
         last_hs = Signal(32)
         any_hs = Signal()  # a beat has been taken since reset
-        paced = ~any_hs | (cyc >= last_hs + self.cfg.period)
         started = bi != 0
+        gap = Mux(started, pq + (r + ps >= den), pq + (ps != 0))
+        paced = ~any_hs | (cyc >= last_hs + gap)
         due = Mux(started, 1, reqs.r_rdy & (cyc >= reqs.r_data + 1 + self.cfg.latency))
         mem = lm.mem
         m.d.comb += [
@@ -116,6 +126,7 @@ class LMBench(wiring.Component):
                      reqs.r_en.eq(take & last_beat)]
         with m.If(take):
             m.d.sync += [last_hs.eq(cyc), any_hs.eq(1),
+                         r.eq(Mux(started, Mux(r + ps >= den, r + ps - den, r + ps), 0)),
                          si.eq(Mux((si == K - 1) | last_beat, 0, si + 1)),
                          bi.eq(Mux(last_beat, 0, bi + 1))]
         if c.state == "memory":

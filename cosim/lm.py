@@ -5,6 +5,7 @@ every token's cycles compared with :meth:`rtl.lm.LMConfig.schedule`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -25,8 +26,9 @@ class LMCase:
     ``starts`` marks tokens that begin a sequence (default: token 0 only); the first token
     after reset begins one whether marked or not. ``idle``,
     ``backpressure`` and ``bubble`` are the probabilities of a pause on ``token``, on
-    ``logits`` and on the weight stream and the state port; ``period`` and ``latency``
-    describe the memory, ``state_period`` and ``state_latency`` its state port (an engine with
+    ``logits`` and on the weight stream and the state port; ``period`` (cycles a beat, a whole
+    number or a Fraction: ``Fraction(5, 4)`` for 0.8 beats a cycle) and ``latency`` describe
+    the memory, ``state_period`` and ``state_latency`` its state port (an engine with
     ``state="memory"``);
     ``reset_at`` resets the engine at that cycle and starts over. ``host`` is
     ``"module:function"`` (see ``sim/lm_tb.py``) called with ``host_args``; then ``tokens`` is
@@ -40,7 +42,7 @@ class LMCase:
     idle: float = 0.0
     backpressure: float = 0.0
     bubble: float = 0.0
-    period: int = 1
+    period: int | Fraction = 1
     latency: int = 0
     state_period: int = 1
     state_latency: int = 0
@@ -99,7 +101,8 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
         "name": case.name, "seed": case.seed, "reset_at": case.reset_at,
         "static": [int(b) for b in lm_static_beats(lmc)],
         "rows": [[int(b) for b in embedding_beats(lmc, t)] for t in range(V)],
-        "latency": case.latency, "period": case.period, "bubble": case.bubble,
+        "latency": case.latency, "period": Fraction(case.period).numerator,
+        "period_den": Fraction(case.period).denominator, "bubble": case.bubble,
         "state_period": case.state_period, "state_latency": case.state_latency,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
         "logit_bits": lmc.logit_bits, "burst_beats": BURST_BEATS, "beat_bits": lmc.beat_bits,

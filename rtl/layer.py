@@ -25,6 +25,7 @@ conv's channels accordingly), so the conv emits B and C, which the scan needs fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,11 +47,54 @@ from .stream_projection import StreamProjection, StreamProjectionConfig
 if TYPE_CHECKING:
     from model.golden.quantize import QuantizedLayer
 
-__all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Schedule", "SECTIONS",
-           "section_demux"]
+__all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Pace", "Schedule",
+           "SECTIONS", "section_demux"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The memory's pace: a beat every ``period`` cycles, ``period`` a whole number, a
+    :class:`~fractions.Fraction` (exact) or a float (fluid, the estimator's).
+
+    Exact: beat ``k`` of a token's stream (``k >= 1``) is offered ``gap(k) = floor(k p) -
+    floor((k - 1) p)`` cycles after the handshake of beat ``k - 1`` at the earliest (so
+    ``floor(n p)`` cycles for ``n`` beats that the engine never holds up: a memory of
+    ``1 / p`` beats a cycle, ``p = 5/4`` for 0.8), and a token's first beat ``gap(0) =
+    ceil(p)`` after the previous token's last. Fluid: ``p`` every beat.
+    """
+
+    period: int | float | Fraction
+
+    def __post_init__(self) -> None:
+        p = self.period
+        if isinstance(p, bool) or not isinstance(p, (int, float, Fraction)) or not p >= 1:
+            raise ValueError(f"period must be a number >= 1, not {p!r} (cycles a beat)")
+
+    @property
+    def exact(self) -> bool:
+        return not isinstance(self.period, float)
+
+    def _floor(self, k: int) -> int:
+        p = Fraction(self.period)
+        return k * p.numerator // p.denominator
+
+    def gap(self, k: int):
+        """Cycles from beat ``k - 1``'s handshake to beat ``k``'s offer (``k = 0``: from the
+        previous token's last beat)."""
+        if not self.exact:
+            return self.period
+        if k == 0:
+            return -(-Fraction(self.period).numerator // Fraction(self.period).denominator)
+        return self._floor(k) - self._floor(k - 1)
+
+    def span(self, j: int, k: int):
+        """``gap(j + 1) + ... + gap(k)``: beats ``j + 1 .. k`` that the engine never holds up."""
+        if not self.exact:
+            return (k - j) * self.period
+        return self._floor(k) - self._floor(j)
 
 
 @dataclass(frozen=True)
@@ -304,17 +348,17 @@ class LayerConfig:
 
     # -- cycles ----------------------------------------------------------------------------
 
-    def schedule(self, period: int = 1, latency: int = 0, first: bool = False,
-                 mem_at: int | float = 0) -> "Schedule":
+    def schedule(self, period: int | float | Fraction = 1, latency: int = 0,
+                 first: bool = False, mem_at: int | float = 0, base: int = 0) -> "Schedule":
         """The engine's cycle formula: when each phase of a token ends (docs/layer_engine.md,
         section 4).
 
         Parameters
         ----------
-        period : int or float
-            Cycles per ``mem`` beat the memory can deliver (1: a beat a cycle). The RTL's
-            memory model takes whole numbers; a fraction (a memory of, say, 0.8 beats a
-            cycle) gives the same formula for a fluid memory, as the estimator uses it.
+        period : int, Fraction or float
+            Cycles per ``mem`` beat (:class:`Pace`): 1 is a beat a cycle, ``Fraction(5, 4)``
+            a memory of 0.8 beats a cycle, exactly as the RTL memory model paces it; a float
+            gives the same formula for a fluid memory, as the estimator uses it.
         latency : int
             Cycles before the memory's first beat (only the first token waits for it).
         first : bool
@@ -324,6 +368,9 @@ class LayerConfig:
         mem_at : int or float
             Not ``first``: the earliest time the token's first ``mem`` beat is offered (the
             whole-model engine's stream, where other sections come between layers).
+        base : int
+            The index of the layer's first beat in the token's stream (the whole-model
+            engine's: the embedding and the layers before come first), for an exact pace.
 
         Returns
         -------
@@ -331,50 +378,60 @@ class LayerConfig:
             Phase end times; ``token_cycles`` (the spacing of back-to-back tokens) and
             ``last_out`` (the last ``o`` handshake).
         """
-        if not isinstance(period, (int, float)) or isinstance(period, bool) or not period >= 1:
-            raise ValueError(f"period must be a number >= 1, not {period!r}")
+        pace = Pace(period)
         if not isinstance(latency, int) or isinstance(latency, bool) or latency < 0:
             raise ValueError(f"latency must be an integer >= 0, not {latency!r}")
-        p = period
         c = self.cfg
         P = self.pe
         beats = self.section_beats()
         t: dict[str, int] = {}
         u_last = c.d_model // P - 1 if first else 0
         # Block norm: two rsqrt cycles after the last input, then a gain record per group.
+        # `k` follows the index of the last beat taken.
+        k = base
         start = max(u_last + 1 + NORM_RSQRT_CYCLES, latency if first else mem_at)
-        t["norm_in"] = start + (beats["norm_in"] - 1) * p
+        t["norm_in"] = start + pace.span(k, k + beats["norm_in"] - 1)
+        k += beats["norm_in"] - 1
 
-        def projection(pc: StreamProjectionConfig, after: int) -> int:
+        def projection(pc: StreamProjectionConfig, after, k: int):
             # The last activations leave the norm NORM_LATENCY after its last issue; the unit
-            # computes from the next cycle. Beta and row-constant beats take a period each; a
+            # computes from the next cycle. Beta and row-constant beats take their gap each; a
             # weight beat is used for cycles_per_weight cycles once it arrives.
-            s0 = after + max(NORM_LATENCY + 1, p)
-            return (s0 + (pc.folds * pc.beta_beats - 1) * p + pc.row_groups * (
-                pc.folds * (p + pc.cycles_per_weight - 1) + pc.rc_beats * p))
+            s0 = after + max(NORM_LATENCY + 1, pace.gap(k + 1))
+            n = pc.mem_beats
+            return (s0 + pace.span(k + 1, k + n)
+                    + pc.row_groups * pc.folds * (pc.cycles_per_weight - 1)), k + n
 
-        t["in_proj"] = projection(self.in_proj, t["norm_in"])
+        t["in_proj"], k = projection(self.in_proj, t["norm_in"], k)
         # Scan constants: a beat's values are written one a cycle once it arrives.
         v, n3 = self.scan_values_per_beat, 3 * c.nheads
-        t["scan"] = t["in_proj"] + sum(p + min(v, n3 - i) - 1 for i in range(0, n3, v))
-        t["conv"] = t["scan"] + beats["conv"] * p
+        t["scan"] = t["in_proj"]
+        for i in range(0, n3, v):
+            k += 1
+            t["scan"] += pace.gap(k) + min(v, n3 - i) - 1
+        t["conv"] = t["scan"] + pace.span(k, k + beats["conv"])
         # The scan: head h reaches it when its last x group leaves the conv; the scanner takes
         # a head every headdim * d_state / lanes cycles, or waits for the next head.
         n_cv = self.conv_beats
         nbc, nh = 2 * c.d_state // P, c.headdim // P
         per_head = c.headdim * (c.d_state // self.lanes)
-        head0 = t["scan"] + (nbc + nh) * n_cv * p + CONV_LATENCY + 1
-        t["ssm"] = head0 + (c.nheads - 1) * max(per_head, nh * n_cv * p) + per_head \
-            + scan_latency(self.lanes) - 1
+        free = None
+        for h in range(c.nheads):
+            ready = t["scan"] + pace.span(k, k + (nbc + (h + 1) * nh) * n_cv) \
+                + CONV_LATENCY + 1
+            free = ready if free is None else max(free + per_head, ready)
+        t["ssm"] = free + per_head + scan_latency(self.lanes) - 1
         # (the scanner's last chunk issues scan_depth + 1 cycles before the last y)
         t["ssm_issue"] = t["ssm"] - scan_depth(self.lanes) - 1
+        k += beats["conv"]
         # Gate: the last y beat's slices, one a cycle; the gated norm as the block norm.
         t["gate"] = t["ssm"] + nh + GATE_LATENCY
-        t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + p) \
-            + (beats["norm_out"] - 1) * p
-        t["out_proj"] = projection(self.out_proj, t["norm_out"])
+        t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + pace.gap(k + 1)) \
+            + pace.span(k + 1, k + beats["norm_out"])
+        k += beats["norm_out"]
+        t["out_proj"], k = projection(self.out_proj, t["norm_out"], k)
         last_out = t["out_proj"] + self.out_proj.tail_latency
-        return Schedule(t, last_out, last_out + 1 - u_last, self.beats_per_token, p)
+        return Schedule(t, last_out, last_out + 1 - u_last, self.beats_per_token, period)
 
     def roofline_fraction(self, period: int = 1) -> float:
         """Back-to-back tokens per second as a fraction of the memory roofline: the beats of a

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.golden.fixedpoint import signed_bits
 
-from .layer import BiMambaLayer, LayerConfig, section_demux
+from .layer import BiMambaLayer, LayerConfig, Pace, section_demux
 from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit, gain_record_beats
 from .ssm_scan import RW_WRITE
 from .stall import output_register
@@ -248,14 +248,15 @@ class LMConfig:
 
     # -- cycles ------------------------------------------------------------------------------
 
-    def schedule(self, period: int = 1, latency: int = 0, state_period: int = 1,
+    def schedule(self, period=1, latency: int = 0, state_period: int = 1,
                  state_latency: int = 0) -> LMSchedule:
         """The whole model's cycle formula (docs/lm_engine.md, section 4): the first token
         after reset, and the spacing of back-to-back tokens after it.
 
         The token is taken at cycle 0 and its row request at once; the memory offers the first
-        beat ``1 + latency`` cycles later, then one beat per ``period`` cycles at most (each
-        offered ``period`` cycles after the previous handshake). Every later phase follows from
+        beat ``1 + latency`` cycles later, then one beat per ``period`` cycles at most
+        (:class:`~rtl.layer.Pace`: a whole number or a Fraction, each beat offered its gap
+        after the previous handshake). Every later phase follows from
         the layer engine's formula (:meth:`~rtl.layer.LayerConfig.schedule`, a layer's input
         being the output of the one before) and the norm and head units. With the state in
         memory, a layer's first weight beat also waits for its state (the swap before it,
@@ -275,19 +276,20 @@ class LMConfig:
         ends = {k: v for k, v in t0.items() if k != "last_logit"}
         return LMSchedule(ends, t0["last_logit"], gaps[1], self.beats_per_token, period)
 
-    def token_times(self, n: int, period: int = 1, latency: int = 0, state_period: int = 1,
+    def token_times(self, n: int, period=1, latency: int = 0, state_period: int = 1,
                     state_latency: int = 0) -> list[dict]:
         """The formula's event times (cycles from the first token's handshake) for ``n``
         tokens offered back to back from reset: per token the ends of :class:`LMSchedule`,
         ``swap{i}`` (the last state word of layer i's swap taken, state in memory) and
         ``last_logit``."""
-        for name, v, lo in (("period", period, 1), ("latency", latency, 0),
-                            ("state_period", state_period, 1),
+        pace = Pace(period)
+        for name, v, lo in (("latency", latency, 0), ("state_period", state_period, 1),
                             ("state_latency", state_latency, 0)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, not {v!r}")
-        p = period
         beats = self.section_beats()
+        E, Lb = beats["embedding"], self.layer.beats_per_token
+        kn = E + self.n_layer * Lb  # the final norm's first beat
         lc = self.layer
         memory = self.state == "memory"
         Dw = self.state_words if memory else 0
@@ -297,10 +299,10 @@ class LMConfig:
         for _ in range(n):
             t: dict[str, int] = {}
             # The embedding: a u beat a record, the engine's block norm taking one a cycle.
-            t["embedding"] = a0 + (beats["embedding"] - 1) * p
+            t["embedding"] = a0 + pace.span(0, E - 1)
             u_last, mem_last = t["embedding"], t["embedding"]
             for i in range(self.n_layer):
-                mem_at = mem_last + p
+                mem_at = mem_last + pace.gap(E + i * Lb)
                 if memory:
                     # The swap before layer i: requested the cycle after the last swap's last
                     # word (the first after reset: after the token); it begins once the scan
@@ -314,7 +316,7 @@ class LMConfig:
                                 prev + state_period if prev is not None else 0)
                     t[f"swap{i}"] = first + (Dw - 1) * state_period
                     mem_at = max(mem_at, t[f"swap{i}"] + 1)
-                s = lc.schedule(p, first=False, mem_at=mem_at - u_last)
+                s = lc.schedule(period, first=False, mem_at=mem_at - u_last, base=E + i * Lb)
                 t[f"layer{i}"] = u_last + s.last_out
                 if memory:
                     swap = (t[f"swap{i}"], u_last + s.ends["ssm_issue"])
@@ -322,15 +324,16 @@ class LMConfig:
                 u_last = t[f"layer{i}"]
             # The final norm: its gains once the last layer's output is in and the rsqrt is
             # done.
-            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)
-            t["norm_f"] = start + (beats["norm_f"] - 1) * p
+            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + pace.gap(kn))
+            kh = kn + beats["norm_f"]  # the head's first beat
+            t["norm_f"] = start + pace.span(kn, kh - 1)
             # The head: rows once the last activation is in (NORM_LATENCY after its gain
             # record).
-            s0 = t["norm_f"] + max(NORM_LATENCY + 1, p)
-            t["head"] = s0 + (beats["head"] - 1) * p
+            s0 = t["norm_f"] + max(NORM_LATENCY + 1, pace.gap(kh))
+            t["head"] = s0 + pace.span(kh, kh + beats["head"] - 1)
             t["last_logit"] = t["head"] + head_latency(self.head_values_per_beat)
             out.append(t)
-            a0 = t["head"] + p
+            a0 = t["head"] + pace.gap(0)
         return out
 
     def roofline_fraction(self, period: int = 1) -> float:

@@ -4,6 +4,8 @@ the shared-format export it needs."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from model.golden.quantize import (
 )
 from model.reference.lm import BiMambaLM as FloatLM
 from rtl.emit import emit, lint, write_if_changed
+from rtl.layer import Pace
 from rtl.layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES
 from rtl.lm import LM_SECTIONS, BiMambaLM, LMConfig, head_latency
 from rtl.packer import embedding_beats, head_beats, lm_beats, lm_static_beats, pack_fields
@@ -157,10 +160,38 @@ def test_formula_by_hand(lmc):
         head = nf + max(NORM_LATENCY + 1, p) + (b["head"] - 1) * p
         assert s.last_logit == head + head_latency(8)
         assert s.token_cycles == head + p - (1 + lat)
-    with pytest.raises(ValueError, match="period must be an integer >= 1"):
+    with pytest.raises(ValueError, match="period must be a number >= 1"):
         lmc.schedule(0)
     with pytest.raises(ValueError, match="latency must be an integer >= 0"):
         lmc.schedule(1, -1)
+
+
+def test_pace_of_a_fractional_memory():
+    """0.8 beats a cycle: gaps 1, 1, 1, 2 (from the first beat's handshake), 2 before a
+    token's first beat; n beats in floor(5 n / 4) cycles; a whole number and a float as
+    before."""
+    p = Pace(Fraction(5, 4))
+    assert [p.gap(k) for k in range(10)] == [2, 1, 1, 1, 2, 1, 1, 1, 2, 1]
+    assert all(p.span(0, n) == 5 * n // 4 for n in range(40))
+    assert p.span(3, 11) == sum(p.gap(k) for k in range(4, 12))
+    assert [Pace(3).gap(k) for k in range(4)] == [3, 3, 3, 3] and Pace(3).span(2, 7) == 15
+    assert Pace(1.25).gap(7) == 1.25 and Pace(1.25).span(2, 6) == 5.0
+    for bad in (0, Fraction(1, 2), "1", True):
+        with pytest.raises(ValueError, match="period must be a number >= 1"):
+            Pace(bad)
+
+
+def test_fractional_formula_between_its_whole_neighbours(lmc, lmc_mem):
+    """A memory slower than a beat a cycle and faster than one every two: the formula lies
+    between the two whole-number ones, and a Fraction equal to a whole number gives the same
+    cycles as the number."""
+    for c in (lmc, lmc_mem):
+        s1, s2 = c.schedule(1), c.schedule(2)
+        s = c.schedule(Fraction(5, 4))
+        assert s1.token_cycles < s.token_cycles < s2.token_cycles
+        assert s.token_cycles >= 5 * c.beats_per_token // 4  # the roofline
+        assert c.schedule(Fraction(2)).token_cycles == s2.token_cycles
+        assert c.token_times(3, Fraction(4, 2), 3) == c.token_times(3, 2, 3)
 
 
 def test_state_port_formula_by_hand(lmc, lmc_mem):
@@ -239,6 +270,17 @@ def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
     for sp, sl in ((1, 0), (3, 7)):
         res = run_lm_case(LMCase(f"tiny_lm_mem_{sp}_{sl}", lmc_mem, toks, [1, 0, 0, 1, 0],
                                  state_period=sp, state_latency=sl))
+        _check(res)
+        assert _from_first(res) == res["predicted_last_logit"]
+
+
+def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):
+    """A pace of 5/4 cycles a beat on the weight stream (and a word every 2 cycles on the state
+    port): bit-exact, every token's last logit at the formula's cycle, both state choices."""
+    toks = np.random.default_rng(5).integers(0, 256, 4)
+    for c in (lmc, lmc_mem):
+        res = run_lm_case(LMCase(f"tiny_lm_{c.state}_0.8", c, toks, [1, 0, 1, 0],
+                                 period=Fraction(5, 4), latency=3, state_period=2))
         _check(res)
         assert _from_first(res) == res["predicted_last_logit"]
 

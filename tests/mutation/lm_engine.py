@@ -1,7 +1,8 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the cycle formula), one at a time; tests/test_lm_engine.py must fail on each.
+conv units, the state port, the cycle formula), one at a time; tests/test_lm_engine.py must fail on each.
 
-``make mutate-lm`` runs it and prints which were caught (the file is restored after each).
+``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
+``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
 """
 
 import subprocess
@@ -42,13 +43,43 @@ MUTANTS = [
      "    return 3 + max(1, -(-levels // 2))",
      "    return 2 + max(1, -(-levels // 2))"),
     ("formula: final norm starts a cycle early", "rtl/lm.py",
-     "        start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)",
-     "        start = max(u_last + NORM_RSQRT_CYCLES, mem_last + p)"),
+     "            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)",
+     "            start = max(u_last + NORM_RSQRT_CYCLES, mem_last + p)"),
+    # The state port (state="memory").
+    ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
+     "                m.d.sync += [req_valid.eq(1), save.eq(load),",
+     "                m.d.sync += [req_valid.eq(1), save.eq(save),"),
+    ("state port: the restored words never written (a skipped restore)", "rtl/ssm_scan.py",
+     "        m.d.sync += [rw_v.eq(step), sd1.eq(step), sd2.eq(sd1),",
+     "        m.d.sync += [rw_v.eq(0), sd1.eq(step), sd2.eq(sd1),"),
+    ("state port: a restored word written to the next address", "rtl/ssm_scan.py",
+     "            m.d.sync += [rw.eq(self.restore.payload), rw_addr.eq(sa)]",
+     "            m.d.sync += [rw.eq(self.restore.payload), rw_addr.eq(sa + 1)]"),
+    ("state port: the swap begins before the layer's last state word is written",
+     "rtl/ssm_scan.py", "at[1: RW_WRITE + 1])", "at[1: RW_WRITE])"),
+    ("sequencer: a layer's weights not held for its state", "rtl/lm.py",
+     "        gated = (togo == 0) & (left != 0) & ~layer.loaded",
+     "        gated = (togo == 0) & (left != 0) & 0"),
+    ("sequencer: the next swap asked a word early", "rtl/lm.py",
+     "            with m.If(words == Dw - 1):\n                m.d.sync += [req_valid.eq(1)",
+     "            with m.If(words == Dw - 2):\n                m.d.sync += [req_valid.eq(1)"),
+    ("formula: a token's first beat a whole period after the last, rounded down", "rtl/layer.py",
+     "            return -(-Fraction(self.period).numerator // Fraction(self.period).denominator)",
+     "            return Fraction(self.period).numerator // Fraction(self.period).denominator"),
+    ("memory model: the pace's remainder never carried (0.8 read as 1)", "cosim/bench.py",
+     "        gap = Mux(started, pq + (r + ps >= den), pq + (ps != 0))",
+     "        gap = Mux(started, pq, pq + (ps != 0))"),
+    ("formula: a swap's words one a cycle whatever the port", "rtl/lm.py",
+     "                    t[f\"swap{i}\"] = first + (Dw - 1) * state_period",
+     "                    t[f\"swap{i}\"] = first + (Dw - 1)"),
 ]
 
 def main() -> int:
+    only = sys.argv[1:]  # run the mutants whose name contains one of these
     results = []
     for name, path, old, new in MUTANTS:
+        if only and not any(o in name for o in only):
+            continue
         f = ROOT / path
         src = f.read_text()
         assert src.count(old) == 1, (name, src.count(old))
