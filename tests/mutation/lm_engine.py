@@ -43,8 +43,8 @@ MUTANTS = [
      "    return 3 + max(1, -(-levels // 2))",
      "    return 2 + max(1, -(-levels // 2))"),
     ("formula: final norm starts a cycle early", "rtl/lm.py",
-     "            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + p)",
-     "            start = max(u_last + NORM_RSQRT_CYCLES, mem_last + p)"),
+     "            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + pace.gap(kn))",
+     "            start = max(u_last + NORM_RSQRT_CYCLES, mem_last + pace.gap(kn))"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
