@@ -28,9 +28,18 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.lm import BiMambaLM, LMConfig
 
-__all__ = ["LMBench", "BURST_BEATS", "CFG_LAYOUT"]
+__all__ = ["LMBench", "BURST_BEATS", "BURST_BITS", "CFG_LAYOUT", "burst_beats_for"]
 
 BURST_BEATS = 64
+# A burst's width at most (Amaranth numbers a design's top-level port bits in 16 bits: the
+# burst of a 1024-bit beat is 32 beats).
+BURST_BITS = 32768
+
+
+def burst_beats_for(beat_bits: int) -> int:
+    """Beats a burst: :data:`BURST_BEATS`, fewer for beats wider than ``BURST_BITS / 64``."""
+    return max(1, min(BURST_BEATS, BURST_BITS // beat_bits))
+
 
 # The memory model's parameters, set before reset: the weight stream's pacing (``period /
 # period_den`` cycles a beat, ``latency``), the state port's (``s_period``, ``s_latency``), the probability of a bubble in
@@ -50,12 +59,13 @@ class LMBench(wiring.Component):
     cfg : ``In(StructLayout({period, latency, bubble, seed}))``, held during a run
     """
 
-    def __init__(self, config: LMConfig, burst_beats: int = BURST_BEATS) -> None:
-        self.config, self.K = config, burst_beats
+    def __init__(self, config: LMConfig, burst_beats: int | None = None) -> None:
+        self.config = config
+        self.K = burst_beats_for(config.beat_bits) if burst_beats is None else burst_beats
         super().__init__({
             "token": In(stream.Signature(config.token_layout)),
             "row": Out(stream.Signature(unsigned(config.token_bits))),
-            "burst": In(stream.Signature(unsigned(burst_beats * config.beat_bits))),
+            "burst": In(stream.Signature(unsigned(self.K * config.beat_bits))),
             "logits": Out(stream.Signature(signed(config.logit_bits))),
             "cfg": In(CFG_LAYOUT),
         })

@@ -13,7 +13,7 @@ from model.golden.lm import GoldenLM
 from rtl.lm import LMConfig
 from rtl.packer import embedding_beats, lm_static_beats
 
-from .bench import BURST_BEATS, LMBench
+from .bench import LMBench, burst_beats_for
 from .verilator import Phase, build, run_test, unit_dir, waves_requested
 
 __all__ = ["LMCase", "golden_logits", "run_lm_case"]
@@ -105,7 +105,7 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
         "period_den": Fraction(case.period).denominator, "bubble": case.bubble,
         "state_period": case.state_period, "state_latency": case.state_latency,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
-        "logit_bits": lmc.logit_bits, "burst_beats": BURST_BEATS, "beat_bits": lmc.beat_bits,
+        "logit_bits": lmc.logit_bits, "burst_beats": burst_beats_for(lmc.beat_bits), "beat_bits": lmc.beat_bits,
         "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,
     }
     if case.host:
