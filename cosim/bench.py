@@ -144,47 +144,54 @@ class LMBench(wiring.Component):
         return m
 
     def _state_memory(self, m: Module, lm: BiMambaLM, cyc, bubble) -> None:
-        """The state port's memory: every layer's SSM state (``state_words`` words a layer,
-        zero after power-up). Per request, the words of layer ``load`` in order, the first no
-        earlier than ``s_latency + 1`` cycles after the request nor ``s_period`` after the last
-        word sent, each next one ``s_period`` after the one before; the words coming back
-        are written to layer ``save``, taken no more often than one per ``s_period`` cycles."""
+        """The state port's memory: every layer's SSM and conv state (``state_words`` and
+        ``conv_words`` words a layer, zero after power-up). Per request, on each channel the
+        words of layer ``load`` in order, the first no earlier than ``s_latency + 1`` cycles
+        after the request nor ``s_period`` after the channel's last word sent, each next one
+        ``s_period`` after the one before; the words coming back are written to layer
+        ``save``, taken no more often than one per ``s_period`` cycles."""
         c = self.config
-        Dw, L = c.state_words, c.n_layer
-        store = Memory(shape=unsigned(c.state_word_bits), depth=L * Dw, init=[])
-        m.submodules.state_store = store
-        rd, wr = store.read_port(domain="comb"), store.write_port()
-        m.submodules.sreqs = sreqs = fifo.SyncFIFO(width=32 + len(lm.state_req.payload.load),
-                                                   depth=4)
-        m.submodules.ssaves = ssaves = fifo.SyncFIFO(width=len(lm.state_req.payload.save),
-                                                     depth=4)
-        req = lm.state_req
-        m.d.comb += [
-            req.ready.eq(sreqs.w_rdy & ssaves.w_rdy),
-            sreqs.w_data.eq(Cat(cyc, req.payload.load)), ssaves.w_data.eq(req.payload.save),
-            sreqs.w_en.eq(req.valid & req.ready), ssaves.w_en.eq(req.valid & req.ready),
-        ]
-        # Reads: layer `load`, word `ri`.
-        ri = Signal(range(max(Dw, 2)))
-        r_last = Signal(32)
-        r_any = Signal()
-        due = Mux(ri == 0, cyc >= sreqs.r_data[:32] + 1 + self.cfg.s_latency, 1)
-        paced = ~r_any | (cyc >= r_last + self.cfg.s_period)
-        m.d.comb += [rd.addr.eq(sreqs.r_data[32:] * Dw + ri),
-                     lm.state_in.payload.eq(rd.data),
-                     lm.state_in.valid.eq(sreqs.r_rdy & due & paced & ~bubble)]
-        r_take = lm.state_in.valid & lm.state_in.ready
-        m.d.comb += sreqs.r_en.eq(r_take & (ri == Dw - 1))
-        with m.If(r_take):
-            m.d.sync += [ri.eq(Mux(ri == Dw - 1, 0, ri + 1)), r_last.eq(cyc), r_any.eq(1)]
-        # Writes: layer `save`, word `wi`.
-        wi = Signal(range(max(Dw, 2)))
-        w_last = Signal(32)
-        w_any = Signal()
-        m.d.comb += lm.state_out.ready.eq(
-            ssaves.r_rdy & (~w_any | (cyc >= w_last + self.cfg.s_period)) & ~bubble)
-        w_take = lm.state_out.valid & lm.state_out.ready
-        m.d.comb += [wr.addr.eq(ssaves.r_data * Dw + wi), wr.data.eq(lm.state_out.payload),
-                     wr.en.eq(w_take), ssaves.r_en.eq(w_take & (wi == Dw - 1))]
-        with m.If(w_take):
-            m.d.sync += [wi.eq(Mux(wi == Dw - 1, 0, wi + 1)), w_last.eq(cyc), w_any.eq(1)]
+        L, req = c.n_layer, lm.state_req
+        slot_bits = len(req.payload.load)
+        taken = req.valid & req.ready
+        ready = []
+        for name, rd_port, wr_port, words, width in (
+                ("ssm", lm.state_in, lm.state_out, c.state_words, c.state_word_bits),
+                ("conv", lm.conv_in, lm.conv_out, c.conv_words, c.conv_word_bits)):
+            store = Memory(shape=unsigned(width), depth=L * words, init=[])
+            m.submodules[f"{name}_store"] = store
+            rd, wr = store.read_port(domain="comb"), store.write_port()
+            loads = fifo.SyncFIFO(width=32 + slot_bits, depth=4)
+            saves = fifo.SyncFIFO(width=slot_bits, depth=4)
+            m.submodules[f"{name}_loads"], m.submodules[f"{name}_saves"] = loads, saves
+            ready += [loads.w_rdy, saves.w_rdy]
+            m.d.comb += [loads.w_data.eq(Cat(cyc, req.payload.load)),
+                         saves.w_data.eq(req.payload.save),
+                         loads.w_en.eq(taken), saves.w_en.eq(taken)]
+            # Reads: layer `load`, word `ri`.
+            ri = Signal(range(max(words, 2)), name=f"{name}_ri")
+            r_last = Signal(32, name=f"{name}_r_last")
+            r_any = Signal(name=f"{name}_r_any")
+            due = Mux(ri == 0, cyc >= loads.r_data[:32] + 1 + self.cfg.s_latency, 1)
+            paced = ~r_any | (cyc >= r_last + self.cfg.s_period)
+            m.d.comb += [rd.addr.eq(loads.r_data[32:] * words + ri),
+                         rd_port.payload.eq(rd.data),
+                         rd_port.valid.eq(loads.r_rdy & due & paced & ~bubble)]
+            r_take = rd_port.valid & rd_port.ready
+            m.d.comb += loads.r_en.eq(r_take & (ri == words - 1))
+            with m.If(r_take):
+                m.d.sync += [ri.eq(Mux(ri == words - 1, 0, ri + 1)), r_last.eq(cyc),
+                             r_any.eq(1)]
+            # Writes: layer `save`, word `wi`.
+            wi = Signal(range(max(words, 2)), name=f"{name}_wi")
+            w_last = Signal(32, name=f"{name}_w_last")
+            w_any = Signal(name=f"{name}_w_any")
+            m.d.comb += wr_port.ready.eq(
+                saves.r_rdy & (~w_any | (cyc >= w_last + self.cfg.s_period)) & ~bubble)
+            w_take = wr_port.valid & wr_port.ready
+            m.d.comb += [wr.addr.eq(saves.r_data * words + wi), wr.data.eq(wr_port.payload),
+                         wr.en.eq(w_take), saves.r_en.eq(w_take & (wi == words - 1))]
+            with m.If(w_take):
+                m.d.sync += [wi.eq(Mux(wi == words - 1, 0, wi + 1)), w_last.eq(cyc),
+                             w_any.eq(1)]
+        m.d.comb += req.ready.eq(Cat(*ready).all())

@@ -182,9 +182,9 @@ class LayerConfig:
         Layers whose conv and SSM state the engine keeps (1: a layer engine of its own; the
         number of layers when one engine runs them all in turn, :class:`rtl.lm.BiMambaLM`).
     state_port : bool
-        The SSM state through a port instead (:class:`~rtl.ssm_scan.SsmScan` ``restore`` and
-        ``save``): the scan's RAM holds the layer being computed, ``slots`` counts the conv
-        unit's slots only.
+        The conv and SSM state through ports instead (``restore`` and ``save`` of
+        :class:`~rtl.ssm_scan.SsmScan` and :class:`~rtl.layer_units.ConvUnit`,
+        rtl/state_swap.py): their RAMs hold the layer being computed.
 
     Raises
     ------
@@ -310,7 +310,18 @@ class LayerConfig:
         return RmsNormUnit(n, q.rsqrt, self.pe, self.beat_bits)
 
     def conv_unit(self) -> ConvUnit:
-        return ConvUnit(self.export, self.pe, self.beat_bits, self.slots)
+        return ConvUnit(self.export, self.pe, self.beat_bits,
+                        1 if self.state_port else self.slots, port=self.state_port)
+
+    @property
+    def conv_state_words(self) -> int:
+        """Words of the conv unit's state RAM (a group of ``pe`` channels a word)."""
+        return self.cfg.conv_dim // self.pe
+
+    @property
+    def conv_state_word_bits(self) -> int:
+        """``d_conv - 1`` inputs of ``pe`` channels (``xbc`` bits each)."""
+        return self.pe * (self.cfg.d_conv - 1) * self.export.fmt["xbc"].bits
 
     @property
     def gain_beats(self) -> dict[str, int]:
@@ -528,10 +539,11 @@ class BiMambaLayer(wiring.Component):
     mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
         The token's sections, :data:`SECTIONS` order (:func:`rtl.packer.layer_beats`).
     o : ``Out(stream.Signature(config.o_layout))``, ``d_model / pe`` beats a token.
-    restore, save, loaded : with ``config.state_port``, the scan unit's
-        (:class:`~rtl.ssm_scan.SsmScan`): a token's SSM state in and the previous token's out,
-        ``ScanConfig.state_words`` words each; ``loaded`` is high once the next token's state
-        is in.
+    restore, save, conv_restore, conv_save, loaded : with ``config.state_port``, the scan
+        unit's (:class:`~rtl.ssm_scan.SsmScan`: a token's SSM state in and the previous
+        token's out, ``ScanConfig.state_words`` words each) and the conv unit's (its
+        ``conv_dim / pe`` words of ``d_conv - 1`` inputs); ``loaded`` is high once both hold
+        the next token's state.
     """
 
     def __init__(self, config: LayerConfig) -> None:
@@ -546,9 +558,12 @@ class BiMambaLayer(wiring.Component):
             "o": Out(stream.Signature(config.o_layout)),
         }
         if config.state_port:
-            ws = config.scan.state_word_bits
+            ws, wc = config.scan.state_word_bits, config.conv_state_word_bits
             members.update({"restore": In(stream.Signature(unsigned(ws))),
-                            "save": Out(stream.Signature(unsigned(ws))), "loaded": Out(1)})
+                            "save": Out(stream.Signature(unsigned(ws))),
+                            "conv_restore": In(stream.Signature(unsigned(wc))),
+                            "conv_save": Out(stream.Signature(unsigned(wc))),
+                            "loaded": Out(1)})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -563,13 +578,15 @@ class BiMambaLayer(wiring.Component):
         m.submodules.in_proj = in_proj = StreamProjection(lc.in_proj)
         m.submodules.conv = conv = lc.conv_unit()
         m.submodules.scan = scan = SsmScan(lc.scan)
-        if lc.state_port:
-            wiring.connect(m, wiring.flipped(self.restore), scan.restore)
-            wiring.connect(m, scan.save, wiring.flipped(self.save))
-            m.d.comb += self.loaded.eq(scan.loaded)
         m.submodules.gate = gate = GateUnit(q, P)
         m.submodules.norm_out = norm_out = lc.norm_unit("norm_out")
         m.submodules.out_proj = out_proj = StreamProjection(lc.out_proj)
+        if lc.state_port:
+            wiring.connect(m, wiring.flipped(self.restore), scan.restore)
+            wiring.connect(m, scan.save, wiring.flipped(self.save))
+            wiring.connect(m, wiring.flipped(self.conv_restore), conv.restore)
+            wiring.connect(m, conv.save, wiring.flipped(self.conv_save))
+            m.d.comb += self.loaded.eq(scan.loaded & conv.loaded)
 
         rb, db = f["res"].bits, q.spec.data_bits
         # The whole-model engine (slots > 1) feeds each layer's output back in as the next

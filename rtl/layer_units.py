@@ -31,6 +31,7 @@ from model.golden.fixedpoint import signed_bits
 from .nonlinear import (
     PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
 )
+from .state_swap import state_swap
 from .stream_projection import divisors, gather
 
 if TYPE_CHECKING:
@@ -244,20 +245,34 @@ class ConvUnit(wiring.Component):
     y : ``Out(stream.Signature(ArrayLayout(signed(xbc_act_bits), pe)))``
     """
 
-    def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int, slots: int = 1) -> None:
+    def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int, slots: int = 1,
+                 port: bool = False) -> None:
         check_divides("pe", pe, "conv_dim", q.cfg.conv_dim)
         if q.cfg.d_conv < 2:
             raise ValueError(f"d_conv must be >= 2 for the conv unit, not {q.cfg.d_conv}")
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be a positive integer, not {slots!r}")
-        self.q, self.pe, self.beat_bits, self.slots = q, pe, beat_bits, slots
+        if port and slots != 1:
+            raise ValueError(f"slots must be 1 with the state port, not {slots}")
+        self.q, self.pe, self.beat_bits, self.slots, self.port = q, pe, beat_bits, slots, port
         xb = q.fmt["xbc"].bits
-        super().__init__({
+        members = {
             "x": In(stream.Signature(data.StructLayout({
                 "start": 1, "v": data.ArrayLayout(signed(xb), pe)}))),
             "w": In(stream.Signature(unsigned(beat_bits))),
             "y": Out(stream.Signature(data.ArrayLayout(signed(q.fmt["xbc_act"].bits), pe))),
-        })
+        }
+        if port:
+            members.update({"restore": In(stream.Signature(unsigned(self.state_word_bits))),
+                            "save": Out(stream.Signature(unsigned(self.state_word_bits))),
+                            "loaded": Out(1)})
+        super().__init__(members)
+
+    @property
+    def state_word_bits(self) -> int:
+        """A word of the state RAM (and of the state port): ``d_conv - 1`` inputs of ``pe``
+        channels."""
+        return self.pe * (self.q.cfg.d_conv - 1) * self.q.fmt["xbc"].bits
 
     @property
     def bias_bits(self) -> int:
@@ -293,8 +308,28 @@ class ConvUnit(wiring.Component):
         record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
                                    adv & self.x.valid, "w")
         issue = Signal()
-        m.d.comb += [issue.eq(adv & self.x.valid & rec_valid), take.eq(issue),
-                     self.x.ready.eq(issue), sr.addr.eq(base + g), sr.en.eq(adv)]
+        v1 = Signal()
+        can = adv & self.x.valid & rec_valid
+        if self.port:
+            # A token's first group waits for its state; the swap waits for the last group's
+            # state write (v1).
+            in_token = Signal()
+            swap = state_swap(m, "state", restore=self.restore, save=self.save, words=G,
+                              width=self.state_word_bits, idle=~in_token & ~v1,
+                              token_start=issue & (g == 0), read_latency=1)
+            m.d.comb += self.loaded.eq(swap.swapped)
+            can = can & (in_token | swap.swapped)
+            with m.If(issue & (g == 0)):
+                m.d.sync += in_token.eq(1)
+            with m.If(issue & (g == G - 1)):
+                m.d.sync += in_token.eq(0)
+        m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
+        if self.port:
+            m.d.comb += [sr.addr.eq(Mux(swap.mode, swap.addr, base + g)),
+                         sr.en.eq(adv | swap.mode)]
+            swap.save_from(m, sr.data)
+        else:
+            m.d.comb += [sr.addr.eq(base + g), sr.en.eq(adv)]
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):
@@ -305,7 +340,8 @@ class ConvUnit(wiring.Component):
         w1 = _reg(m, record[: P * self.lane_bits], adv, "w1")
         z1 = _reg(m, self.x.payload.start | fresh, adv, "z1")
         a1 = _reg(m, base + g, adv, "a1", range(max(S * G, 2)))
-        v1 = _reg(m, issue, adv, "v1")
+        with m.If(adv):
+            m.d.sync += v1.eq(issue)
 
         f = q.fmt
         shift = f["xbc"].frac + q.conv_w_frac - f["conv"].frac
@@ -322,7 +358,12 @@ class ConvUnit(wiring.Component):
             m.d.comb += cvs.eq(cv)
             ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
             new_state += [e[:xb] for e in ext[1:]]
-        m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
+        if self.port:
+            m.d.comb += [sw.addr.eq(Mux(swap.w_en, swap.w_addr, a1)),
+                         sw.data.eq(Mux(swap.w_en, swap.w_data, Cat(*new_state))),
+                         sw.en.eq((adv & v1) | swap.w_en)]
+        else:
+            m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
         m.d.comb += [self.y.payload.eq(Cat(*ys)),
                      self.y.valid.eq(_delay(m, v1, PWL_LATENCY, adv, "vy"))]
         return m

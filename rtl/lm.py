@@ -214,12 +214,22 @@ class LMConfig:
         return self.layer.scan.state_word_bits
 
     @property
+    def conv_words(self) -> int:
+        """Words of a layer's conv state on the conv state port."""
+        return self.layer.conv_state_words
+
+    @property
+    def conv_word_bits(self) -> int:
+        return self.layer.conv_state_word_bits
+
+    @property
     def state_bytes_per_token(self) -> int:
-        """Bytes through the state port a token: every layer's SSM state read and written
-        (0 with the state on chip)."""
+        """Bytes through the state ports a token: every layer's SSM and conv state read and
+        written (0 with the state on chip)."""
         if self.state != "memory":
             return 0
-        return 2 * self.n_layer * self.state_words * self.state_word_bits // 8
+        return 2 * self.n_layer * (self.state_words * self.state_word_bits
+                                   + self.conv_words * self.conv_word_bits) // 8
 
     @property
     def state_req_layout(self) -> data.StructLayout:
@@ -280,8 +290,8 @@ class LMConfig:
                     state_latency: int = 0) -> list[dict]:
         """The formula's event times (cycles from the first token's handshake) for ``n``
         tokens offered back to back from reset: per token the ends of :class:`LMSchedule`,
-        ``swap{i}`` (the last state word of layer i's swap taken, state in memory) and
-        ``last_logit``."""
+        ``swap{i}`` (the last state word of layer i's swap taken on both channels, state in
+        memory) and ``last_logit``."""
         pace = Pace(period)
         for name, v, lo in (("latency", latency, 0), ("state_period", state_period, 1),
                             ("state_latency", state_latency, 0)):
@@ -292,10 +302,15 @@ class LMConfig:
         kn = E + self.n_layer * Lb  # the final norm's first beat
         lc = self.layer
         memory = self.state == "memory"
-        Dw = self.state_words if memory else 0
+        # The state channels: words a layer, and when the unit is free to swap after its
+        # layer (its last state write done): the scan RW_WRITE + 1 after its last issue, the
+        # conv 2 after its last group's issue (with its record's last beat).
+        channels = {"ssm": (self.state_words if memory else 0, "ssm_issue", RW_WRITE + 1),
+                    "conv": (self.conv_words if memory else 0, "conv", 2)}
         out = []
         a0 = 1 + latency  # the token's first beat
-        swap = None  # (last step of the last swap, last issue of the layer before the next)
+        swap = None  # per channel (its last word of the last swap, its unit free), and
+        #              the request of the next swap
         for _ in range(n):
             t: dict[str, int] = {}
             # The embedding: a u beat a record, the engine's block norm taking one a cycle.
@@ -305,21 +320,25 @@ class LMConfig:
                 mem_at = mem_last + pace.gap(E + i * Lb)
                 if memory:
                     # The swap before layer i: requested the cycle after the last swap's last
-                    # word (the first after reset: after the token); it begins once the scan
-                    # has written the layer before (RW_WRITE after its last issue).
-                    if swap is None:
-                        req, free, prev = 1, 0, None
-                    else:
-                        prev, issue = swap
-                        req, free = prev + 1, issue + RW_WRITE + 1
-                    first = max(free, req + 1 + state_latency,
-                                prev + state_period if prev is not None else 0)
-                    t[f"swap{i}"] = first + (Dw - 1) * state_period
+                    # word on both channels (the first after reset: the cycle after the
+                    # token); on each channel its first word once the unit has written the
+                    # layer before, `state_latency + 1` after the request and `state_period`
+                    # after the channel's last word, then a word per `state_period`.
+                    req = 1 if swap is None else swap["req"]
+                    ends = {}
+                    for ch, (words, _, _) in channels.items():
+                        prev, free = swap[ch] if swap else (None, 0)
+                        first = max(free, req + 1 + state_latency,
+                                    prev + state_period if prev is not None else 0)
+                        ends[ch] = first + (words - 1) * state_period
+                    t[f"swap{i}"] = max(ends.values())
                     mem_at = max(mem_at, t[f"swap{i}"] + 1)
                 s = lc.schedule(period, first=False, mem_at=mem_at - u_last, base=E + i * Lb)
                 t[f"layer{i}"] = u_last + s.last_out
                 if memory:
-                    swap = (t[f"swap{i}"], u_last + s.ends["ssm_issue"])
+                    swap = {ch: (ends[ch], u_last + s.ends[key] + after)
+                            for ch, (_, key, after) in channels.items()}
+                    swap["req"] = t[f"swap{i}"] + 1
                 mem_last = u_last + s.ends["out_proj"]
                 u_last = t[f"layer{i}"]
             # The final norm: its gains once the last layer's output is in and the rsqrt is
@@ -446,13 +465,14 @@ class BiMambaLM(wiring.Component):
     mem : ``In(stream.Signature(unsigned(config.beat_bits)))``
         Per token the sections of :data:`LM_SECTIONS` (:func:`rtl.packer.lm_beats`).
     logits : ``Out(stream.Signature(signed(config.logit_bits)))``, ``vocab_size`` beats a token.
-    state_req, state_in, state_out : with ``config.state == "memory"``, the state port. A swap
-        a layer: ``state_req`` names the layer whose state the memory must send (``load``)
-        and the one whose state the engine sends back (``save``: the layer computed before);
-        then ``state_words`` words in on ``state_in`` and as many out on ``state_out``, in
-        word order. The memory must have written the words of a swap before it reads those of
-        the next. The first request follows the first token after reset; each next one, the
-        last word in of the swap before.
+    state_req, state_in, state_out, conv_in, conv_out : with ``config.state == "memory"``,
+        the state port. A swap a layer: ``state_req`` names the layer whose state the memory
+        must send (``load``) and the one whose state the engine sends back (``save``: the
+        layer computed before); then ``state_words`` words of SSM state in on ``state_in`` and
+        as many out on ``state_out``, and ``conv_words`` of conv state on ``conv_in`` and
+        ``conv_out``, each in word order. The memory must have written the words of a swap
+        before it reads those of the next. The first request follows the first token after
+        reset; each next one, the last word in of the swap before (on both channels).
     """
 
     def __init__(self, config: LMConfig) -> None:
@@ -467,11 +487,13 @@ class BiMambaLM(wiring.Component):
             "logits": Out(stream.Signature(signed(config.logit_bits))),
         }
         if config.state == "memory":
-            ws = config.state_word_bits
+            ws, wc = config.state_word_bits, config.conv_word_bits
             members.update({
                 "state_req": Out(stream.Signature(config.state_req_layout)),
                 "state_in": In(stream.Signature(unsigned(ws))),
                 "state_out": Out(stream.Signature(unsigned(ws))),
+                "conv_in": In(stream.Signature(unsigned(wc))),
+                "conv_out": Out(stream.Signature(unsigned(wc))),
             })
         super().__init__(members)
 
@@ -553,9 +575,11 @@ class BiMambaLM(wiring.Component):
         layer's first beat until the scan holds that layer's state. Returns the weight stream
         as the demultiplexer sees it."""
         c = self.config
-        L, Dw = c.n_layer, c.state_words
+        L = c.n_layer
         wiring.connect(m, wiring.flipped(self.state_in), layer.restore)
         wiring.connect(m, layer.save, wiring.flipped(self.state_out))
+        wiring.connect(m, wiring.flipped(self.conv_in), layer.conv_restore)
+        wiring.connect(m, layer.conv_save, wiring.flipped(self.conv_out))
 
         # Requests: the first once a token is taken after reset, then one as each swap's last
         # word comes in (the memory has all the words it saves before it reads the next).
@@ -569,12 +593,23 @@ class BiMambaLM(wiring.Component):
             m.d.sync += req_valid.eq(0)
         with m.If(armed & self.token.valid & self.token.ready):
             m.d.sync += [req_valid.eq(1), armed.eq(0)]
-        words = Signal(range(max(Dw, 2)))
-        with m.If(self.state_in.valid & self.state_in.ready):
-            m.d.sync += words.eq(Mux(words == Dw - 1, 0, words + 1))
-            with m.If(words == Dw - 1):
+        # Each channel's words in: the swap is in once both have their last.
+        ins = []
+        for name, port, n in (("ssm", self.state_in, c.state_words),
+                               ("conv", self.conv_in, c.conv_words)):
+            words = Signal(range(max(n, 2)), name=f"{name}_words")
+            got = Signal(name=f"{name}_got")
+            last = port.valid & port.ready & (words == n - 1)
+            with m.If(port.valid & port.ready):
+                m.d.sync += words.eq(Mux(words == n - 1, 0, words + 1))
+            with m.If(last):
+                m.d.sync += got.eq(1)
+            ins.append((got, last))
+        with m.If(ins[0][0] | ins[0][1]):
+            with m.If(ins[1][0] | ins[1][1]):
                 m.d.sync += [req_valid.eq(1), save.eq(load),
-                             load.eq(Mux(load == L - 1, 0, load + 1))]
+                             load.eq(Mux(load == L - 1, 0, load + 1)),
+                             ins[0][0].eq(0), ins[1][0].eq(0)]
 
         # The weight stream: `togo` beats to the next layer's first beat (`left` layers to go
         # in the token); at that beat the stream waits for `loaded`.

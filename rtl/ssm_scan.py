@@ -49,10 +49,11 @@ from .nonlinear import (
     softplus_stage,
 )
 from .stall import output_register
+from .state_swap import state_swap
 from .xnor_projection import _adder_tree
 
 __all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "scan_latency",
-           "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES", "SAVE_FIFO_DEPTH"]
+           "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES"]
 
 PREP_LATENCY = 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
 QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output buffer
@@ -67,9 +68,6 @@ DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
 RW_READ = DTX_STAGE - 3
 RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
 MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
-# Words the state port's save side holds (stepped, in the RAM's registers or in its FIFO): at
-# a word a cycle both ways, a step's word leaves about six cycles later, so eight never stall.
-SAVE_FIFO_DEPTH = 8
 
 
 def lane_sum_stages(lanes: int) -> int:
@@ -413,17 +411,20 @@ class SsmScan(wiring.Component):
         # swap has filled the RAM since the last token began).
         token_ok_n = bc_full_n
         if c.port:
-            swapped = Signal()
-            last_step = Signal()  # the swap's last word is taken
-            swapped_n = Mux(last_step, 1, Mux(load & need_bc, 0, swapped))
             in_token = Signal()  # from a token's first head load to its last chunk's issue
-            m.d.sync += swapped.eq(swapped_n)
             with m.If(load & need_bc):
                 m.d.sync += in_token.eq(1)
             with m.Elif(finishing & h_last):
                 m.d.sync += in_token.eq(0)
-            m.d.comb += self.loaded.eq(swapped)
-            token_ok_n = bc_full_n & swapped_n
+            # The swap may begin once no chunk is still to be written (the metadata registers
+            # up to the write, `at` below).
+            pending = Signal()
+            swap = state_swap(m, "state", restore=self.restore, save=self.save,
+                              words=c.state_words, width=c.state_word_bits,
+                              idle=~busy & ~in_token & ~pending, token_start=load & need_bc,
+                              read_latency=2)
+            m.d.comb += self.loaded.eq(swap.swapped)
+            token_ok_n = bc_full_n & swap.swapped_n
         can_load = Signal()  # init 0: after reset the unit is idle and no B, C has arrived
         m.d.sync += [busy.eq(busy_n), at_last.eq(at_last_n), h_first.eq(h_first_n),
                      h_last.eq(h_last_n), bc_full.eq(bc_full_n),
@@ -489,8 +490,11 @@ class SsmScan(wiring.Component):
         ram = dict(w_addr=st_waddr, w_data=st_wdata, w_en=st_wen, r_addr=st_raddr, r_en=adv,
                    o_en=adv)
         if c.port:
-            ram, save_fifo = self._swap(m, ram, busy, in_token, swapped, last_step,
-                                        at[1: RW_WRITE + 1])
+            m.d.comb += pending.eq(Cat(*(a.valid for a in at[1: RW_WRITE + 1])).any())
+            ram = dict(w_addr=Mux(swap.w_en, swap.w_addr, st_waddr),
+                       w_data=Mux(swap.w_en, swap.w_data, st_wdata), w_en=st_wen | swap.w_en,
+                       r_addr=Mux(swap.mode, swap.addr, st_raddr), r_en=adv | swap.mode,
+                       o_en=adv | swap.after[0])
         ram_q = registered_ram(m, "state", words.size, depth, **ram)
         hraw = data.View(words, ram_q)
         # the read bypass: the word written in the read's cycle, when the addresses match
@@ -553,49 +557,5 @@ class SsmScan(wiring.Component):
         m.d.comb += [ovalid.eq(v5 & (cp == P - 1)),
                      opayload.eq(Cat(col.as_value()[: (P - 1) * len(y5)], y5))]
         if c.port:
-            m.d.comb += [self.save.valid.eq(save_fifo.r_rdy),
-                         self.save.payload.eq(save_fifo.r_data),
-                         save_fifo.r_en.eq(self.save.ready), save_fifo.w_data.eq(ram_q)]
+            swap.save_from(m, ram_q)
         return m
-
-    def _swap(self, m: Module, ram: dict, busy, in_token, swapped, last_step, pending):
-        """The state port: once a token's last state word is written, the next token's state
-        comes in on ``restore`` and the one just computed leaves on ``save``, word by word in
-        address order. Returns the RAM's ports (the swap's while it runs, else the scanner's)
-        and the FIFO in front of ``save``, whose read side and write data the caller connects.
-
-        A step takes restore word ``a`` and reads word ``a`` (the old state); the restore word
-        is written a cycle later, so no word is read in the cycle that writes it. The read word
-        leaves the RAM's output register two cycles after the step, into a FIFO of
-        :data:`SAVE_FIFO_DEPTH` words in front of ``save``; a step waits while the FIFO could
-        not take its word. A swap begins when the scanner is idle between tokens, no chunk is
-        still to be written (``pending``: the metadata registers up to the write), the last
-        swap's words have all left, and the RAM does not already hold the next token's state.
-        """
-        c = self.config
-        W, Dw, F = c.state_word_bits, c.state_words, SAVE_FIFO_DEPTH
-        m.submodules.save_fifo = sfifo = fifo.SyncFIFOBuffered(width=W, depth=F)
-        pend = Signal(range(F + 1))  # steps whose words have not left on `save`
-        sa = Signal(range(max(Dw, 2)))
-        swap_on = Signal()
-        drained = ~busy & ~in_token & ~Cat(*(a.valid for a in pending)).any()
-        mode = swap_on | (~swapped & drained & (pend == 0))
-        step = Signal()
-        m.d.comb += [self.restore.ready.eq(mode & (pend < F)),
-                     step.eq(self.restore.valid & self.restore.ready),
-                     last_step.eq(step & (sa == Dw - 1))]
-        with m.If(step):
-            m.d.sync += [sa.eq(Mux(sa == Dw - 1, 0, sa + 1)), swap_on.eq(sa != Dw - 1)]
-        rw = Signal(W)
-        rw_addr = Signal(range(Dw))
-        rw_v = Signal()
-        sd1, sd2 = Signal(), Signal()
-        m.d.sync += [rw_v.eq(step), sd1.eq(step), sd2.eq(sd1),
-                     pend.eq(pend + step - (self.save.valid & self.save.ready))]
-        with m.If(step):
-            m.d.sync += [rw.eq(self.restore.payload), rw_addr.eq(sa)]
-        m.d.comb += sfifo.w_en.eq(sd2)
-        return dict(w_addr=Mux(rw_v, rw_addr, ram["w_addr"]),
-                    w_data=Mux(rw_v, rw, ram["w_data"]), w_en=ram["w_en"] | rw_v,
-                    r_addr=Mux(mode, sa, ram["r_addr"]), r_en=ram["r_en"] | mode,
-                    o_en=ram["o_en"] | sd1), sfifo

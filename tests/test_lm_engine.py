@@ -195,13 +195,17 @@ def test_fractional_formula_between_its_whole_neighbours(lmc, lmc_mem):
 
 
 def test_state_port_formula_by_hand(lmc, lmc_mem):
-    """The state port's words and bytes from the shape alone; the first swap of the first
+    """The state ports' words and bytes from the shape alone; the first swap of the first
     token (its request the cycle after the token, its words from ``state_latency + 1`` after
     that, one per ``state_period``); and a swap a layer bounding the spacing from below."""
     H, Pd, N = CFG.nheads, CFG.headdim, CFG.d_state
     sb = lmc_mem.q.spec.state_bits
     assert lmc_mem.state_words == H * Pd * N // 4 and lmc_mem.state_word_bits == 4 * sb
-    assert lmc_mem.state_bytes_per_token == 2 * CFG.n_layer * H * Pd * N * sb // 8
+    xb = lmc_mem.q.layers[0].fmt["xbc"].bits
+    assert lmc_mem.conv_words == CFG.conv_dim // 4
+    assert lmc_mem.conv_word_bits == 4 * (CFG.d_conv - 1) * xb
+    assert lmc_mem.state_bytes_per_token == 2 * CFG.n_layer * (
+        H * Pd * N * sb + CFG.conv_dim * (CFG.d_conv - 1) * xb) // 8
     assert lmc.state_bytes_per_token == 0
     assert lmc_mem.beats_per_token == lmc.beats_per_token  # no state on the weight stream
     Dw = lmc_mem.state_words
