@@ -42,10 +42,12 @@ def burst_beats_for(beat_bits: int) -> int:
 
 
 # The memory model's parameters, set before reset: the weight stream's pacing (``period /
-# period_den`` cycles a beat, ``latency``), the state port's (``s_period``, ``s_latency``), the probability of a bubble in
+# period_den`` cycles a beat, ``latency``), the state port's (``s_period``, ``s_latency``;
+# ``c_period`` for its conv channel, 0: ``s_period``), the probability of a bubble in
 # 2**-16 (``bubble``) and the generator's seed.
 CFG_LAYOUT = data.StructLayout({"period": 16, "latency": 16, "bubble": 17, "seed": 32,
-                                "s_period": 16, "s_latency": 16, "period_den": 16})
+                                "s_period": 16, "s_latency": 16, "period_den": 16,
+                                "c_period": 16})
 
 
 class LMBench(wiring.Component):
@@ -147,17 +149,20 @@ class LMBench(wiring.Component):
         """The state port's memory: every layer's SSM and conv state (``state_words`` and
         ``conv_words`` words a layer, zero after power-up). Per request, on each channel the
         words of layer ``load`` in order, the first no earlier than ``s_latency + 1`` cycles
-        after the request nor ``s_period`` after the channel's last word sent, each next one
-        ``s_period`` after the one before; the words coming back are written to layer
-        ``save``, taken no more often than one per ``s_period`` cycles."""
+        after the request nor the channel's period (``s_period``; ``c_period`` for the conv
+        channel) after its last word sent, each next one a period after the one before; the
+        words coming back are written to layer ``save``, taken no more often than one a
+        period."""
         c = self.config
         L, req = c.n_layer, lm.state_req
         slot_bits = len(req.payload.load)
         taken = req.valid & req.ready
         ready = []
-        for name, rd_port, wr_port, words, width in (
-                ("ssm", lm.state_in, lm.state_out, c.state_words, c.state_word_bits),
-                ("conv", lm.conv_in, lm.conv_out, c.conv_words, c.conv_word_bits)):
+        c_period = Mux(self.cfg.c_period == 0, self.cfg.s_period, self.cfg.c_period)
+        for name, rd_port, wr_port, words, width, period in (
+                ("ssm", lm.state_in, lm.state_out, c.state_words, c.state_word_bits,
+                 self.cfg.s_period),
+                ("conv", lm.conv_in, lm.conv_out, c.conv_words, c.conv_word_bits, c_period)):
             store = Memory(shape=unsigned(width), depth=L * words, init=[])
             m.submodules[f"{name}_store"] = store
             rd, wr = store.read_port(domain="comb"), store.write_port()
@@ -173,7 +178,7 @@ class LMBench(wiring.Component):
             r_last = Signal(32, name=f"{name}_r_last")
             r_any = Signal(name=f"{name}_r_any")
             due = Mux(ri == 0, cyc >= loads.r_data[:32] + 1 + self.cfg.s_latency, 1)
-            paced = ~r_any | (cyc >= r_last + self.cfg.s_period)
+            paced = ~r_any | (cyc >= r_last + period)
             m.d.comb += [rd.addr.eq(loads.r_data[32:] * words + ri),
                          rd_port.payload.eq(rd.data),
                          rd_port.valid.eq(loads.r_rdy & due & paced & ~bubble)]
@@ -187,7 +192,7 @@ class LMBench(wiring.Component):
             w_last = Signal(32, name=f"{name}_w_last")
             w_any = Signal(name=f"{name}_w_any")
             m.d.comb += wr_port.ready.eq(
-                saves.r_rdy & (~w_any | (cyc >= w_last + self.cfg.s_period)) & ~bubble)
+                saves.r_rdy & (~w_any | (cyc >= w_last + period)) & ~bubble)
             w_take = wr_port.valid & wr_port.ready
             m.d.comb += [wr.addr.eq(saves.r_data * words + wi), wr.data.eq(wr_port.payload),
                          wr.en.eq(w_take), saves.r_en.eq(w_take & (wi == words - 1))]

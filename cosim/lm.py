@@ -46,6 +46,7 @@ class LMCase:
     latency: int = 0
     state_period: int = 1
     state_latency: int = 0
+    conv_period: int | None = None
     reset_at: int | None = None
     seed: int = 0
     host: str | None = None
@@ -93,10 +94,10 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     q = lmc.q
     V = q.cfg.vocab_size
     n = case.max_tokens if case.host else len(case.tokens)
-    sched = lmc.schedule(case.period, case.latency, case.state_period, case.state_latency)
+    port = (case.state_period, case.state_latency, case.conv_period)
+    sched = lmc.schedule(case.period, case.latency, *port)
     if not case.host:
-        times = lmc.token_times(len(case.tokens), case.period, case.latency,
-                                case.state_period, case.state_latency)
+        times = lmc.token_times(len(case.tokens), case.period, case.latency, *port)
     payload = {
         "name": case.name, "seed": case.seed, "reset_at": case.reset_at,
         "static": [int(b) for b in lm_static_beats(lmc)],
@@ -104,6 +105,7 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
         "latency": case.latency, "period": Fraction(case.period).numerator,
         "period_den": Fraction(case.period).denominator, "bubble": case.bubble,
         "state_period": case.state_period, "state_latency": case.state_latency,
+        "conv_period": case.conv_period or 0,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
         "logit_bits": lmc.logit_bits, "burst_beats": burst_beats_for(lmc.beat_bits), "beat_bits": lmc.beat_bits,
         "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,

@@ -260,7 +260,7 @@ class LMConfig:
     # -- cycles ------------------------------------------------------------------------------
 
     def schedule(self, period=1, latency: int = 0, state_period: int = 1,
-                 state_latency: int = 0) -> LMSchedule:
+                 state_latency: int = 0, conv_period: int | None = None) -> LMSchedule:
         """The whole model's cycle formula (docs/lm_engine.md, section 4): the first token
         after reset, and the spacing of back-to-back tokens after it.
 
@@ -272,14 +272,15 @@ class LMConfig:
         being the output of the one before) and the norm and head units. With the state in
         memory, a layer's first weight beat also waits for its state (the swap before it,
         whose words come ``state_latency + 1`` cycles after its request and then one per
-        ``state_period`` cycles at most).
+        ``state_period`` cycles at most on the SSM channel, one per ``conv_period``, by default
+        ``state_period``, on the conv channel).
 
         Back to back (the next token's request made before this token's last beat), the next
         row's first beat follows this token's last head beat by ``period``: ``token_cycles``
         is the spacing of the last logits of the second and third tokens (the fourth's is
         checked to be the same).
         """
-        times = self.token_times(4, period, latency, state_period, state_latency)
+        times = self.token_times(4, period, latency, state_period, state_latency, conv_period)
         gaps = [b["last_logit"] - a["last_logit"] for a, b in zip(times, times[1:])]
         if gaps[1] != gaps[2]:
             raise AssertionError(f"the formula's token spacing does not settle: {gaps}")
@@ -288,14 +289,16 @@ class LMConfig:
         return LMSchedule(ends, t0["last_logit"], gaps[1], self.beats_per_token, period)
 
     def token_times(self, n: int, period=1, latency: int = 0, state_period: int = 1,
-                    state_latency: int = 0) -> list[dict]:
+                    state_latency: int = 0, conv_period: int | None = None) -> list[dict]:
         """The formula's event times (cycles from the first token's handshake) for ``n``
         tokens offered back to back from reset: per token the ends of :class:`LMSchedule`,
         ``swap{i}`` (the last state word of layer i's swap taken on both channels, state in
         memory) and ``last_logit``."""
         pace = Pace(period)
+        if conv_period is None:
+            conv_period = state_period
         for name, v, lo in (("latency", latency, 0), ("state_period", state_period, 1),
-                            ("state_latency", state_latency, 0)):
+                            ("state_latency", state_latency, 0), ("conv_period", conv_period, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, not {v!r}")
         beats = self.section_beats()
@@ -306,8 +309,9 @@ class LMConfig:
         # The state channels: words a layer, and when the unit is free to swap after its
         # layer (its last state write done): the scan RW_WRITE + 1 after its last issue, the
         # conv 2 after its last group's issue (with its record's last beat).
-        channels = {"ssm": (self.state_words if memory else 0, "ssm_issue", RW_WRITE + 1),
-                    "conv": (self.conv_words if memory else 0, "conv", 2)}
+        channels = {"ssm": (self.state_words if memory else 0, "ssm_issue", RW_WRITE + 1,
+                            state_period),
+                    "conv": (self.conv_words if memory else 0, "conv", 2, conv_period)}
         out = []
         a0 = 1 + latency  # the token's first beat
         swap = None  # per channel (its last word of the last swap, its unit free), and
@@ -323,22 +327,22 @@ class LMConfig:
                     # The swap before layer i: requested the cycle after the last swap's last
                     # word on both channels (the first after reset: the cycle after the
                     # token); on each channel its first word once the unit has written the
-                    # layer before, `state_latency + 1` after the request and `state_period`
-                    # after the channel's last word, then a word per `state_period`.
+                    # layer before, `state_latency + 1` after the request and a period after
+                    # the channel's last word, then a word a period.
                     req = 1 if swap is None else swap["req"]
                     ends = {}
-                    for ch, (words, _, _) in channels.items():
+                    for ch, (words, _, _, sp) in channels.items():
                         prev, free = swap[ch] if swap else (None, 0)
                         first = max(free, req + 1 + state_latency,
-                                    prev + state_period if prev is not None else 0)
-                        ends[ch] = first + (words - 1) * state_period
+                                    prev + sp if prev is not None else 0)
+                        ends[ch] = first + (words - 1) * sp
                     t[f"swap{i}"] = max(ends.values())
                     mem_at = max(mem_at, t[f"swap{i}"] + 1)
                 s = lc.schedule(period, first=False, mem_at=mem_at - u_last, base=E + i * Lb)
                 t[f"layer{i}"] = u_last + s.last_out
                 if memory:
                     swap = {ch: (ends[ch], u_last + s.ends[key] + after)
-                            for ch, (_, key, after) in channels.items()}
+                            for ch, (_, key, after, _) in channels.items()}
                     swap["req"] = t[f"swap{i}"] + 1
                 mem_last = u_last + s.ends["out_proj"]
                 u_last = t[f"layer{i}"]

@@ -267,15 +267,21 @@ def _from_first(res) -> list[int]:
 
 
 def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
-    """Every layer's SSM state through the state port, swapped before each layer: five tokens
-    back to back with a new sequence at token 3, at a port of a word a cycle and at one of a
-    word every three cycles after seven; every token's last logit at the formula's cycle."""
+    """Every layer's state through the state port, swapped before each layer: five tokens
+    back to back with a new sequence at token 3, at a port of a word a cycle, at one of a word
+    every three cycles after seven, and at one whose latency (2,500) outlasts a layer, its conv
+    channel the slower (a word every 25 cycles); every token's last logit at the formula's
+    cycle."""
     toks = np.random.default_rng(4).integers(0, 256, 5)
-    for sp, sl in ((1, 0), (3, 7)):
-        res = run_lm_case(LMCase(f"tiny_lm_mem_{sp}_{sl}", lmc_mem, toks, [1, 0, 0, 1, 0],
-                                 state_period=sp, state_latency=sl))
+    for sp, sl, cp in ((1, 0, None), (3, 7, None), (1, 2500, 25)):
+        res = run_lm_case(LMCase(f"tiny_lm_mem_{sp}_{sl}_{cp}", lmc_mem, toks, [1, 0, 0, 1, 0],
+                                 state_period=sp, state_latency=sl, conv_period=cp))
         _check(res)
         assert _from_first(res) == res["predicted_last_logit"]
+    # The last case: the memory's latency (not the scan) decides when a swap begins, and the
+    # conv channel (40 words, one every 25 cycles) ends each swap, not the SSM's 512.
+    t = lmc_mem.token_times(2, 1, 0, 1, 2500, 25)
+    assert t[1]["swap0"] == t[0]["swap2"] + 1 + 1 + 2500 + 39 * 25
 
 
 def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):

@@ -77,7 +77,7 @@ MUTANTS = [
      "        gap = Mux(started, pq + (r + ps >= den), pq + (ps != 0))",
      "        gap = Mux(started, pq, pq + (ps != 0))"),
     ("formula: a swap's words one a cycle whatever the port", "rtl/lm.py",
-     "                        ends[ch] = first + (words - 1) * state_period",
+     "                        ends[ch] = first + (words - 1) * sp",
      "                        ends[ch] = first + (words - 1)"),
 ]
 
