@@ -179,8 +179,9 @@ class LayerConfig:
     lanes : int
         State elements the scan updates per cycle.
     slots : int
-        Layers whose conv and SSM state the engine keeps (1: a layer engine of its own; the
-        number of layers when one engine runs them all in turn, :class:`rtl.lm.BiMambaLM`).
+        Layers the engine serves in turn (1: a layer engine of its own; the number of layers
+        when one engine runs them all, :class:`rtl.lm.BiMambaLM`); with the state on chip,
+        a slot each in the conv and scan RAMs.
     state_port : bool
         The conv and SSM state through ports instead (``restore`` and ``save`` of
         :class:`~rtl.ssm_scan.SsmScan` and :class:`~rtl.layer_units.ConvUnit`,

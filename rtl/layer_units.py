@@ -243,6 +243,9 @@ class ConvUnit(wiring.Component):
         sequence: the state is taken as zero. The first token after reset does too.
     w : ``In(stream.Signature(unsigned(beat_bits)))``, one record a group
     y : ``Out(stream.Signature(ArrayLayout(signed(xbc_act_bits), pe)))``
+    restore, save, loaded : with ``port`` (:func:`rtl.state_swap.state_swap`): the state of a
+        token's layer in and the previous one's out, ``conv_dim / pe`` words of
+        :attr:`state_word_bits`; a token's first group waits for ``loaded``.
     """
 
     def __init__(self, q: QuantizedLayer, pe: int, beat_bits: int, slots: int = 1,

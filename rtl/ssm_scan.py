@@ -106,7 +106,9 @@ class ConstTarget:
 class ScanConfig:
     """Generator parameters: the layer's export ``q``, the number of lanes, and ``slots``, the
     number of layers whose state the RAM holds (token after token the unit serves slot 0, 1,
-    ..., ``slots - 1``, 0, ...: one engine running every layer of a model in turn).
+    ..., ``slots - 1``, 0, ...: one engine running every layer of a model in turn); or
+    ``port``: the RAM holds one layer and the others' state comes and goes through the
+    ``restore`` and ``save`` streams between tokens (rtl/state_swap.py).
 
     Raises
     ------
@@ -250,6 +252,9 @@ class SsmScan(wiring.Component):
     head : ``In(stream.Signature(config.head_layout))``
     y : ``Out(stream.Signature(config.y_layout))``
     cfg : ``In(stream.Signature(config.cfg_layout))``, always ready
+    restore, save, loaded : with ``config.port`` (:func:`rtl.state_swap.state_swap`):
+        ``state_words`` words of ``state_word_bits`` in and out between tokens; a token's
+        first head waits for ``loaded``.
     """
 
     def __init__(self, config: ScanConfig) -> None:
