@@ -37,10 +37,11 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
-from .layer import BiMambaLayer, LayerConfig, Pace, section_demux
-from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit, gain_record_beats
+from .layer import BiMambaLayer, LayerConfig, LayerShape, Pace, section_demux
+from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit
 from .ssm_scan import RW_WRITE
 from .stall import output_register
 from .stream_projection import gather
@@ -49,7 +50,7 @@ from .xnor_projection import _adder_tree
 if TYPE_CHECKING:
     from model.golden.lm import QuantizedLM
 
-__all__ = ["LMConfig", "LMSchedule", "BiMambaLM", "HeadUnit", "LM_SECTIONS", "STATE_CHOICES",
+__all__ = ["LMConfig", "LMShape", "LMSchedule", "BiMambaLM", "HeadUnit", "LM_SECTIONS", "STATE_CHOICES",
            "head_latency"]
 
 # The weight stream's sections per token, in stream order ("layers" is every layer's six
@@ -99,13 +100,47 @@ class LMSchedule:
 
 
 @dataclass(frozen=True)
+class LMShape:
+    """What the whole-model engine's beat counts and cycle formula depend on: the model's
+    shape and the widths on its streams (an export's, :meth:`of`, or the widths a
+    :class:`~model.golden.quantize.QuantSpec` sets, :meth:`assumed`). Enough for the
+    estimator; building the engine or packing its stream needs the export."""
+
+    cfg: BiMambaConfig
+    layer: LayerShape
+    res_bits: int  # the residual stream (embedding rows)
+    head_bits: int  # head weights and activations
+    gain_bits: int  # the final norm's gains
+    state_bits: int  # an SSM state element
+    xbc_bits: int  # a conv input (the conv state)
+    logit_bits: int
+
+    @classmethod
+    def of(cls, q: "QuantizedLM") -> "LMShape":
+        l0 = q.layers[0]
+        return cls(q.cfg, LayerShape.of(l0), l0.fmt["res"].bits, q.spec.head_bits,
+                   q.norm_f.gain_fmt.bits, q.spec.state_bits, l0.fmt["xbc"].bits,
+                   signed_bits(q.head_bound))
+
+    @classmethod
+    def assumed(cls, cfg: BiMambaConfig, spec) -> "LMShape":
+        """The widths of an export made with ``spec`` (:meth:`LayerShape.assumed` for the
+        layer; the logits at their bound, ``d_model 2^(2 head_bits - 2)``)."""
+        return cls(cfg, LayerShape.assumed(cfg, spec), spec.res_bits, spec.head_bits,
+                   spec.param_bits, spec.state_bits, spec.data_bits,
+                   signed_bits(cfg.d_model << (2 * spec.head_bits - 2)))
+
+
+@dataclass(frozen=True)
 class LMConfig:
     """Generator parameters of :class:`BiMambaLM`.
 
     Parameters
     ----------
-    q : QuantizedLM
-        A shared-format export (:func:`model.golden.lm.export_lm`, ``shared=True``).
+    q : QuantizedLM or LMShape
+        A shared-format export (:func:`model.golden.lm.export_lm`, ``shared=True``); an
+        :class:`LMShape` is enough for the beat counts and the cycle formula (any vocabulary
+        size), building the engine needs the export (a byte vocabulary).
     simd, pe, lanes, planes
         The layer engine's (:class:`~rtl.layer.LayerConfig`); ``pe`` is also the lane count of
         the final norm.
@@ -132,42 +167,62 @@ class LMConfig:
         q = self.q
         if self.state not in STATE_CHOICES:
             raise ValueError(f"state must be one of {list(STATE_CHOICES)}, not {self.state!r}")
-        first = q.layers[0].engine_constants()
-        for i, lq in enumerate(q.layers[1:], 1):
-            other = lq.engine_constants()
-            diff = [k for k in first if first[k] != other.get(k)]
-            if diff:
-                raise ValueError(f"layer {i} differs from layer 0 in {diff[0]} ({first[diff[0]]} "
-                                 f"vs {other[diff[0]]}): one engine needs every layer's formats "
-                                 f"and tables equal; export with shared=True")
-        if not 2 <= q.cfg.vocab_size <= 256:
-            raise ValueError(f"vocab_size must be in [2, 256] (bytes), not {q.cfg.vocab_size}")
+        if not isinstance(q, LMShape):
+            first = q.layers[0].engine_constants()
+            for i, lq in enumerate(q.layers[1:], 1):
+                other = lq.engine_constants()
+                diff = [k for k in first if first[k] != other.get(k)]
+                if diff:
+                    raise ValueError(f"layer {i} differs from layer 0 in {diff[0]} "
+                                     f"({first[diff[0]]} vs {other[diff[0]]}): one engine needs "
+                                     f"every layer's formats and tables equal; export with "
+                                     f"shared=True")
+            if not 2 <= q.cfg.vocab_size <= 256:
+                raise ValueError(f"vocab_size must be in [2, 256] (bytes), not "
+                                 f"{q.cfg.vocab_size}")
+        elif self.cfg.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, not {self.cfg.vocab_size}")
         self.layer  # the layer engine's own checks
-        if self.beat_bits < q.spec.head_bits:
+        if self.beat_bits < self.shape.head_bits:
             raise ValueError(f"pe * simd = {self.beat_bits} must be >= head_bits = "
-                             f"{q.spec.head_bits}: a beat must hold one head weight")
+                             f"{self.shape.head_bits}: a beat must hold one head weight")
 
     @classmethod
-    def sized_for(cls, q: "QuantizedLM", bytes_per_cycle: int, target: float = 0.9,
+    def sized_for(cls, q: "QuantizedLM | LMShape", bytes_per_cycle: int, target: float = 0.9,
                   planes: int | None = None, state: str = "chip") -> "LMConfig":
         """The engine of :meth:`rtl.layer.LayerConfig.sized_for` (the array for a memory of
         ``bytes_per_cycle``, the fewest scan lanes reaching ``target`` of a layer's roofline)."""
-        lc = LayerConfig.sized_for(q.layers[0], bytes_per_cycle, target, planes)
+        layer = q.layer if isinstance(q, LMShape) else q.layers[0]
+        lc = LayerConfig.sized_for(layer, bytes_per_cycle, target, planes)
         return cls(q, lc.simd, lc.pe, lc.lanes, lc.planes, state)
 
     # -- the units ---------------------------------------------------------------------------
 
     @property
-    def cfg(self):
+    def shape(self) -> LMShape:
+        return self.q if isinstance(self.q, LMShape) else LMShape.of(self.q)
+
+    @property
+    def export(self) -> "QuantizedLM":
+        """The export (building the engine or packing its stream needs it)."""
+        if isinstance(self.q, LMShape):
+            raise TypeError("this LMConfig was made from an LMShape: building the engine or "
+                            "packing its weight stream needs the model's export")
+        return self.q
+
+    @property
+    def cfg(self) -> BiMambaConfig:
         return self.q.cfg
 
     @property
     def n_layer(self) -> int:
-        return len(self.q.layers)
+        return self.cfg.n_layer
 
     def layer_config(self, i: int = 0) -> LayerConfig:
-        """The engine's configuration with layer ``i``'s export (for packing its sections)."""
-        return LayerConfig(self.q.layers[i], self.simd, self.pe, self.lanes, self.planes,
+        """The engine's configuration with layer ``i``'s export (for packing its sections), or
+        the layer's shape."""
+        layer = self.q.layer if isinstance(self.q, LMShape) else self.q.layers[i]
+        return LayerConfig(layer, self.simd, self.pe, self.lanes, self.planes,
                            slots=self.n_layer, state_port=self.state == "memory")
 
     @property
@@ -181,7 +236,7 @@ class LMConfig:
 
     @property
     def res_bits(self) -> int:
-        return self.q.layers[0].fmt["res"].bits
+        return self.shape.res_bits
 
     @property
     def token_bits(self) -> int:
@@ -194,7 +249,7 @@ class LMConfig:
 
     @property
     def head_values_per_beat(self) -> int:
-        return self.beat_bits // self.q.spec.head_bits
+        return self.beat_bits // self.shape.head_bits
 
     @property
     def head_row_beats(self) -> int:
@@ -203,25 +258,30 @@ class LMConfig:
 
     @property
     def logit_bits(self) -> int:
-        return signed_bits(self.q.head_bound)
+        return self.shape.logit_bits
 
     @property
     def state_words(self) -> int:
-        """Words of a layer's SSM state on the state port (``state="memory"``)."""
-        return self.layer.scan.state_words
+        """Words of a layer's SSM state on the state port (``state="memory"``): ``nheads x
+        headdim x d_state / lanes``."""
+        c = self.cfg
+        return c.nheads * c.headdim * (c.d_state // self.lanes)
 
     @property
     def state_word_bits(self) -> int:
-        return self.layer.scan.state_word_bits
+        """``lanes`` state elements."""
+        return self.lanes * self.shape.state_bits
 
     @property
     def conv_words(self) -> int:
-        """Words of a layer's conv state on the conv state port."""
-        return self.layer.conv_state_words
+        """Words of a layer's conv state on the conv state port (a group of ``pe`` channels
+        a word)."""
+        return self.cfg.conv_dim // self.pe
 
     @property
     def conv_word_bits(self) -> int:
-        return self.layer.conv_state_word_bits
+        """``d_conv - 1`` conv inputs of ``pe`` channels."""
+        return self.pe * (self.cfg.d_conv - 1) * self.shape.xbc_bits
 
     @property
     def state_bytes_per_token(self) -> int:
@@ -245,7 +305,7 @@ class LMConfig:
         return {
             "embedding": D // P * self.emb_record_beats,
             "layers": self.n_layer * self.layer.beats_per_token,
-            "norm_f": D // P * gain_record_beats(self.q.norm_f, P, self.beat_bits),
+            "norm_f": D // P * -(-P * self.shape.gain_bits // self.beat_bits),
             "head": self.cfg.vocab_size * self.head_row_beats,
         }
 
@@ -484,6 +544,7 @@ class BiMambaLM(wiring.Component):
         if not isinstance(config, LMConfig):
             self._MustUse__silence = True
             raise TypeError(f"config must be an LMConfig, not {config!r}")
+        config.export  # an LMShape is not enough to build the engine (TypeError)
         self.config = config
         members = {
             "token": In(stream.Signature(config.token_layout)),

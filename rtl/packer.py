@@ -160,7 +160,7 @@ def layer_beats(lc) -> list[int]:
 def embedding_beats(lmc, token: int) -> list[int]:
     """The embedding row of ``token`` for :class:`~rtl.lm.BiMambaLM`: a record of ``pe``
     residual values per group of ``pe`` columns."""
-    row = lmc.q.embedding[int(token)]
+    row = lmc.export.embedding[int(token)]
     out: list[int] = []
     for g in range(len(row) // lmc.pe):
         out += split_record(pack_fields(row[g * lmc.pe: (g + 1) * lmc.pe], lmc.res_bits),
@@ -171,9 +171,9 @@ def embedding_beats(lmc, token: int) -> list[int]:
 def head_beats(lmc) -> list[int]:
     """The head rows (the tied embedding in ``head_bits``), row after row, each
     ``head_row_beats`` beats of ``head_values_per_beat`` weights (the last zero padded)."""
-    hb, n = lmc.q.spec.head_bits, lmc.head_values_per_beat
+    hb, n = lmc.export.spec.head_bits, lmc.head_values_per_beat
     out: list[int] = []
-    for row in lmc.q.head:
+    for row in lmc.export.head:
         out += [pack_fields(row[i: i + n], hb) for i in range(0, len(row), n)]
     return out
 
@@ -184,7 +184,7 @@ def lm_static_beats(lmc) -> list[int]:
     beats: list[int] = []
     for i in range(lmc.n_layer):
         beats += layer_beats(lmc.layer_config(i))
-    beats += norm_beats(lmc.q.norm_f, lmc.pe, lmc.beat_bits)
+    beats += norm_beats(lmc.export.norm_f, lmc.pe, lmc.beat_bits)
     beats += head_beats(lmc)
     return beats
 

@@ -4,6 +4,7 @@ the shared-format export it needs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -22,7 +23,7 @@ from model.reference.lm import BiMambaLM as FloatLM
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer import Pace
 from rtl.layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES
-from rtl.lm import LM_SECTIONS, BiMambaLM, LMConfig, head_latency
+from rtl.lm import LM_SECTIONS, BiMambaLM, LMConfig, LMShape, head_latency
 from rtl.packer import embedding_beats, head_beats, lm_beats, lm_static_beats, pack_fields
 
 # Three layers: a slot counter that wraps too early or too late differs from the right one
@@ -192,6 +193,29 @@ def test_fractional_formula_between_its_whole_neighbours(lmc, lmc_mem):
         assert s.token_cycles >= 5 * c.beats_per_token // 4  # the roofline
         assert c.schedule(Fraction(2)).token_cycles == s2.token_cycles
         assert c.token_times(3, Fraction(4, 2), 3) == c.token_times(3, 2, 3)
+
+
+def test_formula_from_shapes_alone(q, lmc, lmc_mem):
+    """An LMShape (no export) gives the export's beats, bytes and cycles; the widths a spec
+    assumes are an export's; any vocabulary size; building or packing refuses it."""
+    for c in (lmc, lmc_mem):
+        s = LMConfig(LMShape.of(q), 16, 4, 4, state=c.state)
+        assert s.section_beats() == c.section_beats()
+        assert s.state_bytes_per_token == c.state_bytes_per_token
+        assert s.token_times(3, Fraction(5, 4), 3, 2, 5) == c.token_times(3, Fraction(5, 4), 3, 2,
+                                                                           5)
+    a, o = LMShape.assumed(CFG, QuantSpec()), LMShape.of(q)
+    assert (a.res_bits, a.head_bits, a.gain_bits, a.state_bits, a.xbc_bits) == (
+        o.res_bits, o.head_bits, o.gain_bits, o.state_bits, o.xbc_bits)
+    assert a.logit_bits >= o.logit_bits
+    wide = LMConfig(LMShape.assumed(replace(CFG, vocab_size=50_280), QuantSpec()), 16, 4, 4)
+    assert wide.section_beats()["head"] == 50_280 * CFG.d_model // 8  # 8 weights a beat
+    assert wide.token_bits == 16
+    shape_only = LMConfig(o, 16, 4, 4)
+    with pytest.raises(TypeError, match="needs the model's export"):
+        BiMambaLM(shape_only)
+    with pytest.raises(TypeError, match="needs the model's export"):
+        embedding_beats(shape_only, 3)
 
 
 def test_state_port_formula_by_hand(lmc, lmc_mem):
