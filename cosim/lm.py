@@ -13,7 +13,7 @@ from model.golden.lm import GoldenLM
 from rtl.lm import LMConfig
 from rtl.packer import embedding_beats, lm_static_beats
 
-from .bench import LMBench, burst_beats_for
+from .bench import LMBench, burst_beats_for, cfg_word
 from .verilator import Phase, build, run_test, unit_dir, waves_requested
 
 __all__ = ["LMCase", "golden_logits", "run_lm_case"]
@@ -28,8 +28,9 @@ class LMCase:
     ``backpressure`` and ``bubble`` are the probabilities of a pause on ``token``, on
     ``logits`` and on the weight stream and the state port; ``period`` (cycles a beat, a whole
     number or a Fraction: ``Fraction(5, 4)`` for 0.8 beats a cycle) and ``latency`` describe
-    the memory, ``state_period`` and ``state_latency`` its state port (an engine with
-    ``state="memory"``);
+    the memory, ``state_period`` (cycles a word, a whole number or a Fraction),
+    ``state_latency`` and ``conv_period`` its state port (an engine with ``state="memory"``),
+    ``shared`` that the port and the weight stream are one memory served in turn;
     ``reset_at`` resets the engine at that cycle and starts over. ``host`` is
     ``"module:function"`` (see ``sim/lm_tb.py``) called with ``host_args``; then ``tokens`` is
     ignored and the host's choice is returned.
@@ -44,9 +45,10 @@ class LMCase:
     bubble: float = 0.0
     period: int | Fraction = 1
     latency: int = 0
-    state_period: int = 1
+    state_period: int | Fraction = 1
     state_latency: int = 0
-    conv_period: int | None = None
+    conv_period: int | Fraction | None = None
+    shared: bool = False
     reset_at: int | None = None
     seed: int = 0
     host: str | None = None
@@ -94,18 +96,22 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     q = lmc.q
     V = q.cfg.vocab_size
     n = case.max_tokens if case.host else len(case.tokens)
-    port = (case.state_period, case.state_latency, case.conv_period)
+    port = (case.state_period, case.state_latency, case.conv_period, case.shared)
     sched = lmc.schedule(case.period, case.latency, *port)
     if not case.host:
         times = lmc.token_times(len(case.tokens), case.period, case.latency, *port)
+    p, sp = Fraction(case.period), Fraction(case.state_period)
+    cp = Fraction(case.conv_period or 0)
+    cfg = cfg_word(period=p.numerator, period_den=p.denominator, latency=case.latency,
+                   s_period=sp.numerator, s_period_den=sp.denominator,
+                   s_latency=case.state_latency, c_period=cp.numerator,
+                   c_period_den=cp.denominator, shared=int(case.shared),
+                   bubble=round(case.bubble * 65536), seed=case.seed & 0xFFFFFFFF)
     payload = {
         "name": case.name, "seed": case.seed, "reset_at": case.reset_at,
         "static": [int(b) for b in lm_static_beats(lmc)],
         "rows": [[int(b) for b in embedding_beats(lmc, t)] for t in range(V)],
-        "latency": case.latency, "period": Fraction(case.period).numerator,
-        "period_den": Fraction(case.period).denominator, "bubble": case.bubble,
-        "state_period": case.state_period, "state_latency": case.state_latency,
-        "conv_period": case.conv_period or 0,
+        "cfg": cfg,
         "idle": case.idle, "backpressure": case.backpressure, "vocab": V,
         "logit_bits": lmc.logit_bits, "burst_beats": burst_beats_for(lmc.beat_bits), "beat_bits": lmc.beat_bits,
         "timeout_cycles": 20 * (n + 1) * sched.token_cycles + 10_000,

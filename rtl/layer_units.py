@@ -38,14 +38,15 @@ if TYPE_CHECKING:
     from model.golden.fixedpoint import RsqrtTable
     from model.golden.quantize import NormParams, QuantizedLayer
 
-__all__ = ["RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit", "gain_record_beats", "conv_bias_bits",
-           "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
+__all__ = ["CONV_SWAP_READ_LATENCY", "RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit",
+           "gain_record_beats", "conv_bias_bits", "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
            "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "check_divides", "divisors"]
 
 NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
 NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
 CONV_LATENCY = 1 + PWL_LATENCY  # issue -> handshake: state read and conv, the SiLU table
 GATE_LATENCY = PWL_LATENCY + 1  # slice issue -> handshake: the SiLU table, y * SiLU(z)
+CONV_SWAP_READ_LATENCY = 1  # the conv state port's read of the state RAM (rtl/state_swap.py)
 
 
 def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
@@ -319,7 +320,8 @@ class ConvUnit(wiring.Component):
             in_token = Signal()
             swap = state_swap(m, "state", restore=self.restore, save=self.save, words=G,
                               width=self.state_word_bits, idle=~in_token & ~v1,
-                              token_start=issue & (g == 0), read_latency=1)
+                              token_start=issue & (g == 0),
+                              read_latency=CONV_SWAP_READ_LATENCY)
             m.d.comb += self.loaded.eq(swap.swapped)
             can = can & (in_token | swap.swapped)
             with m.If(issue & (g == 0)):

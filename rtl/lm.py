@@ -41,9 +41,10 @@ from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
 from .layer import BiMambaLayer, LayerConfig, LayerShape, Pace, section_demux
-from .layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit
-from .ssm_scan import RW_WRITE
+from .layer_units import CONV_SWAP_READ_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit
+from .ssm_scan import RW_WRITE, SWAP_READ_LATENCY
 from .stall import output_register
+from .state_swap import save_delay
 from .stream_projection import gather
 from .xnor_projection import _adder_tree
 
@@ -319,8 +320,8 @@ class LMConfig:
 
     # -- cycles ------------------------------------------------------------------------------
 
-    def schedule(self, period=1, latency: int = 0, state_period: int = 1,
-                 state_latency: int = 0, conv_period: int | None = None) -> LMSchedule:
+    def schedule(self, period=1, latency: int = 0, state_period=1, state_latency: int = 0,
+                 conv_period=None, shared: bool = False) -> LMSchedule:
         """The whole model's cycle formula (docs/lm_engine.md, section 4): the first token
         after reset, and the spacing of back-to-back tokens after it.
 
@@ -333,14 +334,18 @@ class LMConfig:
         memory, a layer's first weight beat also waits for its state (the swap before it,
         whose words come ``state_latency + 1`` cycles after its request and then one per
         ``state_period`` cycles at most on the SSM channel, one per ``conv_period``, by default
-        ``state_period``, on the conv channel).
+        ``state_period``, on the conv channel; each a whole number or a Fraction, paced as
+        the weight stream is). ``shared``: the state port and the weight stream are one
+        memory, which serves a swap between the last weight beat before the layer and the
+        layer's first, and the layer's first beat after the swap's last saved word (section 5).
 
         Back to back (the next token's request made before this token's last beat), the next
         row's first beat follows this token's last head beat by ``period``: ``token_cycles``
         is the spacing of the last logits of the second and third tokens (the fourth's is
         checked to be the same).
         """
-        times = self.token_times(4, period, latency, state_period, state_latency, conv_period)
+        times = self.token_times(4, period, latency, state_period, state_latency, conv_period,
+                                 shared)
         gaps = [b["last_logit"] - a["last_logit"] for a, b in zip(times, times[1:])]
         if gaps[1] != gaps[2]:
             raise AssertionError(f"the formula's token spacing does not settle: {gaps}")
@@ -348,8 +353,8 @@ class LMConfig:
         ends = {k: v for k, v in t0.items() if k != "last_logit"}
         return LMSchedule(ends, t0["last_logit"], gaps[1], self.beats_per_token, period)
 
-    def token_times(self, n: int, period=1, latency: int = 0, state_period: int = 1,
-                    state_latency: int = 0, conv_period: int | None = None) -> list[dict]:
+    def token_times(self, n: int, period=1, latency: int = 0, state_period=1,
+                    state_latency: int = 0, conv_period=None, shared: bool = False) -> list[dict]:
         """The formula's event times (cycles from the first token's handshake) for ``n``
         tokens offered back to back from reset: per token the ends of :class:`LMSchedule`,
         ``swap{i}`` (the last state word of layer i's swap taken on both channels, state in
@@ -357,21 +362,28 @@ class LMConfig:
         pace = Pace(period)
         if conv_period is None:
             conv_period = state_period
-        for name, v, lo in (("latency", latency, 0), ("state_period", state_period, 1),
-                            ("state_latency", state_latency, 0), ("conv_period", conv_period, 1)):
+        for name, v, lo in (("latency", latency, 0), ("state_latency", state_latency, 0)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, not {v!r}")
+        for name, v in (("state_period", state_period), ("conv_period", conv_period)):
+            if isinstance(v, bool) or not isinstance(v, (int, Fraction)) or v < 1:
+                raise ValueError(f"{name} must be a whole number or a Fraction >= 1 (cycles a "
+                                 f"word), not {v!r}")
+        if not isinstance(shared, bool):
+            raise ValueError(f"shared must be True or False, not {shared!r}")
         beats = self.section_beats()
         E, Lb = beats["embedding"], self.layer.beats_per_token
         kn = E + self.n_layer * Lb  # the final norm's first beat
         lc = self.layer
         memory = self.state == "memory"
-        # The state channels: words a layer, and when the unit is free to swap after its
-        # layer (its last state write done): the scan RW_WRITE + 1 after its last issue, the
-        # conv 2 after its last group's issue (with its record's last beat).
+        # The state channels: words a layer; when the unit is free to swap after its layer
+        # (its last state write done): the scan RW_WRITE + 1 after its last issue, the conv 2
+        # after its last group's issue (with its record's last beat); the pace; a word's
+        # step to its save handshake.
         channels = {"ssm": (self.state_words if memory else 0, "ssm_issue", RW_WRITE + 1,
-                            state_period),
-                    "conv": (self.conv_words if memory else 0, "conv", 2, conv_period)}
+                            Pace(state_period), save_delay(SWAP_READ_LATENCY)),
+                    "conv": (self.conv_words if memory else 0, "conv", 2, Pace(conv_period),
+                             save_delay(CONV_SWAP_READ_LATENCY))}
         out = []
         a0 = 1 + latency  # the token's first beat
         swap = None  # per channel (its last word of the last swap, its unit free), and
@@ -388,21 +400,26 @@ class LMConfig:
                     # word on both channels (the first after reset: the cycle after the
                     # token); on each channel its first word once the unit has written the
                     # layer before, `state_latency + 1` after the request and a period after
-                    # the channel's last word, then a word a period.
+                    # the channel's last word (shared: and after the weight beat before the
+                    # layer), then a word a period.
                     req = 1 if swap is None else swap["req"]
                     ends = {}
-                    for ch, (words, _, _, sp) in channels.items():
+                    for ch, (words, _, _, sp, _) in channels.items():
                         prev, free = swap[ch] if swap else (None, 0)
                         first = max(free, req + 1 + state_latency,
-                                    prev + sp if prev is not None else 0)
-                        ends[ch] = first + (words - 1) * sp
+                                    prev + sp.gap(0) if prev is not None else 0,
+                                    mem_last + 1 if shared else 0)
+                        ends[ch] = first + sp.span(0, words - 1)
                     t[f"swap{i}"] = max(ends.values())
                     mem_at = max(mem_at, t[f"swap{i}"] + 1)
+                    if shared:  # and after the last saved word
+                        mem_at = max(mem_at, max(ends[ch] + channels[ch][4]
+                                                 for ch in channels) + 1)
                 s = lc.schedule(period, first=False, mem_at=mem_at - u_last, base=E + i * Lb)
                 t[f"layer{i}"] = u_last + s.last_out
                 if memory:
                     swap = {ch: (ends[ch], u_last + s.ends[key] + after)
-                            for ch, (_, key, after, _) in channels.items()}
+                            for ch, (_, key, after, _, _) in channels.items()}
                     swap["req"] = t[f"swap{i}"] + 1
                 mem_last = u_last + s.ends["out_proj"]
                 u_last = t[f"layer{i}"]

@@ -52,8 +52,8 @@ from .stall import output_register
 from .state_swap import state_swap
 from .xnor_projection import _adder_tree
 
-__all__ = ["ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token", "scan_latency",
-           "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES"]
+__all__ = ["SWAP_READ_LATENCY", "ScanConfig", "SsmScan", "ConstTarget", "scan_cycles_per_token",
+           "scan_latency", "scan_depth", "lane_sum_stages", "MIN_TOKEN_CYCLES"]
 
 PREP_LATENCY = 1 + SOFTPLUS_LATENCY + DECAY_LATENCY
 QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output buffer
@@ -68,6 +68,8 @@ DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
 RW_READ = DTX_STAGE - 3
 RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
 MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
+# The state port's read of the RAM (state in memory, rtl/state_swap.py): address, then word.
+SWAP_READ_LATENCY = 2
 
 
 def lane_sum_stages(lanes: int) -> int:
@@ -427,7 +429,7 @@ class SsmScan(wiring.Component):
             swap = state_swap(m, "state", restore=self.restore, save=self.save,
                               words=c.state_words, width=c.state_word_bits,
                               idle=~busy & ~in_token & ~pending, token_start=load & need_bc,
-                              read_latency=2)
+                              read_latency=SWAP_READ_LATENCY)
             m.d.comb += self.loaded.eq(swap.swapped)
             token_ok_n = bc_full_n & swap.swapped_n
         can_load = Signal()  # init 0: after reset the unit is idle and no B, C has arrived

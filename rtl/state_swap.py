@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from amaranth import Module, Mux, Signal, Value
 from amaranth.lib import fifo
 
-__all__ = ["SAVE_FIFO_DEPTH", "StateSwap", "state_swap"]
+__all__ = ["SAVE_FIFO_DEPTH", "StateSwap", "save_delay", "state_swap"]
 
 # Words the save side holds (stepped, in the RAM's registers or in its FIFO): at a word a cycle
 # both ways, a step's word leaves about six cycles later, so eight never stall.
 SAVE_FIFO_DEPTH = 8
+
+
+def save_delay(read_latency: int) -> int:
+    """Cycles from a step to its word on ``save`` (when the FIFO is empty): the RAM's
+    ``read_latency``, the FIFO's write, and its output register."""
+    return read_latency + 2
 
 
 @dataclass

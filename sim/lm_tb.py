@@ -155,13 +155,7 @@ async def lm_case(dut):
     case = load_case()
     rng = random.Random(case["seed"])
     dut._log.info("case %s seed=%d", case["name"], case["seed"])
-    # cosim.bench.CFG_LAYOUT: period 16, latency 16, bubble 17, seed 32, s_period 16,
-    # s_latency 16, period_den 16, c_period 16 bits
-    dut.cfg.value = (case["period"] | (case["latency"] << 16)
-                     | (case.get("period_den", 1) << 113) | (case.get("conv_period", 0) << 129)
-                     | (round(case["bubble"] * 65536) << 32) | ((case["seed"] & 0xFFFFFFFF) << 49)
-                     | (case.get("state_period", 1) << 81)
-                     | (case.get("state_latency", 0) << 97))
+    dut.cfg.value = case["cfg"]  # the memory model's parameters (cosim.bench.cfg_word)
     await start(dut)
     budget = case["timeout_cycles"] * PERIOD_NS
     run = _interactive if case.get("host") else _stream

@@ -244,8 +244,12 @@ def test_state_port_formula_by_hand(lmc, lmc_mem):
     # A slow port sets the pace: a swap a layer, and at most a token's own cycles besides.
     slow = lmc_mem.schedule(1, 0, 40, 2).token_cycles
     assert CFG.n_layer * Dw * 40 <= slow <= CFG.n_layer * Dw * 40 + lmc.schedule().token_cycles
-    with pytest.raises(ValueError, match="state_period must be an integer >= 1"):
+    with pytest.raises(ValueError, match="state_period must be a whole number or a Fraction >= 1"):
         lmc_mem.schedule(1, 0, 0)
+    with pytest.raises(ValueError, match="conv_period must be a whole number or a Fraction"):
+        lmc_mem.schedule(1, 0, 1, 0, 1.5)
+    with pytest.raises(ValueError, match="shared must be True or False"):
+        lmc_mem.schedule(1, 0, 1, 0, None, 1)
     with pytest.raises(ValueError, match="state must be one of"):
         LMConfig(lmc.q, 16, 4, 4, state="disk")
 
@@ -319,17 +323,56 @@ def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):
         assert _from_first(res) == res["predicted_last_logit"]
 
 
+def test_shared_memory_formula_by_hand(lmc_mem):
+    """One memory for the weights and the state (``shared``): a swap's words come only after
+    the last weight beat before its layer, at the port's fractional pace, and the layer's
+    first beat only after the swap's last saved word (the SSM channel's: its RAM read, 2
+    cycles, then the FIFO's write and output register)."""
+    Dw, Cw = lmc_mem.state_words, lmc_mem.conv_words
+    sp, cp = Fraction(7, 3), Fraction(5, 2)
+    t = lmc_mem.token_times(2, Fraction(5, 4), 3, sp, 4, cp, shared=True)
+    free = lmc_mem.token_times(2, Fraction(5, 4), 3, sp, 4, cp)
+    # The first swap: its words after the embedding's last beat (not 1 + 1 + 4 after the
+    # token), one every 7/3 cycles: floor(511 * 7 / 3) cycles after the first.
+    assert Dw * sp > Cw * cp
+    assert t[0]["swap0"] == t[0]["embedding"] + 1 + (Dw - 1) * 7 // 3
+    assert free[0]["swap0"] == 1 + 1 + 4 + (Dw - 1) * 7 // 3
+    # Every swap ends after the weights of the layer before; the shared memory is slower.
+    for tk in t:
+        for i in range(1, CFG.n_layer):
+            assert tk[f"swap{i}"] - Dw * sp >= tk[f"layer{i - 1}"] - 200
+    s_shared = lmc_mem.schedule(Fraction(5, 4), 3, sp, 4, cp, shared=True)
+    s_free = lmc_mem.schedule(Fraction(5, 4), 3, sp, 4, cp)
+    assert s_shared.token_cycles >= s_free.token_cycles
+    # The memory's busy time bounds the spacing: the beats, and each swap's words.
+    assert s_shared.token_cycles >= (lmc_mem.beats_per_token * Fraction(5, 4)
+                                     + CFG.n_layer * (Dw - 1) * sp)
+
+
+def test_shared_memory_bit_exact_cycles_equal_formula(lmc_mem):
+    """Weights and state on one memory served in turn, at fractional paces on both (a beat
+    every 5/4 cycles, an SSM word every 7/3, a conv word every 5/2, latencies 3 and 4):
+    every token's last logit at the formula's cycle."""
+    toks = np.random.default_rng(6).integers(0, 256, 4)
+    res = run_lm_case(LMCase("tiny_lm_shared", lmc_mem, toks, [1, 0, 1, 0],
+                             period=Fraction(5, 4), latency=3, state_period=Fraction(7, 3),
+                             state_latency=4, conv_period=Fraction(5, 2), shared=True))
+    _check(res)
+    assert _from_first(res) == res["predicted_last_logit"]
+
+
 def test_state_in_memory_stalls_and_a_reset_mid_token(lmc_mem, seed):
-    """Pauses on every stream, the state port's included; a reset in token 1's second layer
-    (its swap in flight), token 0 without start after it."""
+    """Pauses on every stream, the state port's included, the port sharing the weights'
+    memory at a fractional pace; a reset in token 1's second layer (its swap in flight),
+    token 0 without start after it."""
     toks = np.random.default_rng(seed).integers(0, 256, 10)
     starts = np.zeros(10, bool)
     starts[6] = True
     t = lmc_mem.token_times(2)
     at = t[1]["swap1"] - lmc_mem.state_words // 2
     res = run_lm_case(LMCase(f"tiny_lm_mem_stalls_{seed}", lmc_mem, toks, starts, idle=0.3,
-                             backpressure=0.3, bubble=0.3, state_period=2, state_latency=3,
-                             reset_at=at, seed=seed))
+                             backpressure=0.3, bubble=0.3, state_period=Fraction(3, 2),
+                             state_latency=3, shared=True, reset_at=at, seed=seed))
     _check(res)
 
 
