@@ -5,11 +5,14 @@ Structure after Accelergy: an architecture (:class:`Arch`), action counts per co
 The same template is costed twice, with 1-bit projections (the units of ``rtl/``) and with FP16
 weights and multiply-adds, so every saving is a ratio of two estimates made the same way.
 
-The 1-bit design is the layer engine of ``rtl/layer.py``: its cycles per token are the
-engine's own formula (:meth:`rtl.layer.LayerConfig.schedule`, which the tests check against
-Verilator cycle for cycle), and its DRAM bytes per token are the packer's beat counts
-(:meth:`~rtl.layer.LayerConfig.section_beats`, the beats ``rtl/packer.py`` writes), so the
-estimate and the RTL share one source for both.
+The 1-bit design is the whole-model engine of ``rtl/lm.py`` (one layer engine of
+``rtl/layer.py`` serving every layer, the embedding row, the final norm and the integer LM
+head): its cycles per token are the engine's own formula (:meth:`rtl.lm.LMConfig.schedule`,
+which the tests check against Verilator cycle for cycle, at this estimator's default point
+included), and its DRAM bytes per token are the packer's beat counts
+(:meth:`~rtl.lm.LMConfig.section_beats`, the beats ``rtl/packer.py`` writes) and the state
+port's words (:attr:`~rtl.lm.LMConfig.state_bytes_per_token`), so the estimate and the RTL
+share one source for both.
 
 Assumptions (printed with every report):
 
@@ -22,15 +25,18 @@ Assumptions (printed with every report):
   period, a fraction where the bandwidth is not a whole number of beats a cycle.
 * The model's weights do not fit on chip: every token each layer's weights and constants
   stream from DRAM once, straight into the array (no weight RAM). The layer in flight keeps
-  its conv and SSM state on chip; between layers of the stack that state goes to DRAM and
-  back (unless ``state_on_chip``), on the same memory, after the layer's stream.
+  its conv and SSM state on chip; before each layer the engine swaps that layer's state in
+  and the last one's out through its state port, on the same memory, which serves the swap
+  between the layers' weight streams (:func:`memory_paces`; unless ``state_on_chip``). The
+  memory's latency is taken as hidden.
 * The widths the engine's beats depend on and that an export calibrates (the conv bias, dt_raw
   plus dt_bias) are taken at :meth:`rtl.layer.LayerShape.assumed`'s bounds.
 * The FP16 baseline is the same template: an array of ``pe x simd`` FP16 MACs fed by the
   weight stream (FP16 weights, two bytes each), the same scan lanes and element-wise lanes,
   and every stage costed with FP16 MACs.
-* The LM head (tied FP16 embedding, ``vocab x d_model``) runs on an FP16 MAC unit of
-  ``lm_head_macs`` per cycle in both designs.
+* The LM head (the tied embedding, ``vocab x d_model``): in the 1-bit design as built, rows of
+  ``head_bits`` integers streamed against the final norm's ``head_bits`` outputs, exact sums;
+  in the FP16 design an FP16 MAC unit of ``lm_head_macs`` per cycle.
 * Logic energy from the table's anchors: an n-bit add costs ``int8_add * n / 8`` up to 8 bits
   and interpolates linearly to ``int32_add`` at 32; an a x b-bit multiply costs
   ``int8_mult * a * b / 64`` (the 32-bit anchor agrees within 3 %); one XNOR-popcount bit-op
@@ -43,9 +49,9 @@ Assumptions (printed with every report):
   the gain for logic and small SRAMs), and the report labels the figures as scaled. DRAM
   energy per bit never scales.
 * SRAM energy per access by the table's size class of the array (8 KB, 32 KB, 1 MB).
-* DRAM traffic: the 1-bit design's weights and constants are the packer's beats (padding
-  included); the state, the embedding row and the LM head are
-  :func:`energy.roofline.bytes_per_token`'s kinds, as are all of the FP16 design's bytes.
+* DRAM traffic: the 1-bit design's is the whole-model engine's beats (padding included) and
+  its state port's words; the FP16 design's is :func:`energy.roofline.bytes_per_token`'s
+  kinds.
 * Static power (``static_w`` for the 1-bit design, ``static_fp16_w`` for FP16: leakage,
   clocking and DRAM background) times the time per token is its own component, ``static``.
   The defaults, 0.5 W each, are an assumption, not a sourced figure (docs/estimator.md).
@@ -56,12 +62,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 from model.config import BiMambaConfig
 from model.golden.quantize import QuantSpec
 from rtl.layer import LayerConfig, LayerShape
+from rtl.lm import LMConfig, LMShape
 from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
@@ -69,8 +77,8 @@ from .footprint import footprint
 from .roofline import bytes_per_token
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "memory_period",
-           "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
+__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "lm_config",
+           "memory_period", "memory_paces", "bytes_per_cycle", "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
            "scan_burst_cycles"]
 
 
@@ -109,6 +117,7 @@ _OWNED_LIMITS: dict[str, tuple[Callable[[object], object], ...]] = {
                  lambda v: ProjectionConfig(d_in=1, d_out=1, simd=1, pe=1, act_bits=v)),
     "state_bits": (lambda v: QuantSpec(state_bits=v),),
     "data_bits": (lambda v: QuantSpec(data_bits=v),),
+    "head_bits": (lambda v: QuantSpec(head_bits=v),),
 }
 
 
@@ -138,9 +147,10 @@ class Arch:
     planes: int = 0  # activation bit-planes a cycle (0: all of them, bit-parallel)
     beat_bytes: int = 0  # weight-stream beat when sizing (0: from the bandwidth and clock)
     act_bits: int = 8  # bit-planes of the projection activations
-    lm_head_macs: int = 256  # FP16 MACs per cycle for the LM head
+    lm_head_macs: int = 256  # FP16 MACs per cycle for the FP16 design's LM head
     state_bits: int = 16
     data_bits: int = 16
+    head_bits: int = 8  # the 1-bit design's head weights and activations (integers)
     dram_bytes_per_s: float = 102.4e9  # two DDR5-6400 channels (DDR class, like the energy)
     dram_pj_per_bit: float = 0.0  # 0: the table's DRAM figure (Horowitz: 1.3 nJ / 64 bit)
     state_on_chip: bool = False
@@ -191,7 +201,7 @@ class Arch:
     @property
     def spec(self) -> QuantSpec:
         return QuantSpec(act_bits=self.act_bits, state_bits=self.state_bits,
-                         data_bits=self.data_bits)
+                         data_bits=self.data_bits, head_bits=self.head_bits)
 
     @property
     def bytes_per_cycle(self) -> float:
@@ -211,8 +221,12 @@ class Estimate:
     dram_bytes_per_s: float = 1.0
     actions: dict[str, float] = field(default_factory=dict)  # action counts per token
     layer: LayerConfig | None = None  # the engine the estimate is made for
-    period: float = 1.0  # cycles per beat of the memory
+    period: float | Fraction = 1.0  # cycles per beat of the memory
     bound_by: str = ""  # what paces the weight stream ("memory" or "compute")
+    lm: LMConfig | None = None  # the whole-model engine (1-bit design)
+    state_period: Fraction | None = None  # cycles an SSM word on the shared memory
+    conv_period: Fraction | None = None  # cycles a conv word
+    simulated: bool = False  # a machine the tests simulate (the 1-bit design's decode step)
 
     @property
     def compute_s(self) -> float:
@@ -320,9 +334,47 @@ def _beat_for(cfg: BiMambaConfig, bytes_per_cycle: float) -> int:
                      f"d_model = {cfg.d_model}, d_inner = {cfg.d_inner}")
 
 
-def memory_period(lc: LayerConfig, arch: Arch) -> float:
-    """Cycles per beat the memory needs (at least 1: the engine takes one beat a cycle)."""
-    return max(1.0, lc.beat_bytes / arch.bytes_per_cycle)
+PACE_LIMIT = (1 << 16) - 1  # numerators and denominators of a pace (the RTL memory model's)
+
+
+def _pace(x: Fraction) -> Fraction:
+    """``x`` cycles an item, at least 1; where its numerator or denominator would not fit
+    the RTL memory model's 16-bit fields, the nearest fraction above ``x`` that does (the
+    memory never delivers faster than its bandwidth)."""
+    x = max(Fraction(1), x)
+    if x.numerator <= PACE_LIMIT and x.denominator <= PACE_LIMIT:
+        return x
+    den = max(1, min(PACE_LIMIT, PACE_LIMIT // math.ceil(x)))
+    return Fraction(math.ceil(x * den), den)
+
+
+def bytes_per_cycle(arch: Arch) -> Fraction:
+    """What the memory delivers a cycle, as an exact fraction of the decimal figures given."""
+    return Fraction(repr(float(arch.dram_bytes_per_s))) / Fraction(repr(float(arch.clock_hz)))
+
+
+def memory_period(lc: LayerConfig | LMConfig, arch: Arch) -> Fraction:
+    """Cycles per weight beat the memory needs (at least 1: the engine takes one beat a
+    cycle), exact (:class:`~rtl.layer.Pace`)."""
+    return _pace(Fraction(lc.beat_bits, 8) / bytes_per_cycle(arch))
+
+
+def memory_paces(lmc: LMConfig, arch: Arch) -> tuple[Fraction, Fraction, Fraction]:
+    """The paces of one memory shared by the weight stream and the state port (the RTL
+    memory model's ``shared``): cycles a weight beat, an SSM word, a conv word.
+
+    A swap moves every word of the layer's SSM and conv state both ways (read and written
+    back) while the weight stream waits; the two channels split the bandwidth so that they
+    end together, ``T = max(2 (SSM bytes + conv bytes) / bytes_per_cycle, SSM words, conv
+    words)`` cycles a swap (the port takes a word a cycle at most). State on chip: no swap
+    (1, 1)."""
+    period = memory_period(lmc, arch)
+    if lmc.state != "memory":
+        return period, Fraction(1), Fraction(1)
+    ns, nc = lmc.state_words, lmc.conv_words
+    moved = Fraction(2 * (ns * lmc.state_word_bits + nc * lmc.conv_word_bits), 8)
+    t = Fraction(max(moved / bytes_per_cycle(arch), ns, nc))
+    return period, _pace(t / ns), _pace(t / nc)
 
 
 def layer_config(cfg: BiMambaConfig, arch: Arch) -> LayerConfig:
@@ -358,6 +410,15 @@ def layer_config(cfg: BiMambaConfig, arch: Arch) -> LayerConfig:
     return best
 
 
+def lm_config(cfg: BiMambaConfig, arch: Arch) -> LMConfig:
+    """The whole-model engine (:class:`rtl.lm.LMConfig`) the estimate is made for: the layer
+    engine of :func:`layer_config`, the widths ``arch`` sets (:meth:`rtl.lm.LMShape.assumed`),
+    the state in memory (on chip with ``state_on_chip``)."""
+    lc = layer_config(cfg, arch)
+    return LMConfig(LMShape.assumed(cfg, arch.spec), lc.simd, lc.pe, lc.lanes, lc.planes,
+                    state="chip" if arch.state_on_chip else "memory")
+
+
 def check_lanes(cfg: BiMambaConfig, lanes: int) -> None:
     """The scan unit's rule (:class:`~rtl.ssm_scan.ScanConfig`): ``lanes`` (0: sized) divides
     d_state."""
@@ -371,10 +432,18 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
              tokens: int = 1) -> Estimate:
     """Cycles, DRAM bytes, action counts and energy by component, per token.
 
-    ``tokens == 1`` is a decode step. ``tokens = L > 1`` is a prefill of L tokens processed one
-    after another by the same engine: every token streams every layer's weights again (the
-    engine keeps none), while the state is fetched and written back once per call and the LM
-    head runs for the last token only; the figures are per token of the prefill.
+    ``tokens == 1`` is a decode step. For the 1-bit design it is the whole-model engine of
+    ``rtl/lm.py`` (:func:`lm_config`) behind one memory that serves its weight stream and its
+    state port in turn (:func:`memory_paces`): the cycles are that engine's formula
+    (:meth:`rtl.lm.LMConfig.schedule`, ``shared``, which the tests check against Verilator),
+    the DRAM bytes its packer's beats and its state port's words.
+
+    ``tokens = L > 1`` is a prefill of L tokens processed one after another by the same
+    engine: every token streams every layer's weights again (the engine keeps none), while
+    the state is fetched and written back once per call and the final norm and LM head run
+    for the last token only; the figures are per token of the prefill. The engine has no such
+    mode: this is a projection from the layer engine's formula, not a simulated machine
+    (:attr:`Estimate.simulated` is False).
     """
     if design not in ("bimamba", "fp16"):
         raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
@@ -401,9 +470,12 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         n[action] = n.get(action, 0.0) + count
 
     fp = footprint(cfg)
-    need = bytes_per_token(c, design, arch.state_bits, arch.data_bits, arch.state_on_chip)
+    need = bytes_per_token(c, design, arch.state_bits, arch.data_bits, arch.state_on_chip,
+                           arch.spec)
     period = memory_period(lc, arch)
     if design == "bimamba":
+        lmc = lm_config(cfg, arch)
+        period, s_period, c_period = memory_paces(lmc, arch)
         layer_cycles = lc.schedule(period).token_cycles
         stream_bytes = lc.bytes_per_token  # the packer's beats, padding included
         for pc in (lc.in_proj, lc.out_proj):
@@ -466,32 +538,64 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         act("other_stages", (2 * D + 2 * E) * 2 + C * K + C + 2 * E + C + E, pr.fp16_mac(),
             "fp16_macs")
     L = c.n_layer
-    # DRAM: the stream every token; the state fetched before the call's first token and
-    # written back after its last, after each layer's stream on the same memory; one
-    # embedding row per token and the LM head once per call.
-    state_traffic = need["ssm_state"] + need["conv_state"]
-    emb_row = D * 2
-    emb_bytes = emb_row + (need["embedding"] - emb_row) / tokens
-    # One after another on the one memory: each layer's stream, the state moved between
-    # layers, then the LM head, as fast as its MACs or its embedding read allow.
-    cycles = L * layer_cycles + state_traffic / tokens / arch.bytes_per_cycle
-    cycles += max(fp.embedding_params / arch.lm_head_macs / tokens,
-                  emb_bytes / arch.bytes_per_cycle)
-    est = Estimate(design, math.ceil(cycles), L * stream_bytes + state_traffic / tokens
-                   + emb_bytes, {k: v * L for k, v in e.items()}, arch.clock_hz,
-                   arch.dram_bytes_per_s)
-    est.actions = {k: v * L for k, v in n.items()}
+    if design == "bimamba":
+        # The whole-model engine: the embedding row, the layers, the final norm's gains and
+        # the head rows on the weight stream (the packer's beats); every layer's state
+        # through the port, swapped before the layer (state in memory); the final norm and
+        # the integer head (head_bits weights and activations, exact sums).
+        bb = Fraction(lmc.beat_bits, 8)
+        beats = lmc.section_beats()
+        head_bytes = (beats["norm_f"] + beats["head"]) * bb / tokens
+        emb_bytes = float(beats["embedding"] * bb + head_bytes)
+        state_traffic = lmc.state_bytes_per_token / tokens
+        if tokens == 1:
+            cycles = lmc.schedule(period, 0, s_period, 0, c_period, shared=True).token_cycles
+        else:  # the projection of the docstring
+            cycles = math.ceil(L * layer_cycles + (beats["embedding"] * period) + (
+                (beats["norm_f"] + beats["head"]) * period
+                + lmc.state_bytes_per_token / bytes_per_cycle(arch)) / tokens)
+        est = Estimate(design, int(cycles), L * stream_bytes + state_traffic + emb_bytes,
+                       {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
+        est.actions = {k: v * L for k, v in n.items()}
+        hb, rb, V = arch.head_bits, arch.spec.res_bits, c.vocab_size
+        norm_f = D * (pr.mult(rb, rb) + pr.add(2 * rb + D.bit_length()) + pr.mult(rb, 16)
+                      + pr.mult(16, 16))
+        head = V * D * (pr.mult(hb, hb) + pr.add(lmc.logit_bits))
+        est.energy_j["lm_head"] = (norm_f + head) / tokens
+        est.actions["lm_head_int_macs"] = V * D / tokens
+        est.simulated = tokens == 1
+    else:
+        # DRAM: the stream every token; the state fetched before the call's first token and
+        # written back after its last, after each layer's stream on the same memory; one
+        # embedding row per token and the LM head once per call.
+        state_traffic = (need["ssm_state"] + need["conv_state"]) / tokens
+        emb_row = D * 2
+        emb_bytes = emb_row + (need["embedding"] - emb_row) / tokens
+        # One after another on the one memory: each layer's stream, the state moved between
+        # layers, then the LM head, as fast as its MACs or its embedding read allow.
+        cycles = L * layer_cycles + state_traffic / arch.bytes_per_cycle
+        cycles += max(fp.embedding_params / arch.lm_head_macs / tokens,
+                      emb_bytes / arch.bytes_per_cycle)
+        est = Estimate(design, math.ceil(cycles), L * stream_bytes + state_traffic + emb_bytes,
+                       {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
+        est.actions = {k: v * L for k, v in n.items()}
+        est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
+        est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
     est.energy_j["dram_weights"] = pr.dram(L * stream_bytes)
     if state_traffic:
-        est.energy_j["dram_state"] = pr.dram(state_traffic / tokens)
-    est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
+        est.energy_j["dram_state"] = pr.dram(state_traffic)
     est.energy_j["dram_embedding"] = pr.dram(emb_bytes)
-    est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
     est.actions["dram_weight_bytes"] = L * stream_bytes
-    est.actions["dram_state_bytes"] = state_traffic / tokens
-    est.actions["dram_conv_state_bytes"] = need["conv_state"] / tokens
+    est.actions["dram_state_bytes"] = state_traffic
+    if design == "bimamba":
+        conv_moved = 2 * L * lmc.conv_words * lmc.conv_word_bits / 8 if lmc.state == "memory" else 0
+    else:
+        conv_moved = need["conv_state"]
+    est.actions["dram_conv_state_bytes"] = conv_moved / tokens
     est.actions["dram_embedding_bytes"] = emb_bytes
     est.layer, est.period = lc, period
+    if design == "bimamba":
+        est.lm, est.state_period, est.conv_period = lmc, s_period, c_period
     if design == "bimamba":
         # The memory sets the pace when it needs at least as long per beat as the array
         # holds one (cycles_per_weight: act_bits / planes).

@@ -29,6 +29,7 @@ import json
 import sys
 import tempfile
 from dataclasses import asdict, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import NoReturn
 
@@ -87,7 +88,8 @@ def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None 
     cfg = get_preset(name)
     fp = footprint(cfg)
     b, f = estimate(cfg, arch, "bimamba"), estimate(cfg, arch, "fp16")
-    need = {d: bytes_per_token(cfg, d, arch.state_bits, arch.data_bits, arch.state_on_chip)
+    need = {d: bytes_per_token(cfg, d, arch.state_bits, arch.data_bits, arch.state_on_chip,
+                               arch.spec)
             for d in ("bimamba", "fp16")}
     total = {d: sum(v.values()) for d, v in need.items()}
     roof = {d: roofline_tokens_per_s(total[d], arch.dram_bytes_per_s) for d in total}
@@ -145,13 +147,26 @@ def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None 
 
 
 def _design_point(b) -> dict:
-    """The layer engine the 1-bit estimate is made for (rtl/layer.py)."""
-    lc = b.layer
+    """The engine the 1-bit estimate is made for: the layer engine (rtl/layer.py) inside the
+    whole-model engine (rtl/lm.py), its memory's paces and its formula's cycles."""
+    lc, lmc = b.layer, b.lm
+    period = Fraction(b.period)
+    moved = lmc.bytes_per_token + lmc.state_bytes_per_token
     return {"beat_bytes": lc.beat_bytes, "simd": lc.simd, "pe": lc.pe,
-            "planes": lc.planes or lc.shape.act_bits, "lanes": lc.lanes,
-            "memory_cycles_per_beat": b.period, "beats_per_layer_token": lc.beats_per_token,
-            "layer_cycles_per_token": lc.schedule(b.period).token_cycles,
-            "layer_roofline_fraction": lc.roofline_fraction(b.period)}
+            "planes": lc.planes or lc.shape.act_bits, "lanes": lc.lanes, "state": lmc.state,
+            "memory_cycles_per_beat": float(period), "memory_pace": str(period),
+            "state_cycles_per_word": float(b.state_period), "state_pace": str(b.state_period),
+            "conv_cycles_per_word": float(b.conv_period), "conv_pace": str(b.conv_period),
+            "state_words_per_layer": lmc.state_words if lmc.state == "memory" else 0,
+            "conv_words_per_layer": lmc.conv_words if lmc.state == "memory" else 0,
+            "beats_per_layer_token": lc.beats_per_token,
+            "layer_cycles_per_token": lc.schedule(period).token_cycles,
+            "layer_roofline_fraction": float(lc.roofline_fraction(period)),
+            "beats_per_token": lmc.beats_per_token, "beats_by_section": lmc.section_beats(),
+            "state_bytes_per_token": lmc.state_bytes_per_token,
+            "cycles_per_token": b.cycles, "simulated": b.simulated,
+            # The memory's busy share: every byte the engine moves at the memory's rate.
+            "memory_busy_fraction": float(moved / (b.dram_bytes_per_s / b.clock_hz) / b.cycles)}
 
 
 def paper_storage_line() -> str:
@@ -174,17 +189,21 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             f"{first['dram_bytes_per_s'] / 1e9:g} GB/s"
             + (f" ({mem}, --memory)" if mem else " (the architecture's figures)"))
     out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", dram, ""]
-    out += ["Layer engine (rtl/layer.py) of the 1-bit design; cycles from its formula, bytes "
-            "from its packer:", "",
-            "| model | beat | array (pe x simd, planes) | scan lanes | memory cycles/beat | "
-            "beats/layer/token | cycles/layer/token | share of the stream roofline |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["Whole-model engine (rtl/lm.py) of the 1-bit design, one layer engine (rtl/layer.py) "
+            "serving every layer, its weights and its state on one memory served in turn; "
+            "cycles per token from its formula (the one the tests check against Verilator), "
+            "bytes from its packer and its state port:", "",
+            "| model | beat | array (pe x simd, planes) | scan lanes | state | memory "
+            "cycles/beat | cycles/word (SSM, conv) | beats/token | cycles/token | memory busy | "
+            "layer share of its stream roofline |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in reports.items():
         d = r["design_point"]
+        words = (f"{d['state_pace']}, {d['conv_pace']}" if d["state"] == "memory" else "-")
         out.append(f"| {n} | {d['beat_bytes']:g} B | {d['pe']} x {d['simd']}, {d['planes']} | "
-                   f"{d['lanes']} | {d['memory_cycles_per_beat']:.3g} | "
-                   f"{d['beats_per_layer_token']} | {d['layer_cycles_per_token']:.0f} | "
-                   f"{d['layer_roofline_fraction']:.1%} |")
+                   f"{d['lanes']} | {d['state']} | {d['memory_pace']} | {words} | "
+                   f"{d['beats_per_token']} | {d['cycles_per_token']} | "
+                   f"{d['memory_busy_fraction']:.1%} | {d['layer_roofline_fraction']:.1%} |")
     out.append("")
     notes = [f"{n}: {t}" for n, r in reports.items() for t in r["notes"]]
     if notes:
@@ -231,9 +250,14 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
     out += ["", paper_storage_line(), "",
             "Assumptions (energy/estimator.py, docs/estimator.md): decode at batch 1; one layer "
             "engine sized to the memory, every weight and constant streamed from DRAM every "
-            "token, the state of the layer in flight on chip and moved to DRAM between layers "
-            "unless state_on_chip; FP16 baseline with as many FP16 MACs as the 1-bit array has "
-            "XNOR lanes, fed by the stream of FP16 weights; FP16 LM head in both; static power "
+            "token, the state of the layer in flight on chip and swapped through the state "
+            "port before each layer, on the same memory between the layers' weight streams, "
+            "unless state_on_chip; the 1-bit design's final norm and LM head as built "
+            f"({arch.head_bits}-bit integer weights and activations, exact sums); the memory's "
+            "latency hidden (0 cycles); the prefill a projection from the layer formula (the "
+            "engine has no prefill mode); FP16 baseline with as many FP16 MACs as the 1-bit "
+            "array has XNOR lanes, fed by the stream of FP16 weights, and an FP16 LM head; "
+            "static power "
             f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
     return "\n".join(out)
 

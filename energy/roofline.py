@@ -24,13 +24,17 @@ ssm_state            H x P x N per layer at ``state_bits`` (FP16 for the FP16 de
                      written back
 conv_state           C x (K - 1) per layer at ``data_bits`` (FP16 for the FP16 design), read and
                      written back
-embedding            the tied LM head (V x D, FP16), one embedding row and the final norm gain
+embedding            the tied LM head (V x D), one embedding row and the final norm gain: FP16 in
+                     the FP16 design; in the 1-bit design as its engine reads them
+                     (``rtl/lm.py``), the head at ``head_bits``, the row at ``res_bits`` and
+                     the gains at ``param_bits`` (a QuantSpec's)
 ==================== ==========================================================================
 """
 
 from __future__ import annotations
 
 from model.config import BiMambaConfig
+from model.golden.quantize import QuantSpec
 
 __all__ = ["BYTE_KINDS", "DESIGNS", "bytes_per_token", "roofline_tokens_per_s",
            "energy_floor_j"]
@@ -43,7 +47,8 @@ ROW_CONSTANT_BYTES = 4  # multiplier and correction of one output row of the pro
 
 
 def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int = 16,
-                    data_bits: int = 16, state_on_chip: bool = False) -> dict[str, float]:
+                    data_bits: int = 16, state_on_chip: bool = False,
+                    spec: QuantSpec | None = None) -> dict[str, float]:
     """DRAM bytes of one decode step of the whole model, by kind (keys :data:`BYTE_KINDS`).
 
     Parameters
@@ -56,6 +61,9 @@ def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int
         ``data_bits``) in the 1-bit design; the FP16 design keeps both at 16 bits.
     state_on_chip : bool
         The SSM and conv states stay on chip between tokens (their kinds are then 0).
+    spec : QuantSpec, optional
+        The 1-bit design's widths of the head, the embedding row and the gains (default
+        ``QuantSpec()``: 8, 24 and 16 bits).
 
     Raises
     ------
@@ -67,6 +75,7 @@ def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int
     for name, v in (("state_bits", state_bits), ("data_bits", data_bits)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    spec = QuantSpec() if spec is None else spec
     c = cfg
     D, E, C, H, F, K, L = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.d_in_proj, c.d_conv,
                            c.n_layer)
@@ -81,7 +90,9 @@ def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int
         if binary else 0.0,
         "ssm_state": 0.0 if state_on_chip else L * 2 * c.state_size * sb / 8,
         "conv_state": 0.0 if state_on_chip else L * 2 * C * (K - 1) * db / 8,
-        "embedding": (c.vocab_size * D + D + D) * FP16_BYTES,
+        "embedding": ((c.vocab_size * D * spec.head_bits + D * spec.res_bits
+                       + D * spec.param_bits) / 8 if binary
+                      else (c.vocab_size * D + D + D) * FP16_BYTES),
     }
     return {k: float(v) for k, v in out.items()}
 

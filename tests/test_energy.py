@@ -3,6 +3,7 @@ bad input."""
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -45,19 +46,35 @@ def test_scan_cycles_match_verilator():
 def test_estimate_uses_the_layer_engine_and_costs_fp16_the_same_way():
     """The default architecture is the layer engine sized to 102.4 GB/s at 1 GHz: a 128-byte
     beat (the power of two at or above 102.4 B/cycle), 32 x 32 for 2.7B, a beat every 1.25
-    cycles; its cycles are the engine's formula (checked against Verilator in test_layer.py)."""
+    cycles, inside the whole-model engine with its state in memory; the cycles are that
+    engine's formula at the paces of one shared memory (checked against Verilator in
+    test_lm_engine.py and test_lm_engine_large.py)."""
     cfg, arch = get_preset("2.7B"), Arch()
     b, f = estimate(cfg, arch), estimate(cfg, arch, "fp16")
-    lc = b.layer
+    lc, lmc = b.layer, b.lm
     assert (lc.beat_bytes, lc.pe, lc.simd, lc.planes, b.period) == (128, 32, 32, None, 1.25)
     assert lc.lanes == 128 and lc.shape == LayerShape.assumed(cfg, QuantSpec())
-    state = 2 * (H * P * N * 2 + 5376 * 3 * 2) * L  # SSM and conv state, out and back
-    emb = 32000 * D * 2 + D * 2 + D * 2
-    want = (L * lc.schedule(1.25).token_cycles + state / 102.4
-            + max(32000 * D / 256, emb / 102.4))
-    assert b.cycles == math.ceil(want)
+    assert (lmc.simd, lmc.pe, lmc.lanes, lmc.state, b.simulated) == (32, 32, 128, "memory", True)
+    # A swap moves each layer's 5120 SSM words of 128 x 16 bits and 168 conv words of
+    # 32 x 3 x 16 bits both ways at 102.4 B/cycle, the two channels ending together; each
+    # pace is rounded up to a fraction of 16-bit terms, never faster than the memory.
+    swap = Fraction(2 * (5120 * 256 + 168 * 192) * 10, 1024)
+    assert swap / 5120 <= b.state_period < swap / 5120 + Fraction(1, 1000)
+    assert swap / 168 <= b.conv_period < swap / 168 + Fraction(1, 100)
+    assert (b.state_period.numerator < 2**16 and b.state_period.denominator < 2**16
+            and b.conv_period.numerator < 2**16 and b.conv_period.denominator < 2**16)
+    assert b.cycles == lmc.schedule(Fraction(5, 4), 0, b.state_period, 0, b.conv_period,
+                                    shared=True).token_cycles
+    # The memory's busy time, counted here: every beat at 1.25 cycles (the embedding row, 64
+    # layers, the final norm's gains, 32000 head rows of 20 beats) and 64 swaps; the engine
+    # adds the pipeline's fill around each swap and the head (under 6 %).
+    beats = 80 + L * stream_beats_27b_by_hand() + 80 + 32000 * 20
+    busy = beats * Fraction(5, 4) + L * swap
+    assert busy <= b.cycles <= 1.06 * busy
     assert b.bound == "memory" and b.tokens_per_s == pytest.approx(1e9 / b.cycles)
     # FP16: the same 32 x 32 array of MACs, memory-bound on 2-byte weights, same lanes.
+    state = 2 * (H * P * N * 2 + 5376 * 3 * 2) * L  # SSM and conv state, out and back
+    emb = 32000 * D * 2 + D * 2 + D * 2
     fp16_layer = (max(80 * 331, 2 * D * F / 102.4) + max(160 * 80, 2 * E * D / 102.4)
                   + H * P * N / 128 + (3 * D + 3 * E + 5376) / 32)
     assert f.cycles == math.ceil(L * fp16_layer + state / 102.4 + emb / 102.4)
@@ -95,8 +112,11 @@ def dram_bytes_27b_by_hand() -> dict[str, float]:
     state = 2 * H * P * N * 2  # 16-bit SSM state read and written back
     conv_state = 2 * 5376 * 3 * 2  # K - 1 = 3 inputs per channel, 16 bits, read and written
     embedding = 32000 * D * 2 + D * 2 + D * 2  # LM head, one embedding row, final norm
+    # The 1-bit engine's: one row of 2560 24-bit values, 80 records of 32 a beat; the final
+    # norm's 2560 16-bit gains, 32 a beat; 32000 head rows of 2560 8-bit weights, 128 a beat.
+    head = (80 + 80 + 32000 * 20) * 128
     return {
-        "bimamba": L * (stream_beats_27b_by_hand() * 128 + state + conv_state) + embedding,
+        "bimamba": L * (stream_beats_27b_by_hand() * 128 + state + conv_state) + head,
         "fp16": L * ((D * F + E * D) * 2 + fp16_consts + state + conv_state) + embedding,
     }
 
@@ -114,7 +134,11 @@ def test_dram_traffic_and_energy_pinned_by_hand():
     assert b.dram_bytes == pytest.approx(by_hand["bimamba"])
     pj_per_bit = 1300 / 64  # Horowitz: 1.3 nJ per 64-bit DRAM access
     assert dram_j(b) == pytest.approx(by_hand["bimamba"] * 8 * pj_per_bit * 1e-12)
-    assert b.energy_j["lm_head"] == pytest.approx(32000 * D * (1.1 + 0.4) * 1e-12)
+    # The integer head: an 8 x 8-bit product (0.2 pJ) and a 27-bit add (logits up to
+    # 2560 * 2**14: 0.03 + 19 * 0.07 / 24 pJ) a weight, beside the final norm's few
+    # thousand operations.
+    head = 32000 * D * (0.2 + 0.03 + 19 * 0.07 / 24) * 1e-12
+    assert head <= b.energy_j["lm_head"] <= 1.001 * head
     # The XNOR array: d_in * d_out * act_bits one-bit adds at 0.03 pJ / 8, in_proj's rows
     # padded to 331 row groups of 32 (10592 rows).
     assert b.energy_j["proj_xnor_popcount"] == pytest.approx(
@@ -144,9 +168,9 @@ def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
     assert r["dram_bytes_per_token"] == pytest.approx(by_hand["bimamba"])
     assert (r["bound"], r["bound_fp16"]) == ("compute", "memory")
     assert r["design_point"]["memory_cycles_per_beat"] == 1
-    assert round(r["energy_per_token_j"] * 1e3, 1) == 25.3
+    assert round(r["energy_per_token_j"] * 1e3, 1) == 22.9
     assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 181.2
-    assert round(r["energy_saving"], 2) == 7.16
+    assert round(r["energy_saving"], 2) == 7.92
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():
@@ -239,9 +263,11 @@ def test_sram_sizes_are_checked_and_node_scaling(capsys):
     with pytest.raises(ValueError, match="state_sram_bytes must hold the state"):
         estimate(cfg, Arch(state_on_chip=True, state_sram_bytes=1024))
     base = estimate(cfg, Arch())
-    # 7 nm has a table (TPUv4i): it prices the FP16 MACs of the LM head, 0.34 + 0.16 pJ.
-    s7 = estimate(cfg, Arch(node_nm=7))
+    # 7 nm has a table (TPUv4i): it prices the FP16 MACs of the FP16 design's LM head,
+    # 0.34 + 0.16 pJ.
+    s7 = estimate(cfg, Arch(node_nm=7), "fp16")
     assert s7.energy_j["lm_head"] == pytest.approx(32000 * D * (0.34 + 0.16) * 1e-12)
+    s7 = estimate(cfg, Arch(node_nm=7))
     assert s7.energy_j["dram_weights"] == base.energy_j["dram_weights"]
     assert report_main(["--preset", "780M", "--set", "node_nm=7"]) == 0
     assert "tpuv4i_7nm (7 nm: the shipped table for this node" in capsys.readouterr().out
@@ -286,3 +312,40 @@ def test_report_area_bad_input(argv, msg, capsys):
     with pytest.raises(SystemExit) as e:
         report_main(argv)
     assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bw", [25.6e9, 102.4e9, 333.3e9, 819.2e9])
+def test_shared_memory_paces_never_exceed_the_bandwidth(bw):
+    """The paces the estimator gives one memory: a weight beat at the memory's rate; within a
+    swap, the SSM and conv channels' bytes (both ways) at most the memory's bytes a cycle, and
+    within 0.1 % of it unless the port's word a cycle is the limit; every term 16 bits."""
+    cfg = get_preset("780M")
+    b = estimate(cfg, Arch(dram_bytes_per_s=bw))
+    lmc, bpc = b.lm, Fraction(repr(bw)) / 10**9
+    assert b.period >= Fraction(lmc.beat_bits, 8) / bpc or b.period == 1
+    ssm = Fraction(2 * lmc.state_word_bits, 8) / b.state_period  # bytes a cycle, both ways
+    conv = Fraction(2 * lmc.conv_word_bits, 8) / b.conv_period
+    assert ssm + conv <= bpc
+    if b.state_period > 1:
+        assert ssm + conv >= bpc * Fraction(999, 1000)
+    # Both channels end a swap together (to the rounding of their paces).
+    assert abs(lmc.state_words * b.state_period - lmc.conv_words * b.conv_period) <= \
+        lmc.conv_words * b.conv_period / 1000 + 1
+    for p in (b.period, b.state_period, b.conv_period):
+        assert p.numerator < 2**16 and p.denominator < 2**16
+    assert b.simulated and b.cycles == lmc.schedule(b.period, 0, b.state_period, 0,
+                                                    b.conv_period, shared=True).token_cycles
+
+
+def test_state_on_chip_is_the_chip_engine_and_prefill_is_a_projection():
+    """state_on_chip: the engine with a slot a layer, no swap, no state bytes; its cycles the
+    formula's for that engine. A prefill is not a simulated machine."""
+    cfg = get_preset("780M")
+    on = estimate(cfg, Arch(state_on_chip=True))
+    assert on.lm.state == "chip" and on.lm.state_bytes_per_token == 0
+    assert on.cycles == on.lm.schedule(on.period).token_cycles
+    assert on.dram_bytes == on.lm.bytes_per_token
+    off = estimate(cfg, Arch())
+    assert off.dram_bytes == off.lm.bytes_per_token + off.lm.state_bytes_per_token
+    assert off.cycles > on.cycles
+    assert not estimate(cfg, Arch(), tokens=4).simulated

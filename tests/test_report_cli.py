@@ -56,7 +56,7 @@ def json_file(tmp_path):
     (["--set", "act_bits=1"], "act_bits must be in [2, 16] for the layer engine, not 1"),
     (["--set", "planes=9"], "planes must be in [0, act_bits = 8] (0: all), not 9"),
     (["--set", "other_lanes=64"], "architecture parameter must be one of clock_hz, simd, pe, "
-     "lanes, planes, beat_bytes, act_bits, lm_head_macs, state_bits, data_bits, "
+     "lanes, planes, beat_bytes, act_bits, lm_head_macs, state_bits, data_bits, head_bits, "
      "dram_bytes_per_s, dram_pj_per_bit, state_on_chip, state_sram_bytes, table, node_nm, "
      "static_w, static_fp16_w, not 'other_lanes'"),
     (["--set", "dram_pj_per_bit=-1"],
@@ -229,6 +229,6 @@ def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsy
     out = capsys.readouterr().out
     # The engine is bit-parallel and memory-bound: a wider activation costs energy (wider
     # popcount accumulations and activation reads), not time.
-    assert "| 8 | 50.0 dB | 25.0 dB | 115.31 mJ | 145.4 (memory) |" in out
-    assert "| 16 | n/a | n/a | 115.63 mJ | 145.4 (memory) |" in out
+    assert "| 8 | 50.0 dB | 25.0 dB | 101.50 mJ | 164.6 (memory) |" in out
+    assert "| 16 | n/a | n/a | 101.82 mJ | 164.6 (memory) |" in out
     assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out

@@ -30,7 +30,8 @@ def by_hand(preset: str, design: str) -> dict[str, int]:
         "hardware_constants": L * ((D + E) * 2 + (F + D) * 4) if binary else 0,
         "ssm_state": L * 2 * H * P * N * 2,
         "conv_state": L * 2 * C * 3 * 2,
-        "embedding": (V * D + 2 * D) * 2,
+        # The 1-bit engine's head: 8-bit weights, a 24-bit embedding row, 16-bit gains.
+        "embedding": V * D + D * 3 + D * 2 if binary else (V * D + 2 * D) * 2,
     }
 
 
@@ -44,7 +45,7 @@ def test_bytes_per_token_by_kind(preset, design):
 
 def test_2p7b_totals_written_out():
     """The 2.7B minimal bytes as plain numbers, so a change to either count shows here."""
-    assert sum(by_hand("2.7B", "bimamba").values()) == 666_005_504
+    assert sum(by_hand("2.7B", "bimamba").values()) == 584_088_064
     assert sum(by_hand("2.7B", "fp16").values()) == 5_483_470_848
     on = bytes_per_token(get_preset("2.7B"), "bimamba", state_on_chip=True)
     assert on["ssm_state"] == on["conv_state"] == 0
@@ -78,14 +79,14 @@ def test_report_roofline_and_floor_fields(capsys):
         assert r["energy_floor_fp16_j"] == pytest.approx(f * 8 * 1300 / 64 * 1e-12)
         assert r["estimate_over_floor"] > 1  # the floor leaves everything but DRAM out
     r = doc["presets"]["2.7B"]
-    # The streaming engine sized to the memory: 95 % of the roofline, and 7.84x over FP16 at
-    # the design point beside 8.23x at equal bandwidth (the bit-serial, weight-stationary
-    # design stood at 25 % and 2.09x).
-    assert round(r["roofline_tokens_per_s"], 1) == 153.8
-    assert round(100 * r["roofline_fraction"]) == 95
-    assert round(r["speedup_equal_bandwidth"], 2) == 8.23
-    assert round(r["speedup"], 2) == 7.84
-    assert round(r["energy_floor_j"] * 1e3, 2) == 108.23
+    # The whole-model engine sized to the memory, its state swapped through the same memory:
+    # 94 % of the roofline, and 8.87x over FP16 at the design point beside 9.39x at equal
+    # bandwidth (the bit-serial, weight-stationary design stood at 25 % and 2.09x).
+    assert round(r["roofline_tokens_per_s"], 1) == 175.3
+    assert round(100 * r["roofline_fraction"]) == 94
+    assert round(r["speedup_equal_bandwidth"], 2) == 9.39
+    assert round(r["speedup"], 2) == 8.87
+    assert round(r["energy_floor_j"] * 1e3, 2) == 94.91
     # The measured GPU record rides along with its preset.
     gpus = [g for g in r["baselines"] if g["device"] == "cuda"]
     assert gpus and all(g["preset"] == "2.7B" for g in gpus)
@@ -104,9 +105,9 @@ def test_memory_selects_energy_and_bandwidth(capsys):
     assert r["energy_floor_j"] == pytest.approx(b * 8 * 3.97e-12)
     dram = sum(v for k, v in r["energy_breakdown_j"].items() if k.startswith("dram_"))
     assert dram == pytest.approx(r["dram_bytes_per_token"] * 8 * 3.97e-12)
-    # The engine's stream (padding and the constants' engine form included) is within 1.5 %
-    # of the minimum.
-    assert b <= r["dram_bytes_per_token"] <= 1.015 * b
+    # The engine's stream (padding and the constants' engine form included) is within 2 %
+    # of the minimum (its 256-byte beats pad more than 128-byte ones).
+    assert b <= r["dram_bytes_per_token"] <= 1.02 * b
 
 
 def test_memory_rows_are_sourced_or_marked():
