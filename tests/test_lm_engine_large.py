@@ -1,8 +1,10 @@
 """A 2.7B-shaped whole model on the engine the estimator prices by default: two layers of
 Mamba-2 2.7B's shape (d_model 2560, d_state 128, 80 heads of 64) and a 256-row head, the
-array, lanes and memory pace of ``energy.estimator``'s default point (a 32 x 32 array at one
-1024-bit beat every 1.25 cycles: 102.4 GB/s at 1 GHz), the SSM state through the state port.
-Every logit against GoldenLM, every token's last logit at the formula's cycle."""
+array, lanes and memory paces of ``energy.estimator``'s default point (a 32 x 32 array at one
+1024-bit beat every 1.25 cycles: 102.4 GB/s at 1 GHz), the state through the state port on
+the same memory (``shared``), at the paces the estimator gives it. Every logit against
+GoldenLM, every token's last logit at the formula's cycle, and the spacing of tokens equal to
+the estimator's cycles per token for this model."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from cosim.lm import LMCase, run_lm_case
-from energy.estimator import Arch, layer_config, memory_period
+from energy.estimator import Arch, estimate
 from model.config import PRESETS
 from model.golden.lm import export_lm
 from model.golden.quantize import QuantSpec
@@ -26,18 +28,22 @@ def test_two_2p7b_layers_and_head_at_the_estimators_default_point():
     cfg = replace(PRESETS["2.7B"], n_layer=2, vocab_size=256)
     q = export_lm(FloatLM(cfg, binary=True).init_weights(0).eval(), QuantSpec(),
                   np.random.default_rng(0).integers(0, 256, 24))
-    arch = Arch()
-    lc = layer_config(cfg, arch)
-    period = Fraction(memory_period(lc, arch)).limit_denominator(64)
-    assert (lc.pe, lc.simd, period) == (32, 32, Fraction(5, 4))
+    est = estimate(cfg, Arch())
+    period, sp, cp = est.period, est.state_period, est.conv_period
+    lc = est.layer
+    assert (lc.pe, lc.simd, lc.lanes, period) == (32, 32, 128, Fraction(5, 4))
     lmc = LMConfig(q, lc.simd, lc.pe, lc.lanes, state="memory")
+    assert lmc.section_beats() == est.lm.section_beats()
     toks = np.array([72, 105, 33])
     res = run_lm_case(LMCase("lm_2p7b_estimator_default", lmc, toks, period=period,
-                             latency=40, state_latency=40))
+                             latency=40, state_period=sp, state_latency=40, conv_period=cp,
+                             shared=True))
     assert res["mismatches"] == 0, res["first_mismatch"]
     assert res["row_mismatches"] == 0
     first = res["token_cycles"][0]
     assert [c - first for c in res["last_logit"]] == res["predicted_last_logit"]
+    assert res["spacing"][-1] == est.cycles
     print(f"2.7B-shaped, 2 layers + head, {lc.pe} x {lc.simd}, {lc.lanes} lanes, "
-          f"{float(period)} cycles a beat: cycles {res['cycles'][0]} first, then "
-          f"{res['spacing']}; formula {res['predicted_first']} / {res['predicted_spacing']}")
+          f"{period} cycles a beat, a shared memory ({sp} cycles an SSM word, {cp} a conv "
+          f"word): cycles {res['cycles'][0]} first, then {res['spacing']}; formula "
+          f"{res['predicted_first']} / {res['predicted_spacing']}; estimator {est.cycles}")

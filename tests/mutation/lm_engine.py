@@ -74,11 +74,21 @@ MUTANTS = [
      "            return -(-Fraction(self.period).numerator // Fraction(self.period).denominator)",
      "            return Fraction(self.period).numerator // Fraction(self.period).denominator"),
     ("memory model: the pace's remainder never carried (0.8 read as 1)", "cosim/bench.py",
-     "        gap = Mux(started, pq + (r + ps >= den), pq + (ps != 0))",
-     "        gap = Mux(started, pq, pq + (ps != 0))"),
+     "    gap = Mux(first, q + (s != 0), q + (r + s >= d))",
+     "    gap = Mux(first, q + (s != 0), q)"),
     ("formula: a swap's words one a cycle whatever the port", "rtl/lm.py",
-     "                        ends[ch] = first + (words - 1) * sp",
+     "                        ends[ch] = first + sp.span(0, words - 1)",
      "                        ends[ch] = first + (words - 1)"),
+    # One memory for the weights and the state (shared).
+    ("formula (shared): a swap's words before the weights before its layer are in", "rtl/lm.py",
+     "                                    mem_last + 1 if shared else 0)",
+     "                                    0)"),
+    ("formula (shared): a layer's first beat after the last restored word, not the last saved",
+     "rtl/lm.py", "                        mem_at = max(mem_at, max(ends[ch] + channels[ch][4]",
+     "                        mem_at = max(mem_at, max(ends[ch]"),
+    ("memory model (shared): state words move while the weights stream", "cosim/bench.py",
+     "            turn = ~self.cfg.shared | (bi == load * Lb + E)",
+     "            turn = 1"),
 ]
 
 def main() -> int:
