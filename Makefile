@@ -44,10 +44,19 @@ data: $(STAMP)
 # Verilator against the golden model: a 2.7B-shaped layer sized for 64 bytes a cycle and a
 # layer of the shipped model on 64 tokens of test text (COSIM_PRESETS=780M,2.7B adds the 780M
 # shape; WAVES=1 dumps FST).
+# The co-simulation (mostly one-core Verilog emission and Verilator translation when its
+# models are not built yet) starts first, in the background; its output follows the other
+# steps', live.
 sim: $(STAMP) data
-	$(PY) -m model.evaluate.layer --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check
-	$(PY) -m model.evaluate --split test --max-bytes $(BPC_BYTES) --check
-	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS) --model-layers $(MODEL_LAYERS)
+	@mkdir -p build; log=build/sim_cosim.log; \
+	$(PY) -m cosim.run --seed $(SEED) --presets $(COSIM_PRESETS) \
+	  --model-layers $(MODEL_LAYERS) > $$log 2>&1 & cosim=$$!; \
+	trap 'kill $$cosim 2>/dev/null' INT TERM; \
+	$(PY) -m model.evaluate.layer --preset $(PRESET) --steps $(STEPS) --seed $(SEED) --check \
+	  && $(PY) -m model.evaluate --split test --max-bytes $(BPC_BYTES) --check; rc=$$?; \
+	if [ $$rc -ne 0 ]; then kill $$cosim 2>/dev/null; wait $$cosim; exit $$rc; fi; \
+	echo "python -m cosim.run (started with the steps above; build/sim_cosim.log):"; \
+	tail -n +1 --pid=$$cosim -f $$log; wait $$cosim
 
 # Bits per character of teacher, student, naive binarisation and the golden model over the
 # whole test split (a few minutes), with the same checks as `make sim`.

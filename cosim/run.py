@@ -663,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         workers = min(args.jobs or os.cpu_count() or 1, len(jobs))
         rows, dumps = _run(jobs, plan.waves, workers, plan.out)
 
+    # The whole model's row last: the table ends with the machine the estimator prices.
+    rows = [r for r in rows if r[0] != "model"] + [r for r in rows if r[0] == "model"]
     head = ["unit", "case", "configuration", "vectors", "cycles measured", "cycles predicted",
             "k cycles/s", "s", "result"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
