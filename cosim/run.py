@@ -138,13 +138,13 @@ def _parser() -> CliParser:
     ap.add_argument("--units", default="layer",
                     help="comma-separated: layer (the layer engine), projection (the "
                          "weight-stationary projection unit), scan (default: layer)")
-    ap.add_argument("--bytes-per-cycle", type=int_in(1, 1 << 16), default=64,
+    ap.add_argument("--bytes-per-cycle", type=int_in(1, 1 << 16), default=None,
                     help="layer engine: weight-stream bytes a cycle it is sized for, 1 to "
                          "65536 (default: 64)")
     ap.add_argument("--layer-tokens", type=int_in(1, 64), default=None,
                     help="layer engine: decode tokens per preset, 1 to 64 (default: 2 up to "
                          "d_model 2048, else 1)")
-    ap.add_argument("--model-tokens", type=int_in(1, 1024), default=16,
+    ap.add_argument("--model-tokens", type=int_in(1, 1024), default=None,
                     help="whole-model engine: bytes of test text decoded by the shipped "
                          "student, 1 to 1024 (default: 16; with --model-layers '' none)")
     ap.add_argument("--stalls", action="store_true",
@@ -153,16 +153,16 @@ def _parser() -> CliParser:
     ap.add_argument("--presets", default="780M,2.7B",
                     help="comma-separated presets, each one of 780M, 1.3B, 2.7B, tiny, small "
                          "(default: 780M,2.7B)")
-    ap.add_argument("--simd", type=int, default=64,
+    ap.add_argument("--simd", type=int, default=None,
                     help="projection array columns, 1 to 4096 and at most each d_in "
                          "(default: 64)")
-    ap.add_argument("--pe", type=int, default=16,
+    ap.add_argument("--pe", type=int, default=None,
                     help="projection array rows, 1 to 1024 and at most each d_out (default: 16)")
     ap.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
                     help=f"checkpoint, input and stall seed, 0 to {SEED_MAX} (default: 0)")
-    ap.add_argument("--lanes", type=int, default=16,
+    ap.add_argument("--lanes", type=int, default=None,
                     help="scan unit lanes, a divisor of each preset's d_state (default: 16)")
-    ap.add_argument("--scan-tokens", type=int_in(1, SCAN_TOKENS_MAX), default=64,
+    ap.add_argument("--scan-tokens", type=int_in(1, SCAN_TOKENS_MAX), default=None,
                     help=f"scan tokens per preset, 1 to {SCAN_TOKENS_MAX} (default: 64)")
     ap.add_argument("--model-layers", default="0,5",
                     help="layers of the shipped Shakespeare student (checkpoints/shakespeare) "
@@ -192,6 +192,13 @@ class _Plan:
     cycles: int  # predicted simulated cycles of all cases (stalls of the random case aside)
 
 
+# Options that only one unit reads: the unit, and the default it gets when not given.
+UNIT_FLAGS = {"--bytes-per-cycle": ("layer", 64), "--layer-tokens": ("layer", None),
+              "--model-tokens": ("layer", 16), "--stalls": ("layer", False),
+              "--simd": ("projection", 64), "--pe": ("projection", 16),
+              "--lanes": ("scan", 16), "--scan-tokens": ("scan", 64)}
+
+
 def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
     """Every check that can fail on an option, in a fraction of a second: units and presets
     known, the layer engine's array (``LayerConfig.array_for``), the projection array and scan
@@ -203,6 +210,21 @@ def _validate(ap: CliParser, args: argparse.Namespace) -> _Plan:
             ap.error(f"argument --units: each one of {', '.join(UNITS)}, not {u!r}")
         if units.count(u) > 1:
             ap.error(f"argument --units: {u} is listed {units.count(u)} times")
+    # A flag of a unit the run does not include would be ignored: refused instead. Then the
+    # defaults of those given no value.
+    given = set()
+    for flag, (unit, default) in UNIT_FLAGS.items():
+        attr = flag[2:].replace("-", "_")
+        if getattr(args, attr) is not None and getattr(args, attr) is not False:
+            given.add(flag)
+            if unit not in units:
+                ap.error(f"argument {flag}: applies to --units {unit} only, not to "
+                         f"--units {','.join(units)}")
+        else:
+            setattr(args, attr, default)
+    if "--model-tokens" in given and not args.model_layers.strip():
+        ap.error("argument --model-tokens: needs the whole model, which --model-layers '' "
+                 "leaves out")
     presets = [p.strip() for p in args.presets.split(",")]
     for name in presets:
         try:

@@ -121,6 +121,13 @@ _OWNED_LIMITS: dict[str, tuple[Callable[[object], object], ...]] = {
 }
 
 
+# Physical ranges of the technology and memory figures (a value outside is a typo, not a
+# design): feature sizes from 1 um down to the smallest announced; clocks of digital logic;
+# memory systems from a serial flash to many HBM stacks.
+NODE_NM = (1.0, 1000.0)
+PHYSICAL = {"clock_hz": (1e6, 1e11, "Hz"), "dram_bytes_per_s": (1e6, 1e15, "bytes/s")}
+
+
 @dataclass(frozen=True)
 class Arch:
     """The accelerator template. Every field can be overridden (``--set name=value`` or a JSON
@@ -183,9 +190,15 @@ class Arch:
                         raise ValueError(
                             f"dram_pj_per_bit must be a number >= 0 (0: from the table), not {v!r}")
                 elif f.name == "node_nm":
-                    if not ok or v < 0:
+                    if not ok or not (v == 0 or NODE_NM[0] <= v <= NODE_NM[1]):
                         raise ValueError(
-                            f"node_nm must be a number >= 0 (0: the table's node), not {v!r}")
+                            f"node_nm must be 0 (the table's node) or a node in "
+                            f"[{NODE_NM[0]:g}, {NODE_NM[1]:g}] nm, not {v!r}")
+                elif f.name in PHYSICAL:
+                    lo, hi, unit = PHYSICAL[f.name]
+                    if not ok or not lo <= v <= hi:
+                        raise ValueError(f"{f.name} must be a number of {unit} in [{lo:g}, "
+                                         f"{hi:g}], not {v!r}")
                 elif f.name in ("static_w", "static_fp16_w"):
                     if not ok or v < 0:
                         raise ValueError(f"{f.name} must be a number of watts >= 0, not {v!r}")
@@ -318,15 +331,19 @@ def _projections(cfg: BiMambaConfig) -> tuple[tuple[str, int, int], ...]:
 BEAT_BYTES_MAX = 1 << 16
 
 
-def _beat_for(cfg: BiMambaConfig, bytes_per_cycle: float) -> int:
+def _beat_for(cfg: BiMambaConfig, bytes_per_cycle: float, shape: LayerShape | None = None,
+              planes: int | None = None) -> int:
     """The smallest power of two of bytes, at least ``bytes_per_cycle``, that the model's
-    shape can split into an array (:meth:`~rtl.layer.LayerConfig.array_for`)."""
+    shape can split into an array (:meth:`~rtl.layer.LayerConfig.array_for`) and, given its
+    ``shape``, into an engine (a slower memory then delivers a beat every few cycles)."""
     beat = 1
     while beat < bytes_per_cycle:
         beat *= 2
     while beat <= BEAT_BYTES_MAX:
         try:
-            LayerConfig.array_for(cfg, beat)
+            pe, simd = LayerConfig.array_for(cfg, beat)
+            if shape is not None:
+                LayerConfig(shape, simd, pe, 1, planes)
             return beat
         except ValueError:
             beat *= 2
@@ -396,8 +413,16 @@ def layer_config(cfg: BiMambaConfig, arch: Arch) -> LayerConfig:
     if arch.simd:
         pe, simd = arch.pe, arch.simd
     else:
-        pe, simd = LayerConfig.array_for(cfg, arch.beat_bytes or _beat_for(
-            cfg, arch.bytes_per_cycle))
+        given = (f"beat_bytes = {arch.beat_bytes}" if arch.beat_bytes else
+                 f"dram_bytes_per_s / clock_hz = {arch.bytes_per_cycle:.6g} bytes a cycle")
+        try:
+            pe, simd = LayerConfig.array_for(cfg, arch.beat_bytes or _beat_for(
+                cfg, arch.bytes_per_cycle, shape, planes))
+            LayerConfig(shape, simd, pe, 1, planes)
+        except ValueError as e:
+            raise ValueError(f"{given} sizes no engine for this model ({e}); give another "
+                             f"{'beat_bytes' if arch.beat_bytes else 'bandwidth or clock'}, "
+                             f"or the array (simd, pe)") from None
     if arch.lanes:
         return LayerConfig(shape, simd, pe, arch.lanes, planes)
     best = None

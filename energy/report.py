@@ -625,6 +625,12 @@ def main(argv: list[str] | None = None) -> int:
         arch = arch_from_args(args.arch, args.set)
         load_table(arch.table)
         arch = _with_memory(args, arch)
+        if args.sweep:  # the engine's own limits on each width, before the sweep's work
+            for a in acts:
+                try:
+                    replace(arch, act_bits=a, planes=0)
+                except ValueError as e:
+                    raise ValueError(f"--sweep-act: {e}") from None
         records = load_results()
         for p in presets:
             check_lanes(get_preset(p), arch.lanes)

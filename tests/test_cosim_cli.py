@@ -54,6 +54,22 @@ def test_lanes_error_from_a_fresh_interpreter_imports_no_torch(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("argv, msg", [
+    (["--lanes", "3"], "argument --lanes: applies to --units scan only, not to --units layer"),
+    (["--simd", "32"], "argument --simd: applies to --units projection only, not to --units "
+                       "layer"),
+    (["--units", "projection", "--stalls"],
+     "argument --stalls: applies to --units layer only, not to --units projection"),
+    (["--units", "scan,projection", "--bytes-per-cycle", "32"],
+     "argument --bytes-per-cycle: applies to --units layer only, not to --units "
+     "scan,projection"),
+    (["--model-layers", "", "--model-tokens", "16"],
+     "argument --model-tokens: needs the whole model, which --model-layers '' leaves out"),
+])
+def test_a_flag_the_run_would_ignore_is_refused(capsys, argv, msg):
+    assert _error(capsys, argv) == f"{PROG}: error: {msg}"
+
+
 def test_scan_tokens_zero(capsys):
     assert _error(capsys, ["--scan-tokens", "0"]) == (
         f"{PROG}: error: argument --scan-tokens: must be an integer in [1, 1024], not 0")

@@ -61,13 +61,22 @@ def json_file(tmp_path):
      "static_w, static_fp16_w, not 'other_lanes'"),
     (["--set", "dram_pj_per_bit=-1"],
      "dram_pj_per_bit must be a number >= 0 (0: from the table), not -1.0"),
-    (["--set", "clock_hz=inf"], "clock_hz must be a positive number, not inf"),
+    (["--set", "clock_hz=inf"], "clock_hz must be a number of Hz in [1e+06, 1e+11], not inf"),
     (["--set", "simd=32", "--set", "simd=64"],
      "--set must name each parameter once, not simd twice"),
     (["--set", "simd"], "--set takes name=value, not 'simd'"),
     (["--set", "table=nope"],
      "energy table must be one of horowitz_45nm, tpuv4i_7nm or a JSON path, not 'nope'"),
-    (["--set", "node_nm=-7"], "node_nm must be a number >= 0 (0: the table's node), not -7.0"),
+    (["--set", "node_nm=-7"],
+     "node_nm must be 0 (the table's node) or a node in [1, 1000] nm, not -7.0"),
+    (["--set", "node_nm=1e9"],
+     "node_nm must be 0 (the table's node) or a node in [1, 1000] nm, not 1000000000.0"),
+    (["--set", "dram_bytes_per_s=1"],
+     "dram_bytes_per_s must be a number of bytes/s in [1e+06, 1e+15], not 1.0"),
+    (["--set", "clock_hz=1e15"], "clock_hz must be a number of Hz in [1e+06, 1e+11], not "
+     "1000000000000000.0"),
+    (["--sweep", "--sweep-act", "6,1"],
+     "--sweep-act: act_bits must be in [2, 16] for the layer engine, not 1"),
     (["--set", "static_w=-1"], "static_w must be a number of watts >= 0, not -1.0"),
     # --memory names a row of energy/references/dram.json and owns the DRAM fields.
     (["--memory", "HBM9"], "--memory must be one of DDR4, LPDDR4, LPDDR5, GDDR5, GDDR6, HBM2, "
@@ -114,7 +123,7 @@ def test_arch_json_boolean_is_not_an_integer(json_file, capsys):
     assert error_of(["--arch", json_file({"simd": True})], capsys) == \
         "simd must be an integer in [0, 4096] (0: sized to the memory), not True"
     assert error_of(["--arch", json_file({"clock_hz": False})], capsys) == \
-        "clock_hz must be a positive number, not False"
+        "clock_hz must be a number of Hz in [1e+06, 1e+11], not False"
     assert error_of(["--arch", json_file({"state_on_chip": 1})], capsys) == \
         "state_on_chip must be true or false, not 1"
 
@@ -127,9 +136,9 @@ def test_arch_json_must_be_an_object(doc, kind, json_file, capsys):
 
 
 def test_arch_json_numbers_and_set_precedence(json_file):
-    a = arch_from_args(json_file({"simd": 128.0, "clock_hz": 2, "state_on_chip": True}),
+    a = arch_from_args(json_file({"simd": 128.0, "clock_hz": 2 * 10**9, "state_on_chip": True}),
                        ["simd=32"])
-    assert (a.simd, a.clock_hz, a.state_on_chip) == (32, 2.0, True)
+    assert (a.simd, a.clock_hz, a.state_on_chip) == (32, 2e9, True)
     assert isinstance(a.clock_hz, float)
 
 
