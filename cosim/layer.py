@@ -23,7 +23,8 @@ __all__ = ["LayerCase", "golden_outputs", "run_layer_case", "random_residual"]
 class LayerCase:
     """Decode tokens ``u`` (T, d_model), residual format, through ``configs`` in series.
 
-    ``starts`` (T,) marks tokens that begin a sequence (token 0 always does). ``idle``,
+    ``starts`` (T,) marks tokens that begin a sequence (default: token 0 only); token 0 may
+    come unmarked, and begins one anyway (the first token after reset does). ``idle``,
     ``backpressure`` and ``bubble`` are the probabilities of a pause on ``u``, on ``o`` and on
     each weight stream; ``period`` and ``latency`` describe the memory (a beat per ``period``
     cycles, the first after ``latency``); ``reset_at`` resets the engine at that cycle and
@@ -45,8 +46,11 @@ class LayerCase:
 
     def __post_init__(self) -> None:
         T = len(self.u)
-        self.starts = np.zeros(T, bool) if self.starts is None else np.asarray(self.starts, bool)
-        self.starts[0] = True
+        if self.starts is None:
+            self.starts = np.zeros(T, bool)
+            self.starts[0] = True
+        else:
+            self.starts = np.asarray(self.starts, bool).copy()
 
     @property
     def stalls(self) -> bool:
@@ -59,13 +63,14 @@ def random_residual(q, tokens: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def golden_outputs(configs: list[LayerConfig], u: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The golden model's output of the chain, token by token, state reset at ``starts``."""
+    """The golden model's output of the chain, token by token, state reset at ``starts``
+    and at token 0 (marked or not)."""
     h = np.asarray(u, np.int64)
     for lc in configs:
         layer = GoldenLayer(lc.q)
         state, out = layer.initial_state(), []
         for t in range(len(h)):
-            if starts[t]:
+            if starts[t] or t == 0:
                 state = layer.initial_state()
             o, state = layer.step(h[t], state)
             out.append(o)

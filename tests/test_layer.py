@@ -12,7 +12,7 @@ from rtl.emit import emit, lint, write_if_changed
 from rtl.layer import SECTIONS, BiMambaLayer, LayerConfig
 from rtl.packer import layer_beats, layer_sections
 
-from .conftest import make_layer
+from .conftest import SEEDS, make_layer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,31 @@ def test_reset_mid_token(q, lc):
     res = run_layer_case(LayerCase("tiny_reset", [lc], random_residual(q, 3, rng),
                                    reset_at=at, seed=5))
     _check(res, 3)
+
+
+def test_heads_not_a_multiple_of_pe_lanes_at_d_state_first_token_unmarked(q):
+    """A configuration the others never reach: 16 element-wise lanes for 8 heads (the last
+    group of a head's lanes is partly idle), 16 scan lanes (all of d_state), a square 16 x 16
+    array. Token 0 comes without start, before and after a reset inside token 2 (the RAMs
+    start random, so only the units' own first-token rule gives zero state); outputs held
+    for long runs (95 % backpressure: a hold outlasts a row group's folds) and pauses on u and
+    the weight stream."""
+    seed = SEEDS[-1]  # one seed: the case is slow under its long holds
+    print(f"seed={seed} (replay with BIMAMBA_SEED={seed})")
+    lc16 = LayerConfig(q, simd=16, pe=16, lanes=16)
+    assert q.cfg.nheads % lc16.pe != 0 and lc16.lanes == q.cfg.d_state
+    rng = np.random.default_rng(seed)
+    starts = np.zeros(6, bool)
+    starts[4] = True
+    u = random_residual(q, 6, rng)
+    res = run_layer_case(LayerCase("tiny_pe16", [lc16], u, starts))
+    _check(res, 6)
+    assert res["last_out"][0] == res["predicted_first"]
+    assert res["spacing"] == [res["predicted_spacing"]] * 5
+    at = 2 * lc16.schedule().token_cycles + lc16.schedule().ends["in_proj"] // 2
+    res = run_layer_case(LayerCase(f"tiny_pe16_stalls_{seed}", [lc16], u, starts, idle=0.3,
+                                   backpressure=0.95, bubble=0.3, reset_at=at, seed=seed))
+    _check(res, 6)
 
 
 def test_memory_bound_and_compute_bound(q, lc):
