@@ -33,7 +33,11 @@ Assumptions (printed with every report):
   plus dt_bias) are taken at :meth:`rtl.layer.LayerShape.assumed`'s bounds.
 * The FP16 baseline is the same template: an array of ``pe x simd`` FP16 MACs fed by the
   weight stream (FP16 weights, two bytes each), the same scan lanes and element-wise lanes,
-  and every stage costed with FP16 MACs.
+  and every stage costed with FP16 MACs. The INT8 and INT4 baselines are that template with
+  integer weights (one byte, half a byte; an FP16 scale per output row, as the head's rows
+  too): each weight a k x 8-bit multiply and a 32-bit add, each row's sum scaled by an FP16
+  multiply-add; the other stages and the state as in the FP16 baseline. They are estimates
+  only: no RTL of them exists here.
 * The LM head (the tied embedding, ``vocab x d_model``): in the 1-bit design as built, rows of
   ``head_bits`` integers streamed against the final norm's ``head_bits`` outputs, exact sums;
   in the FP16 design an FP16 MAC unit of ``lm_head_macs`` per cycle.
@@ -77,7 +81,7 @@ from .footprint import footprint
 from .roofline import bytes_per_token
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "lm_config",
+__all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "lm_config",
            "memory_period", "memory_paces", "bytes_per_cycle", "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
            "scan_burst_cycles"]
 
@@ -165,7 +169,7 @@ class Arch:
     table: str = "horowitz_45nm"
     node_nm: float = 0.0  # 0: the table's own node
     static_w: float = 0.5  # assumption: static power of the 1-bit design (W)
-    static_fp16_w: float = 0.5  # assumption: static power of the FP16 design (W)
+    static_fp16_w: float = 0.5  # assumption: static power of the FP16, INT8, INT4 designs (W)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -224,7 +228,7 @@ class Arch:
 
 @dataclass
 class Estimate:
-    """Per-token figures of one design (``bimamba`` or ``fp16``) of one model."""
+    """Per-token figures of one design (:data:`DESIGNS`) of one model."""
 
     design: str
     cycles: int
@@ -321,6 +325,11 @@ def dram_pj_per_bit(arch: Arch, table: EnergyTable | None = None) -> float:
     if arch.dram_pj_per_bit:
         return arch.dram_pj_per_bit
     return (table or load_table(arch.table))["dram_64b_low"].joules / 64 * 1e12
+
+
+# The designs costed: the 1-bit engine, and the same template with FP16, INT8 or INT4 weights.
+DESIGNS = ("bimamba", "fp16", "int8", "int4")
+WEIGHT_BYTES = {"fp16": 2, "int8": 1, "int4": 0.5}
 
 
 def _projections(cfg: BiMambaConfig) -> tuple[tuple[str, int, int], ...]:
@@ -470,8 +479,8 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     mode: this is a projection from the layer engine's formula, not a simulated machine
     (:attr:`Estimate.simulated` is False).
     """
-    if design not in ("bimamba", "fp16"):
-        raise ValueError(f"design must be one of bimamba, fp16, not {design!r}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, not {design!r}")
     check_lanes(cfg, arch.lanes)
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
@@ -541,18 +550,24 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         act("scan", H * P * 2, pr.mult(16, db), "scan_mults")  # dt x, D x
         act("tables_dt", H * 3, pr.mult(17, 16), "table_lookups")  # softplus (2), decay
     else:
-        # The same array of pe x simd FP16 MACs, fed by the stream of FP16 weights; the other
-        # stages on the engine's lanes.
+        # The same array of pe x simd MACs, fed by the stream of weights: FP16 MACs on FP16
+        # weights, or integer MACs (k-bit weights x 8-bit activations, 32-bit sums, an FP16
+        # scale a row) on INT8 / INT4 weights; the other stages FP16 on the engine's lanes.
         bpc = arch.bytes_per_cycle
+        wb = WEIGHT_BYTES[design]
+        mac = pr.fp16_mac() if design == "fp16" else pr.mult(int(8 * wb), 8) + pr.add(32)
         layer_cycles = 0.0
         for _, d_in, d_out in _projections(c):
             words = math.ceil(d_in / lc.simd) * math.ceil(d_out / lc.pe)
-            layer_cycles += max(words, 2 * d_in * d_out / bpc)
-            act("proj_fp16_mac", d_in * d_out, pr.fp16_mac(), "fp16_macs")
+            layer_cycles += max(words, wb * d_in * d_out / bpc)
+            act(f"proj_{design}_mac", d_in * d_out, mac, f"{design}_macs")
+            if design != "fp16":
+                act("proj_dequant", d_out, pr.fp16_mac(), "fp16_macs")
             act("sram_activations", math.ceil(d_out / lc.pe) * d_in * 2,
                 pr.sram(1, _size_class(d_in * 2)), "sram_activation_bytes")
         layer_cycles += scan_cycles_per_token(H, P, N, lc.lanes) + (3 * D + 3 * E + C) / lc.pe
-        stream_bytes = (need["projection_weights"] + need["fp16_parameters"]) / c.n_layer
+        stream_bytes = (need["projection_weights"] + need["fp16_parameters"]
+                        + need["hardware_constants"]) / c.n_layer
         conv_state = C * (K - 1) * 2
         act("sram_state", 2 * conv_state, pr.sram(1, _size_class(conv_state)),
             "sram_conv_state_bytes")
@@ -604,8 +619,9 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         est = Estimate(design, math.ceil(cycles), L * stream_bytes + state_traffic + emb_bytes,
                        {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
         est.actions = {k: v * L for k, v in n.items()}
-        est.energy_j["lm_head"] = fp.embedding_params * pr.fp16_mac() / tokens
-        est.actions["lm_head_fp16_macs"] = fp.embedding_params / tokens
+        est.energy_j["lm_head"] = fp.embedding_params * (mac + (
+            pr.fp16_mac() / D if design != "fp16" else 0)) / tokens
+        est.actions[f"lm_head_{design}_macs"] = fp.embedding_params / tokens
     est.energy_j["dram_weights"] = pr.dram(L * stream_bytes)
     if state_traffic:
         est.energy_j["dram_state"] = pr.dram(state_traffic)
@@ -630,7 +646,7 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         w = sum(d_in * d_out for _, d_in, d_out in _projections(c))
         words = sum(math.ceil(d_in / lc.simd) * math.ceil(d_out / lc.pe)
                     for _, d_in, d_out in _projections(c))
-        est.bound_by = "memory" if 2 * w / arch.bytes_per_cycle >= words else "compute"
+        est.bound_by = "memory" if wb * w / arch.bytes_per_cycle >= words else "compute"
     # Static power over the time each token takes.
     static_w = arch.static_w if design == "bimamba" else arch.static_fp16_w
     if static_w:

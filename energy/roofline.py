@@ -13,13 +13,15 @@ tokens (``state_on_chip=False``): every weight once, every other parameter once,
 and the conv state read and written back once, the LM head once. Kinds:
 
 ==================== ==========================================================================
-projection_weights   in_proj and out_proj: 1 bit per weight (Bi-Mamba) or FP16
+projection_weights   in_proj and out_proj: 1 bit per weight (Bi-Mamba), 8 or 4 bits (INT8, INT4)
+                     or FP16
 fp16_parameters      block norm, conv weight and bias, dt_bias, A_log, D, gated-norm gain. In the
                      1-bit design FBI's alpha is folded into the two norm gains that precede
                      the projections, so the checkpoint's ``wscale`` is never fetched on its own
-hardware_constants   1-bit design only, the form the projection unit consumes: beta / alpha per
+hardware_constants   1-bit design: the form the projection unit consumes, beta / alpha per
                      input column (FP16) and a multiplier and correction per output row (32 bits);
-                     they replace the checkpoint's ``wscale`` / ``wbias``, which are not fetched
+                     they replace the checkpoint's ``wscale`` / ``wbias``, which are not fetched.
+                     INT8 / INT4 designs: an FP16 scale per output row. FP16: none
 ssm_state            H x P x N per layer at ``state_bits`` (FP16 for the FP16 design), read and
                      written back
 conv_state           C x (K - 1) per layer at ``data_bits`` (FP16 for the FP16 design), read and
@@ -27,7 +29,8 @@ conv_state           C x (K - 1) per layer at ``data_bits`` (FP16 for the FP16 d
 embedding            the tied LM head (V x D), one embedding row and the final norm gain: FP16 in
                      the FP16 design; in the 1-bit design as its engine reads them
                      (``rtl/lm.py``), the head at ``head_bits``, the row at ``res_bits`` and
-                     the gains at ``param_bits`` (a QuantSpec's)
+                     the gains at ``param_bits`` (a QuantSpec's); INT8 / INT4: the head at 8 or
+                     4 bits with an FP16 scale a row, row and gain FP16
 ==================== ==========================================================================
 """
 
@@ -39,7 +42,8 @@ from model.golden.quantize import QuantSpec
 __all__ = ["BYTE_KINDS", "DESIGNS", "bytes_per_token", "roofline_tokens_per_s",
            "energy_floor_j"]
 
-DESIGNS = ("bimamba", "fp16")
+DESIGNS = ("bimamba", "fp16", "int8", "int4")
+INT_WEIGHT_BITS = {"int8": 8, "int4": 4}
 BYTE_KINDS = ("projection_weights", "fp16_parameters", "hardware_constants", "ssm_state",
               "conv_state", "embedding")
 FP16_BYTES = 2
@@ -55,7 +59,9 @@ def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int
     ----------
     cfg : BiMambaConfig
     design : str
-        ``bimamba`` (1-bit projections) or ``fp16`` (everything FP16, no FBI constants).
+        ``bimamba`` (1-bit projections), ``fp16`` (everything FP16, no FBI constants), or
+        ``int8`` / ``int4`` (the FP16 design with k-bit projection and head weights and an
+        FP16 scale per output row).
     state_bits, data_bits : int
         Widths of the SSM state and of the conv state (``QuantSpec.state_bits`` and
         ``data_bits``) in the 1-bit design; the FP16 design keeps both at 16 bits.
@@ -81,18 +87,21 @@ def bytes_per_token(cfg: BiMambaConfig, design: str = "bimamba", state_bits: int
                            c.n_layer)
     weights = D * F + E * D  # in_proj (F x D) and out_proj (D x E) of one layer
     binary = design == "bimamba"
+    kb = INT_WEIGHT_BITS.get(design)  # INT8 / INT4: k-bit weights, an FP16 scale a row
     sb, db = (state_bits, data_bits) if binary else (16, 16)
     per_layer_params = D + C * K + C + 3 * H + E  # norm, conv w + b, dt_bias/A_log/D, gated norm
     out = {
-        "projection_weights": L * (weights / 8 if binary else weights * FP16_BYTES),
+        "projection_weights": L * (weights / 8 if binary else weights * kb / 8 if kb
+                                   else weights * FP16_BYTES),
         "fp16_parameters": L * per_layer_params * FP16_BYTES,
         "hardware_constants": L * ((D + E) * FP16_BYTES + (F + D) * ROW_CONSTANT_BYTES)
-        if binary else 0.0,
+        if binary else L * (F + D) * FP16_BYTES if kb else 0.0,
         "ssm_state": 0.0 if state_on_chip else L * 2 * c.state_size * sb / 8,
         "conv_state": 0.0 if state_on_chip else L * 2 * C * (K - 1) * db / 8,
         "embedding": ((c.vocab_size * D * spec.head_bits + D * spec.res_bits
                        + D * spec.param_bits) / 8 if binary
-                      else (c.vocab_size * D + D + D) * FP16_BYTES),
+                      else c.vocab_size * D * kb / 8 + (c.vocab_size + D + D) * FP16_BYTES
+                      if kb else (c.vocab_size * D + D + D) * FP16_BYTES),
     }
     return {k: float(v) for k, v in out.items()}
 
