@@ -81,8 +81,9 @@ from .footprint import footprint
 from .roofline import bytes_per_token
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args", "layer_config", "lm_config",
-           "memory_period", "memory_paces", "bytes_per_cycle", "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
+__all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
+           "layer_config", "lm_config", "memory_period", "memory_paces", "bytes_per_cycle",
+           "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
            "scan_burst_cycles"]
 
 

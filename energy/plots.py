@@ -30,6 +30,8 @@ GIB = 2**30
 DPI = 120
 # Okabe & Ito's colour-blind-safe qualitative palette.
 DESIGN_COLOURS = {"Bi-Mamba": "#0072B2", "FP16": "#E69F00"}
+# The weight-precision baselines, drawn on the roofline chart only.
+BASELINE_COLOURS = {"int8": "#CC79A7", "int4": "#009E73"}
 PRESET_STYLES = [("#0072B2", "o"), ("#D55E00", "s"), ("#009E73", "^"), ("#CC79A7", "D"),
                  ("#56B4E9", "v"), ("#000000", "P")]
 POW2_SWEEPS = ("simd", "pe", "lanes")
@@ -219,6 +221,15 @@ def plot_roofline(reports: dict[str, dict], arch: Arch, path: Path) -> Path:
                         (r["dram_bytes_per_s"] / 1e9, r["tokens_per_s" + sfx]),
                         xytext=(6, -4 if d == "bimamba" else -22), textcoords="offset points",
                         fontsize=7, color=colour)
+        for d, colour in BASELINE_COLOURS.items():  # INT8 / INT4: roofline and design point
+            p = r.get("precision_baselines", {}).get(d)
+            if p is None:
+                continue
+            total = r["dram_bytes_per_s"] / p["roofline_tokens_per_s"]
+            ax.plot([b / 1e9 for b in bws], [b / total for b in bws], color=colour,
+                    linewidth=0.8, linestyle="--")
+            ax.plot([r["dram_bytes_per_s"] / 1e9], [p["tokens_per_s"]], marker="o",
+                    color=colour, markersize=5, linestyle="none")
         for g in r["baselines"]:
             if g["gpu_bytes_per_s"]:
                 ax.plot([g["gpu_bytes_per_s"] / 1e9], [g["tokens_per_s"]], marker="X",
@@ -236,10 +247,18 @@ def plot_roofline(reports: dict[str, dict], arch: Arch, path: Path) -> Path:
         ax.grid(which="major", color="0.88", linewidth=0.6)
         ax.set_axisbelow(True)
         ax.set_xlabel("DRAM bandwidth (GB/s, log)")
+        strong = r.get("strongest_baseline")
+        vs = ""
+        if strong and strong != "fp16":
+            ratio = (r["roofline_tokens_per_s"]
+                     / r["precision_baselines"][strong]["roofline_tokens_per_s"])
+            vs = f", {ratio:.1f}x {strong.upper()}"
         ax.set_title(f"{n}: at equal bandwidth Bi-Mamba is {r['speedup_equal_bandwidth']:.1f}x "
-                     f"FP16;\nat this design point {r['speedup']:.2f}x", fontsize=9)
+                     f"FP16{vs};\nat this design point {r['speedup']:.2f}x FP16", fontsize=9)
     axes[0][0].set_ylabel("tokens/s (log)")
     handles = [Line2D([], [], color=c, label=d) for d, c in DESIGN_COLOURS.items()]
+    handles += [Line2D([], [], color=c, linestyle="--", linewidth=0.8,
+                       label=f"{d.upper()} (estimate)") for d, c in BASELINE_COLOURS.items()]
     handles += [Line2D([], [], color="0.3", linestyle="--", linewidth=0.8,
                        label="memory roofline alone"),
                 Line2D([], [], color="0.3", marker="o", linestyle="none",
