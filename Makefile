@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo mutate-lm coverage test test-slow bench sweep report lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy coverage test test-slow bench sweep report lint fpga toolchain clean
 
 all: venv
 
@@ -90,6 +90,11 @@ coverage: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) -p no:cacheprovider $(addprefix --cov=,$(COV_PACKAGES)) \
 	  --cov-report= --cov-config=pyproject.toml; rc=$$?; \
 	$(PY) tests/coverage_summary.py $(COV_PACKAGES); exit $$rc
+
+# One-line bugs planted in the estimator, the report and the FPGA flow's parsers and fit, one
+# at a time; their fast tests must catch each (about 2 minutes).
+mutate-energy: $(STAMP)
+	$(PY) tests/mutation/energy_fpga.py
 
 # One-line bugs planted in the whole-model engine one at a time; its tests must catch each.
 mutate-lm: $(STAMP)

@@ -25,6 +25,7 @@ __all__ = ["MemoryInfo", "CriticalPath", "yosys_cells", "yosys_memory_mapping", 
 _STAT_LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
 _LIBMAP = re.compile(r"^mapping memory (\S+) via (\S+)\s*$")
 _MEMMAP = re.compile(r"^Mapping memory \\(\S+) in module \\(\S+):\s*$")
+_MODULE_HEAD = re.compile(r"^=== (.+?)(?: \(partially selected\))? ===\s*$")
 _LUT_LINE = re.compile(r"^Info:\s+(Total LUT4s|logic LUTs|carry LUTs|RAM LUTs|RAMW LUTs|"
                        r"Total DFFs):\s+(\d+)/\s*(\d+)")
 # Suffixes Yosys and nextpnr append to a signal's name when they make a cell of it: the cell
@@ -119,7 +120,10 @@ def memory_kind(cell: str) -> str:
 def yosys_cells(log: str) -> dict[str, int]:
     """Cell counts of the last ``stat`` in a Yosys log (the top module's, after synthesis).
 
-    Yosys-internal cells (``$scopeinfo``) are left out.
+    Yosys-internal cells (``$scopeinfo``) are left out. Of a design of several modules,
+    ``stat`` prints each module's own cells and then the design hierarchy's totals (every
+    cell of the top and of the modules under it): the totals are taken, without the
+    ``submodules`` list (module instances, not cells).
 
     Raises
     ------
@@ -131,9 +135,14 @@ def yosys_cells(log: str) -> dict[str, int]:
               if re.match(r"^\d+(\.\d+)*\. Printing statistics", line)]
     if not starts:
         raise ValueError("no 'Printing statistics' block in the Yosys log")
+    block = lines[starts[-1]:]
+    modules = {m.group(1) for m in map(_MODULE_HEAD.match, block) if m}
+    hierarchy = [i for i, line in enumerate(block) if line.startswith("=== design hierarchy ===")]
+    if hierarchy:
+        block = block[hierarchy[-1]:]
     cells: dict[str, int] = {}
     in_cells = False
-    for line in lines[starts[-1]:]:
+    for line in block:
         if re.match(r"^\s+\d+ cells\s*$", line):
             in_cells = True
             continue
@@ -141,8 +150,9 @@ def yosys_cells(log: str) -> dict[str, int]:
             m = _STAT_LINE.match(line)
             if not m:
                 break
-            if not m.group(2).startswith("$"):
-                cells[m.group(2)] = int(m.group(1))
+            name = m.group(2)
+            if not name.startswith("$") and name != "submodules" and name not in modules:
+                cells[name] = int(m.group(1))
     if not in_cells:
         raise ValueError("the Yosys statistics block has no cell list")
     return cells
@@ -251,6 +261,13 @@ def signal_name(cell: str) -> str:
     return cell[:m.start()] if m and m.start() > 0 else cell
 
 
+def _clock(event: str | None) -> str | None:
+    """The clock of a nextpnr clock event: ``posedge clk`` or ``negedge clk`` -> ``clk``."""
+    if event and event.startswith(("posedge ", "negedge ")):
+        return event.split(" ", 1)[1]
+    return event
+
+
 def critical_path(report: dict) -> CriticalPath:
     """The longest path of nextpnr's JSON report (one per clock pair is reported).
 
@@ -263,12 +280,13 @@ def critical_path(report: dict) -> CriticalPath:
              if p.get("path") and "<async>" not in (p.get("from"), p.get("to"))]
     if not paths:
         raise ValueError("nextpnr's report lists no register-to-register critical path")
-    # The slowest clock's own path sets Fmax; nextpnr also lists paths between clock domains
-    # (on the iCE40, DSPs get a domain of their own), used only if it has none.
+    # The slowest clock's own path sets Fmax (launched and captured by that clock, on either
+    # edge: a posedge-to-negedge path is its own too); nextpnr also lists paths between clock
+    # domains (on the iCE40, DSPs get a domain of their own), used only if it has none.
     fmax = report.get("fmax") or {}
     if fmax:
         clk = min(fmax, key=lambda c: fmax[c]["achieved"])
-        own = [p for p in paths if p.get("from") == p.get("to") == f"posedge {clk}"]
+        own = [p for p in paths if _clock(p.get("from")) == _clock(p.get("to")) == clk]
         paths = own or paths
     path = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))["path"]
     start_cell = path[0]["from"]["cell"]

@@ -152,3 +152,19 @@ def test_anchors_are_marked_by_kind():
     assert tereffic["j_per_token"] == pytest.approx(46 / 727, abs=1e-4)
     light = sorted(a["tokens_per_s"] for a in by.values() if a["system"] == "LightMamba")
     assert light == [7.21, 93.0]
+
+
+@pytest.mark.parametrize("entry, node, msg", [
+    ({"value": 0, "unit": "pJ", "source": "x"}, 7,
+     "t.json: a.value must be a positive number, not 0"),
+    ({"value": 0.0, "unit": "nJ", "source": "x"}, 7,
+     "t.json: a.value must be a positive number, not 0.0"),
+    ({"value": 1, "unit": "pJ", "source": "x"}, 0,
+     "t.json: node_nm must be a positive number, not 0"),
+])
+def test_an_energy_table_of_zero_is_refused(tmp_path, entry, node, msg):
+    """An action that costs nothing, or a node of 0 nm, is a missing figure, not a figure."""
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"name": "t", "source": "s", "node_nm": node, "entries": {"a": entry}}))
+    with pytest.raises(ValueError, match=msg):
+        load_table(p)
