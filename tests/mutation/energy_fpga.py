@@ -9,11 +9,10 @@ first failure; the two that simulate a unit against Verilator are left out (the 
 do not reach the RTL).
 """
 
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from runner import run_mutants  # tests/mutation/runner.py (this folder is on the path)
+
 # The fast tests of energy/ and fpga/, the quickest first (-x stops at the first failure).
 TESTS = ["tests/test_fpga_reports.py", "tests/test_area_fit.py", "tests/test_report_shares.py",
          "tests/test_fpga.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
@@ -101,29 +100,7 @@ MUTANTS = [
 
 
 def main() -> int:
-    only = sys.argv[1:]  # run the mutants whose name contains one of these
-    results = []
-    for name, path, old, new in MUTANTS:
-        if only and not any(o in name for o in only):
-            continue
-        f = ROOT / path
-        src = f.read_text()
-        assert src.count(old) == 1, (name, src.count(old))
-        try:
-            f.write_text(src.replace(old, new))
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
-                                "no:cacheprovider", *TESTS, "-k", DESELECT], cwd=ROOT,
-                               capture_output=True, text=True, timeout=1200)
-            caught = r.returncode != 0
-            line = [l for l in r.stdout.splitlines() if l.startswith("FAILED")][:1]
-        finally:
-            f.write_text(src)
-        results.append((name, caught, line[0] if line else ""))
-        print(("CAUGHT " if caught else "MISSED ") + name, "|", line[0] if line else "", flush=True)
-    caught = sum(c for _, c, _ in results)
-    rate = f" ({100 * caught / len(results):.0f} %)" if results else ""
-    print(f"{caught} / {len(results)} caught{rate}")
-    return 0 if caught == len(results) else 1
+    return run_mutants(MUTANTS, [*TESTS, "-k", DESELECT], sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@ conv units, the state port, the cycle formula), one at a time; tests/test_lm_eng
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
 """
 
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from runner import run_mutants  # tests/mutation/runner.py (this folder is on the path)
+
 MUTANTS = [
     ("scan: every layer's state in slot 0 (base never stepped)", "rtl/ssm_scan.py",
      "0,\n                                                base + H * P * K))",
@@ -92,29 +91,8 @@ MUTANTS = [
 ]
 
 def main() -> int:
-    only = sys.argv[1:]  # run the mutants whose name contains one of these
-    results = []
-    for name, path, old, new in MUTANTS:
-        if only and not any(o in name for o in only):
-            continue
-        f = ROOT / path
-        src = f.read_text()
-        assert src.count(old) == 1, (name, src.count(old))
-        f.write_text(src.replace(old, new))
-        try:
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n", "2",
-                                "-p", "no:cacheprovider", "tests/test_lm_engine.py", "-k",
-                                "not lint"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=1200)
-            caught = r.returncode != 0
-            line = [l for l in r.stdout.splitlines() if l.startswith("FAILED")][:1]
-        finally:
-            f.write_text(src)
-        results.append((name, caught, line[0] if line else ""))
-        print(("CAUGHT " if caught else "MISSED ") + name, "|", line[0] if line else "", flush=True)
-    caught = sum(c for _, c, _ in results)
-    print(f"{caught} / {len(results)} caught")
-    return 0 if caught == len(results) else 1
+    return run_mutants(MUTANTS, ["-n", "2", "tests/test_lm_engine.py", "-k", "not lint"],
+                       sys.argv[1:])
 
 
 if __name__ == "__main__":
