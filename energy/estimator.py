@@ -638,7 +638,6 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     est.layer, est.period = lc, period
     if design == "bimamba":
         est.lm, est.state_period, est.conv_period = lmc, s_period, c_period
-    if design == "bimamba":
         # The memory sets the pace when it needs at least as long per beat as the array
         # holds one (cycles_per_weight: act_bits / planes).
         est.bound_by = ("memory" if lc.beat_bytes / arch.bytes_per_cycle
