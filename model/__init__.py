@@ -11,5 +11,8 @@ keep each package to the ones below it):
   (``python -m model.golden`` prints its formats and widths).
 * :mod:`model.reference`: the float PyTorch reference (FBI-Linear, mixer, block, LM) and its
   checkpoints; :mod:`model.data`: the Shakespeare corpus (``python -m model.data``).
-* :mod:`model.config`, :mod:`model.progress`: shapes and presets, progress bars.
+* :mod:`model.config`, :mod:`model.progress`: shapes and presets, progress (bars on a
+  terminal, lines in a log); :mod:`model.paths`: the repository's checkpoints and data root,
+  resolved from the package; :mod:`model.cli`: what the command lines share (one-line errors
+  with exit status 2, range checks, writable folders).
 """

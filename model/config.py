@@ -21,6 +21,7 @@ preset cannot disagree with itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 __all__ = ["BiMambaConfig", "PRESETS", "get_preset"]
@@ -71,8 +72,9 @@ class BiMambaConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "rms_eps":
-                if not value > 0:
-                    raise ValueError(f"rms_eps must be a positive float, not {value!r}")
+                if (isinstance(value, bool) or not isinstance(value, (int, float))
+                        or not (math.isfinite(value) and value > 0)):
+                    raise ValueError(f"rms_eps must be a positive float, finite, not {value!r}")
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{f.name} must be a positive integer, not {value!r}")

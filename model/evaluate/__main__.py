@@ -4,13 +4,13 @@ four models on the same bytes, and the golden model's per-stage SQNR layer by la
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 
-from model.data.corpus import DEFAULT_ROOT, DataError
+from model.cli import CliParser, path_arg
+from model.data.corpus import DEFAULT_ROOT, DataError, load_split
 from model.evaluate.lm import CALIB_BYTES, SHIPPED, run, sweep
+from model.reference.lm_checkpoint import check_lm
 from model.evaluate.sqnr import GOLDEN_BPC_RATIO_MAX, LM_STAGE_FLOORS_DB, fmt_db
 from model.golden.layer import STAGES
 from model.golden.quantize import QuantSpec
@@ -59,16 +59,33 @@ def _markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_inputs(args) -> None:
+    """The checkpoints and the corpus, all of them, before any model runs: each file as its
+    loader will check it (every key, shape and value of a checkpoint; a split against the
+    record of ``make data``). Raises CheckpointError (a ValueError) or DataError."""
+    student = args.checkpoint / "student.safetensors"
+    splits = ["test", "train"]
+    if args.sweep_act is None:
+        teacher = args.checkpoint / "teacher.safetensors"
+        cfg = check_lm(teacher, binary=False)
+        check_lm(student, binary=True, cfg=cfg, cfg_source=f"the teacher's, {teacher}")
+        splits = [args.split, "train"]
+    else:
+        check_lm(student, binary=True)
+    for name in dict.fromkeys(splits):
+        load_split(name, args.data_root)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = CliParser(
         prog="python -m model.evaluate",
         description="Bits per character of the shipped (or given) model: teacher, student, "
                     "naive binarisation, and the integer golden model, on the same bytes.")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED,
+    ap.add_argument("--checkpoint", type=path_arg, default=SHIPPED,
                     help="folder holding teacher.safetensors and student.safetensors "
                          "(default: the shipped checkpoints/shakespeare)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
+    ap.add_argument("--data-root", type=path_arg, default=DEFAULT_ROOT,
                     help="where `make data` put the corpus (default build/data)")
     ap.add_argument("--max-bytes", type=int, default=None,
                     help="score only the first N bytes of the split (default: all)")
@@ -99,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                   if getattr(args, k) is not None}
         spec = replace(QuantSpec(), **widths)
         for f in ("teacher.safetensors", "student.safetensors"):
-            if not (args.checkpoint / f).is_file():
+            if not (args.checkpoint / f).exists():
                 raise ValueError(f"--checkpoint must be a folder holding {f}, not {args.checkpoint}")
         if args.sweep_act is not None:
             if args.check or args.act_bits is not None:
@@ -112,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             points = [{"act_bits": a, **widths} for a in acts]
             for p in points:
                 replace(spec, **p)  # every width checked before the float model runs
+            _check_inputs(args)
             r = sweep(args.checkpoint, points, data_root=args.data_root,
                       max_bytes=args.max_bytes or 16384, calib_bytes=args.calib_bytes,
                       streams=args.streams, sqnr_bytes=args.sqnr_bytes)
             print(json.dumps(r, indent=2) if args.json else _sweep_markdown(r))
             return 0
+        _check_inputs(args)
         result = run(args.checkpoint, args.split, spec, data_root=args.data_root,
                      max_bytes=args.max_bytes, calib_bytes=args.calib_bytes,
                      streams=args.streams, sqnr_bytes=args.sqnr_bytes)

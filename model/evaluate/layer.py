@@ -8,21 +8,23 @@ prints layer_out and mixer_out SQNR over a grid of activation and state widths.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import asdict, replace
 
+from model.cli import CliParser
 from model.config import PRESETS, get_preset
 from model.evaluate.sqnr import (
     MAX_SEED, MAX_STEPS, STAGE_FLOORS_DB, Evaluation, evaluate, failed_stages, fmt_db, prepare,
     zero_mixer_db,
 )
 from model.golden.quantize import QuantSpec
-from model.progress import progress
+from model.progress import progress, stage
 
 __all__ = ["main"]
+
+PROG = "model.evaluate.layer"
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -33,7 +35,7 @@ def _int_list(text: str, name: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = CliParser(
         prog="python -m model.evaluate.layer",
         description="SQNR of the integer golden model against the float reference, per stage.",
     )
@@ -79,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     print(f"seed={args.seed} preset={args.preset} steps={args.steps}", file=sys.stderr)
     t0 = time.perf_counter()
-    p = prepare(cfg, args.steps, args.seed)
+    with stage(f"{PROG}: synthetic {args.preset} layer, float reference over {args.steps} "
+               f"steps"):
+        p = prepare(cfg, args.steps, args.seed)
 
     if args.sweep:
         rows = []
         grid = [(a, st) for a in acts for st in states]
-        for a, st in progress(grid, "sweep"):
+        for a, st in progress(grid, f"{PROG}: sweep"):
             r = evaluate(p, replace(spec, act_bits=a, state_bits=st))
             rows.append({"act_bits": a, "state_bits": st, "layer_out": r["layer_out"],
                          "mixer_out": r["mixer_out"]})
@@ -96,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                               "sweep": rows}, indent=2))
         return 0
 
-    sq = evaluate(p, spec)
-    zero = zero_mixer_db(p)
+    with stage(f"{PROG}: golden model and SQNR"):
+        sq = evaluate(p, spec)
+        zero = zero_mixer_db(p)
     ev = Evaluation(args.preset, args.steps, args.seed, asdict(spec), sq,
                     round(time.perf_counter() - t0, 2), zero)
     failed = failed_stages(sq)

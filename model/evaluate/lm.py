@@ -34,9 +34,10 @@ from model.golden.lm import (
     GoldenLM, QuantizedLM, bits_per_byte, calibrate_lm, export_lm, residual_streams,
 )
 from model.reference.lm import BiMambaLM, student_from_teacher
-from model.reference.lm_checkpoint import load_lm_model
-from model.progress import progress
+from model.reference.lm_checkpoint import check_lm, load_lm_model
+from model.progress import progress, stage
 from model.golden.quantize import QuantSpec, calibrate
+from model.paths import SHIPPED
 from model.train.loop import evaluate_bpc
 
 __all__ = [
@@ -44,8 +45,10 @@ __all__ = [
     "float_bits", "stage_sqnr", "sweep", "run",
 ]
 
-# The model trained on the corpus and kept in the repository (docs/real_model.md).
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "shakespeare"
+# SHIPPED: the model trained on the corpus and kept in the repository (docs/real_model.md),
+# resolved from the package (model.paths), so it is found from any folder.
+
+PROG = "model.evaluate"
 
 # Tokens per golden-model chunk: bounds the int64 intermediates to a few hundred MB.
 GOLDEN_CHUNK = 4096
@@ -66,7 +69,7 @@ def shipped_golden(checkpoint: Path = SHIPPED, spec: QuantSpec | None = None,
         If the corpus has not been prepared (``make data``).
     """
     train = load_split("train", data_root)
-    student = load_lm_model(Path(checkpoint) / "student.safetensors")
+    student = load_lm_model(Path(checkpoint) / "student.safetensors", binary=True)
     return student, export_lm(student, spec or QuantSpec(), train[:calib_bytes])
 
 
@@ -114,7 +117,8 @@ def stage_sqnr(student: BiMambaLM, q: QuantizedLM, tokens: np.ndarray) -> list[d
 
     streams = residual_streams(student, tokens)
     out = []
-    for block, lq, u in zip(student.backbone.layers, q.layers, streams):
+    for block, lq, u in progress(list(zip(student.backbone.layers, q.layers, streams)),
+                                 "per-stage SQNR, layers"):
         ref = calibrate(block, u)
         got = dequantize_trace(lq, golden_trace(lq, lq.fmt["res"].quantize(u)))
         want = reference_view(ref, u)
@@ -125,23 +129,40 @@ def stage_sqnr(student: BiMambaLM, q: QuantizedLM, tokens: np.ndarray) -> list[d
 def run(checkpoint: Path, split: str, spec: QuantSpec, *, data_root: Path = DEFAULT_ROOT,
         max_bytes: int | None = None, calib_bytes: int = CALIB_BYTES, streams: int = 16,
         sqnr_bytes: int = 256) -> dict:
-    """Score ``split`` with the four models; see the module docstring. Returns a JSON-able dict."""
+    """Score ``split`` with the four models; see the module docstring. Returns a JSON-able dict.
+
+    Raises
+    ------
+    CheckpointError
+        (a ValueError) If a checkpoint is not a valid teacher / student of one shape; raised
+        before any model runs.
+    DataError
+        If a split is missing or not the one ``make data`` recorded; raised first.
+    """
     t0 = time.perf_counter()
     data = load_split(split, data_root)
     if max_bytes is not None:
         data = data[: max_bytes + 1]
-    teacher = load_lm_model(checkpoint / "teacher.safetensors")
-    student, q = shipped_golden(checkpoint, spec, calib_bytes, data_root)
+    teacher_path = Path(checkpoint) / "teacher.safetensors"
+    teacher = load_lm_model(teacher_path, binary=False)
+    # The student is compared with the teacher and its naive binarisation: the same shape.
+    check_lm(Path(checkpoint) / "student.safetensors", binary=True, cfg=teacher.cfg,
+             cfg_source=f"the teacher's, {teacher_path}")
+    with stage(f"{PROG}: calibrating the integer model on training text"):
+        student, q = shipped_golden(checkpoint, spec, calib_bytes, data_root)
     naive = student_from_teacher(teacher).eval()
     rows = stream_rows(data, streams)
     n = sum(len(y) for _, y in rows)
 
-    bits = {name: float_bits(m, data, streams)
-            for name, m in progress([("teacher", teacher), ("student", student),
-                                     ("naive", naive)], "float models")}
-    bits["golden"] = golden_bits(GoldenLM(q), rows)
+    with stage(f"{PROG}: bits per character of the float models"):
+        bits = {name: float_bits(m, data, streams)
+                for name, m in progress([("teacher", teacher), ("student", student),
+                                         ("naive", naive)], "float models")}
+    with stage(f"{PROG}: bits per character of the golden model"):
+        bits["golden"] = golden_bits(GoldenLM(q), rows)
     bpc = {k: v / n for k, v in bits.items()}
-    sq = stage_sqnr(student, q, data[:sqnr_bytes])
+    with stage(f"{PROG}: per-stage SQNR"):
+        sq = stage_sqnr(student, q, data[:sqnr_bytes])
     failed = [f"L{i}.{k}" for i, lay in enumerate(sq)
               for k in failed_stages(lay, LM_STAGE_FLOORS_DB)]
     if not bpc["golden"] <= GOLDEN_BPC_RATIO_MAX * bpc["student"]:
@@ -168,13 +189,15 @@ def sweep(checkpoint: Path, widths: list[dict[str, int]], *, data_root: Path = D
     """
     data = load_split("test", data_root)[: max_bytes + 1]
     train = load_split("train", data_root)
-    student = load_lm_model(Path(checkpoint) / "student.safetensors")
-    cal = calibrate_lm(student, train[:calib_bytes])
+    student = load_lm_model(Path(checkpoint) / "student.safetensors", binary=True)
+    with stage(f"{PROG}: calibrating the integer model on training text"):
+        cal = calibrate_lm(student, train[:calib_bytes])
     rows = stream_rows(data, streams)
     n = sum(len(y) for _, y in rows)
-    student_bpc = float_bits(student, data, streams) / n
+    with stage(f"{PROG}: bits per character of the float student"):
+        student_bpc = float_bits(student, data, streams) / n
     points = []
-    for w in progress(widths, "sweep"):
+    for w in progress(widths, f"{PROG}: sweep"):
         spec = replace(QuantSpec(), **w)
         q = export_lm(student, spec, calib=cal)
         sq = stage_sqnr(student, q, data[:sqnr_bytes])

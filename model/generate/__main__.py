@@ -4,14 +4,15 @@ student through the integer golden model (``--float``: the float student); the s
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
-from model.data.corpus import DEFAULT_ROOT, DataError
+from model.cli import CliParser, path_arg
+from model.data.corpus import DEFAULT_ROOT, DataError, load_split
 from model.evaluate.lm import SHIPPED
+from model.reference.lm import BYTE_VOCAB
+from model.reference.lm_checkpoint import check_lm
 from model.generate.sampling import (
     CALIB_BYTES, DEFAULT_TEMPERATURE, MAX_BYTES, SEED_MAX, run,
 )
@@ -30,7 +31,7 @@ def _prompt_bytes(prompt: str) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = CliParser(
         prog="python -m model.generate",
         description="Generate text with the integer golden model of the shipped (or given) "
                     "Bi-Mamba student, or with the float student (--float).")
@@ -49,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--float", action="store_true", dest="use_float",
                     help="generate with the float student instead (same sampler and seed; "
                          "needs no corpus)")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED,
+    ap.add_argument("--checkpoint", type=path_arg, default=SHIPPED,
                     help="folder holding student.safetensors (default: the shipped "
                          "checkpoints/shakespeare)")
-    ap.add_argument("--data-root", type=Path, default=DEFAULT_ROOT,
+    ap.add_argument("--data-root", type=path_arg, default=DEFAULT_ROOT,
                     help="where `make data` put the corpus (default build/data)")
     ap.add_argument("--calib-bytes", type=int, default=CALIB_BYTES,
                     help=f"training bytes the golden model's scales are calibrated on "
@@ -70,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), "
                              f"not {args.temperature}")
         prompt = _prompt_bytes(args.prompt)
-        if not (args.checkpoint / "student.safetensors").is_file():
+        student = args.checkpoint / "student.safetensors"
+        if not student.exists():
             raise ValueError(f"--checkpoint must be a folder holding student.safetensors, "
                              f"not {args.checkpoint}")
+        # The student and the corpus as their loaders will check them, before the calibration.
+        cfg = check_lm(student, binary=True)
+        if cfg.vocab_size > BYTE_VOCAB:
+            raise ValueError(f"{student}: metadata 'config': vocab_size expected at most "
+                             f"{BYTE_VOCAB} (a byte-level model), found {cfg.vocab_size}")
+        if not args.use_float:
+            load_split("train", args.data_root)
         result = run(args.checkpoint, prompt, args.n, seed=args.seed,
                      temperature=args.temperature, top_k=args.top_k, use_float=args.use_float,
                      data_root=args.data_root, calib_bytes=args.calib_bytes)

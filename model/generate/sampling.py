@@ -37,7 +37,7 @@ from model.reference.lm import BiMambaLM
 from model.reference.lm_checkpoint import load_lm_model
 from model.generate.sampler import DEFAULT_TEMPERATURE, check_sampling as _check_sampling
 from model.generate.sampler import sample_byte
-from model.progress import progress
+from model.progress import progress, stage
 from model.golden.quantize import CALIB_CHUNK, QuantSpec
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
 CALIB_BYTES: int = lm_eval.CALIB_BYTES
 MAX_BYTES = 100_000
 SEED_MAX = 2**32 - 1
+PROG = "model.generate"
 
 # (token, state) -> (logits (V,), state): GoldenLM.step or a float model's step.
 _Step = Callable[[int, object], tuple[np.ndarray, object]]
@@ -59,7 +60,7 @@ def _decode(logits: np.ndarray, state: object, step: _Step, scale: float, n: int
             rng: np.random.Generator, temperature: float, top_k: int) -> bytes:
     """``n`` bytes, each sampled from the logits of the one before (``logits`` for the first)."""
     out = bytearray()
-    for i in progress(range(n), "generate"):
+    for i in progress(range(n), f"{PROG}: bytes"):
         b = sample_byte(logits, scale, rng, temperature, top_k)
         out.append(b)
         if i + 1 < n:  # the logits after the last byte are never used
@@ -102,7 +103,7 @@ def generate(g: GoldenLM, prompt: bytes, n: int, rng: np.random.Generator,
     state = None
     # One call for any prompt up to lm_eval's chunk; longer ones are cut there, state carried,
     # to bound the int64 intermediates as the evaluation does.
-    for c0 in range(0, len(tokens), lm_eval.GOLDEN_CHUNK):
+    for c0 in progress(range(0, len(tokens), lm_eval.GOLDEN_CHUNK), f"{PROG}: prompt"):
         logits, state = g.sequence(tokens[c0: c0 + lm_eval.GOLDEN_CHUNK], state)
     return _decode(logits[-1], state, g.step, g.q.logit_scale, n, rng, temperature, top_k)
 
@@ -143,18 +144,22 @@ def run(checkpoint: Path, prompt: bytes, n: int, *, seed: int = 0,
 
     Raises
     ------
+    CheckpointError
+        (a ValueError) If ``checkpoint/student.safetensors`` is not a valid Bi-Mamba student.
     DataError
-        If the golden model is asked for and the training split is not under ``data_root``.
+        If the golden model is asked for and the training split is not under ``data_root``
+        or not the one ``make data`` recorded.
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     if use_float:
-        student = load_lm_model(checkpoint / "student.safetensors")
+        student = load_lm_model(Path(checkpoint) / "student.safetensors", binary=True)
         text = generate_float(student, prompt, n, rng, temperature, top_k)
     else:
         # The calibration of model.evaluate.lm, which reads the corpus before the model, so a
         # missing `make data` fails at once.
-        _, q = lm_eval.shipped_golden(checkpoint, spec, calib_bytes, data_root)
+        with stage(f"{PROG}: calibrating the integer model on training text"):
+            _, q = lm_eval.shipped_golden(checkpoint, spec, calib_bytes, data_root)
         text = generate(GoldenLM(q), prompt, n, rng, temperature, top_k)
     return {
         "prompt": prompt.decode("latin-1"), "text": text.decode("latin-1"), "bytes": n,

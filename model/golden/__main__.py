@@ -4,10 +4,10 @@ docs/fixed_point.md."""
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
+from model.cli import CliParser
 from model.config import PRESETS, get_preset
 from model.golden.bounds import markdown
 from model.golden.quantize import QuantSpec, export_layer
@@ -21,7 +21,7 @@ CALIB_STEPS = 64
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.golden", description=__doc__)
+    ap = CliParser(prog="python -m model.golden", description=__doc__)
     ap.add_argument("--preset", default="780M", help=f"one of {', '.join(PRESETS)}")
     ap.add_argument("--seed", type=int, default=0, help="checkpoint seed (default 0)")
     args = ap.parse_args(argv)

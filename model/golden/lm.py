@@ -110,7 +110,7 @@ def residual_streams(lm, tokens: np.ndarray) -> list[np.ndarray]:
     out: list[list[np.ndarray]] = [[] for _ in range(len(m.backbone.layers) + 1)]
     states = [None] * len(m.backbone.layers)
     with torch.no_grad(), single_thread():
-        for c0 in range(0, len(tokens), CALIB_CHUNK):
+        for c0 in progress(range(0, len(tokens), CALIB_CHUNK), "residual streams"):
             h = m.backbone.embedding.weight[torch.from_numpy(tokens[c0: c0 + CALIB_CHUNK])]
             for i, layer in enumerate(m.backbone.layers):
                 out[i].append(h.numpy().copy())
@@ -171,12 +171,14 @@ def export_lm(lm, spec: QuantSpec, calib_tokens: np.ndarray | None = None,
     if (calib_tokens is None) == (calib is None):
         raise ValueError("give exactly one of calib_tokens and calib")
     cal = calib if calib is not None else calibrate_lm(lm, calib_tokens)
-    layers = tuple(export_layer(block, spec, stats=st)
-                   for block, st in zip(lm.backbone.layers, cal.stats))
+    layers = tuple(export_layer(block, spec, stats=st) for block, st in
+                   progress(list(zip(lm.backbone.layers, cal.stats)), "export layers"))
     if shared:
         fracs = common_fracs(list(layers))
         layers = tuple(export_layer(block, spec, stats=st, fracs=fracs, like=own)
-                       for block, st, own in zip(lm.backbone.layers, cal.stats, layers))
+                       for block, st, own in progress(
+                           list(zip(lm.backbone.layers, cal.stats, layers)),
+                           "export layers, shared formats"))
     res = layers[0].fmt["res"]
     emb = lm.backbone.embedding.weight.detach().double().numpy()
     peak = float(np.max(np.abs(emb)))

@@ -14,6 +14,7 @@ and at model level ``backbone.embedding.weight (vocab, D)``, ``backbone.norm_f.w
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping
 
@@ -27,6 +28,8 @@ from model.reference.layer import BiMambaBlock, BiMambaStack
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
+    "key_label",
+    "nonfinite_problem",
     "count_zero_weights",
     "layer_key_shapes",
     "model_key_shapes",
@@ -38,7 +41,11 @@ __all__ = [
 
 
 class CheckpointError(ValueError):
-    """A state dict lacks a key or holds a tensor of the wrong shape, type or value."""
+    """A state dict or a checkpoint file is not what the model needs: a key missing or
+    unexpected, a tensor of the wrong shape, type or value, a file that is not a checkpoint.
+
+    The message is one line naming the file (for a file), the key (with its layer), what was
+    expected and what was found."""
 
 
 class CheckpointWarning(UserWarning):
@@ -83,6 +90,31 @@ _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 # Binary weights whose exact-zero latent values are counted: the two FBI-Linear matrices.
 _BINARY_KEYS = ("mixer.in_proj.weight", "mixer.out_proj.weight")
 
+_LAYER_KEY = re.compile(r"backbone\.layers\.(\d+)\.")
+
+
+def key_label(key: str) -> str:
+    """``key 'backbone.layers.3.mixer.D' (layer 3)``: how every checkpoint error names a key."""
+    m = _LAYER_KEY.match(key)
+    return f"key {key!r}" + (f" (layer {m.group(1)})" if m else "")
+
+
+def nonfinite_problem(key: str, t: Tensor) -> str | None:
+    """What is wrong with the values of tensor ``t`` stored under ``key``: None if every value
+    is finite (or the tensor is not floating point), else one line naming the key, how many
+    values are NaN or infinite and the index of the first."""
+    if not t.is_floating_point():
+        return None
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return None
+    n_nan = int(torch.isnan(t).sum())
+    n_inf = int(bad.sum()) - n_nan
+    kinds = " and ".join(k for k, c in (("NaN", n_nan), ("inf", n_inf)) if c)
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return (f"{key_label(key)}: expected finite values, found {n_nan + n_inf} non-finite "
+            f"({kinds}), the first at index {first}")
+
 
 def _check(sd: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Every key of ``shapes`` present in ``sd`` as a finite real tensor of that shape."""
@@ -91,21 +123,20 @@ def _check(sd: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> N
             f"state dict must be a mapping of key -> tensor, not {type(sd).__name__}")
     for key, shape in shapes.items():
         if key not in sd:
-            raise CheckpointError(f"missing key {key!r} (expected shape {shape})")
+            raise CheckpointError(f"{key_label(key)}: missing (expected shape {shape})")
         t = sd[key]
         if not isinstance(t, Tensor):
-            raise CheckpointError(f"key {key!r} must be a torch.Tensor, not {type(t).__name__}")
+            raise CheckpointError(f"{key_label(key)}: expected a torch.Tensor, found "
+                                  f"{type(t).__name__}")
         got = tuple(t.shape)
         if got != shape:
-            raise CheckpointError(f"key {key!r} has shape {got}, expected {shape}")
+            raise CheckpointError(f"{key_label(key)}: expected shape {shape}, found {got}")
         if not (t.is_floating_point() or t.dtype in _INT_DTYPES):
-            raise CheckpointError(f"key {key!r} must hold real numbers, not {t.dtype}")
-        bad = ~torch.isfinite(t) if t.is_floating_point() else None
-        if bad is not None and bool(bad.any()):
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            raise CheckpointError(
-                f"key {key!r} has {int(bad.sum())} non-finite values (NaN or inf), "
-                f"the first at index {first}")
+            raise CheckpointError(f"{key_label(key)}: expected real numbers (a float or "
+                                  f"integer dtype), found {t.dtype}")
+        problem = nonfinite_problem(key, t)
+        if problem:
+            raise CheckpointError(problem)
 
 
 def count_zero_weights(sd: Mapping[str, Tensor], layer: int) -> dict[str, int]:

@@ -21,7 +21,8 @@ the validation split, each from a zero state) and the best model so far is writt
 checkpoint is read back and evaluated over the whole validation and test splits (see
 :func:`evaluate_bpc`), so the reported numbers are those of the shipped file. Outputs in
 ``DIR``: ``<model>.safetensors``, ``log.csv`` (step, train_loss, val_bpc, lr, seconds) and
-``summary.json``.
+``summary.json``. A loss (or validation bpc) that becomes NaN or infinite stops the run with
+:class:`TrainingDiverged`, naming the step and the checkpoint kept; no summary is written.
 
 Imports only torch, numpy, safetensors, tqdm and this package, so it runs on a machine that
 has those but not this project's environment (``PYTHONPATH=. python3 -m model.train ...``).
@@ -34,7 +35,6 @@ import csv
 import hashlib
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -44,13 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from model.config import BiMambaConfig
 from model.data.corpus import load_split
 from model.reference.lm import BYTE_VOCAB, BiMambaLM, student_from_teacher
-from model.reference.lm_checkpoint import load_lm_model, read_metadata, save_lm
+from model.reference.lm_checkpoint import load_lm_model, save_lm
 from model.reference.layer import FBILinear
+from model.progress import Bar, progress
 
 __all__ = [
     "MODELS",
@@ -62,6 +62,7 @@ __all__ = [
     "nll_sum",
     "evaluate_bpc",
     "distill_loss",
+    "TrainingDiverged",
     "run",
 ]
 
@@ -168,19 +169,22 @@ def nll_sum(model: BiMambaLM, x: Tensor, y: Tensor, mask: Tensor | None, seq: in
         if isinstance(m, FBILinear):
             m.clear_cache()
     total, count = 0.0, 0
-    for r0 in range(0, x.shape[0], batch):
-        xs, ys, ms = (t[r0:r0 + batch].to(device) for t in (x, y, mask))
-        states = None
-        for c0 in range(0, xs.shape[1], seq):
-            logits, new = model(xs[:, c0:c0 + seq], states if carry else None)
-            states = new
-            # At least float32 for the log-softmax; float64 models keep float64.
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            nll = F.cross_entropy(logits.flatten(0, 1), ys[:, c0:c0 + seq].flatten(),
-                                  reduction="none")
-            m = ms[:, c0:c0 + seq].flatten()
-            total += float(nll[m].double().sum())
-            count += int(m.sum())
+    # Row blocks of ``batch`` rows, each read window by window (the state carried or not).
+    windows = [(r0, c0) for r0 in range(0, x.shape[0], batch)
+               for c0 in range(0, x.shape[1], seq)]
+    xs = ys = ms = states = None
+    for r0, c0 in progress(windows, "bits per character, windows"):
+        if c0 == 0:
+            xs, ys, ms = (t[r0:r0 + batch].to(device) for t in (x, y, mask))
+            states = None
+        logits, states = model(xs[:, c0:c0 + seq], states if carry else None)
+        # At least float32 for the log-softmax; float64 models keep float64.
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        nll = F.cross_entropy(logits.flatten(0, 1), ys[:, c0:c0 + seq].flatten(),
+                              reduction="none")
+        m = ms[:, c0:c0 + seq].flatten()
+        total += float(nll[m].double().sum())
+        count += int(m.sum())
     return total, count
 
 
@@ -268,10 +272,27 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss (or the validation bits per character) became NaN or infinite."""
+
+
 def run(a: argparse.Namespace, command: str) -> int:
     """Train (or binarise) as the options ``a`` of ``python -m model.train`` say; write the
     checkpoint, ``log.csv`` and the summary into ``a.out``. ``command`` is recorded in the
-    summary. Raises ValueError for a teacher checkpoint that is not a float model."""
+    summary.
+
+    The loss of every step is checked (on a GPU every 25 steps and at every evaluation, so
+    the device is not waited for each step): a NaN or infinite loss, or validation bits per
+    character, stops the run with :class:`TrainingDiverged`, naming the step and what was
+    kept, and no summary is written.
+
+    Raises
+    ------
+    CheckpointError
+        (a ValueError) If the teacher checkpoint is not a valid float model.
+    TrainingDiverged
+        If the loss or the validation bpc becomes non-finite.
+    """
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -287,9 +308,7 @@ def run(a: argparse.Namespace, command: str) -> int:
                             headdim=a.headdim, vocab_size=BYTE_VOCAB)
         model = BiMambaLM(cfg, binary=False, dropout=a.dropout).init_weights(a.seed)
     else:
-        if read_metadata(a.teacher)["binary"] != "false":
-            raise ValueError(f"--teacher must be a float (teacher) checkpoint, not {a.teacher}")
-        teacher = load_lm_model(a.teacher).to(device).eval()
+        teacher = load_lm_model(a.teacher, binary=False).to(device).eval()
         teacher.requires_grad_(False)
         cfg = teacher.cfg
         model = student_from_teacher(teacher, dropout=a.dropout)
@@ -311,42 +330,60 @@ def run(a: argparse.Namespace, command: str) -> int:
 
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95)
                             ) if steps else None
-    tty = sys.stderr.isatty()
     best = (math.inf, -1)
-    # Losses stay on the device between evaluations: reading one back every step would
-    # wait for the GPU each time.
+    # Losses stay on the device between checks: reading one back every step would wait for
+    # the GPU each time (on the CPU there is nothing to wait for, so every step is checked).
     losses: list[Tensor] = []
+    loss_steps: list[int] = []
+    check_every = 1 if device.type == "cpu" else 25
+
+    def diverged(what: str, step: int) -> TrainingDiverged:
+        kept = (f"the last checkpoint, step {best[1]} (val_bpc {best[0]:.4f}), is kept in "
+                f"{ckpt}" if best[1] >= 0 else "no checkpoint was written")
+        return TrainingDiverged(
+            f"training diverged: {what} at step {step} (--lr {a.lr:g}, --warmup {a.warmup}, "
+            f"--grad-clip {a.grad_clip:g}); {kept}, no summary was written; lower --lr, "
+            f"raise --warmup" + (" or set --grad-clip > 0" if not a.grad_clip > 0 else ""))
+
+    def check_losses() -> None:
+        if not losses:
+            return
+        finite = torch.isfinite(torch.stack(losses))
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            raise diverged(f"the training loss is {float(losses[i])}", loss_steps[i])
+
     t_train = time.perf_counter()
     step = 0
-    with open(log_path, "w", newline="") as f_log:
+    bar = Bar(a.model, total=steps, unit="step")
+    with bar, open(log_path, "w", newline="") as f_log:
         log = csv.writer(f_log)
         log.writerow(["step", "train_loss", "val_bpc", "lr", "seconds"])
 
         def evaluate(step: int, lr: float) -> None:
             nonlocal best
+            check_losses()
             bpc = _subset_bpc(model, val_xy, a.seq, a.eval_batch * 4, device)
             train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
             losses.clear()
+            loss_steps.clear()
             seconds = time.perf_counter() - t_train
             log.writerow([step, f"{train_loss:.5f}", f"{bpc:.5f}", f"{lr:.3e}",
                           f"{seconds:.1f}"])
             f_log.flush()
+            if not math.isfinite(bpc):
+                raise diverged(f"the validation bits per character are {bpc}", step)
             mark = ""
             if bpc < best[0] or best[1] < 0:  # the first evaluation always writes a file
                 best = (bpc, step)
                 save_lm(model, ckpt)
                 mark = " *"
-            line = (f"step {step:5d}  train_loss {train_loss:.4f}  val_bpc {bpc:.4f}  "
-                    f"lr {lr:.2e}  {seconds:6.1f} s{mark}")
-            if tty:
-                tqdm.write(line)
-            else:
-                print(line, flush=True)
+            bar.write(f"step {step:5d}  train_loss {train_loss:.4f}  val_bpc {bpc:.4f}  "
+                      f"lr {lr:.2e}  {seconds:6.1f} s{mark}")
 
         evaluate(0, lr_at(0, a.lr, a.warmup, steps) if steps else 0.0)
-        bar = tqdm(range(steps), desc=a.model, disable=not tty, dynamic_ncols=True)
         model.train()
-        for step in bar:
+        for step in range(steps):
             lr = lr_at(step, a.lr, a.warmup, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -368,31 +405,36 @@ def run(a: argparse.Namespace, command: str) -> int:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
             opt.step()
             losses.append(loss.detach())
-            if tty and step % 20 == 0:
-                bar.set_postfix(loss=f"{float(losses[-1]):.3f}", best=f"{best[0]:.3f}")
+            loss_steps.append(step + 1)
+            if (step + 1) % check_every == 0:
+                check_losses()
+            bar.update()
+            if step % 20 == 0:
+                bar.set_postfix(f"loss {float(losses[-1]):.3f}, best val_bpc {best[0]:.3f}")
             timed_out = a.time_limit is not None and time.perf_counter() - t_train > a.time_limit
             if (step + 1) % a.eval_every == 0 or step + 1 == steps or timed_out:
                 evaluate(step + 1, lr)
             if timed_out:
-                print(f"time limit of {a.time_limit} s reached after {step + 1} steps",
-                      flush=True)
+                bar.write(f"time limit of {a.time_limit} s reached after {step + 1} steps")
                 break
-        bar.close()
         steps_done = step + 1 if steps else 0
     train_seconds = time.perf_counter() - t_train
 
     # The reported numbers are those of the file: read it back (FP16, packed signs).
     final = load_lm_model(ckpt).to(device)
     t_eval = time.perf_counter()
-    results = {
-        "val_bpc_subset": _subset_bpc(final, val_xy, a.seq, a.eval_batch * 4, device),
-        "val": evaluate_bpc(final, splits["val"], a.seq, a.eval_batch, "stream", device),
-        "test": evaluate_bpc(final, splits["test"], a.seq, a.eval_batch, "stream", device),
-        "val_windows": evaluate_bpc(final, splits["val"], a.seq, a.eval_batch * 4,
-                                    "windows", device),
-        "test_windows": evaluate_bpc(final, splits["test"], a.seq, a.eval_batch * 4,
-                                     "windows", device),
+    final_evals = {
+        "val_bpc_subset": lambda: _subset_bpc(final, val_xy, a.seq, a.eval_batch * 4, device),
+        "val": lambda: evaluate_bpc(final, splits["val"], a.seq, a.eval_batch, "stream",
+                                    device),
+        "test": lambda: evaluate_bpc(final, splits["test"], a.seq, a.eval_batch, "stream",
+                                     device),
+        "val_windows": lambda: evaluate_bpc(final, splits["val"], a.seq, a.eval_batch * 4,
+                                            "windows", device),
+        "test_windows": lambda: evaluate_bpc(final, splits["test"], a.seq, a.eval_batch * 4,
+                                             "windows", device),
     }
+    results = {k: f() for k, f in progress(list(final_evals.items()), "final evaluation")}
     eval_seconds = time.perf_counter() - t_eval
     summary = {
         "model": a.model,
