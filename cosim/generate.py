@@ -130,16 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", required=True, help="text to continue (latin-1)")
     ap.add_argument("--bytes", type=int, default=64, dest="n",
                     help=f"bytes to generate, 1..{BYTES_MAX} (default 64)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    ap.add_argument("--seed", type=int, default=None, help="seed of the sampler (default 0)")
     ap.add_argument("--temperature", type=float, default=0.8,
                     help="softmax temperature, >= 0; 0 is greedy (default 0.8)")
-    ap.add_argument("--top-k", type=int, default=0, help="0..256; 0 is off (default)")
+    ap.add_argument("--top-k", type=int, default=None, help="0..256; 0 is off (default)")
     ap.add_argument("--bytes-per-cycle", type=int, default=DEFAULT_BYTES_PER_CYCLE,
                     help=f"the engine's weight beat in bytes (default "
                          f"{DEFAULT_BYTES_PER_CYCLE}): its array and lanes are sized for it")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
+    from model.cli import fill_defaults, refuse_unused
     from model.data.corpus import DataError
+
+    if args.temperature == 0:  # as model.generate: greedy takes no sampler flag
+        refuse_unused(ap, args, {"--top-k": "greedy decoding takes the most likely byte",
+                                 "--seed": "greedy decoding draws no random number"},
+                      "--temperature 0")
+    fill_defaults(args, {"--seed": 0, "--top-k": 0})
 
     try:
         if not 1 <= args.n <= BYTES_MAX:

@@ -8,9 +8,9 @@ Every error names the parameter or the file, what was expected and what was foun
     python -m model.evaluate: error: checkpoints/x/student.safetensors: key
         'backbone.layers.3.mixer.D' (layer 3): expected finite values, found 1 NaN ...
 
-(one line in the terminal), and is raised before any slow work starts. The parser is the
-model-side twin of ``rtl.cli.CliParser``: the same one-line format, without the usage block
-that argparse prints by default (``--help`` shows it).
+(one line in the terminal), and is raised before any slow work starts. ``rtl.cli`` builds on
+this module (its ``CliParser`` is this one): the same one-line format for every command of the
+project, without the usage block that argparse prints by default (``--help`` shows it).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["SEED_MAX", "CliParser", "path_arg", "check_int", "check_float",
-           "writable_folder_problem"]
+           "writable_folder_problem", "refuse_unused", "fill_defaults"]
 
-# Seeds reach numpy, torch and random.Random, which all take these.
+# Seeds reach numpy, torch and random.Random, which all take these, and Verilator's
+# +verilator+seed+, which takes 1 to 2**31 - 1 (cosim.verilator folds the seed into that range).
 SEED_MAX = 2**32 - 1
 
 
@@ -102,3 +103,27 @@ def writable_folder_problem(path: Path) -> str | None:
     except OSError as e:
         return f"{probe} is not writable ({e.strerror or e})"
     return None
+
+
+def refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  unused: dict[str, str], mode: str) -> None:
+    """A usage error for the first flag of ``unused`` the user gave: a flag the command cannot
+    honour in ``mode`` is refused, never silently ignored.
+
+    ``unused`` maps each flag (``"--lr"``) to why it has no effect in the mode (``"no training
+    steps"``). A flag counts as given when its value is not None, so such flags take
+    ``default=None`` in the parser (``store_true`` ones too) and get their real defaults from
+    :func:`fill_defaults` afterwards. The error reads ``--lr has no effect with --model naive
+    (no training steps); leave it out``.
+    """
+    for flag, why in unused.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            parser.error(f"{flag} has no effect with {mode} ({why}); leave it out")
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    """Set each flag of ``defaults`` (``"--lr": 2e-3``) that the user left out (None)."""
+    for flag, value in defaults.items():
+        dest = flag.lstrip("-").replace("-", "_")
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)

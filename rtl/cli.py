@@ -11,24 +11,14 @@ and is raised before any slow work (export, emission, Verilator build) starts.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+# The one-line parser, the seed range and the writability probe are the model tools' own
+# (rtl sits above model in the layering).
+from model.cli import SEED_MAX, CliParser, writable_folder_problem
+
 __all__ = ["SEED_MAX", "CliParser", "int_in", "unwritable_reason", "check_out_dir"]
-
-# Seeds reach numpy, torch and random.Random, which take any of these, and Verilator's
-# +verilator+seed+, which takes 1 to 2**31 - 1 (cosim.verilator folds the seed into that range).
-SEED_MAX = 2**32 - 1
-
-
-class CliParser(argparse.ArgumentParser):
-    """``ArgumentParser`` whose usage errors are one line, ``<prog>: error: <message>``, with
-    exit status 2 (argparse's default prints the whole usage block first; ``--help`` has it).
-    Subparsers made with ``add_subparsers`` are of the same class."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -52,21 +42,10 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def unwritable_reason(path: Path) -> str | None:
-    """Why files cannot be written under the folder ``path`` (made if missing), or None.
-
-    Nothing is created: the folder, or its nearest existing parent, must be a writable folder.
-    """
-    path = Path(path).absolute()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return f"{probe} does not exist"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None
+    """Why files cannot be written under the folder ``path`` (made if missing), or None
+    (:func:`model.cli.writable_folder_problem`: a real write into the folder or its nearest
+    existing parent, which leaves nothing behind)."""
+    return writable_folder_problem(path)
 
 
 def check_out_dir(parser: argparse.ArgumentParser, flag: str, path: Path) -> Path:

@@ -96,8 +96,8 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("")
     out = blocker / "cosim"
     assert _error(capsys, ["-o", str(out)]) == (
-        f"{PROG}: error: argument -o/--out: {out} is not a writable folder ({blocker} is not "
-        f"a folder)")
+        f"{PROG}: error: argument -o/--out: {out} is not a writable folder ({blocker} is a "
+        f"file, so no folder can be made under it)")
 
 
 def test_simd_checked_against_every_preset(capsys):

@@ -25,6 +25,12 @@ PROG = "python -m cosim.generate"
     (["--prompt", "\u2603"], "--prompt must be non-empty latin-1 text (code points 0..255)"),
     (["--prompt", "R", "--bytes-per-cycle", "48"],
      "--bytes-per-cycle must be a power of two >= 1, not 48"),
+    (["--prompt", "R", "--temperature", "0", "--top-k", "3"],
+     "--top-k has no effect with --temperature 0 (greedy decoding takes the most likely byte); "
+     "leave it out"),
+    (["--prompt", "R", "--temperature", "0", "--seed", "1"],
+     "--seed has no effect with --temperature 0 (greedy decoding draws no random number); "
+     "leave it out"),
 ])
 def test_argument_errors(capsys, argv, message):
     t0 = time.perf_counter()

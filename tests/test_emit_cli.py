@@ -116,8 +116,8 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("")
     out = blocker / "out"
     assert _error(capsys, ["-o", str(out), "xnor_projection"]) == (
-        f"{PROG}: error: argument -o/--out: {out} is not a writable folder ({blocker} is not "
-        f"a folder)")
+        f"{PROG}: error: argument -o/--out: {out} is not a writable folder ({blocker} is a "
+        f"file, so no folder can be made under it)")
 
 
 def test_no_traceback_from_the_command_line():

@@ -309,8 +309,9 @@ def test_generate_refuses_a_bad_student_before_any_work(good, tmp_path, data_roo
 
     monkeypatch.setattr(sampling, "generate_float", forbidden)
     path, message = build(good, tmp_path, case)
-    argv = ["--prompt", "x", "--checkpoint", str(path.parent), "--data-root", str(data_root)]
-    err = usage_error(capsys, generate_cli.main, argv + (["--float"] if use_float else []))
+    argv = ["--prompt", "x", "--checkpoint", str(path.parent)]
+    err = usage_error(capsys, generate_cli.main,
+                      argv + (["--float"] if use_float else ["--data-root", str(data_root)]))
     assert err == f"python -m model.generate: error: {message}"
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import model.cli
 import model.progress as progress_mod
@@ -87,7 +86,6 @@ RANGE_CASES = [
     (["--dropout", "1"], "--dropout must be a finite number in [0, 1), not 1.0"),
     (["--dropout", "-0.5"], "--dropout must be a finite number in [0, 1), not -0.5"),
     (["--grad-clip", "-1"], "--grad-clip must be a finite number >= 0, not -1.0"),
-    (["--ce-weight", "nan"], "--ce-weight must be a finite number >= 0, not nan"),
     (["--seed", "-1"], "--seed must be an integer in [0, 4294967295], not -1"),
     (["--seed", str(2**32)], "--seed must be an integer in [0, 4294967295], not 4294967296"),
     (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
@@ -183,6 +181,46 @@ def test_teacher_must_be_a_valid_float_checkpoint(tmp_path, data_root, ckpts, ru
                                str(tmp_path / "out"), "--data-root", str(data_root), *TINY],
                    runs)
     assert (runs[-1].d_model, runs[-1].n_layer) == (32, 1)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--steps", "10"), ("--batch", "8"), ("--lr", "1e-3"), ("--warmup", "0"), ("--wd", "0"),
+    ("--dropout", "0"), ("--grad-clip", "0"), ("--ce-weight", "1"), ("--eval-every", "5"),
+    ("--time-limit", "60"), ("--compile", None)])
+def test_training_flags_are_refused_for_the_naive_model(tmp_path, data_root, ckpts, runs, capsys,
+                                                         flag, value):
+    """``--model naive`` takes no training step: every flag of training is refused, even one
+    given at its default value, instead of being ignored."""
+    argv = ["--model", "naive", "--teacher", str(ckpts / "teacher.safetensors"), "--out",
+            str(tmp_path / "out"), "--data-root", str(data_root), flag] + (
+        [value] if value is not None else [])
+    assert usage_error(capsys, train_cli.main, argv) == (
+        f"{PROG}: error: {flag} has no effect with --model naive (the teacher binarised, no "
+        f"training steps); leave it out")
+    assert runs == []
+
+
+def test_ce_weight_is_refused_for_the_teacher_and_taken_by_the_student(
+        tmp_path, data_root, ckpts, runs, capsys):
+    assert usage_error(capsys, train_cli.main,
+                       teacher_argv(tmp_path, data_root, "--ce-weight", "0.5")) == (
+        f"{PROG}: error: --ce-weight has no effect with --model teacher (it weights the data "
+        f"term of the student's distillation loss); leave it out")
+    assert runs == []
+    argv = ["--model", "student", "--teacher", str(ckpts / "teacher.safetensors"), "--out",
+            str(tmp_path / "out"), "--data-root", str(data_root), "--ce-weight"]
+    assert usage_error(capsys, train_cli.main, argv + ["nan"]) == (
+        f"{PROG}: error: --ce-weight must be a finite number >= 0, not nan")
+    assert main_ok(train_cli, argv + ["0.5"], runs)
+    assert runs[-1].ce_weight == 0.5
+
+
+def test_training_defaults_are_filled_when_left_out(tmp_path, data_root, runs):
+    assert main_ok(train_cli, teacher_argv(tmp_path, data_root), runs)
+    a = runs[-1]
+    assert (a.steps, a.batch, a.lr, a.warmup, a.wd, a.dropout, a.grad_clip, a.ce_weight,
+            a.eval_every, a.compile, a.time_limit) == (4000, 64, 2e-3, 200, 0.1, 0.1, 1.0, 0.0,
+                                                       250, False, None)
 
 
 def test_shape_defaults_are_recorded(tmp_path, data_root, runs):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from model.cli import CliParser, path_arg
+from model.cli import CliParser, fill_defaults, path_arg, refuse_unused
 from model.data.corpus import DEFAULT_ROOT, DataError, load_split
 from model.evaluate.lm import CALIB_BYTES, SHIPPED, run, sweep
 from model.reference.lm_checkpoint import check_lm
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=path_arg, default=SHIPPED,
                     help="folder holding teacher.safetensors and student.safetensors "
                          "(default: the shipped checkpoints/shakespeare)")
-    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ap.add_argument("--split", default=None, choices=("train", "val", "test"),
+                    help="the split scored (default test; --sweep-act scores test)")
     ap.add_argument("--data-root", type=path_arg, default=DEFAULT_ROOT,
                     help="where `make data` put the corpus (default build/data)")
     ap.add_argument("--max-bytes", type=int, default=None,
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"exit 1 unless golden bpc <= {GOLDEN_BPC_RATIO_MAX} x student bpc and "
                          f"every layer's stages reach their floors")
     args = ap.parse_args(argv)
+    if args.sweep_act is not None:
+        refuse_unused(ap, args, {"--split": "the sweep scores the test split"}, "--sweep-act")
+    fill_defaults(args, {"--split": "test"})
     try:
         for name, lo, hi in (("max_bytes", 1, 10**9), ("calib_bytes", 1, 10**7),
                              ("streams", 1, 4096), ("sqnr_bytes", 1, 65536)):

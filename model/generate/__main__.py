@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from model.cli import CliParser, path_arg
+from model.cli import CliParser, fill_defaults, path_arg, refuse_unused
 from model.data.corpus import DEFAULT_ROOT, DataError, load_split
 from model.evaluate.lm import SHIPPED
 from model.reference.lm import BYTE_VOCAB
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="text to continue (latin-1: every character one byte)")
     ap.add_argument("--bytes", type=int, default=300, dest="n",
                     help=f"bytes to generate, 1..{MAX_BYTES} (default 300)")
-    ap.add_argument("--seed", type=int, default=0,
+    ap.add_argument("--seed", type=int, default=None,
                     help=f"seed of the sampler, 0..{SEED_MAX} (default 0)")
     ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                     help=f"softmax temperature, >= 0; 0 is greedy (default "
                          f"{DEFAULT_TEMPERATURE})")
-    ap.add_argument("--top-k", type=int, default=0,
+    ap.add_argument("--top-k", type=int, default=None,
                     help="sample among the K most likely bytes only, 0..256; 0 is off "
                          "(default)")
     ap.add_argument("--float", action="store_true", dest="use_float",
@@ -53,13 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=path_arg, default=SHIPPED,
                     help="folder holding student.safetensors (default: the shipped "
                          "checkpoints/shakespeare)")
-    ap.add_argument("--data-root", type=path_arg, default=DEFAULT_ROOT,
+    ap.add_argument("--data-root", type=path_arg, default=None,
                     help="where `make data` put the corpus (default build/data)")
-    ap.add_argument("--calib-bytes", type=int, default=CALIB_BYTES,
+    ap.add_argument("--calib-bytes", type=int, default=None,
                     help=f"training bytes the golden model's scales are calibrated on "
                          f"(default {CALIB_BYTES}, as model.evaluate.lm)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
+    # A flag the chosen mode cannot honour is refused, not ignored.
+    if args.use_float:
+        refuse_unused(ap, args, {f: "the float student is not calibrated and reads no corpus"
+                                 for f in ("--data-root", "--calib-bytes")}, "--float")
+    if args.temperature == 0:
+        refuse_unused(ap, args, {"--top-k": "greedy decoding takes the most likely byte",
+                                 "--seed": "greedy decoding draws no random number"},
+                      "--temperature 0")
+    fill_defaults(args, {"--seed": 0, "--top-k": 0, "--data-root": DEFAULT_ROOT,
+                         "--calib-bytes": CALIB_BYTES})
     try:
         for opt, v, lo, hi in (("--bytes", args.n, 1, MAX_BYTES),
                                ("--top-k", args.top_k, 0, 256),

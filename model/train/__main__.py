@@ -4,7 +4,9 @@ the teacher naively (:mod:`model.train.loop`; the recipe is in docs/real_model.m
 Every argument is checked before the first step: numbers against their ranges, the model's
 shape (``--headdim`` must divide ``2 * --d-model``), the corpus (present, as ``make data``
 recorded it, each split longer than ``--seq``), the teacher (a valid float checkpoint, of the
-shape given if one is given) and ``--out`` (a folder that can be written). Each refusal is one
+shape given if one is given) and ``--out`` (a folder that can be written). A flag the chosen
+``--model`` cannot honour is refused: the training flags with ``naive`` (no step is taken),
+``--ce-weight`` with ``teacher``. Each refusal is one
 line, ``python -m model.train: error: ...``, with exit status 2; so is a run whose loss becomes
 NaN or infinite."""
 
@@ -17,7 +19,8 @@ import sys
 import torch
 
 from model.cli import (
-    SEED_MAX, CliParser, check_float, check_int, path_arg, writable_folder_problem,
+    SEED_MAX, CliParser, check_float, check_int, fill_defaults, path_arg, refuse_unused,
+    writable_folder_problem,
 )
 from model.config import BiMambaConfig
 from model.data.corpus import DEFAULT_ROOT, SPLITS, DataError, load_split, split_path
@@ -47,19 +50,20 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=path_arg, required=True, help="output folder")
     ap.add_argument("--teacher", type=path_arg, default=None,
                     help="teacher checkpoint (.safetensors), required for student and naive")
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=None, help="default 4000")
+    ap.add_argument("--batch", type=int, default=None, help="default 64")
     ap.add_argument("--seq", type=int, default=256,
                     help=f"window length in bytes, 1..{MAX_SEQ}, shorter than every split")
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, > 0")
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--wd", type=float, default=0.1,
-                    help="AdamW weight decay on matrices, >= 0")
-    ap.add_argument("--dropout", type=float, default=0.1, help="in [0, 1)")
-    ap.add_argument("--grad-clip", type=float, default=1.0,
-                    help="gradient norm clip, >= 0 (0: off)")
-    ap.add_argument("--ce-weight", type=float, default=0.0,
-                    help="student: weight of the data cross-entropy added to the KL, >= 0")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate, > 0 (default 2e-3)")
+    ap.add_argument("--warmup", type=int, default=None, help="default 200")
+    ap.add_argument("--wd", type=float, default=None,
+                    help="AdamW weight decay on matrices, >= 0 (default 0.1)")
+    ap.add_argument("--dropout", type=float, default=None, help="in [0, 1) (default 0.1)")
+    ap.add_argument("--grad-clip", type=float, default=None,
+                    help="gradient norm clip, >= 0 (0: off; default 1)")
+    ap.add_argument("--ce-weight", type=float, default=None,
+                    help="student: weight of the data cross-entropy added to the KL, >= 0 "
+                         "(default 0)")
     ap.add_argument("--seed", type=int, default=0, help=f"0..{SEED_MAX}")
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="default: cuda if available, else cpu")
@@ -67,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ap.add_argument(flag, type=int, default=None,
                         help=f"teacher: default {getattr(LM_CONFIG, name)}; student and naive: "
                              f"the teacher's (if given, it must be the teacher's)")
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=None, help="default 250")
     ap.add_argument("--eval-seqs", type=int, default=200,
                     help="validation windows of --seq bytes for checkpoint selection")
     ap.add_argument("--eval-batch", type=int, default=16,
@@ -78,8 +82,27 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-limit", type=float, default=None,
                     help="stop training after this many seconds, > 0 (the best checkpoint is "
                          "kept)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    ap.add_argument("--compile", action="store_true", default=None,
+                    help="torch.compile the training forward")
     return ap
+
+
+# Flags that only training honours, with their defaults (``--model naive`` takes no step).
+TRAINING_DEFAULTS: dict[str, object] = {
+    "--steps": 4000, "--batch": 64, "--lr": 2e-3, "--warmup": 200, "--wd": 0.1, "--dropout": 0.1,
+    "--grad-clip": 1.0, "--ce-weight": 0.0, "--eval-every": 250, "--compile": False,
+}
+
+
+def _check_mode(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse the flags the chosen ``--model`` cannot honour, then fill the defaults."""
+    if a.model == "naive":
+        refuse_unused(ap, a, {f: "the teacher binarised, no training steps"
+                              for f in [*TRAINING_DEFAULTS, "--time-limit"]}, "--model naive")
+    elif a.model == "teacher":
+        refuse_unused(ap, a, {"--ce-weight": "it weights the data term of the student's "
+                                             "distillation loss"}, "--model teacher")
+    fill_defaults(a, TRAINING_DEFAULTS)
 
 
 def _check_numbers(a: argparse.Namespace) -> None:
@@ -150,6 +173,7 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         ap.error(f"--teacher is required for --model {a.model}")
     if a.model == "teacher" and a.teacher is not None:
         ap.error("--teacher is only for --model student or naive")
+    _check_mode(ap, a)
     if a.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available")
     try:
