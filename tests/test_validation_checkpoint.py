@@ -90,8 +90,15 @@ CASES = [
      "file of 0 bytes"),
     ("random", "student", True,
      lambda p, d: d.write_bytes(np.random.default_rng(0).bytes(3000)),
-     "not a safetensors file (or a truncated one): expected a header of at most 2,992 bytes, "
-     "found a header length of {n_random:,}"),
+     "not a safetensors file: expected a header length of at most 100,000,000 bytes in the "
+     "first 8, found {n_random:,}"),
+    ("header_cut", "student", True,
+     lambda p, d: d.write_bytes(p.read_bytes()[:200]),
+     "truncated (or not a safetensors file): its first 8 bytes announce a header of "
+     "{n_header:,} bytes, the file holds 192 after them"),
+    ("header_length_0", "student", True,
+     lambda p, d: d.write_bytes(bytes(100)),
+     "not a safetensors file: expected a JSON header, found a header length of 0"),
     ("header_not_json", "student", True,
      lambda p, d: d.write_bytes((12).to_bytes(8, "little") + b"not json at all"),
      "not a safetensors file: expected a JSON header of 12 bytes, found bytes that are not JSON"),
@@ -198,7 +205,7 @@ def build(good: Path, tmp: Path, case: tuple) -> tuple[Path, str]:
     size = src.stat().st_size
     n_header = int.from_bytes(src.read_bytes()[:8], "little")
     rnd = np.random.default_rng(0).bytes(3000)
-    message = message.format(size=size, data=size - 8 - n_header, half=size // 2,
+    message = message.format(size=size, data=size - 8 - n_header, half=size // 2, n_header=n_header,
                              n_random=int.from_bytes(rnd[:8], "little"))
     return dst, f"{dst}: {message}"
 

@@ -46,7 +46,8 @@ def test_greedy_generation_refuses_sampler_flags(capsys, generate_calls, flag, v
     for t in ("0", "0.0", "-0"):
         err = usage_error(capsys, generate_cli.main, ["--prompt", "x", "--temperature", t,
                                                       flag, value])
-        assert err == f"{GEN}: error: {flag} has no effect with --temperature 0 ({why}); leave it out"
+        assert err == (f"{GEN}: error: {flag} has no effect with --temperature 0 ({why}); "
+                       f"leave it out")
     assert generate_calls == []
 
 

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = replace(QuantSpec(), **widths)
         for f in ("teacher.safetensors", "student.safetensors"):
             if not (args.checkpoint / f).exists():
-                raise ValueError(f"--checkpoint must be a folder holding {f}, not {args.checkpoint}")
+                raise ValueError(f"--checkpoint must be a folder holding {f}, "
+                                 f"not {args.checkpoint}")
         if args.sweep_act is not None:
             if args.check or args.act_bits is not None:
                 raise ValueError("--sweep-act cannot be combined with --check or --act-bits")

@@ -241,10 +241,16 @@ def _read_header(path: Path | str) -> tuple[dict[str, dict], dict | None]:
                 raise _fail(path, f"not a safetensors file: expected an 8-byte header length "
                                   f"and a JSON header, found a file of {size} bytes")
             n = int.from_bytes(head, "little")
-            if n > min(size - 8, _MAX_HEADER):
-                raise _fail(path, f"not a safetensors file (or a truncated one): expected a "
-                                  f"header of at most {min(size - 8, _MAX_HEADER):,} bytes, "
-                                  f"found a header length of {n:,}")
+            if n > _MAX_HEADER:
+                raise _fail(path, f"not a safetensors file: expected a header length of at "
+                                  f"most {_MAX_HEADER:,} bytes in the first 8, found {n:,}")
+            if n > size - 8:
+                raise _fail(path, f"truncated (or not a safetensors file): its first 8 bytes "
+                                  f"announce a header of {n:,} bytes, the file holds "
+                                  f"{size - 8:,} after them")
+            if n == 0:
+                raise _fail(path, "not a safetensors file: expected a JSON header, found a "
+                                  "header length of 0")
             raw = f.read(n)
     except OSError as e:
         raise _fail(path, f"cannot be read ({e.strerror or e})") from None
@@ -365,8 +371,9 @@ def _check_tensor_table(path: Path | str, header: dict[str, dict], cfg: BiMambaC
         k = missing[0]
         dt, shape = want[k]
         more = f"; {len(missing)} keys missing in all" if len(missing) > 1 else ""
+        hint = _layer_hint(k, cfg, missing, want)
         raise _fail(path, f"{key_label(k)}: missing (expected {_ST_NAMES[dt]} of shape {shape} "
-                          f"in a {_role(binary)} of this config{more}{_layer_hint(k, cfg, missing, want)})")
+                          f"in a {_role(binary)} of this config{more}{hint})")
     unexpected = sorted(k for k in header if k not in want)
     if unexpected:
         k = unexpected[0]
