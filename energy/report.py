@@ -3,8 +3,10 @@
 ``python energy/report.py`` prints the tables for all three presets; ``--preset`` picks one,
 ``--format md|csv|json`` the output, ``--set name=value`` / ``--arch FILE`` change the
 architecture, ``--memory NAME`` prices DRAM and sets its bandwidth from a DRAM technology of
-``energy/references/dram.json``, ``--plot DIR`` writes PNG charts, ``--sweep`` joins the golden
-model's accuracy with the estimated energy over activation widths.
+``energy/references/dram.json``, ``--platform NAME`` ties everything to a platform of
+``energy/platforms.json`` (clock, memory, static power, resources; whether the engine fits),
+``--plot DIR`` writes PNG charts, ``--sweep`` joins the golden model's accuracy with the
+estimated energy over activation widths.
 
 Beside the estimate it prints the memory roofline (``energy/roofline.py``: the minimal DRAM
 bytes per token by kind, the tokens/s the bandwidth allows, the design's share of it, the
@@ -41,6 +43,10 @@ from energy.estimator import (  # noqa: E402
     Arch, arch_from_args, check_lanes, dram_pj_per_bit, estimate, layer_config, resolve_table,
 )
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
+from energy.platforms import (  # noqa: E402
+    PLATFORM_FIELDS, Platform, custom_platform, engine_area, load_platforms, platform_arch,
+    platform_view,
+)
 from energy.roofline import (  # noqa: E402
     BYTE_KINDS, bytes_per_token, energy_floor_j, roofline_tokens_per_s,
 )
@@ -54,6 +60,8 @@ PRESETS = ("780M", "1.3B", "2.7B")
 GIB = 2**30
 MAX_PREFILL = 2**20  # prefill length: a million tokens is past any context this models
 # Values of each --plot-sweep; simd, pe and lanes go in powers of two (a log2 axis).
+# Clocks of the ASIC point's table (Hz): what its figures rest on.
+ASIC_CLOCKS = (100e6, 200e6, 300e6, 500e6, 700e6, 1000e6)
 SWEEP_VALUES = {"act_bits": (2, 4, 6, 8, 10, 12, 16), "simd": (16, 32, 64, 128, 256),
                 "pe": (4, 8, 16, 32, 64), "lanes": (4, 8, 16, 32, 64)}
 PLOTS = ("energy_breakdown.png", "memory.png", "roofline.png")  # plus sweep_<param>.png
@@ -395,6 +403,9 @@ def _csv(reports: dict[str, dict]) -> str:
             for n, r in reports.items()}
     for n, r in reports.items():  # action counts as columns too
         flat[n].update({f"actions.{k}": v for k, v in r["actions_per_token"].items()})
+        if "platform" in r:
+            flat[n].update({f"platform.{k}": r["platform"][k]
+                            for k in ("name", "clock_hz", "clock_source", "fits")})
     w = csv.DictWriter(buf, fieldnames=["preset", *next(iter(flat.values()))])
     w.writeheader()
     for n, r in flat.items():
@@ -546,6 +557,11 @@ def _parser() -> argparse.ArgumentParser:
                          "design point's XNOR array and scan on FPGA, from the fit of measured "
                          "place-and-route results in fpga/area.json (python -m fpga.area); "
                          "FPGA is the fit's device")
+    ap.add_argument("--platform", metavar="NAME",
+                    help="tie the estimate to a platform of energy/platforms.json: its clock "
+                         "(an FPGA's the Fmax make fpga measured), memory bandwidth and energy, "
+                         "static power and resources; an FPGA's engine is the largest that "
+                         "fits it")
     ap.add_argument("--prefill", default="512",
                     help=f"prefill length L, 1 to {MAX_PREFILL} (default 512)")
     return ap
@@ -641,6 +657,126 @@ def _area_md(view: dict[str, dict], device: str) -> str:
     return "\n".join(out)
 
 
+def _platform_clash(args: argparse.Namespace) -> None:
+    """``--platform`` sets the clock, the memory and static power: refused beside --memory,
+    or beside a --set or --arch value for one of those fields (which it would override)."""
+    if args.platform is None:
+        return
+    if args.memory is not None:
+        raise ValueError("--platform sets the memory; leave --memory out")
+    given = {item.split("=", 1)[0].strip() for item in args.set}
+    if args.arch:
+        given |= set(json.loads(Path(args.arch).read_text()))
+    clash = [k for k in PLATFORM_FIELDS if k in given]
+    if clash:
+        raise ValueError(f"--platform {args.platform} sets {', '.join(clash)}; leave "
+                         f"{clash[0]} out of --set and --arch")
+
+
+def sized_for(p: Platform, cfg, arch: Arch) -> tuple[Arch, str]:
+    """``arch`` on platform ``p``, and how its engine was sized. On an FPGA the engine sized
+    to the memory may not fit the device: the largest power-of-two beat (at most the memory's
+    bytes a cycle) whose whole engine fits its LUTs, flip-flops, DSPs and block RAMs is taken;
+    if none fits, the smallest that sizes an engine (and ``fits`` says no). An array or beat
+    the user gave is kept."""
+    a = platform_arch(p, arch)
+    if p.kind != "fpga" or arch.beat_bytes or arch.simd or arch.pe:
+        return a, "as given" if (arch.beat_bytes or arch.simd or arch.pe) else "to the memory"
+    bpc = p.bytes_per_s / p.clock_hz
+    top = 1
+    while top * 2 <= min(bpc, 65536) or top < bpc and top * 2 <= 65536:
+        top *= 2
+    smallest = None
+    beat = top
+    while beat >= 1:
+        try:
+            e = estimate(cfg, replace(a, beat_bytes=beat), "bimamba")
+        except ValueError:
+            beat //= 2
+            continue
+        lc = e.layer
+        need, _, _ = engine_area(lc.simd, lc.pe, lc.lanes)
+        smallest = beat
+        if all(need[k] <= p.resources[k] for k in need):
+            return (replace(a, beat_bytes=beat),
+                    f"the largest engine that fits the device: a {beat}-byte beat (the memory "
+                    f"delivers {bpc:,.1f} bytes a cycle at this clock)")
+        beat //= 2
+    if smallest is None:
+        raise ValueError(f"no engine of a beat up to {top} bytes can be sized for this model")
+    return (replace(a, beat_bytes=smallest),
+            f"no engine fits the device; the smallest, a {smallest}-byte beat, is shown")
+
+
+def clock_table(cfg, arch: Arch) -> list[dict]:
+    """Tokens/s, energy per token and share of the roofline of the 1-bit design at each
+    clock of :data:`ASIC_CLOCKS`, the rest of ``arch`` kept (the engine re-sized to the memory
+    at each clock, as the estimator sizes it)."""
+    rows = []
+    need = sum(bytes_per_token(cfg, "bimamba", arch.state_bits, arch.data_bits,
+                               arch.state_on_chip, arch.spec).values())
+    roof = roofline_tokens_per_s(need, arch.dram_bytes_per_s)
+    for hz in ASIC_CLOCKS:
+        try:
+            e = estimate(cfg, replace(arch, clock_hz=hz), "bimamba")
+        except ValueError as err:
+            rows.append({"clock_hz": hz, "error": str(err)})
+            continue
+        rows.append({"clock_hz": hz, "tokens_per_s": e.tokens_per_s, "bound": e.bound,
+                     "energy_per_token_j": e.energy_per_token_j,
+                     "roofline_fraction": e.tokens_per_s / roof,
+                     "beat_bytes": e.layer.beat_bytes, "simd": e.layer.simd, "pe": e.layer.pe,
+                     "lanes": e.layer.lanes})
+    return rows
+
+
+def _platform_md(reports: dict[str, dict]) -> list[str]:
+    out = ["", "Platform (energy/platforms.json; --platform NAME): clock, memory and whether "
+           "the engine fits, per model:", "",
+           "| model | platform | clock | bandwidth | engine | LUT4 | FF | DSP | BRAM | "
+           "memory | fits | tokens/s | mJ/token | share of roofline |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for n, r in reports.items():
+        v, d = r["platform"], r["design_point"]
+        res = v["resources"]
+
+        def cell(k: str) -> str:
+            if k not in res:
+                return "-"
+            x = res[k]
+            return f"{x['need']:,} / {x['have']:,}" + (" **over**" if x["need"] > x["have"]
+                                                       else "")
+
+        mem = ("-" if "memory_bytes" not in res else
+               f"{res['memory_bytes']['need'] / 2**20:,.0f} / "
+               f"{res['memory_bytes']['have'] / 2**20:,.0f} MiB"
+               + (" **over**" if res["memory_bytes"]["need"] > res["memory_bytes"]["have"]
+                  else ""))
+        out.append(f"| {n} | {v['name']} | {v['clock_hz'] / 1e6:.1f} MHz ({v['clock_source']}) "
+                   f"| {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s | {d['pe']} x {d['simd']}, "
+                   f"{d['lanes']} lanes | {cell('lut4')} | {cell('ff')} | {cell('dsp')} | "
+                   f"{cell('bram')} | {mem} | {'yes' if v['fits'] else 'no'} | "
+                   f"{v['tokens_per_s']:,.2f} | {v['energy_per_token_j'] * 1e3:,.2f} | "
+                   f"{v['roofline_fraction']:.1%} |")
+        for t in (v.get("sizing"), v["area_basis"], v["clock_note"]):
+            if t and t not in notes:
+                notes.append(t)
+    out += [""] + [f"- {t}" for t in notes]
+    sweeps = {n: r["clock_table"] for n, r in reports.items() if r.get("clock_table")}
+    if sweeps:
+        out += ["", "The ASIC point against its clock (an assumption): tokens/s and mJ/token of "
+                "the 1-bit design, the engine sized to the memory at each clock:", "",
+                "| model | " + " | ".join(f"{hz / 1e6:g} MHz" for hz in ASIC_CLOCKS) + " |",
+                "|---|" + "---|" * len(ASIC_CLOCKS)]
+        for n, rows in sweeps.items():
+            out.append(f"| {n} | " + " | ".join(
+                "-" if "error" in x else
+                f"{x['tokens_per_s']:,.1f} tok/s, {x['energy_per_token_j'] * 1e3:.1f} mJ"
+                for x in rows) + " |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -658,7 +794,15 @@ def main(argv: list[str] | None = None) -> int:
         seed = _bounded("--seed", "0" if args.seed is None else args.seed, 0, MAX_SEED)
         arch = arch_from_args(args.arch, args.set)
         load_table(arch.table)
+        _platform_clash(args)
         arch = _with_memory(args, arch)
+        platform = None
+        if args.platform is not None:
+            platforms = load_platforms()
+            if args.platform not in platforms:
+                raise ValueError(f"--platform must be one of {', '.join(platforms)}, not "
+                                 f"{args.platform!r}")
+            platform = platforms[args.platform]
         if args.sweep:  # the engine's own limits on each width, before the sweep's work
             for a in acts:
                 try:
@@ -673,7 +817,14 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for p in presets:  # arithmetic only; refuses RAM sizes that do not hold this preset
         try:
-            reports[p] = preset_report(p, arch, prefill, args.memory, records)
+            plat = platform or custom_platform(arch)
+            arch_p, sizing = (sized_for(platform, get_preset(p), arch) if platform
+                              else (arch, "to the memory"))
+            reports[p] = preset_report(p, arch_p, prefill, args.memory, records)
+            reports[p]["platform"] = {**platform_view(plat, reports[p], arch_p),
+                                      "sizing": sizing}
+            if plat.kind == "asic":
+                reports[p]["clock_table"] = clock_table(get_preset(p), arch_p)
         except ValueError as e:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
@@ -701,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_csv(reports), end="")
     else:
         print(_md(reports, arch))
+        print("\n".join(_platform_md(reports)))
         if area:
             print("\n" + _area_md(area, args.area))
         if sweep:

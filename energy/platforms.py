@@ -1,0 +1,261 @@
+"""Platforms as data: the machine an estimate is made for, each figure with its source.
+
+``energy/platforms.json`` holds each platform's clock, memory (bandwidth, energy per bit,
+capacity), static power and resources. An FPGA's clock is not a number in that file: it names
+a whole-engine build of ``fpga/engines.json``, and the clock is the Fmax that ``make fpga``
+measured for it (``clock_source = "measured"``). An ASIC's clock is an assumption and says so
+(``"assumed"``).
+
+:func:`platform_arch` puts a platform's clock, bandwidth, DRAM energy and static power into an
+:class:`~energy.estimator.Arch`; :func:`platform_view` says whether the design point of a
+report fits the platform and what it achieves there. What "fits" checks:
+
+* **logic, flip-flops, DSPs, block RAMs** (FPGAs, :func:`engine_area`): the linear fit of the
+  XNOR projection and the scan (``fpga/area.json``) at the design point, plus what the
+  measured whole engine of ``fpga/engines.json`` holds beyond that fit at its own size (the
+  stream projections, norms, conv, gate and buffers), per ``pe`` lane, since each of those
+  units has ``pe`` lanes. One whole-engine build stands behind that rest, so it is a one-point
+  correction, not a fit; ``area_basis`` says so.
+  Counts of the ECP5 fit are taken as upper bounds on another FPGA's cells (a LUT6 holds any
+  LUT4; a DSP48E2 any 18 x 18 product; an 18 Kb block RAM half any DP16KD).
+* **on-chip state** (FPGAs, ``state_on_chip``): the SSM state of every layer in the block RAM
+  and URAM bits the engine leaves free.
+* **off-chip memory**: the model's weights (and its state, when it lives in DRAM) within the
+  memory's capacity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = ["engine_area", "CLOCK_SOURCES", "PLATFORMS_PATH", "ENGINES_PATH", "Platform", "load_engines",
+           "load_platforms", "platform_arch", "platform_view", "PLATFORM_FIELDS",
+           "custom_platform"]
+
+PLATFORMS_PATH = Path(__file__).with_name("platforms.json")
+ENGINES_PATH = Path(__file__).resolve().parents[1] / "fpga" / "engines.json"
+CLOCK_SOURCES = ("measured", "fitted", "assumed")
+KINDS = ("fpga", "asic")
+RESOURCES = ("lut4", "ff", "dsp", "bram")
+BRAM_BITS = 18 * 1024  # one DP16KD (ECP5) or one half of a BRAM36 (UltraScale+)
+# The Arch fields a platform sets (--set and --arch may not set them beside --platform).
+PLATFORM_FIELDS = ("clock_hz", "dram_bytes_per_s", "dram_pj_per_bit", "static_w",
+                   "static_fp16_w")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One platform of ``energy/platforms.json``, its clock resolved."""
+
+    name: str
+    kind: str  # "fpga" or "asic"
+    summary: str
+    clock_hz: float
+    clock_source: str  # one of CLOCK_SOURCES
+    clock_note: str
+    clock_build: dict | None  # the fpga/engines.json row the clock was measured on
+    bytes_per_s: float
+    pj_per_bit: float
+    capacity_bytes: int
+    static_w: float
+    resources: dict | None  # lut4, ff, dsp, bram, bram_bits, uram_bits (FPGAs)
+    fpga_device: str | None  # the fpga/area.json device whose fit applies directly
+    sources: dict  # every figure's source, as the file gives it
+
+
+def _fail(where: str, msg: str) -> ValueError:
+    return ValueError(f"{where}: {msg}")
+
+
+def load_engines(path: Path = ENGINES_PATH) -> dict[str, dict]:
+    """The whole-engine builds of ``fpga/engines.json`` by build name."""
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _fail(str(path), f"expected a JSON object with a 'rows' list ({e})") from None
+    out = {}
+    for i, r in enumerate(rows):
+        for k in ("build", "device", "lut4", "ff", "bram", "dsp", "fmax_mhz", "params",
+                  "measured"):
+            if k not in r:
+                raise _fail(str(path), f"row {i}: missing {k!r}")
+        if not (isinstance(r["fmax_mhz"], (int, float)) and 1 <= r["fmax_mhz"] <= 2000):
+            raise _fail(str(path), f"row {r['build']}: fmax_mhz must be a number of MHz in "
+                                   f"[1, 2000], not {r['fmax_mhz']!r}")
+        out[r["build"]] = r
+    return out
+
+
+def _positive(where: str, name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _fail(where, f"{name} must be a positive finite number, not {v!r}")
+    return float(v)
+
+
+def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(str(path), f"a platform without a name: {entry!r:.80}")
+    where = f"{path}: platform {name!r}"
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise _fail(where, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    clock = entry.get("clock") or {}
+    build = None
+    if "build" in clock:
+        if clock["build"] not in engines:
+            raise _fail(where, f"clock build {clock['build']!r} is not a row of {ENGINES_PATH} "
+                               f"(rows: {', '.join(engines) or 'none'})")
+        build = engines[clock["build"]]
+        clock_hz, source = build["fmax_mhz"] * 1e6, "measured"
+    elif "hz" in clock:
+        if clock.get("status") != "assumption":
+            raise _fail(where, "a clock given in Hz must be marked \"status\": \"assumption\" "
+                               "(a measured clock names its build in fpga/engines.json)")
+        if kind == "fpga":
+            raise _fail(where, "an FPGA's clock must name the build of fpga/engines.json it "
+                               "was measured on, not a number")
+        clock_hz, source = _positive(where, "clock.hz", clock["hz"]), "assumed"
+    else:
+        raise _fail(where, "clock must name a build of fpga/engines.json or give hz")
+    mem = entry.get("memory") or {}
+    for k in ("bytes_per_s", "pj_per_bit", "capacity_bytes"):
+        if k not in mem:
+            raise _fail(where, f"memory lacks {k!r}")
+    res = entry.get("resources")
+    if kind == "fpga":
+        if not isinstance(res, dict) or any(k not in res for k in (*RESOURCES, "bram_bits",
+                                                                    "uram_bits")):
+            raise _fail(where, f"an FPGA needs resources {', '.join(RESOURCES)}, bram_bits "
+                               f"and uram_bits")
+    for k in ("static_w",):
+        _positive(where, k, entry.get(k))
+    sources = {k: v for k, v in entry.items() if k.endswith(("_source", "_status"))}
+    sources.update({f"memory.{k}": v for k, v in mem.items()
+                    if k.endswith(("_source", "_status"))})
+    return Platform(
+        name=name, kind=kind, summary=entry.get("summary", ""), clock_hz=clock_hz,
+        clock_source=source, clock_note=clock.get("note", ""), clock_build=build,
+        bytes_per_s=_positive(where, "memory.bytes_per_s", mem["bytes_per_s"]),
+        pj_per_bit=_positive(where, "memory.pj_per_bit", mem["pj_per_bit"]),
+        capacity_bytes=int(_positive(where, "memory.capacity_bytes", mem["capacity_bytes"])),
+        static_w=float(entry["static_w"]), resources=res,
+        fpga_device=entry.get("fpga_device"), sources=sources)
+
+
+def load_platforms(path: Path = PLATFORMS_PATH,
+                   engines_path: Path = ENGINES_PATH) -> dict[str, Platform]:
+    """Every platform of ``path`` by name, each checked (errors name the file, the platform
+    and the field)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        entries = doc["platforms"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _fail(str(path), f"expected a JSON object with a 'platforms' list ({e})") from None
+    engines = load_engines(engines_path)
+    out: dict[str, Platform] = {}
+    for e in entries:
+        p = _platform(e, engines, Path(path))
+        if p.name in out:
+            raise _fail(str(path), f"platform {p.name!r} is named twice")
+        out[p.name] = p
+    return out
+
+
+def custom_platform(arch) -> Platform:
+    """The platform an :class:`~energy.estimator.Arch` describes when no ``--platform`` is
+    named: its own clock and memory, every figure the user's or the default's, the clock an
+    assumption."""
+    from energy.estimator import dram_pj_per_bit
+
+    return Platform(
+        name="custom", kind="asic", summary="the architecture parameters as given (no "
+        "--platform)", clock_hz=arch.clock_hz, clock_source="assumed",
+        clock_note="Arch.clock_hz (default 1 GHz, an assumption: no ASIC flow behind it)",
+        clock_build=None, bytes_per_s=arch.dram_bytes_per_s, pj_per_bit=dram_pj_per_bit(arch),
+        capacity_bytes=0, static_w=arch.static_w, resources=None, fpga_device=None,
+        sources={"static_status": "assumption"})
+
+
+def platform_arch(p: Platform, arch):
+    """``arch`` with ``p``'s clock, bandwidth, DRAM energy per bit and static power (the same
+    static power for every design on the platform)."""
+    return replace(arch, clock_hz=p.clock_hz, dram_bytes_per_s=p.bytes_per_s,
+                   dram_pj_per_bit=p.pj_per_bit, static_w=p.static_w, static_fp16_w=p.static_w)
+
+
+def _rest_of_engine(engines: dict[str, dict]) -> tuple[dict[str, float], dict]:
+    """Per resource, what the measured whole layer engine holds beyond the projection + scan
+    fit at its own size (the stream projections, norms, conv, gate and buffers), and that
+    build. The rest is taken to grow with ``pe`` (each of those units has ``pe`` lanes)."""
+    from fpga.area import area_estimate
+
+    rows = [r for r in engines.values() if r.get("unit") == "layer"]
+    if not rows:
+        raise ValueError(f"{ENGINES_PATH}: no whole layer engine build to add the rest of the "
+                         f"engine from")
+    r = rows[0]
+    q = r["params"]
+    est = area_estimate(q["simd"], q["pe"], q["lanes"])["total"]
+    return {k: max(r[k] - est[k], 0) / q["pe"] for k in RESOURCES}, r
+
+
+def engine_area(simd: int, pe: int, lanes: int, engines: dict[str, dict] | None = None
+                ) -> tuple[dict[str, int], str, bool]:
+    """FPGA resources of a whole layer engine at (``simd``, ``pe``, ``lanes``): the fit of the
+    projection and the scan (``fpga/area.json``) plus the rest of the measured whole engine
+    per ``pe`` lane; the basis in words; whether the fit extrapolates."""
+    from fpga.area import area_estimate
+
+    engines = engines if engines is not None else load_engines()
+    per_pe, build = _rest_of_engine(engines)
+    est = area_estimate(simd, pe, lanes)
+    need = {k: math.ceil(est["total"][k] + per_pe[k] * pe - 1e-9) for k in RESOURCES}
+    basis = (f"fpga/area.json's projection and scan fit at ({simd}, {pe}, {lanes} lanes) plus "
+             f"the rest of the measured whole engine {build['build']} per pe lane "
+             f"({per_pe['lut4']:.0f} LUT4, {per_pe['ff']:.0f} FF, {per_pe['dsp']:.1f} DSP, "
+             f"{per_pe['bram']:.1f} BRAM; one build, not a fit)"
+             + ("; extrapolated beyond the measured sizes" if est["extrapolated"] else ""))
+    return need, basis, est["extrapolated"]
+
+
+def platform_view(p: Platform, report: dict, arch, engines: dict[str, dict] | None = None
+                  ) -> dict:
+    """Whether the design point of ``report`` (a preset report made on ``arch``) fits ``p``,
+    with the need and the capacity of each resource, and what it achieves there."""
+    d = report["design_point"]
+    need: dict[str, dict] = {}
+    basis = None
+    if p.kind == "fpga":
+        area, basis, _ = engine_area(d["simd"], d["pe"], d["lanes"], engines)
+        for k in RESOURCES:
+            need[k] = {"need": area[k], "have": p.resources[k]}
+        on_chip = report["state_bytes"] * 8 if arch.state_on_chip else 0
+        free = (p.resources["bram"] - need["bram"]["need"]) * BRAM_BITS + p.resources["uram_bits"]
+        need["state_bits_on_chip"] = {"need": on_chip, "have": max(free, 0)}
+    # The 1-bit design keeps 8-bit head/embedding weights: its footprint is the packed weights
+    # plus the head at head_bits, and the state when it lives in DRAM.
+    off_chip = (report["weights_bimamba_bytes"]
+                + report["embedding_bytes"] * arch.head_bits // 16
+                + (0 if arch.state_on_chip else report["state_bytes"]))
+    if p.capacity_bytes:
+        need["memory_bytes"] = {"need": off_chip, "have": p.capacity_bytes}
+    short = [k for k, v in need.items() if v["need"] > v["have"]]
+    return {
+        "name": p.name, "kind": p.kind, "summary": p.summary,
+        "clock_hz": p.clock_hz, "clock_source": p.clock_source, "clock_note": p.clock_note,
+        "clock_measured_on": (None if p.clock_build is None else
+                              {k: p.clock_build[k] for k in ("build", "device", "config",
+                                                             "fmax_mhz", "measured")
+                               if k in p.clock_build}),
+        "bandwidth_bytes_per_s": p.bytes_per_s, "memory_pj_per_bit": p.pj_per_bit,
+        "memory_capacity_bytes": p.capacity_bytes or None, "static_w": p.static_w,
+        "fits": not short, "short_of": short, "resources": need, "area_basis": basis,
+        "tokens_per_s": report["tokens_per_s"],
+        "energy_per_token_j": report["energy_per_token_j"],
+        "roofline_fraction": report["roofline_fraction"],
+        "sources": p.sources,
+    }

@@ -1,0 +1,201 @@
+"""Platforms as data (energy/platforms.json, energy/platforms.py, ``report.py --platform``):
+the clock of an FPGA is the Fmax a whole-engine build measured, never a number typed in; the
+file is checked as it is read; the engine on an FPGA is the largest that fits it; every preset
+of the JSON report carries its platform; the ASIC point comes with its clock table.
+
+Expectations are derived from the data files read here directly (json), not from the module
+under test."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from energy import report
+from energy.estimator import Arch, estimate
+from energy.platforms import (
+    ENGINES_PATH, PLATFORMS_PATH, engine_area, load_platforms, platform_arch, platform_view,
+)
+from fpga.area import area_estimate
+from model.config import get_preset
+
+from .conftest import usage_error
+
+PLATFORMS = json.loads(PLATFORMS_PATH.read_text())["platforms"]
+ENGINES = {r["build"]: r for r in json.loads(ENGINES_PATH.read_text())["rows"]}
+
+
+def _entry(name: str) -> dict:
+    return next(p for p in PLATFORMS if p["name"] == name)
+
+
+def test_shipped_platforms_cover_an_ecp5_board_an_hbm_card_and_an_asic():
+    ps = load_platforms()
+    assert {"ulx3s", "u55c", "asic-45nm"} <= set(ps)
+    assert ps["ulx3s"].fpga_device == "ecp5-85k" and ps["ulx3s"].kind == "fpga"
+    assert ps["u55c"].bytes_per_s == 460e9 and ps["u55c"].resources["dsp"] == 9024
+    assert ps["asic-45nm"].kind == "asic" and ps["asic-45nm"].clock_source == "assumed"
+
+
+def test_fpga_clocks_are_the_measured_fmax_of_their_build():
+    for p in load_platforms().values():
+        if p.kind != "fpga":
+            continue
+        row = ENGINES[_entry(p.name)["clock"]["build"]]
+        assert p.clock_source == "measured"
+        assert p.clock_hz == pytest.approx(row["fmax_mhz"] * 1e6, rel=0, abs=1e-3)
+
+
+def test_every_figure_has_a_source():
+    for e in PLATFORMS:
+        for k in ("static_source", "static_status"):
+            assert e[k], (e["name"], k)
+        for k in ("bytes_per_s_source", "pj_per_bit_source", "capacity_source"):
+            assert e["memory"][k], (e["name"], k)
+        assert e["resources_source"]
+
+
+def _write(tmp_path: Path, entries: list[dict]) -> Path:
+    p = tmp_path / "platforms.json"
+    p.write_text(json.dumps({"platforms": entries}))
+    return p
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda e: e.update(clock={"hz": 2e8, "status": "assumption"}),
+     "an FPGA's clock must name the build of fpga/engines.json it was measured on"),
+    (lambda e: e.update(clock={"build": "no_such_build"}),
+     "clock build 'no_such_build' is not a row of"),
+    (lambda e: e.update(kind="gpu"), "kind must be one of fpga, asic, not 'gpu'"),
+    (lambda e: e["memory"].update(bytes_per_s=-1),
+     "memory.bytes_per_s must be a positive finite number, not -1"),
+    (lambda e: e["memory"].pop("pj_per_bit"), "memory lacks 'pj_per_bit'"),
+    (lambda e: e["resources"].pop("dsp"), "an FPGA needs resources lut4, ff, dsp, bram"),
+    (lambda e: e.update(static_w=float("nan")),
+     "static_w must be a positive finite number, not nan"),
+])
+def test_a_bad_platform_file_is_refused_naming_platform_and_field(tmp_path, change, message):
+    e = json.loads(json.dumps(_entry("ulx3s")))
+    change(e)
+    path = _write(tmp_path, [e])
+    with pytest.raises(ValueError) as err:
+        load_platforms(path)
+    assert str(err.value).startswith(f"{path}: platform 'ulx3s': ")
+    assert message in str(err.value)
+
+
+def test_an_asic_clock_must_be_marked_an_assumption(tmp_path):
+    e = json.loads(json.dumps(_entry("asic-45nm")))
+    e["clock"] = {"hz": 1e9}
+    with pytest.raises(ValueError, match="must be marked \"status\": \"assumption\""):
+        load_platforms(_write(tmp_path, [e]))
+
+
+def test_a_platform_named_twice_is_refused(tmp_path):
+    e = _entry("asic-45nm")
+    with pytest.raises(ValueError, match="platform 'asic-45nm' is named twice"):
+        load_platforms(_write(tmp_path, [e, e]))
+
+
+def test_engine_area_is_the_measured_build_at_its_own_size_and_grows_with_pe():
+    row = next(r for r in ENGINES.values() if r["unit"] == "layer")
+    q = row["params"]
+    need, basis, _ = engine_area(q["simd"], q["pe"], q["lanes"])
+    assert need == {k: row[k] for k in ("lut4", "ff", "dsp", "bram")}
+    assert row["build"] in basis and "one build, not a fit" in basis
+    # At twice the pe: the fit's projection and scan at that size plus twice the rest.
+    fit0 = area_estimate(q["simd"], q["pe"], q["lanes"])["total"]
+    fit1 = area_estimate(q["simd"], 2 * q["pe"], q["lanes"])["total"]
+    need2, _, _ = engine_area(q["simd"], 2 * q["pe"], q["lanes"])
+    for k in ("lut4", "ff", "dsp"):
+        rest = row[k] - fit0[k]
+        assert need2[k] == math.ceil(fit1[k] + 2 * rest - 1e-9), k
+
+
+def test_fpga_engine_is_the_largest_beat_that_fits():
+    p = load_platforms()["u55c"]
+    cfg = get_preset("2.7B")
+    a, sizing = report.sized_for(p, cfg, Arch())
+    assert "the largest engine that fits the device" in sizing
+    beat = a.beat_bytes
+
+    def fits(bb: int) -> bool | None:
+        """None: the beat sizes no engine for the model."""
+        try:
+            e = estimate(cfg, replace(a, beat_bytes=bb), "bimamba")
+        except ValueError:
+            return None
+        need, _, _ = engine_area(e.layer.simd, e.layer.pe, e.layer.lanes)
+        return all(need[k] <= p.resources[k] for k in need)
+
+    assert fits(beat) is True
+    # No larger beat up to the memory's bytes a cycle gives an engine that fits.
+    bb = 2 * beat
+    while bb <= 65536 and bb / 2 < p.bytes_per_s / p.clock_hz:
+        assert fits(bb) is not True, bb
+        bb *= 2
+    # The platform's own figures went into the architecture.
+    assert (a.clock_hz, a.dram_bytes_per_s, a.dram_pj_per_bit, a.static_w) == (
+        p.clock_hz, 460e9, 3.97, p.static_w)
+
+
+def test_platform_view_counts_the_model_against_the_memory_and_names_what_is_short():
+    p = load_platforms()["ulx3s"]
+    cfg = get_preset("780M")
+    a, _ = report.sized_for(p, cfg, Arch())
+    r = report.preset_report("780M", a)
+    v = platform_view(p, r, a)
+    need = v["resources"]["memory_bytes"]["need"]
+    # Packed weights and FP16 rest, the head at head_bits, the state in DRAM.
+    assert need == (r["weights_bimamba_bytes"] + r["embedding_bytes"] // 2 * a.head_bits // 8
+                    + r["state_bytes"])
+    assert need > 32 * 2**20 and "memory_bytes" in v["short_of"] and v["fits"] is False
+    on_chip = platform_view(p, r, replace(a, state_on_chip=True))
+    assert on_chip["resources"]["state_bits_on_chip"]["need"] == r["state_bytes"] * 8
+
+
+def test_json_report_carries_a_platform_for_every_preset(capsys):
+    assert report.main(["--platform", "ulx3s", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    row = ENGINES[_entry("ulx3s")["clock"]["build"]]
+    for n, r in doc["presets"].items():
+        plat = r["platform"]
+        assert plat["name"] == "ulx3s" and plat["clock_source"] == "measured"
+        assert plat["clock_hz"] == pytest.approx(row["fmax_mhz"] * 1e6)
+        assert plat["bandwidth_bytes_per_s"] == _entry("ulx3s")["memory"]["bytes_per_s"]
+        assert isinstance(plat["fits"], bool)
+        assert r["tokens_per_s"] == plat["tokens_per_s"]
+    # Without --platform: the architecture as given, its clock an assumption.
+    assert report.main(["--preset", "2.7B", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
+    assert r["platform"]["name"] == "custom" and r["platform"]["clock_source"] == "assumed"
+
+
+def test_asic_clock_table_at_one_ghz_is_the_default_estimate():
+    cfg = get_preset("2.7B")
+    arch = platform_arch(load_platforms()["asic-45nm"], Arch())
+    rows = report.clock_table(cfg, arch)
+    assert [r["clock_hz"] for r in rows] == [1e8, 2e8, 3e8, 5e8, 7e8, 1e9]
+    e = estimate(cfg, arch, "bimamba")
+    assert rows[-1]["tokens_per_s"] == e.tokens_per_s
+    assert rows[-1]["energy_per_token_j"] == e.energy_per_token_j
+    at_100 = estimate(cfg, replace(arch, clock_hz=1e8), "bimamba")
+    assert rows[0]["tokens_per_s"] == at_100.tokens_per_s
+    tps = [r["tokens_per_s"] for r in rows]
+    assert tps == sorted(tps) and tps[0] < tps[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--platform", "nope"], "--platform must be one of ulx3s, u55c, asic-45nm, not 'nope'"),
+    (["--platform", "u55c", "--memory", "HBM2"], "--platform sets the memory; leave --memory out"),
+    (["--platform", "u55c", "--set", "clock_hz=3e8"],
+     "--platform u55c sets clock_hz; leave clock_hz out of --set and --arch"),
+    (["--platform", "ulx3s", "--set", "static_w=1"],
+     "--platform ulx3s sets static_w; leave static_w out of --set and --arch"),
+])
+def test_platform_flag_errors(capsys, argv, message):
+    assert usage_error(capsys, report.main, argv) == f"report.py: error: {message}"
