@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy coverage test test-slow bench sweep report lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report lint fpga toolchain clean
 
 all: venv
 
@@ -95,6 +95,11 @@ coverage: $(STAMP)
 # at a time; their fast tests must catch each (about 2 minutes).
 mutate-energy: $(STAMP)
 	$(PY) tests/mutation/energy_fpga.py
+
+# One-line bugs planted in the model's newer code (checkpoints, corpus, training, sampler,
+# evaluation, golden calibration, command lines) one at a time; model/'s fast tests must catch each.
+mutate-model: $(STAMP)
+	$(PY) tests/mutation/model_tools.py
 
 # One-line bugs planted in the whole-model engine one at a time; its tests must catch each.
 mutate-lm: $(STAMP)

@@ -116,11 +116,12 @@ def test_engine_area_is_the_measured_build_at_its_own_size_and_grows_with_pe():
         assert need2[k] == math.ceil(fit1[k] + 2 * rest - 1e-9), k
 
 
-def test_fpga_engine_is_the_largest_beat_that_fits():
-    p = load_platforms()["u55c"]
-    cfg = get_preset("2.7B")
+@pytest.mark.parametrize("name, preset", [("u55c", "2.7B"), ("u55c", "1.3B"),
+                                          ("ulx3s", "780M")])
+def test_fpga_engine_is_the_largest_beat_that_fits(name, preset):
+    p = load_platforms()[name]
+    cfg = get_preset(preset)
     a, sizing = report.sized_for(p, cfg, Arch())
-    assert "the largest engine that fits the device" in sizing
     beat = a.beat_bytes
 
     def fits(bb: int) -> bool | None:
@@ -132,15 +133,27 @@ def test_fpga_engine_is_the_largest_beat_that_fits():
         need, _, _ = engine_area(e.layer.simd, e.layer.pe, e.layer.lanes)
         return all(need[k] <= p.resources[k] for k in need)
 
-    assert fits(beat) is True
-    # No larger beat up to the memory's bytes a cycle gives an engine that fits.
-    bb = 2 * beat
-    while bb <= 65536 and bb / 2 < p.bytes_per_s / p.clock_hz:
-        assert fits(bb) is not True, bb
-        bb *= 2
+    top = 2 * beat  # every beat up to the memory's bytes a cycle (rounded up) is tried
+    while top / 2 < p.bytes_per_s / p.clock_hz and top * 2 <= 65536:
+        top *= 2
+    if fits(beat):
+        assert "the largest engine that fits the device" in sizing
+        # No larger beat up to the memory's bytes a cycle gives an engine that fits.
+        bb = 2 * beat
+        while bb <= top:
+            assert fits(bb) is not True, bb
+            bb *= 2
+    else:  # none fits: the smallest engine is shown, and no beat at all would fit
+        assert "no engine fits the device" in sizing
+        bb = 1
+        while bb <= top:
+            assert fits(bb) is not True, bb
+            bb *= 2
+        assert all(fits(1 << i) is None for i in range(beat.bit_length() - 1))
     # The platform's own figures went into the architecture.
+    e = _entry(name)
     assert (a.clock_hz, a.dram_bytes_per_s, a.dram_pj_per_bit, a.static_w) == (
-        p.clock_hz, 460e9, 3.97, p.static_w)
+        p.clock_hz, e["memory"]["bytes_per_s"], e["memory"]["pj_per_bit"], e["static_w"])
 
 
 def test_platform_view_counts_the_model_against_the_memory_and_names_what_is_short():

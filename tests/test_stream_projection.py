@@ -49,6 +49,17 @@ def test_stalls_on_every_stream_never_change_a_bit():
     assert res["mismatches"]["out"] == 0, res["first_mismatch"]
 
 
+def test_output_stalls_longer_than_several_row_groups():
+    """The output held for many row groups at a time (97 % backpressure): the array must stop
+    with its two-entry output buffer full rather than accumulate on, and not a bit changes."""
+    cfg, p, toks, res = _case(64, 40, 16, 4, 8, tokens=2, seed=5, backpressure=0.97)
+    print("seed=5")
+    assert res["mismatches"]["out"] == 0, res["first_mismatch"]
+    out = res["out_cycles"]["out"]
+    group = cfg.folds * cfg.cycles_per_weight + cfg.rc_beats  # cycles of one row group
+    assert max(b - a for a, b in zip(out, out[1:])) > 4 * group
+
+
 def test_slow_memory_and_row_order():
     """A beat every 3 cycles after a latency of 5; rows leave in a permuted order."""
     rows = np.random.default_rng(1).permutation(7)

@@ -96,6 +96,11 @@ CASES = [
      lambda p, d: d.write_bytes(p.read_bytes()[:200]),
      "truncated (or not a safetensors file): its first 8 bytes announce a header of "
      "{n_header:,} bytes, the file holds 192 after them"),
+    ("header_past_end", "student", True,  # announces 4 bytes more than the file holds
+     lambda p, d: d.write_bytes((p.stat().st_size - 4).to_bytes(8, "little")
+                                + p.read_bytes()[8:]),
+     "truncated (or not a safetensors file): its first 8 bytes announce a header of "
+     "{size_less_4:,} bytes, the file holds {size_less_8:,} after them"),
     ("header_length_0", "student", True,
      lambda p, d: d.write_bytes(bytes(100)),
      "not a safetensors file: expected a JSON header, found a header length of 0"),
@@ -206,6 +211,7 @@ def build(good: Path, tmp: Path, case: tuple) -> tuple[Path, str]:
     n_header = int.from_bytes(src.read_bytes()[:8], "little")
     rnd = np.random.default_rng(0).bytes(3000)
     message = message.format(size=size, data=size - 8 - n_header, half=size // 2, n_header=n_header,
+                             size_less_4=size - 4, size_less_8=size - 8,
                              n_random=int.from_bytes(rnd[:8], "little"))
     return dst, f"{dst}: {message}"
 

@@ -15,6 +15,7 @@ from runner import run_mutants  # tests/mutation/runner.py (this folder is on th
 
 # The fast tests of energy/ and fpga/, the quickest first (-x stops at the first failure).
 TESTS = ["tests/test_fpga_reports.py", "tests/test_area_fit.py", "tests/test_report_shares.py",
+         "tests/test_platforms.py",
          "tests/test_fpga.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
          "tests/test_footprint.py", "tests/test_report_cli.py", "tests/test_energy.py"]
 DESELECT = "not verilator"
@@ -96,6 +97,23 @@ MUTANTS = [
      "dsp=used.get(\"MULT18X18D\", 0),"),
     ("flow: the iCE40's fit ignores the flip-flops", "fpga/flow.py",
      "    if max(lut, ff) > cap[\"lc\"]:", "    if lut > cap[\"lc\"]:"),
+    # energy/platforms.py and the report's --platform: the machine an estimate is tied to.
+    ("platforms: an FPGA clock ten times below its measured Fmax", "energy/platforms.py",
+     'clock_hz, source = build["fmax_mhz"] * 1e6, "measured"',
+     'clock_hz, source = build["fmax_mhz"] * 1e5, "measured"'),
+    ("platforms: the rest of the whole engine not grown with pe", "energy/platforms.py",
+     "need = {k: math.ceil(est[\"total\"][k] + per_pe[k] * pe - 1e-9) for k in RESOURCES}",
+     "need = {k: math.ceil(est[\"total\"][k] + per_pe[k] * 4 - 1e-9) for k in RESOURCES}"),
+    ("platforms: the state in DRAM not counted against the memory", "energy/platforms.py",
+     "+ (0 if arch.state_on_chip else report[\"state_bytes\"]))", "+ 0)"),
+    ("report: an FPGA engine twice the device taken", "energy/report.py",
+     "        if all(need[k] <= p.resources[k] for k in need):",
+     "        if all(need[k] <= 2 * p.resources[k] for k in need):"),
+    ("report: --set beside --platform silently overridden", "energy/report.py",
+     "    clash = [k for k in PLATFORM_FIELDS if k in given]", "    clash = []"),
+    ("report: the ASIC clock table at one clock", "energy/report.py",
+     '            e = estimate(cfg, replace(arch, clock_hz=hz), "bimamba")',
+     '            e = estimate(cfg, replace(arch), "bimamba")'),
 ]
 
 
