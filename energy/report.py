@@ -69,24 +69,50 @@ DESIGN_NAMES = {"bimamba": "Bi-Mamba", "fp16": "FP16"}
 
 
 def _baselines(name: str, records: list[dict]) -> list[dict]:
-    """The measured records of preset ``name``, each with the FP16 roofline at its GPU's
-    bandwidth (where anchors.json has it) and the measured share of that roofline."""
+    """The measured records of preset ``name``, each with the roofline of its own weights
+    (``weights``: ``"fp16"`` for a record that does not say; the bytes a token the record
+    counted, else the FP16 model's) at its GPU's bandwidth (where anchors.json has it), the
+    measured share of that roofline (``roofline_fraction``) and of the bandwidth
+    (``bandwidth_fraction``)."""
     cfg = get_preset(name)
-    need = sum(bytes_per_token(cfg, "fp16").values())
+    fp16 = sum(bytes_per_token(cfg, "fp16").values())
     out = []
     for r in records:
         if r["preset"] != name:
             continue
         r = dict(r)
+        r["weights"] = r.get("weights") or "fp16"
+        need = r.get("bytes_per_token") or fp16
         bw = gpu_bandwidth(r["gpu"])
-        r["bytes_per_token_fp16"] = need
+        r["bytes_per_token_fp16"] = fp16
+        r["bytes_per_token"] = need
         r["gpu_bytes_per_s"] = None if bw is None else bw[0]
         r["gpu_bandwidth_source"] = None if bw is None else bw[1]
         r["roofline_tokens_per_s"] = None if bw is None else roofline_tokens_per_s(need, bw[0])
         r["roofline_fraction"] = (None if bw is None
                                   else r["tokens_per_s"] / r["roofline_tokens_per_s"])
+        if r.get("bandwidth_fraction") is None:
+            r["bandwidth_fraction"] = r["roofline_fraction"]
         out.append(r)
     return out
+
+
+def _gpu_comparison(r: dict) -> dict | None:
+    """The measured GPU records of a preset set against the 1-bit estimate: the best (lowest
+    J/token) record of each weight kind at batch 1, and the estimate's energy saving over it."""
+    best: dict[str, dict] = {}
+    for g in r["baselines"]:
+        if g["batch"] != 1 or g["j_per_token"] is None:
+            continue
+        w = g["weights"]
+        if w not in best or g["j_per_token"] < best[w]["j_per_token"]:
+            best[w] = g
+    if not best:
+        return None
+    return {w: {"system": g["system"], "date": g["date"], "tokens_per_s": g["tokens_per_s"],
+                "j_per_token": g["j_per_token"], "bandwidth_fraction": g["bandwidth_fraction"],
+                "saving": g["j_per_token"] / r["energy_per_token_j"]}
+            for w, g in sorted(best.items())}
 
 
 def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None = None,
@@ -164,7 +190,9 @@ def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None 
         "estimate_over_floor": b.energy_per_token_j / floor["bimamba"],
         "estimate_over_floor_fp16": f.energy_per_token_j / floor["fp16"],
         "energy_per_token_by_table_j": by_table,
-        "baselines": _baselines(name, records or []),
+        "baselines": (baselines := _baselines(name, records or [])),
+        "measured_gpus": _gpu_comparison({"baselines": baselines,
+                                          "energy_per_token_j": b.energy_per_token_j}),
         "design_point": _design_point(b),
         "notes": [],
     }
@@ -379,9 +407,11 @@ def _baselines_md(reports: dict[str, dict]) -> list[str]:
                    f"{r['energy_per_token_fp16_j']:.4f} | chip + DRAM |")
         for g in r["baselines"]:
             note = f"board power, idle {g['idle_power_w']:.0f} W" if g["idle_power_w"] else ""
+            note = f"{g['weights']} weights" + (f", {note}" if note else "")
             if g["roofline_fraction"] is not None:
-                note += (f"; {100 * g['roofline_fraction']:.0f} % of the FP16 roofline at "
-                         f"{g['gpu_bytes_per_s'] / 1e12:g} TB/s")
+                note += (f"; {100 * g['roofline_fraction']:.0f} % of its roofline "
+                         f"({g['bytes_per_token'] / 1e6:,.0f} MB a token at "
+                         f"{g['gpu_bytes_per_s'] / 1e12:g} TB/s)")
             w = "-" if g["power_w"] is None else f"{g['power_w']:.0f}"
             j = "-" if g["j_per_token"] is None else f"{g['j_per_token']:.3f}"
             out.append(f"| {g['system']} ({g['date'][:10]}) | {n}, random weights | measured | "
@@ -394,6 +424,14 @@ def _baselines_md(reports: dict[str, dict]) -> list[str]:
                    f"{j} | {note} |")
     out += ["", "Sources: " + "; ".join(dict.fromkeys(a["source"] for a in load_anchors()))
             + ". What each figure was checked against: anchors.json, field 'checked'."]
+    for n, r in reports.items():  # the estimate against the best measured GPU of each kind
+        for w, g in (r["measured_gpus"] or {}).items():
+            out += ["", f"{n}: the estimate's {r['energy_per_token_j'] * 1e3:.1f} mJ a token "
+                    f"against the measured GPU with {w} weights at batch 1 "
+                    f"({g['tokens_per_s']:.1f} tokens/s, {g['j_per_token']:.3f} J/token board "
+                    f"power, {g['bandwidth_fraction']:.0%} of its bandwidth): "
+                    f"{g['saving']:.1f}x less energy (chip + DRAM estimated against a board "
+                    f"measured)."]
     return out
 
 

@@ -212,3 +212,34 @@ def test_asic_clock_table_at_one_ghz_is_the_default_estimate():
 ])
 def test_platform_flag_errors(capsys, argv, message):
     assert usage_error(capsys, report.main, argv) == f"report.py: error: {message}"
+
+
+def test_measured_gpus_carry_their_weights_and_bandwidth_share(capsys):
+    """Every measured record in the JSON report names its weights and its share of the GPU's
+    bandwidth on its own bytes; the best batch-1 record of each weight kind is set against the
+    1-bit estimate. Expectations from the record files read here."""
+    files = sorted((Path(report.__file__).resolve().parents[1] / "bench" / "results")
+                   .glob("*.json"))
+    recs = [r for f in files for r in json.loads(f.read_text())["records"]
+            if r["preset"] == "2.7B"]
+    assert report.main(["--preset", "2.7B", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
+    assert len(r["baselines"]) == len(recs)
+    for g in r["baselines"]:
+        assert g["kind"] == "measured" and g["weights"] in ("fp16", "1-bit")
+        src = next(x for x in recs if x["date"] == g["date"] and x["system"] == g["system"])
+        assert g["weights"] == src.get("weights", "fp16")
+        need = src.get("bytes_per_token") or r["minimal_bytes_per_token_fp16"]
+        assert g["roofline_fraction"] == pytest.approx(g["tokens_per_s"] * need / 4.8e12)
+        assert g["bandwidth_fraction"] == pytest.approx(
+            src.get("bandwidth_fraction") or g["roofline_fraction"])
+    best = {}
+    for x in recs:
+        w = x.get("weights", "fp16")
+        if x["batch"] == 1 and (w not in best or x["j_per_token"] < best[w]["j_per_token"]):
+            best[w] = x
+    assert set(r["measured_gpus"]) == set(best) >= {"fp16", "1-bit"}
+    for w, x in best.items():
+        assert r["measured_gpus"][w]["j_per_token"] == x["j_per_token"]
+        assert r["measured_gpus"][w]["saving"] == pytest.approx(
+            x["j_per_token"] / r["energy_per_token_j"])
