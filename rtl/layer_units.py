@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.golden.fixedpoint import signed_bits
 
+from .dsp import MUL_LATENCY, pipelined_mul
 from .nonlinear import (
     PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
 )
@@ -44,8 +45,12 @@ __all__ = ["CONV_SWAP_READ_LATENCY", "RmsNormUnit", "ConvUnit", "GateUnit", "Pwl
 
 NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
 NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
-CONV_LATENCY = 1 + PWL_LATENCY  # issue -> handshake: state read and conv, the SiLU table
-GATE_LATENCY = PWL_LATENCY + 1  # slice issue -> handshake: the SiLU table, y * SiLU(z)
+# issue -> handshake: the state read; the taps' products (rtl.dsp.pipelined_mul); their sum
+# with the bias; its rounding and saturation; the SiLU table
+CONV_LATENCY = 1 + MUL_LATENCY + 2 + PWL_LATENCY
+# slice issue -> handshake: the SiLU table, y * SiLU(z) (rtl.dsp.pipelined_mul), then its
+# rounding and saturation in a register of their own
+GATE_LATENCY = PWL_LATENCY + MUL_LATENCY + 1
 CONV_SWAP_READ_LATENCY = 1  # the conv state port's read of the state RAM (rtl/state_swap.py)
 
 
@@ -357,10 +362,13 @@ class ConvUnit(wiring.Component):
             bias = lane[K * pb:].as_signed()
             old = _lanes(sr.data[k * (K - 1) * xb: (k + 1) * (K - 1) * xb], K - 1, xb)
             ext = [Mux(z1, 0, o) for o in old] + [x1[k * xb: (k + 1) * xb].as_signed()]
-            acc = sum((w * e for w, e in zip(taps, ext)), bias)
-            cv = saturate(round_shift(acc, shift), f["conv"].min_int, f["conv"].max_int)
-            cvs = Signal(signed(f["conv"].bits), name=f"conv{k}")
-            m.d.comb += cvs.eq(cv)
+            # Each tap's product in DSP blocks with their own registers; the bias waits beside.
+            prods = [pipelined_mul(m, w, e, adv, f"tap{k}_{j}")
+                     for j, (w, e) in enumerate(zip(taps, ext))]
+            acc = _reg(m, sum(prods, _delay(m, bias, MUL_LATENCY, adv, f"bias{k}")), adv,
+                       f"acc{k}")
+            cvs = _reg(m, saturate(round_shift(acc, shift), f["conv"].min_int, f["conv"].max_int),
+                       adv, f"conv{k}", signed(f["conv"].bits))
             ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
             new_state += [e[:xb] for e in ext[1:]]
         if self.port:
@@ -370,7 +378,7 @@ class ConvUnit(wiring.Component):
         else:
             m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
         m.d.comb += [self.y.payload.eq(Cat(*ys)),
-                     self.y.valid.eq(_delay(m, v1, PWL_LATENCY, adv, "vy"))]
+                     self.y.valid.eq(_delay(m, v1, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
         return m
 
 
@@ -385,7 +393,9 @@ class GateUnit(wiring.Component):
 
     A ``y`` beat is taken into a register (when the last one's slices are done or issuing) and
     used over ``headdim / pe`` cycles, one ``z`` beat each; slice i of a beat taken at cycle
-    t issues at ``t + 1 + i`` and its output handshakes ``GATE_LATENCY`` cycles later.
+    t issues at ``t + 1 + i`` and its output handshakes ``GATE_LATENCY`` cycles later: the
+    SiLU table (``PWL_LATENCY``), the product ``y * SiLU(z)`` in DSP blocks with their own
+    registers (``MUL_LATENCY``), then the rounding shift and saturation (one register).
     """
 
     def __init__(self, q: QuantizedLayer, pe: int) -> None:
@@ -426,13 +436,14 @@ class GateUnit(wiring.Component):
         shift = f["y"].frac + f["silu_z"].frac - f["gate"].frac
         gf = f["gate"]
         szs = [pwl_stage(m, q.silu_z, self.z.payload[k], adv, f"silu{k}") for k in range(P)]
-        valid = _delay(m, issue, PWL_LATENCY, adv, "v")
+        prods = [pipelined_mul(m, y_d[k * yb: (k + 1) * yb].as_signed(), sz, adv, f"gp{k}")
+                 for k, sz in enumerate(szs)]
+        valid = _delay(m, issue, PWL_LATENCY + MUL_LATENCY, adv, "v")
         with m.If(adv):
             m.d.sync += self.g.valid.eq(valid)
-            for k, sz in enumerate(szs):
-                yv = y_d[k * yb: (k + 1) * yb].as_signed()
+            for k, pr in enumerate(prods):
                 m.d.sync += self.g.payload[k].eq(
-                    saturate(round_shift(yv * sz, shift), gf.min_int, gf.max_int))
+                    saturate(round_shift(pr, shift), gf.min_int, gf.max_int))
         return m
 
 

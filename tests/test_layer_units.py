@@ -11,7 +11,7 @@ from model.evaluate.sqnr import golden_trace
 from model.golden.fixedpoint import bit_length
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer_units import (
-    NORM_RSQRT_CYCLES, PWL_LATENCY, ConvUnit, GateUnit, PwlUnit, RmsNormUnit, RsqrtUnit,
+    CONV_LATENCY, GATE_LATENCY, NORM_RSQRT_CYCLES, PWL_LATENCY, ConvUnit, GateUnit, PwlUnit, RmsNormUnit, RsqrtUnit,
 )
 
 from .conftest import make_layer
@@ -98,6 +98,11 @@ def test_conv_unit(layer, trace, pe, beat, stalls):
     kw = dict(idle=0.3, backpressure=0.3, memory=dict(bubble=0.3), seed=4) if stalls else {}
     res = run_stage(conv_case(f"conv_{pe}_{beat}_{int(stalls)}", q, xbc, starts, pe, beat, **kw))
     assert res["mismatches"]["y"] == 0, res["first_mismatch"]
+    if not stalls:
+        # Each group's output handshakes the state read (1), the taps' DSP products (4), the
+        # sum (1), the rounding and saturation (1) and the SiLU table (5) after its x beat.
+        xy = [y - x for y, x in zip(res["out_cycles"]["y"], res["in_cycles"]["x"])]
+        assert xy == [CONV_LATENCY] * len(xy) and CONV_LATENCY == 12
 
 
 @pytest.mark.parametrize("pe,stalls", [(4, False), (16, True)])
@@ -109,6 +114,11 @@ def test_gate_unit(layer, trace, pe, stalls):
     kw = dict(idle=0.3, backpressure=0.3, seed=5) if stalls else {}
     res = run_stage(gate_case(f"gate_{pe}_{int(stalls)}", q, y, z, pe, **kw))
     assert res["mismatches"]["g"] == 0, res["first_mismatch"]
+    if not stalls:
+        # Each slice's output handshakes the SiLU table (5), the DSP product (4) and the
+        # rounding register (1) after its z beat: 10 cycles.
+        gz = [g - t for g, t in zip(res["out_cycles"]["g"], res["in_cycles"]["z"])]
+        assert gz == [GATE_LATENCY] * len(gz) and GATE_LATENCY == 10
 
 
 def test_unit_errors(layer):
