@@ -37,7 +37,7 @@ from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
 from .layer_units import (
-    CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, ConvUnit, GateUnit,
+    CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, ConvUnit, GateUnit, norm_lead_cycles,
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
@@ -398,10 +398,11 @@ class LayerConfig:
         beats = self.section_beats()
         t: dict[str, int] = {}
         u_last = c.d_model // P - 1 if first else 0
-        # Block norm: two rsqrt cycles after the last input, then a gain record per group.
+        # Block norm: its sum of squares and rsqrt after the last input (norm_lead_cycles),
+        # then a gain record per group.
         # `k` follows the index of the last beat taken.
         k = base
-        start = max(u_last + 1 + NORM_RSQRT_CYCLES, latency if first else mem_at)
+        start = max(u_last + 1 + norm_lead_cycles(P), latency if first else mem_at)
         t["norm_in"] = start + pace.span(k, k + beats["norm_in"] - 1)
         k += beats["norm_in"] - 1
 
@@ -438,7 +439,7 @@ class LayerConfig:
         k += beats["conv"]
         # Gate: the last y beat's slices, one a cycle; the gated norm as the block norm.
         t["gate"] = t["ssm"] + nh + GATE_LATENCY
-        t["norm_out"] = max(t["gate"] + 1 + NORM_RSQRT_CYCLES, t["conv"] + pace.gap(k + 1)) \
+        t["norm_out"] = max(t["gate"] + 1 + norm_lead_cycles(P), t["conv"] + pace.gap(k + 1)) \
             + pace.span(k + 1, k + beats["norm_out"])
         k += beats["norm_out"]
         t["out_proj"], k = projection(self.out_proj, t["norm_out"], k)

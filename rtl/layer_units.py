@@ -30,21 +30,43 @@ from model.golden.fixedpoint import signed_bits
 
 from .dsp import MUL_LATENCY, pipelined_mul
 from .nonlinear import (
-    PWL_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift, round_shift_var, saturate,
+    PWL_LATENCY, ROUND_VAR_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift,
+    round_shift_var_stage, saturate,
 )
 from .state_swap import state_swap
 from .stream_projection import divisors, gather
+from .xnor_projection import _adder_tree
 
 if TYPE_CHECKING:
     from model.golden.fixedpoint import RsqrtTable
     from model.golden.quantize import NormParams, QuantizedLayer
 
-__all__ = ["CONV_SWAP_READ_LATENCY", "RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit",
+__all__ = ["CONV_SWAP_READ_LATENCY", "norm_lead_cycles", "RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit",
            "gain_record_beats", "conv_bias_bits", "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
            "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "check_divides", "divisors"]
 
-NORM_RSQRT_CYCLES = 2  # sum of squares -> (leading one, clamp) -> (table read, half)
-NORM_LATENCY = 3  # issue of a group -> its output handshake: read, u = v*T, a = u*gain
+# sum of squares -> (leading one of each byte) -> (e) -> (mantissa) -> (table read, half)
+NORM_RSQRT_CYCLES = 4
+LEAD_CHUNK = 8  # bits a chunk of the leading-one search
+# issue of a group -> its output handshake: the buffer read; v * T (rtl.dsp.pipelined_mul);
+# its variable rounding shift (rtl.nonlinear.round_shift_var_stage); the saturation to u (its
+# two comparisons, then the choice); u * gain (pipelined_mul); its rounding and saturation
+NORM_LATENCY = 1 + MUL_LATENCY + ROUND_VAR_LATENCY + 2 + MUL_LATENCY + 1
+SUM_LEVELS_PER_STAGE = 2  # adder levels between registers in the sum of squares of a beat
+
+
+def _sum_stages(pe: int) -> int:
+    """Register stages of the adder tree over ``pe`` squares (rtl.xnor_projection._adder_tree
+    with :data:`SUM_LEVELS_PER_STAGE` levels a stage; at least one)."""
+    levels = max(pe - 1, 0).bit_length()
+    return max(1, -(-levels // SUM_LEVELS_PER_STAGE))
+
+
+def norm_lead_cycles(pe: int) -> int:
+    """Cycles from the handshake of a vector's last ``x`` beat to its first group's earliest
+    issue in :class:`RmsNormUnit`: the squares (``MUL_LATENCY``), their sum
+    (:func:`_sum_stages`), the accumulation, then the rsqrt (``NORM_RSQRT_CYCLES``)."""
+    return MUL_LATENCY + _sum_stages(pe) + NORM_RSQRT_CYCLES
 # issue -> handshake: the state read; the taps' products (rtl.dsp.pipelined_mul); their sum
 # with the bias; its rounding and saturation; the SiLU table
 CONV_LATENCY = 1 + MUL_LATENCY + 2 + PWL_LATENCY
@@ -82,28 +104,43 @@ def _lanes(v: Value, n: int, bits: int) -> list[Value]:
 
 
 def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple[Signal, Signal]:
-    """``(T, half) = rsqrt(ss)`` of :class:`~model.golden.fixedpoint.RsqrtTable`, two registers later.
+    """``(T, half) = rsqrt(ss)`` of :class:`~model.golden.fixedpoint.RsqrtTable`,
+    ``NORM_RSQRT_CYCLES`` (4) registers later.
 
-    Cycle 1: ``e = bit_length(ss) - 1`` by a priority encoder. Cycle 2: the top
-    ``index_bits - 1`` mantissa bits below the leading one, ``(ss << mb) >> e`` (a truncating
-    shift either way), index the row ``e & 1`` of the table; ``half = e >> 1``.
+    Cycle 1: for each :data:`LEAD_CHUNK`-bit chunk of ``ss``, whether it holds a one and where
+    its leading one is. Cycle 2: ``e = bit_length(ss) - 1`` from the highest chunk holding a
+    one. Cycle 3: the top ``index_bits - 1`` mantissa bits below the leading one,
+    ``(ss << mb) >> e`` (a truncating shift either way). Cycle 4: they index the row ``e & 1``
+    of the table; ``half = e >> 1``.
     """
     ss = Value.cast(ss)
     width = len(ss)
+    chunks = range(0, width, LEAD_CHUNK)
+    anys, poss = [], []
+    for j, lo in enumerate(chunks):
+        ch = ss[lo: min(lo + LEAD_CHUNK, width)]
+        pos = Signal(range(LEAD_CHUNK), name=f"{name}_pos{j}_c")
+        for b in range(len(ch)):
+            with m.If(ch[b]):
+                m.d.comb += pos.eq(b)
+        anys.append(_reg(m, ch.any(), en, f"{name}_any{j}"))
+        poss.append(_reg(m, pos, en, f"{name}_pos{j}"))
+    ss1 = _reg(m, ss, en, f"{name}_ss1")
     e = Signal(range(max(width, 2)), name=f"{name}_e_c")
-    for i in range(width):
-        with m.If(ss[i]):
-            m.d.comb += e.eq(i)
+    for j, lo in enumerate(chunks):
+        with m.If(anys[j]):
+            m.d.comb += e.eq(lo + poss[j])
     e_r = _reg(m, e, en, f"{name}_e")
-    ss_r = _reg(m, ss, en, f"{name}_ss")
+    ss_r = _reg(m, ss1, en, f"{name}_ss")
     mb = table.index_bits - 1
-    top = (ss_r << mb) >> e_r
+    top = _reg(m, ((ss_r << mb) >> e_r)[:mb], en, f"{name}_top")
+    e_2 = _reg(m, e_r, en, f"{name}_e2")
     rom = Memory(shape=unsigned(table.out_bits), depth=2 << mb,
                  init=[int(v) for v in table.table.reshape(-1)])
     m.submodules[f"{name}_rom"] = rom
     rp = rom.read_port(domain="comb")
-    m.d.comb += rp.addr.eq(Cat(top[:mb], e_r[0]))
-    return _reg(m, rp.data, en, f"{name}_t"), _reg(m, e_r >> 1, en, f"{name}_half")
+    m.d.comb += rp.addr.eq(Cat(top, e_2[0]))
+    return _reg(m, rp.data, en, f"{name}_t"), _reg(m, e_2 >> 1, en, f"{name}_half")
 
 
 class RmsNormUnit(wiring.Component):
@@ -124,9 +161,11 @@ class RmsNormUnit(wiring.Component):
     gain : ``In(stream.Signature(unsigned(beat_bits)))``, ``n / pe`` records a vector
     a : ``Out(stream.Signature(ArrayLayout(signed(act_bits), pe)))``, ``n / pe`` beats
 
-    Schedule per vector: the ``x`` beats (one a cycle, sum of squares accumulated), two cycles
-    of rsqrt, then one group a record (``gain_beats`` cycles), each out ``NORM_LATENCY``
-    cycles after its issue. The next vector's ``x`` is accepted once the last group is issued.
+    Schedule per vector: the ``x`` beats (one a cycle; each beat's squares in DSP blocks,
+    summed by a registered adder tree and accumulated), the rsqrt once the last beat's sum is
+    in (:func:`norm_lead_cycles` after the last beat), then one group a record
+    (``gain_beats`` cycles), each out ``NORM_LATENCY`` cycles after its issue. The next
+    vector's ``x`` is accepted once the last group is issued.
     """
 
     def __init__(self, n: NormParams, rsqrt: RsqrtTable, pe: int, beat_bits: int) -> None:
@@ -164,8 +203,8 @@ class RmsNormUnit(wiring.Component):
         m.submodules.buf = buf
         wp, rp = buf.write_port(), buf.read_port()
 
-        LOAD, RS1, RS2, NORM = range(4)
-        st = Signal(range(4), init=LOAD)
+        LOAD, SUM, RS1, RS2, RS3, RS4, NORM = range(7)
+        st = Signal(range(7), init=LOAD)
         i = Signal(range(max(G, 2)))
         last_i = i == G - 1
         ss = Signal(unsigned(self.ss_bits))
@@ -173,23 +212,38 @@ class RmsNormUnit(wiring.Component):
         m.d.comb += adv.eq(~self.a.valid | self.a.ready)
 
         # -- pass 1: buffer the input, sum of squares ------------------------------------------
+        # Free-running: each beat's squares (DSP blocks), their registered sum, tagged with
+        # whether the beat was taken, first or last; the sum accumulates as the tags arrive.
         xs = [Value.cast(self.x.payload[k]) for k in range(P)]
-        sq = sum((v * v for v in xs), Value.cast(0))
         take_x = self.x.valid & self.x.ready
+        sqs = [pipelined_mul(m, v, v, 1, f"sq{k}") for k, v in enumerate(xs)]
+        sq, stages = _adder_tree(m, sqs, SUM_LEVELS_PER_STAGE, 1, "ssum")
+        assert stages == _sum_stages(P)
+        d = MUL_LATENCY + stages
+        tv = _delay(m, take_x, d, 1, "ss_v")
+        tf = _delay(m, take_x & (i == 0), d, 1, "ss_f")
+        tl = _delay(m, take_x & last_i, d, 1, "ss_l")
         m.d.comb += [self.x.ready.eq(st == LOAD), wp.addr.eq(i), wp.data.eq(Cat(*xs)),
                      wp.en.eq(take_x)]
         with m.If(take_x):
-            m.d.sync += [ss.eq(Mux(i == 0, 0, ss) + sq), i.eq(Mux(last_i, 0, i + 1))]
+            m.d.sync += i.eq(Mux(last_i, 0, i + 1))
             with m.If(last_i):
-                m.d.sync += st.eq(RS1)
+                m.d.sync += st.eq(SUM)
+        with m.If(tv):  # eps_q enters with the first beat: no add before the rsqrt
+            m.d.sync += ss.eq(Mux(tf, n.eps_q, ss) + sq)
+        with m.If((st == SUM) & tl):  # the last beat's sum is added in this cycle
+            m.d.sync += st.eq(RS1)
 
-        # -- rsqrt: two cycles, free-running (its inputs hold while it runs) -------------------
-        ss_c = Signal(unsigned(self.ss_bits))
-        m.d.comb += ss_c.eq(ss + n.eps_q)  # >= 1 unless eps_q = 0 and the input is all zero
-        t, half = rsqrt_stage(m, self.rsqrt, Mux(ss_c == 0, 1, ss_c), 1, "rsqrt")
+        # -- rsqrt: NORM_RSQRT_CYCLES, free-running (its inputs hold while it runs) -----------
+        # ss >= eps_q >= 1, unless eps_q = 0 and the input is all zero (then 1 is taken)
+        t, half = rsqrt_stage(m, self.rsqrt, ss if n.eps_q else Mux(ss == 0, 1, ss), 1, "rsqrt")
         with m.If(st == RS1):
             m.d.sync += st.eq(RS2)
         with m.If(st == RS2):
+            m.d.sync += st.eq(RS3)
+        with m.If(st == RS3):
+            m.d.sync += st.eq(RS4)
+        with m.If(st == RS4):
             m.d.sync += st.eq(NORM)
 
         # -- pass 2: one group per gain record --------------------------------------------------
@@ -211,19 +265,30 @@ class RmsNormUnit(wiring.Component):
         g1 = _reg(m, record[: P * gb], adv, "g1")
         v1 = _reg(m, issue, adv, "v1")
         nf = n.norm_fmt
+        # v * T in DSP blocks; the variable rounding shift in its registered steps; u
+        # saturated; u * gain in DSP blocks; its rounding and saturation.
+        prods = [pipelined_mul(m, v, t1, adv, f"nt{k}")
+                 for k, v in enumerate(_lanes(rp.data, P, ib))]
+        sh_m = _delay(m, sh1, MUL_LATENCY, adv, "sh_m")
+        shifted = [round_shift_var_stage(m, p, sh_m, len(p) + 1, adv, f"nr{k}")
+                   for k, p in enumerate(prods)]
         us = []
-        for k, v in enumerate(_lanes(rp.data, P, ib)):
-            prod = v * t1
-            u = saturate(round_shift_var(prod, sh1, len(prod) + 1), nf.min_int, nf.max_int)
-            us.append(_reg(m, u, adv, f"u{k}", signed(nf.bits)))
-        g2 = _reg(m, g1, adv, "g2")
-        v2 = _reg(m, v1, adv, "v2")
+        for k, r in enumerate(shifted):  # the comparisons, then the choice
+            over = _reg(m, r > nf.max_int, adv, f"uo{k}")
+            under = _reg(m, r < nf.min_int, adv, f"uu{k}")
+            low = _reg(m, r[: nf.bits], adv, f"ul{k}")
+            us.append(_reg(m, Mux(over, nf.max_int, Mux(under, nf.min_int, low.as_signed())),
+                           adv, f"u{k}", signed(nf.bits)))
+        g2 = _delay(m, g1, MUL_LATENCY + ROUND_VAR_LATENCY + 2, adv, "g2")
+        pg = [pipelined_mul(m, u, g, adv, f"ng{k}") for k, (u, g) in
+              enumerate(zip(us, _lanes(g2, P, gb)))]
+        v2 = _delay(m, v1, 2 * MUL_LATENCY + ROUND_VAR_LATENCY + 2, adv, "v2")
         lo, hi = -(1 << (n.act.bits - 1)), (1 << (n.act.bits - 1)) - 1
         with m.If(adv):
             m.d.sync += self.a.valid.eq(v2)
-            for k, (u, g) in enumerate(zip(us, _lanes(g2, P, gb))):
+            for k, p in enumerate(pg):
                 m.d.sync += self.a.payload[k].eq(
-                    saturate(round_shift(u * g, nf.frac + n.gain_fmt.frac), lo, hi))
+                    saturate(round_shift(p, nf.frac + n.gain_fmt.frac), lo, hi))
         return m
 
 

@@ -41,7 +41,7 @@ from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
 from .layer import BiMambaLayer, LayerConfig, LayerShape, Pace, section_demux
-from .layer_units import CONV_SWAP_READ_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, RmsNormUnit
+from .layer_units import CONV_SWAP_READ_LATENCY, NORM_LATENCY, RmsNormUnit, norm_lead_cycles
 from .ssm_scan import RW_WRITE, SWAP_READ_LATENCY
 from .stall import output_register
 from .state_swap import save_delay
@@ -423,9 +423,9 @@ class LMConfig:
                     swap["req"] = t[f"swap{i}"] + 1
                 mem_last = u_last + s.ends["out_proj"]
                 u_last = t[f"layer{i}"]
-            # The final norm: its gains once the last layer's output is in and the rsqrt is
-            # done.
-            start = max(u_last + 1 + NORM_RSQRT_CYCLES, mem_last + pace.gap(kn))
+            # The final norm: its gains once the last layer's output is in and its sum of
+            # squares and rsqrt are done.
+            start = max(u_last + 1 + norm_lead_cycles(self.pe), mem_last + pace.gap(kn))
             kh = kn + beats["norm_f"]  # the head's first beat
             t["norm_f"] = start + pace.span(kn, kh - 1)
             # The head: rows once the last activation is in (NORM_LATENCY after its gain

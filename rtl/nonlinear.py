@@ -68,7 +68,10 @@ def round_shift_var_stage(m: Module, v: Value, s: Value, limit: int, en, name: s
     sc = _reg(m, Mux(s > limit, limit, s)[: max(1, limit.bit_length())].as_unsigned(), en,
               f"{name}_sc")
     vs = _reg(m, v, en, f"{name}_vd")  # v aligned with sc
-    summed = _reg(m, vs + ((Value.cast(1) << sc) >> 1), en, f"{name}_sum")
+    # The rounding constant 2^(sc - 1) <= 2^(limit - 1) fits limit bits: the add is no wider
+    # than v (a full-width variable shift would make it 2^len(sc) bits).
+    half = ((Value.cast(1) << sc) >> 1)[:limit]
+    summed = _reg(m, vs + half, en, f"{name}_sum")
     sc2 = _reg(m, sc, en, f"{name}_sc2")
     return _reg(m, summed >> sc2, en, f"{name}_out")
 

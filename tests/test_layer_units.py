@@ -11,7 +11,8 @@ from model.evaluate.sqnr import golden_trace
 from model.golden.fixedpoint import bit_length
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer_units import (
-    CONV_LATENCY, GATE_LATENCY, NORM_RSQRT_CYCLES, PWL_LATENCY, ConvUnit, GateUnit, PwlUnit, RmsNormUnit, RsqrtUnit,
+    CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, NORM_RSQRT_CYCLES, PWL_LATENCY, ConvUnit,
+    GateUnit, PwlUnit, RmsNormUnit, RsqrtUnit, norm_lead_cycles,
 )
 
 from .conftest import make_layer
@@ -85,6 +86,15 @@ def test_norm_units(layer, trace, which, pe, beat, stalls):
     kw = dict(idle=0.3, backpressure=0.3, memory=dict(bubble=0.3), seed=3) if stalls else {}
     res = run_stage(norm_case(f"{which}_{pe}_{beat}_{int(stalls)}", q, which, v, pe, beat, **kw))
     assert res["mismatches"]["a"] == 0, res["first_mismatch"]
+    if not stalls:
+        # From the first vector's last x beat to its first output: one cycle, the squares (4:
+        # DSP blocks), their sum (1 register for 4 lanes), the accumulation (1), the rsqrt
+        # (4), the gain record's second 32-bit beat (1), then the group: buffer read (1),
+        # v * T (4), the variable rounding (3), the saturation (2), u * gain (4), the rounding
+        # and saturation (1): 26 cycles.
+        groups = len(v[0]) // pe
+        first = res["out_cycles"]["a"][0] - res["in_cycles"]["x"][groups - 1]
+        assert first == 1 + norm_lead_cycles(pe) + 1 + NORM_LATENCY == 26
 
 
 @pytest.mark.parametrize("pe,beat,stalls", [(4, 32, False), (8, 128, True)])

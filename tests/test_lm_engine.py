@@ -22,7 +22,7 @@ from model.golden.quantize import (
 from model.reference.lm import BiMambaLM as FloatLM
 from rtl.emit import emit, lint, write_if_changed
 from rtl.layer import Pace
-from rtl.layer_units import NORM_LATENCY, NORM_RSQRT_CYCLES
+from rtl.layer_units import NORM_LATENCY, norm_lead_cycles
 from rtl.lm import LM_SECTIONS, BiMambaLM, LMConfig, LMShape, head_latency
 from rtl.packer import embedding_beats, head_beats, lm_beats, lm_static_beats, pack_fields
 
@@ -157,7 +157,7 @@ def test_formula_by_hand(lmc):
             ls = lmc.layer.schedule(p, first=False, mem_at=mem + p - u)
             assert s.ends[f"layer{i}"] == u + ls.last_out
             u, mem = u + ls.last_out, u + ls.ends["out_proj"]
-        nf = max(u + 1 + NORM_RSQRT_CYCLES, mem + p) + (b["norm_f"] - 1) * p
+        nf = max(u + 1 + norm_lead_cycles(lmc.pe), mem + p) + (b["norm_f"] - 1) * p
         head = nf + max(NORM_LATENCY + 1, p) + (b["head"] - 1) * p
         assert s.last_logit == head + head_latency(8)
         assert s.token_cycles == head + p - (1 + lat)
