@@ -124,7 +124,7 @@ lint: $(STAMP)
 
 # Synthesis and place-and-route of every unit at the configurations of docs/fpga.md (ECP5-85F;
 # iCE40 UP5K for the small ones): a table and build/fpga/summary.json. About 35 minutes.
-fpga: $(STAMP)
+fpga: $(STAMP) data
 	$(PY) -m fpga.flow
 
 toolchain: $(STAMP)

@@ -18,6 +18,10 @@ head dimension and state size.
   ``rtl.emit`` exports it (``model.evaluate.sqnr.prepare``, seed 0), ``LayerConfig(q, simd=16,
   pe=4, lanes=4)``: ``stream_projection`` (in_proj, out_proj), ``rms_norm`` (norm_in,
   norm_out), ``conv``, ``gate`` and the whole ``layer`` (:class:`rtl.layer.BiMambaLayer`).
+* ``lm``: the whole-model engine (:class:`rtl.lm.BiMambaLM`: embedding, one layer engine for
+  every layer, final norm, head) for the shipped Shakespeare student exported as ``make demo``
+  exports it (calibrated on the first 4,096 bytes of the training split: ``make data`` first),
+  sized for 4 bytes of weights a cycle (``LMConfig.sized_for``), every layer's state on chip.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ PROJ_SHAPE = {"d_in": 256, "d_out": 64, "act_bits": 8}
 SCAN_SHAPE = {"d_model": 8, "expand": 2, "headdim": 8, "d_state": 16}
 # The layer-engine builds: preset, seed and LayerConfig parameters.
 LAYER_SHAPE = {"preset": "tiny", "seed": 0, "simd": 16, "pe": 4, "lanes": 4}
+# The whole-model build: the shipped student's engine for this many bytes a cycle, and the
+# array and lanes LMConfig.sized_for gives it (checked when the build is made).
+LM_SHAPE = {"bytes_per_cycle": 4, "simd": 8, "pe": 4, "lanes": 8}
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,26 @@ def _layer():
     return BiMambaLayer(_layer_config())
 
 
+@functools.cache
+def _lm_config():
+    from model.evaluate.lm import shipped_golden
+    from rtl.lm import LMConfig
+
+    _, q = shipped_golden()
+    c = LMConfig.sized_for(q, LM_SHAPE["bytes_per_cycle"])
+    got = {"simd": c.simd, "pe": c.pe, "lanes": c.lanes}
+    want = {k: LM_SHAPE[k] for k in got}
+    if got != want:
+        raise ValueError(f"LM_SHAPE says {want}, LMConfig.sized_for gives {got}")
+    return c
+
+
+def _lm():
+    from rtl.lm import BiMambaLM
+
+    return BiMambaLM(_lm_config())
+
+
 def _builds() -> list[Build]:
     out = []
     proj = f"{PROJ_SHAPE['d_in']}x{PROJ_SHAPE['d_out']}, {PROJ_SHAPE['act_bits']} planes"
@@ -161,6 +188,10 @@ def _builds() -> list[Build]:
     out.append(Build("gate", "gate", f"{s['preset']}, pe {s['pe']}", lp, ("ecp5-85k",), _gate))
     out.append(Build("layer", "layer", f"{layer}, lanes {s['lanes']}", lp, ("ecp5-85k",),
                      _layer))
+    m = LM_SHAPE
+    out.append(Build("lm", "lm", f"Shakespeare student, simd {m['simd']}, pe {m['pe']}, lanes "
+                     f"{m['lanes']}, state on chip", {k: m[k] for k in ("simd", "pe", "lanes")},
+                     ("ecp5-85k",), _lm))
     return out
 
 

@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.golden.fixedpoint import signed_bits
 
+from .dsp import MUL_LATENCY, pipelined_mul
 from .stall import output_register
 from .xnor_projection import (
     TAIL_LATENCY, _adder_tree, _check_int, _popcount_tree, _tree_stages, check_array_fields,
@@ -186,8 +187,30 @@ class StreamProjectionConfig:
         return self.tail_latency - 1
 
     @property
-    def tree_stages(self) -> int:
+    def pop_stages(self) -> int:
+        """Register stages of a popcount tree over ``simd`` bits."""
         return _tree_stages(self.simd, self.tree_levels_per_stage)
+
+    @property
+    def beta_stages(self) -> int:
+        """Register stages of the beta dot product: the ``simd`` products in DSP blocks
+        (:data:`rtl.dsp.MUL_LATENCY`), then their adder tree, ``tree_levels_per_stage``
+        levels a stage (at least one)."""
+        levels = max(self.simd - 1, 0).bit_length()
+        return MUL_LATENCY + max(1, -(-levels // self.tree_levels_per_stage))
+
+    @property
+    def plane_stages(self) -> int:
+        """Register stages of the sum of a row's ``planes`` weighted popcounts (an adder tree,
+        ``tree_levels_per_stage`` levels a stage, at least one)."""
+        levels = max(self.planes - 1, 0).bit_length()
+        return max(1, -(-levels // self.tree_levels_per_stage))
+
+    @property
+    def tree_stages(self) -> int:
+        """Stage 1 to the accumulators: the longer of the popcount trees with the sum of their
+        planes, and the beta dot product (the other is delayed to match)."""
+        return max(self.pop_stages + self.plane_stages, self.beta_stages)
 
     @property
     def tail_latency(self) -> int:
@@ -380,29 +403,44 @@ class StreamProjection(wiring.Component):
                     word.word_select(meta1.j * NP + i, S)
                 pc, stages = _popcount_tree(m, ~(row ^ plane), S, c.tree_levels_per_stage, adv,
                                             f"pc{p}_{i}")
-                pcs[p].append(pc)
-        assert stages == c.tree_stages
+                assert stages == c.pop_stages
+                pcs[p].append(self._delay(m, pc, c.tree_stages - c.plane_stages
+                                          - c.pop_stages, adv, f"pc{p}_{i}_d"))
+        # The beta dot product: each column's product in DSP blocks with their own registers,
+        # then a registered adder tree; aligned with the popcounts.
         code_of = [Cat(*(word[k * S + jj] for k in range(B))).as_signed() for jj in range(S)]
-        prods = [pay1[jj * c.beta_bits: (jj + 1) * c.beta_bits].as_signed() * code_of[jj]
-                 for jj in range(S)]
-        bpart, _ = _adder_tree(m, prods, 64, adv, "bdot")  # one register: aligned below
-        bpart = self._delay(m, bpart, c.tree_stages - 1, adv, "bdot_d")
-        meta_t, rc_t = meta1, pay1[: P * c.rc_bits]
+        prods = [pipelined_mul(m, pay1[jj * c.beta_bits: (jj + 1) * c.beta_bits].as_signed(),
+                               code_of[jj], adv, f"bp{jj}") for jj in range(S)]
+        bpart, stages = _adder_tree(m, prods, c.tree_levels_per_stage, adv, "bdot")
+        assert MUL_LATENCY + stages == c.beta_stages
+        bpart = self._delay(m, bpart, c.tree_stages - c.beta_stages, adv, "bdot_d")
+        metas, rc_t = [meta1], pay1[: P * c.rc_bits]
         for i in range(c.tree_stages):
             nm = Signal(meta_layout, name=f"meta_t{i}")
             nr = Signal(P * c.rc_bits, name=f"rc_t{i}")
             with m.If(adv):
-                m.d.sync += [nm.eq(meta_t), nr.eq(rc_t)]
-            meta_t, rc_t = nm, nr
+                m.d.sync += [nm.eq(metas[-1]), nr.eq(rc_t)]
+            metas.append(nm)
+            rc_t = nr
+        meta_t = metas[-1]
 
-        # -- accumulate with the plane weights; the row constants finish the row group --------
+        # -- the plane weights: each row's popcounts summed in a registered adder tree ---------
+        mj = metas[c.tree_stages - c.plane_stages]  # the meta beside the delayed popcounts
+
         def plane_term(pc, i):
             # plane k = j*NP + i weighs 2^k, the top plane -2^(B-1); k >= B does not exist.
             if J == 1:
                 return -(pc << i) if i == B - 1 else pc << i
-            k = meta_t.j * NP + i
+            k = mj.j * NP + i
             v = pc << k
             return Mux(k == B - 1, -v, Mux(k < B, v, 0))
+
+        totals = []
+        for p in range(P):
+            total, stages = _adder_tree(m, [plane_term(pcs[p][i], i) for i in range(NP)],
+                                        c.tree_levels_per_stage, adv, f"ps{p}")
+            assert stages == c.plane_stages
+            totals.append(total)
 
         accs = [Signal(signed(c.acc_bits), name=f"acc{p}") for p in range(P)]
         bsum = Signal(signed(c.beta_sum_bits))
@@ -410,8 +448,7 @@ class StreamProjection(wiring.Component):
         with m.If(adv):
             with m.If(weight_t):
                 for p in range(P):
-                    total = sum((plane_term(pcs[p][i], i) for i in range(NP)), Value.cast(0))
-                    m.d.sync += accs[p].eq(Mux(meta_t.first, 0, accs[p]) + total)
+                    m.d.sync += accs[p].eq(Mux(meta_t.first, 0, accs[p]) + totals[p])
             with m.If(meta_t.valid & meta_t.beta):
                 m.d.sync += bsum.eq(Mux(meta_t.first, 0, bsum) + bpart)
         # -- the row constants finish the row group: correction, beta, multiply, requantise --
