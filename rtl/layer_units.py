@@ -33,6 +33,7 @@ from .nonlinear import (
     PWL_LATENCY, ROUND_VAR_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift,
     round_shift_var_stage, saturate,
 )
+from .stall import output_register
 from .state_swap import state_swap
 from .stream_projection import divisors, gather
 from .xnor_projection import _adder_tree
@@ -68,8 +69,9 @@ def norm_lead_cycles(pe: int) -> int:
     (:func:`_sum_stages`), the accumulation, then the rsqrt (``NORM_RSQRT_CYCLES``)."""
     return MUL_LATENCY + _sum_stages(pe) + NORM_RSQRT_CYCLES
 # issue -> handshake: the state read; the taps' products (rtl.dsp.pipelined_mul); their sum
-# with the bias; its rounding and saturation; the SiLU table
-CONV_LATENCY = 1 + MUL_LATENCY + 2 + PWL_LATENCY
+# with the bias; its rounding and saturation; the SiLU table; the output buffer's head
+# register (rtl.stall.output_register)
+CONV_LATENCY = 1 + MUL_LATENCY + 2 + PWL_LATENCY + 1
 # slice issue -> handshake: the SiLU table, y * SiLU(z) (rtl.dsp.pipelined_mul), then its
 # rounding and saturation in a register of their own
 GATE_LATENCY = PWL_LATENCY + MUL_LATENCY + 1
@@ -208,8 +210,9 @@ class RmsNormUnit(wiring.Component):
         i = Signal(range(max(G, 2)))
         last_i = i == G - 1
         ss = Signal(unsigned(self.ss_bits))
-        adv = Signal()
-        m.d.comb += adv.eq(~self.a.valid | self.a.ready)
+        # The pipeline's enable is a register (rtl.stall.output_register): no ready from
+        # downstream reaches the unit's registers in the same cycle.
+        adv, ob_valid, ob_payload = output_register(m, self.a, "ob")
 
         # -- pass 1: buffer the input, sum of squares ------------------------------------------
         # Free-running: each beat's squares (DSP blocks), their registered sum, tagged with
@@ -284,11 +287,10 @@ class RmsNormUnit(wiring.Component):
               enumerate(zip(us, _lanes(g2, P, gb)))]
         v2 = _delay(m, v1, 2 * MUL_LATENCY + ROUND_VAR_LATENCY + 2, adv, "v2")
         lo, hi = -(1 << (n.act.bits - 1)), (1 << (n.act.bits - 1)) - 1
-        with m.If(adv):
-            m.d.sync += self.a.valid.eq(v2)
-            for k, p in enumerate(pg):
-                m.d.sync += self.a.payload[k].eq(
-                    saturate(round_shift(p, nf.frac + n.gain_fmt.frac), lo, hi))
+        m.d.comb += ob_valid.eq(v2)
+        for k, p in enumerate(pg):  # rounded and saturated into the buffer's head register
+            m.d.comb += ob_payload[k].eq(
+                saturate(round_shift(p, nf.frac + n.gain_fmt.frac), lo, hi))
         return m
 
 
@@ -368,8 +370,7 @@ class ConvUnit(wiring.Component):
         q, P, G = self.q, self.pe, self.groups
         K, pb, xb = q.cfg.d_conv, q.spec.param_bits, q.fmt["xbc"].bits
         m = Module()
-        adv = Signal()
-        m.d.comb += adv.eq(~self.y.valid | self.y.ready)
+        adv, ob_valid, ob_payload = output_register(m, self.y, "ob")  # a registered enable
 
         S = self.slots
         state = Memory(shape=unsigned(P * (K - 1) * xb), depth=max(S * G, 2), init=[])
@@ -442,8 +443,8 @@ class ConvUnit(wiring.Component):
                          sw.en.eq((adv & v1) | swap.w_en)]
         else:
             m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
-        m.d.comb += [self.y.payload.eq(Cat(*ys)),
-                     self.y.valid.eq(_delay(m, v1, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
+        m.d.comb += [Value.cast(ob_payload).eq(Cat(*ys)),
+                     ob_valid.eq(_delay(m, v1, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
         return m
 
 
@@ -478,8 +479,7 @@ class GateUnit(wiring.Component):
         f = q.fmt
         S = q.cfg.headdim // P
         m = Module()
-        adv = Signal()
-        m.d.comb += adv.eq(~self.g.valid | self.g.ready)
+        adv, ob_valid, ob_payload = output_register(m, self.g, "ob")  # a registered enable
         # The y beat is taken into a register at once, so the scan is never held up while
         # its beat is used over S cycles (a head takes the scan at least headdim cycles).
         ybuf = Signal(len(Value.cast(self.y.payload)))
@@ -504,11 +504,9 @@ class GateUnit(wiring.Component):
         prods = [pipelined_mul(m, y_d[k * yb: (k + 1) * yb].as_signed(), sz, adv, f"gp{k}")
                  for k, sz in enumerate(szs)]
         valid = _delay(m, issue, PWL_LATENCY + MUL_LATENCY, adv, "v")
-        with m.If(adv):
-            m.d.sync += self.g.valid.eq(valid)
-            for k, pr in enumerate(prods):
-                m.d.sync += self.g.payload[k].eq(
-                    saturate(round_shift(pr, shift), gf.min_int, gf.max_int))
+        m.d.comb += ob_valid.eq(valid)
+        for k, pr in enumerate(prods):  # rounded and saturated into the buffer's head register
+            m.d.comb += ob_payload[k].eq(saturate(round_shift(pr, shift), gf.min_int, gf.max_int))
         return m
 
 

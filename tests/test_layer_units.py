@@ -110,9 +110,10 @@ def test_conv_unit(layer, trace, pe, beat, stalls):
     assert res["mismatches"]["y"] == 0, res["first_mismatch"]
     if not stalls:
         # Each group's output handshakes the state read (1), the taps' DSP products (4), the
-        # sum (1), the rounding and saturation (1) and the SiLU table (5) after its x beat.
+        # sum (1), the rounding and saturation (1), the SiLU table (5) and the output buffer's
+        # head register (1) after its x beat.
         xy = [y - x for y, x in zip(res["out_cycles"]["y"], res["in_cycles"]["x"])]
-        assert xy == [CONV_LATENCY] * len(xy) and CONV_LATENCY == 12
+        assert xy == [CONV_LATENCY] * len(xy) and CONV_LATENCY == 13
 
 
 @pytest.mark.parametrize("pe,stalls", [(4, False), (16, True)])
