@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["SCHEMA", "RECORD_FIELDS", "check_record", "load_results", "main"]
+__all__ = ["SCHEMA", "RECORD_FIELDS", "check_record", "load_results", "timed_decode", "main"]
 
 SCHEMA = "bimamba-hw/gpu-decode/1"
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -102,6 +102,56 @@ def check_record(rec: object) -> dict:
             raise ValueError(f"GPU decode record field {name!r} must be positive, not "
                              f"{rec[name]!r}")
     return rec
+
+
+def timed_decode(step, *, graph: bool, seconds: float, nvml, sync, side_warmups: int = 3,
+                 calib_s: float = 2.0) -> dict:
+    """Time ``step`` (one decode step, already warmed up) as the GPU benchmarks do.
+
+    With ``graph`` the step is captured once as a CUDA graph (``side_warmups`` steps on a side
+    stream first, as capture needs) and the graph is replayed. A calibration window of
+    ``min(calib_s, seconds / 4)`` s (at least 3 steps) sizes the timed window to ``seconds``;
+    ``nvml`` (None: no power) reads the board's energy counter around it and samples power.
+    Returns ``steps``, ``elapsed`` (s), ``energy_j``, ``samples`` and ``clocks`` (None without
+    ``nvml``).
+    """
+    import torch
+
+    run = step
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(side_warmups):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            step()
+        run = g.replay
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < min(calib_s, seconds / 4) or n < 3:
+        run()
+        n += 1
+        sync()
+    steps = max(3, int(seconds / ((time.perf_counter() - t0) / n)))
+    e0 = samples = clocks = energy = None
+    if nvml is not None:
+        nvml.start()
+        e0 = nvml.energy_j()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    sync()
+    elapsed = time.perf_counter() - t0
+    if nvml is not None:
+        energy = nvml.energy_j() - e0
+        samples = nvml.stop()
+        clocks = nvml.clocks_mhz()
+    return {"steps": steps, "elapsed": elapsed, "energy_j": energy, "samples": samples,
+            "clocks": clocks}
 
 
 def load_results(folder: Path = RESULTS_DIR) -> list[dict]:
@@ -327,43 +377,12 @@ def measure(preset: str, device: str, seconds: float, seed: int, graph: bool,
             dec.step()
         sync()
         t_compile = time.perf_counter() - t_compile
-        run = dec.step
-        if graph and device == "cuda":
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    dec.step()
-            torch.cuda.current_stream().wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                dec.step()
-            run = g.replay
-        # Warm-up and calibration: how many steps fill the window.
-        t0 = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t0 < min(2.0, seconds / 4) or n < 3:
-            run()
-            n += 1
-            sync()
-        per_step = (time.perf_counter() - t0) / n
-        tokens = max(3, int(seconds / per_step))
-        if nvml is not None:
-            nvml.start()
-            e0 = nvml.energy_j()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(tokens):
-            run()
-        sync()
-        elapsed = time.perf_counter() - t0
-        if nvml is not None:
-            e1 = nvml.energy_j()
-            samples = nvml.stop()
-            clocks = nvml.clocks_mhz()
+        t = timed_decode(dec.step, graph=graph and device == "cuda", seconds=seconds,
+                         nvml=nvml, sync=sync)
+        tokens, elapsed, energy = t["steps"], t["elapsed"], t["energy_j"]
+        samples, clocks = t["samples"], t["clocks"]
         finite = bool(torch.isfinite(dec.logits).all())
     params = sum(p.numel() for p in lm.parameters())
-    energy = None if nvml is None else e1 - e0
     if device == "cuda":
         gpu = torch.cuda.get_device_name()
     else:

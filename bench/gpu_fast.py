@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.gpu_decode import (SAMPLE_S, SCHEMA, _idle_power, _Nvml, _positive_seconds, _seed,
-                              check_record)
+                              check_record, timed_decode)
 
 try:  # CI has no GPU and may have no Triton: only the cuda path needs it.
     import triton
@@ -1044,44 +1044,14 @@ def measure(w: DecodeWeights, preset: str, batch: int, device: str, seconds: flo
         for _ in range(3):
             dec.step()
         sync()
-        run = dec.step
-        if graph:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    dec.step()
-            torch.cuda.current_stream().wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                dec.step()
-            run = g.replay
-        t0 = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t0 < min(1.5, seconds / 4) or n < 3:
-            run()
-            n += 1
-            sync()
-        per_step = (time.perf_counter() - t0) / n
-        steps = max(3, int(seconds / per_step))
-        if nvml is not None:
-            nvml.start()
-            e0 = nvml.energy_j()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            run()
-        sync()
-        elapsed = time.perf_counter() - t0
-        if nvml is not None:
-            e1 = nvml.energy_j()
-            samples = nvml.stop()
-            clocks = nvml.clocks_mhz()
+        t = timed_decode(dec.step, graph=graph, seconds=seconds, nvml=nvml, sync=sync,
+                         side_warmups=2, calib_s=1.5)
+        steps, elapsed, energy = t["steps"], t["elapsed"], t["energy_j"]
+        samples, clocks = t["samples"], t["clocks"]
         finite = bool(torch.isfinite(s.logits).all())
     tokens = steps * batch
     nb = step_bytes(w, batch, s.ssm.element_size())
     total = sum(nb.values())
-    energy = None if nvml is None else e1 - e0
     if device == "cuda":
         gpu = torch.cuda.get_device_name()
     else:
