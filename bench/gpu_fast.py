@@ -1126,8 +1126,7 @@ def measure(w: DecodeWeights, preset: str, batch: int, device: str, seconds: flo
     dec_pdl = getattr(dec, "pdl", False)
     dec_cfgs = {k: v.text() for k, v in dec.cfgs.items()} if device == "cuda" else None
     del dec
-    if device == "cuda":
-        del g
+    if device == "cuda":  # (the graph was timed_decode's and went with it)
         torch.cuda.empty_cache()
     pdl_used = bool(device == "cuda" and dec_pdl)
     rec = {
