@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["SCHEMA", "RECORD_FIELDS", "check_record", "load_results", "timed_decode", "main"]
+__all__ = ["SCHEMA", "RECORD_FIELDS", "check_record", "load_results", "timed_decode", "timing_fields", "main"]
 
 SCHEMA = "bimamba-hw/gpu-decode/1"
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -152,6 +152,28 @@ def timed_decode(step, *, graph: bool, seconds: float, nvml, sync, side_warmups:
         clocks = nvml.clocks_mhz()
     return {"steps": steps, "elapsed": elapsed, "energy_j": energy, "samples": samples,
             "clocks": clocks}
+
+
+def timing_fields(tokens: int, elapsed: float, energy: float | None, samples, idle_w, nvml
+                  ) -> dict:
+    """The record fields of a timed window (:data:`RECORD_FIELDS`): tokens, seconds, rates,
+    and the power fields from the NVML counter (null without ``nvml``)."""
+    return {
+        "tokens": tokens,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "ms_per_token": elapsed / tokens * 1e3,
+        "power_w": None if nvml is None else energy / elapsed,
+        "power_peak_w": None if nvml is None or not samples else max(samples),
+        "energy_j": energy,
+        "j_per_token": None if nvml is None else energy / tokens,
+        "idle_power_w": idle_w,
+        "power_method": ("NVML board energy counter (nvmlDeviceGetTotalEnergyConsumption) "
+                         "over the timed window; peak from nvmlDeviceGetPowerUsage every "
+                         f"{SAMPLE_S * 1e3:g} ms; idle: the counter over an idle window before "
+                         "the first model is built" if nvml is not None
+                         else "none (no GPU): power fields are null"),
+    }
 
 
 def load_results(folder: Path = RESULTS_DIR) -> list[dict]:
@@ -422,20 +444,7 @@ def measure(preset: str, device: str, seconds: float, seed: int, graph: bool,
         "dtype": str(dtype).removeprefix("torch."),
         "batch": 1,
         "method": method,
-        "tokens": tokens,
-        "seconds": elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "ms_per_token": elapsed / tokens * 1e3,
-        "power_w": None if nvml is None else energy / elapsed,
-        "power_peak_w": None if nvml is None or not samples else max(samples),
-        "energy_j": energy,
-        "j_per_token": None if nvml is None else energy / tokens,
-        "idle_power_w": idle_w,
-        "power_method": ("NVML board energy counter (nvmlDeviceGetTotalEnergyConsumption) "
-                         "over the timed window; peak from nvmlDeviceGetPowerUsage every "
-                         f"{SAMPLE_S * 1e3:g} ms; idle: the counter over an idle window before "
-                         "the first model is built" if nvml is not None
-                         else "none (no GPU): power fields are null"),
+        **timing_fields(tokens, elapsed, energy, samples, idle_w, nvml),
         "logits_finite": finite,
         "software": software,
     })

@@ -84,8 +84,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.gpu_decode import (SAMPLE_S, SCHEMA, _idle_power, _Nvml, _positive_seconds, _seed,
-                              check_record, timed_decode)
+from bench.gpu_decode import (SCHEMA, _idle_power, _Nvml, _positive_seconds, _seed,
+                              check_record, timed_decode, timing_fields)
 
 try:  # CI has no GPU and may have no Triton: only the cuda path needs it.
     import triton
@@ -1144,20 +1144,7 @@ def measure(w: DecodeWeights, preset: str, batch: int, device: str, seconds: flo
         "dtype": str(sdtype).removeprefix("torch."),
         "batch": batch,
         "method": method,
-        "tokens": tokens,
-        "seconds": elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "ms_per_token": elapsed / tokens * 1e3,
-        "power_w": None if nvml is None else energy / elapsed,
-        "power_peak_w": None if nvml is None or not samples else max(samples),
-        "energy_j": energy,
-        "j_per_token": None if nvml is None else energy / tokens,
-        "idle_power_w": idle_w,
-        "power_method": ("NVML board energy counter (nvmlDeviceGetTotalEnergyConsumption) "
-                         "over the timed window; peak from nvmlDeviceGetPowerUsage every "
-                         f"{SAMPLE_S * 1e3:g} ms; idle: the counter over an idle window before "
-                         "the first model is built" if nvml is not None
-                         else "none (no GPU): power fields are null"),
+        **timing_fields(tokens, elapsed, energy, samples, idle_w, nvml),
         "logits_finite": finite,
         "software": software,
         # beyond RECORD_FIELDS
