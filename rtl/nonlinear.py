@@ -34,7 +34,10 @@ __all__ = [
 
 # One register per step, each step at most one carry chain or one DSP multiply deep (see
 # docs/fpga.md: a hop of routing on the ECP5 costs about as much as a LUT).
-PWL_LATENCY = 5  # index and fraction, table read, slope product, interpolation, saturation
+# index and fraction (the slope table read into a register: a block RAM's output, when synthesis
+# maps the table there), the slope again in the fabric, the multiplier's operand and product
+# registers, interpolation, saturation
+PWL_LATENCY = 6
 ROUND_VAR_LATENCY = 3  # round_shift_var_stage: clamp, rounding add, barrel shift
 # |x| log2 e (rtl.dsp.pipelined_mul), its rounding; the exp2 mantissa; exp2's value; the tail
 # table; the tail product (pipelined_mul); its variable shift; the sum with max(x, 0); its
@@ -111,8 +114,9 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     the constant or ``x`` converted to the output format above it. Registered steps: the
     segment index ``i``, offset ``r`` and slope ``T[i+1] - T[i]`` (read from its ROM at the
     index before its register), and the range flags; ``T[i]`` (a second ROM), and the slope
-    and offset again (a multiplier's input registers); ``slope * r``;
-    ``T[i] + rs(slope * r, shift)``; the tails' selection and saturation.
+    and offset in fabric registers; the slope and offset again (a multiplier's input
+    registers); ``slope * r``; ``T[i] + rs(slope * r, shift)``; the tails' selection and
+    saturation.
     """
     span = 1 << (t.seg_bits + t.shift)
     x = Value.cast(x).as_signed() if t.in_fmt.signed else Value.cast(x)
@@ -148,16 +152,19 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
         base = Cat(Const(1 << (t.shift - 1), t.shift), base_p.data).as_signed()
     else:
         base = base_p.data
-    t0 = _delay(m, base, 2, en, f"{name}_t0")
-    # 3: slope times offset (the slope and offset registers feed the multiplier's own)
-    prod = registered_mul(m, slope, r, en, f"{name}_prod", stages=2)
+    t0 = _delay(m, base, 3, en, f"{name}_t0")
+    # 3: slope times offset. Synthesis folds the slope register into the table when it maps
+    # the table to a block RAM (a synchronous read); a fabric register then stands between the
+    # RAM's slow output and the multiplier's own operand registers, which may sit rows away
+    # (the whole tiny engine, straight from the RAM: 9.9 ns, 101.3 MHz).
+    prod = registered_mul(m, slope, r, en, f"{name}_prod", stages=3)
     # 4: interpolation
     interp = _reg(m, (t0 + prod) >> t.shift if t.shift else t0, en, f"{name}_interp")
     # 5: tails and saturation, the range flags (and x) held since step 1
-    below = _delay(m, below, 3, en, f"{name}_below")
-    above = _delay(m, above, 3, en, f"{name}_above")
+    below = _delay(m, below, 4, en, f"{name}_below")
+    above = _delay(m, above, 4, en, f"{name}_above")
     if t.right_const is None:
-        right = _delay(m, right, 3, en, f"{name}_right")
+        right = _delay(m, right, 4, en, f"{name}_right")
     y = Mux(below, t.left, Mux(above, right, interp))
     f = t.out_fmt
     return _reg(m, saturate(y, f.min_int, f.max_int), en, f"{name}_y",
