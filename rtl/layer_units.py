@@ -457,7 +457,7 @@ class GateUnit(wiring.Component):
     z : ``In(stream.Signature(ArrayLayout(signed(z_bits), pe)))``
     g : ``Out(stream.Signature(ArrayLayout(signed(gate_bits), pe)))``
 
-    A ``y`` beat is taken into a register (when the last one's slices are done or issuing) and
+    A ``y`` beat is taken into a register (once the last one's slices have all issued) and
     used over ``headdim / pe`` cycles, one ``z`` beat each; slice i of a beat taken at cycle
     t issues at ``t + 1 + i`` and its output handshakes ``GATE_LATENCY`` cycles later: the
     SiLU table (``PWL_LATENCY``), the product ``y * SiLU(z)`` in DSP blocks with their own
@@ -480,15 +480,19 @@ class GateUnit(wiring.Component):
         S = q.cfg.headdim // P
         m = Module()
         adv, ob_valid, ob_payload = output_register(m, self.g, "ob")  # a registered enable
-        # The y beat is taken into a register at once, so the scan is never held up while
-        # its beat is used over S cycles (a head takes the scan at least headdim cycles).
+        # The y beat is taken into a register when the register is free, and used over S
+        # cycles. Its ready is that register's state alone: a ready that also waited on z and
+        # on the pipeline's enable ran from here through the z FIFO into the scan's control
+        # (10.5 ns across the whole engine). It costs no cycle: the scan gives a head at most
+        # every headdim * d_state / lanes >= 2 S cycles, so the register is free again long
+        # before the next y (only under a stall can a y wait the one cycle of the emptying).
         ybuf = Signal(len(Value.cast(self.y.payload)))
         have = Signal()
         s = Signal(range(max(S, 2)))
         issue = Signal()
         last = s == S - 1
         m.d.comb += [issue.eq(adv & have & self.z.valid), self.z.ready.eq(issue),
-                     self.y.ready.eq(~have | (issue & last))]
+                     self.y.ready.eq(~have)]
         with m.If(issue):
             m.d.sync += s.eq(Mux(last, 0, s + 1))
             with m.If(last):
