@@ -250,16 +250,21 @@ def _parser() -> argparse.ArgumentParser:
 # -- the model ---------------------------------------------------------------------------
 
 
-def _build(preset: str, device: str, seed: int) -> Any:
-    """The float reference LM of ``preset`` in FP16 (float32 on cpu) with random weights of
-    Mamba-2's initialisation (as :func:`model.reference.checkpoint.synthetic_state_dict`), drawn on the
+def _build(preset: str, device: str, seed: int, vocab: int | None = None) -> Any:
+    """The float reference LM of ``preset`` (its head and embedding of ``vocab`` rows, by
+    default the preset's) in FP16 (float32 on cpu) with random weights of Mamba-2's
+    initialisation (as :func:`model.reference.checkpoint.synthetic_state_dict`), drawn on the
     device so that a 2.7B model takes seconds, not minutes."""
+    from dataclasses import replace
+
     import torch
 
     from model.config import get_preset
     from model.reference.lm import BiMambaLM
 
     cfg = get_preset(preset)
+    if vocab is not None:
+        cfg = replace(cfg, vocab_size=vocab)
     dtype = torch.float16 if device == "cuda" else torch.float32
     with torch.device(device):
         lm = BiMambaLM(cfg, binary=False)

@@ -884,15 +884,17 @@ def tune(dec: TritonDecoder, say: Callable[[str], None]) -> None:
 # -- models, checks ------------------------------------------------------------------------
 
 
-def build_models(preset: str, device: str, seed: int) -> tuple[Any, Any]:
-    """The float reference LM and its Bi-Mamba student, float32 on ``device``, with the random
+def build_models(preset: str, device: str, seed: int,
+                 vocab: int | None = None) -> tuple[Any, Any]:
+    """The float reference LM and its Bi-Mamba student (a head of ``vocab`` rows, by default
+    the preset's), float32 on ``device``, with the random
     weights of :mod:`bench.gpu_decode` (same init, same seed) whose norms and D are perturbed
     by ``1 + 0.3 N(0, 1)`` (seed + 100); every parameter is rounded to FP16 (alpha, beta of the
     student too), so the float32 references hold exactly the values the decoders read."""
     from bench.gpu_decode import _build
     from model.reference.lm import student_from_teacher
 
-    lm, _ = _build(preset, device, seed)
+    lm, _ = _build(preset, device, seed, vocab)
     lm = lm.float()
     gen = torch.Generator(device=device).manual_seed(seed + 100)
     with torch.no_grad():
@@ -1196,6 +1198,16 @@ def _steps(text: str) -> int:
     return v
 
 
+def _vocab(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {1 << 20}], not {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m bench.gpu_fast", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1213,6 +1225,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--idle-seconds", type=_positive_seconds, default=5.0,
                     help="length of the idle-power window (cuda; default 5)")
     ap.add_argument("--seed", type=_seed, default=0, help="seed of the random weights")
+    ap.add_argument("--vocab", type=_vocab, default=None,
+                    help="rows of the head and embedding (default: the preset's; 50288 is "
+                         "Mamba-2's checkpoints')")
     ap.add_argument("--check-steps", type=_steps, default=4,
                     help="tokens of the check against BiMambaLM (default 4)")
     ap.add_argument("--no-tune", action="store_true",
@@ -1253,7 +1268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     idle_w = None if nvml is None else _idle_power(nvml, args.idle_seconds)
     t0 = time.perf_counter()
-    lm, student = build_models(args.preset, args.device, args.seed)
+    lm, student = build_models(args.preset, args.device, args.seed, args.vocab)
     say(f"built {args.preset} in {time.perf_counter() - t0:.1f} s")
     dev = args.device
     wdtype = torch.float16 if dev == "cuda" else torch.float32
