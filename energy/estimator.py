@@ -79,12 +79,20 @@ from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
 from .roofline import bytes_per_token
+from .sources import BEHAVIOUR, DEFAULT_MEMORY, load_memories
 from .tables import EnergyTable, load_table, table_for_node
 
 __all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
            "layer_config", "lm_config", "memory_period", "memory_paces", "bytes_per_cycle",
-           "check_lanes", "dram_pj_per_bit", "projection_burst_cycles", "resolve_table",
-           "scan_burst_cycles"]
+           "check_lanes", "dram_pj_per_bit", "latency_cycles", "projection_burst_cycles",
+           "resolve_table", "scan_burst_cycles"]
+
+# The default memory (energy/references/dram.json): its peak, the share of it sustained, the
+# latency of a row miss and the background power of its ranks, each figure with its source.
+_MEMORY = load_memories()[DEFAULT_MEMORY]
+# Arch fields that take a memory's behaviour, and the dram.json figure whose limits they keep.
+_BEHAVIOUR_FIELDS = {"dram_efficiency": "efficiency", "dram_latency_ns": "latency_ns",
+                     "dram_background_w": "background_w"}
 
 
 def projection_burst_cycles(d_in: int, d_out: int, simd: int, pe: int, act_bits: int,
@@ -163,14 +171,17 @@ class Arch:
     state_bits: int = 16
     data_bits: int = 16
     head_bits: int = 8  # the 1-bit design's head weights and activations (integers)
-    dram_bytes_per_s: float = 102.4e9  # two DDR5-6400 channels (DDR class, like the energy)
+    dram_bytes_per_s: float = _MEMORY.bytes_per_s  # peak: two DDR5-6400 channels
     dram_pj_per_bit: float = 0.0  # 0: the table's DRAM figure (Horowitz: 1.3 nJ / 64 bit)
+    dram_efficiency: float = _MEMORY.efficiency  # share of the peak sustained (DDR5: refresh)
+    dram_latency_ns: float = _MEMORY.latency_ns  # a row miss (DDR5-6400: tRP + tRCD + CL)
+    dram_background_w: float = _MEMORY.background_w  # standby + refresh of the ranks (DDR5)
     state_on_chip: bool = False
     state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
     node_nm: float = 0.0  # 0: the table's own node
-    static_w: float = 0.5  # assumption: static power of the 1-bit design (W)
-    static_fp16_w: float = 0.5  # assumption: static power of the FP16, INT8, INT4 designs (W)
+    static_w: float = 0.5  # assumption: static power of the 1-bit design's die (W)
+    static_fp16_w: float = 0.5  # assumption: static power of the FP16, INT8, INT4 dies (W)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -199,6 +210,11 @@ class Arch:
                         raise ValueError(
                             f"node_nm must be 0 (the table's node) or a node in "
                             f"[{NODE_NM[0]:g}, {NODE_NM[1]:g}] nm, not {v!r}")
+                elif f.name in _BEHAVIOUR_FIELDS:
+                    lo, hi, unit = BEHAVIOUR[_BEHAVIOUR_FIELDS[f.name]]
+                    if not ok or not lo <= v <= hi:
+                        raise ValueError(f"{f.name} must be a number in [{lo:g}, {hi:g}] "
+                                         f"{unit}, not {v!r}")
                 elif f.name in PHYSICAL:
                     lo, hi, unit = PHYSICAL[f.name]
                     if not ok or not lo <= v <= hi:
@@ -222,9 +238,14 @@ class Arch:
                          data_bits=self.data_bits, head_bits=self.head_bits)
 
     @property
+    def sustained_bytes_per_s(self) -> float:
+        """What the memory delivers a second: its peak times its efficiency."""
+        return self.dram_bytes_per_s * self.dram_efficiency
+
+    @property
     def bytes_per_cycle(self) -> float:
-        """What the memory delivers a cycle."""
-        return self.dram_bytes_per_s / self.clock_hz
+        """What the memory delivers a cycle (sustained)."""
+        return self.sustained_bytes_per_s / self.clock_hz
 
 
 @dataclass
@@ -245,6 +266,7 @@ class Estimate:
     state_period: Fraction | None = None  # cycles an SSM word on the shared memory
     conv_period: Fraction | None = None  # cycles a conv word
     simulated: bool = False  # a machine the tests simulate (the 1-bit design's decode step)
+    latency_cycles: int = 0  # the memory's latency in cycles (a row miss)
 
     @property
     def compute_s(self) -> float:
@@ -376,8 +398,16 @@ def _pace(x: Fraction) -> Fraction:
 
 
 def bytes_per_cycle(arch: Arch) -> Fraction:
-    """What the memory delivers a cycle, as an exact fraction of the decimal figures given."""
-    return Fraction(repr(float(arch.dram_bytes_per_s))) / Fraction(repr(float(arch.clock_hz)))
+    """What the memory sustains a cycle (peak times efficiency), as an exact fraction of the
+    decimal figures given."""
+    peak = Fraction(repr(float(arch.dram_bytes_per_s)))
+    return peak * Fraction(repr(float(arch.dram_efficiency))) / Fraction(repr(float(arch.clock_hz)))
+
+
+def latency_cycles(arch: Arch) -> int:
+    """The memory's latency (``dram_latency_ns``) in whole cycles, rounded up."""
+    ns = Fraction(repr(float(arch.dram_latency_ns)))
+    return math.ceil(ns * Fraction(repr(float(arch.clock_hz))) / 10**9)
 
 
 def memory_period(lc: LayerConfig | LMConfig, arch: Arch) -> Fraction:
@@ -490,6 +520,7 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
     D, E, C, H, P, N, K = (c.d_model, c.d_inner, c.conv_dim, c.nheads, c.headdim, c.d_state,
                            c.d_conv)
     lc = layer_config(cfg, arch)
+    lat = latency_cycles(arch)
     db, rb = arch.data_bits, arch.spec.res_bits
     sb = arch.state_bits if design == "bimamba" else 16
     state_vals = H * P * N
@@ -590,13 +621,21 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         emb_bytes = float(beats["embedding"] * bb + head_bytes)
         state_traffic = lmc.state_bytes_per_token / tokens
         if tokens == 1:
-            cycles = lmc.schedule(period, 0, s_period, 0, c_period, shared=True).token_cycles
+            # Greedy decode: a token is offered once the last one's logits are out (the next
+            # row depends on them), so the step runs from the token's handshake to the cycle
+            # after its last logit, its row's latency exposed; tokens offered back to back
+            # (``token_cycles``) would hide it. On the shared memory this is the formula's
+            # first token after reset (a later token's first swap also waits for its
+            # embedding row), which the co-simulations measure.
+            cycles = lmc.schedule(period, lat, s_period, lat, c_period,
+                                  shared=True).last_logit + 1
         else:  # the projection of the docstring
             cycles = math.ceil(L * layer_cycles + (beats["embedding"] * period) + (
-                (beats["norm_f"] + beats["head"]) * period
+                (beats["norm_f"] + beats["head"]) * period + lat
                 + lmc.state_bytes_per_token / bytes_per_cycle(arch)) / tokens)
         est = Estimate(design, int(cycles), L * stream_bytes + state_traffic + emb_bytes,
-                       {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
+                       {k: v * L for k, v in e.items()}, arch.clock_hz,
+                       arch.sustained_bytes_per_s)
         est.actions = {k: v * L for k, v in n.items()}
         hb, rb, V = arch.head_bits, arch.spec.res_bits, c.vocab_size
         norm_f = D * (pr.mult(rb, rb) + pr.add(2 * rb + D.bit_length()) + pr.mult(rb, 16)
@@ -617,8 +656,10 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         cycles = L * layer_cycles + state_traffic / arch.bytes_per_cycle
         cycles += max(fp.embedding_params / arch.lm_head_macs / tokens,
                       emb_bytes / arch.bytes_per_cycle)
+        cycles += lat / tokens  # the token's embedding row, requested once the token is known
         est = Estimate(design, math.ceil(cycles), L * stream_bytes + state_traffic + emb_bytes,
-                       {k: v * L for k, v in e.items()}, arch.clock_hz, arch.dram_bytes_per_s)
+                       {k: v * L for k, v in e.items()}, arch.clock_hz,
+                       arch.sustained_bytes_per_s)
         est.actions = {k: v * L for k, v in n.items()}
         est.energy_j["lm_head"] = fp.embedding_params * (mac + (
             pr.fp16_mac() / D if design != "fp16" else 0)) / tokens
@@ -635,7 +676,7 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         conv_moved = need["conv_state"]
     est.actions["dram_conv_state_bytes"] = conv_moved / tokens
     est.actions["dram_embedding_bytes"] = emb_bytes
-    est.layer, est.period = lc, period
+    est.layer, est.period, est.latency_cycles = lc, period, lat
     if design == "bimamba":
         est.lm, est.state_period, est.conv_period = lmc, s_period, c_period
         # The memory sets the pace when it needs at least as long per beat as the array
@@ -647,10 +688,13 @@ def estimate(cfg: BiMambaConfig, arch: Arch, design: str = "bimamba",
         words = sum(math.ceil(d_in / lc.simd) * math.ceil(d_out / lc.pe)
                     for _, d_in, d_out in _projections(c))
         est.bound_by = "memory" if wb * w / arch.bytes_per_cycle >= words else "compute"
-    # Static power over the time each token takes.
+    # Static power over the time each token takes: the die's, and the memory's background
+    # (standby and refresh of its ranks, whatever it moves).
     static_w = arch.static_w if design == "bimamba" else arch.static_fp16_w
     if static_w:
         est.energy_j["static"] = static_w / est.tokens_per_s
+    if arch.dram_background_w:
+        est.energy_j["dram_background"] = arch.dram_background_w / est.tokens_per_s
     return est
 
 

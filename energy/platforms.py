@@ -42,8 +42,11 @@ KINDS = ("fpga", "asic")
 RESOURCES = ("lut4", "ff", "dsp", "bram")
 BRAM_BITS = 18 * 1024  # one DP16KD (ECP5) or one half of a BRAM36 (UltraScale+)
 # The Arch fields a platform sets (--set and --arch may not set them beside --platform).
-PLATFORM_FIELDS = ("clock_hz", "dram_bytes_per_s", "dram_pj_per_bit", "static_w",
-                   "static_fp16_w")
+PLATFORM_FIELDS = ("clock_hz", "dram_bytes_per_s", "dram_pj_per_bit", "dram_efficiency",
+                   "dram_latency_ns", "dram_background_w", "static_w", "static_fp16_w")
+# A platform memory's behaviour: from the dram.json technology it names ("technology"), or
+# given in the platform with a status and a source each.
+_BEHAVIOUR = ("efficiency", "latency_ns", "background_w")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class Platform:
     bytes_per_s: float
     pj_per_bit: float
     capacity_bytes: int
+    efficiency: float  # share of the peak bandwidth sustained
+    latency_ns: float  # a row miss
+    background_w: float  # the memory's standby and refresh power
     static_w: float
     resources: dict | None  # lut4, ff, dsp, bram, bram_bits, uram_bits (FPGAs)
     fpga_device: str | None  # the fpga/area.json device whose fit applies directly
@@ -136,14 +142,54 @@ def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
     sources = {k: v for k, v in entry.items() if k.endswith(("_source", "_status"))}
     sources.update({f"memory.{k}": v for k, v in mem.items()
                     if k.endswith(("_source", "_status"))})
+    behaviour = _memory_behaviour(where, mem, sources)
     return Platform(
         name=name, kind=kind, summary=entry.get("summary", ""), clock_hz=clock_hz,
         clock_source=source, clock_note=clock.get("note", ""), clock_build=build,
         bytes_per_s=_positive(where, "memory.bytes_per_s", mem["bytes_per_s"]),
         pj_per_bit=_positive(where, "memory.pj_per_bit", mem["pj_per_bit"]),
         capacity_bytes=int(_positive(where, "memory.capacity_bytes", mem["capacity_bytes"])),
-        static_w=float(entry["static_w"]), resources=res,
+        **behaviour, static_w=float(entry["static_w"]), resources=res,
         fpga_device=entry.get("fpga_device"), sources=sources)
+
+
+def _memory_behaviour(where: str, mem: dict, sources: dict) -> dict[str, float]:
+    """The memory's efficiency, latency and background power: from the technology of
+    ``energy/references/dram.json`` that ``mem`` names, or (each) from ``mem`` itself with a
+    status and a source; the sources go into ``sources``."""
+    from energy.sources import BEHAVIOUR, load_memories
+
+    tech = mem.get("technology")
+    out = {}
+    if tech is not None:
+        memories = load_memories()
+        if tech not in memories:
+            raise _fail(where, f"memory.technology must be one of {', '.join(memories)}, "
+                               f"not {tech!r}")
+        m = memories[tech]
+    for k in _BEHAVIOUR:
+        stem = "efficiency" if k == "efficiency" else k.rsplit("_", 1)[0]
+        if k in mem:
+            lo, hi, unit = BEHAVIOUR[k]
+            v = mem[k]
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or not lo <= v <= hi):
+                raise _fail(where, f"memory.{k} must be a number in [{lo:g}, {hi:g}] {unit}, "
+                                   f"not {v!r}")
+            for t in ("status", "source"):
+                if not isinstance(mem.get(f"{stem}_{t}"), str) or not mem[f"{stem}_{t}"]:
+                    raise _fail(where, f"memory.{k} needs memory.{stem}_{t}")
+            out[k] = float(v)
+        elif tech is not None:
+            out[k] = getattr(m, k)
+            for t in ("status", "source"):
+                sources[f"memory.{stem}_{t}"] = m.behaviour_sources[f"{stem}_{t}"]
+            sources[f"memory.{stem}_source"] = (f"{tech} (energy/references/dram.json): "
+                                                f"{sources[f'memory.{stem}_source']}")
+        else:
+            raise _fail(where, f"memory lacks {k!r} (or a 'technology' of "
+                               f"energy/references/dram.json to take it from)")
+    return out
 
 
 def load_platforms(path: Path = PLATFORMS_PATH,
@@ -176,15 +222,19 @@ def custom_platform(arch) -> Platform:
         "--platform)", clock_hz=arch.clock_hz, clock_source="assumed",
         clock_note="Arch.clock_hz (default 1 GHz, an assumption: no ASIC flow behind it)",
         clock_build=None, bytes_per_s=arch.dram_bytes_per_s, pj_per_bit=dram_pj_per_bit(arch),
-        capacity_bytes=0, static_w=arch.static_w, resources=None, fpga_device=None,
-        sources={"static_status": "assumption"})
+        capacity_bytes=0, efficiency=arch.dram_efficiency, latency_ns=arch.dram_latency_ns,
+        background_w=arch.dram_background_w, static_w=arch.static_w, resources=None,
+        fpga_device=None, sources={"static_status": "assumption"})
 
 
 def platform_arch(p: Platform, arch):
-    """``arch`` with ``p``'s clock, bandwidth, DRAM energy per bit and static power (the same
-    static power for every design on the platform)."""
+    """``arch`` with ``p``'s clock, memory (bandwidth, energy per bit, efficiency, latency,
+    background power) and static power (the same static power for every design on the
+    platform)."""
     return replace(arch, clock_hz=p.clock_hz, dram_bytes_per_s=p.bytes_per_s,
-                   dram_pj_per_bit=p.pj_per_bit, static_w=p.static_w, static_fp16_w=p.static_w)
+                   dram_pj_per_bit=p.pj_per_bit, dram_efficiency=p.efficiency,
+                   dram_latency_ns=p.latency_ns, dram_background_w=p.background_w,
+                   static_w=p.static_w, static_fp16_w=p.static_w)
 
 
 def _rest_of_engine(engines: dict[str, dict]) -> tuple[dict[str, float], dict]:
@@ -252,6 +302,8 @@ def platform_view(p: Platform, report: dict, arch, engines: dict[str, dict] | No
                                                              "fmax_mhz", "measured")
                                if k in p.clock_build}),
         "bandwidth_bytes_per_s": p.bytes_per_s, "memory_pj_per_bit": p.pj_per_bit,
+        "memory_efficiency": p.efficiency, "memory_latency_ns": p.latency_ns,
+        "memory_background_w": p.background_w,
         "memory_capacity_bytes": p.capacity_bytes or None, "static_w": p.static_w,
         "fits": not short, "short_of": short, "resources": need, "area_basis": basis,
         "tokens_per_s": report["tokens_per_s"],

@@ -57,6 +57,9 @@ from model.evaluate.sqnr import MAX_SEED, MAX_STEPS  # noqa: E402
 from model.golden.quantize import QuantSpec  # noqa: E402
 
 PRESETS = ("780M", "1.3B", "2.7B")
+# The Arch fields --memory sets (from its row of energy/references/dram.json).
+MEMORY_FIELDS = ("dram_pj_per_bit", "dram_bytes_per_s", "dram_efficiency", "dram_latency_ns",
+                 "dram_background_w")
 GIB = 2**30
 MAX_PREFILL = 2**20  # prefill length: a million tokens is past any context this models
 # Values of each --plot-sweep; simd, pe and lanes go in powers of two (a log2 axis).
@@ -66,19 +69,35 @@ SWEEP_VALUES = {"act_bits": (2, 4, 6, 8, 10, 12, 16), "simd": (16, 32, 64, 128, 
                 "pe": (4, 8, 16, 32, 64), "lanes": (4, 8, 16, 32, 64)}
 PLOTS = ("energy_breakdown.png", "memory.png", "roofline.png")  # plus sweep_<param>.png
 DESIGN_NAMES = {"bimamba": "Bi-Mamba", "fp16": "FP16"}
+# The LM head's rows by default: Mamba-2's checkpoints' padded vocabulary (--vocab 32000 gives
+# Bi-Mamba's own, the presets' figure).
+DEFAULT_VOCAB = MAMBA2_VOCAB
+MAX_VOCAB = 1 << 20
 
 
-def _baselines(name: str, records: list[dict]) -> list[dict]:
-    """The measured records of preset ``name``, each with the roofline of its own weights
+def preset_config(name: str, vocab: int = DEFAULT_VOCAB):
+    """Preset ``name`` with a head (and embedding) of ``vocab`` rows."""
+    return replace(get_preset(name), vocab_size=vocab)
+
+
+def record_vocab(r: dict) -> int:
+    """The head rows a measured record ran with: its shape's ``vocab_size``, else its
+    preset's own."""
+    return int((r.get("shape") or {}).get("vocab_size") or get_preset(r["preset"]).vocab_size)
+
+
+def _baselines(name: str, records: list[dict], vocab: int = DEFAULT_VOCAB) -> list[dict]:
+    """The measured records of preset ``name`` at a head of ``vocab`` rows (a record at
+    another vocabulary is another model), each with the roofline of its own weights
     (``weights``: ``"fp16"`` for a record that does not say; the bytes a token the record
     counted, else the FP16 model's) at its GPU's bandwidth (where anchors.json has it), the
     measured share of that roofline (``roofline_fraction``) and of the bandwidth
     (``bandwidth_fraction``)."""
-    cfg = get_preset(name)
+    cfg = preset_config(name, vocab)
     fp16 = sum(bytes_per_token(cfg, "fp16").values())
     out = []
     for r in records:
-        if r["preset"] != name:
+        if r["preset"] != name or record_vocab(r) != vocab:
             continue
         r = dict(r)
         r["weights"] = r.get("weights") or "fp16"
@@ -116,10 +135,11 @@ def _gpu_comparison(r: dict) -> dict | None:
 
 
 def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None = None,
-                  records: list[dict] | None = None) -> dict:
+                  records: list[dict] | None = None, vocab: int = DEFAULT_VOCAB) -> dict:
     """Every figure of one preset on ``arch`` (``memory``: the DRAM technology that set its
-    DRAM figures, for the record; ``records``: measured GPU records to attach)."""
-    cfg = get_preset(name)
+    DRAM figures, for the record; ``records``: measured GPU records to attach; ``vocab``: the
+    head's rows)."""
+    cfg = preset_config(name, vocab)
     fp = footprint(cfg)
     b, f = estimate(cfg, arch, "bimamba"), estimate(cfg, arch, "fp16")
     need = {d: bytes_per_token(cfg, d, arch.state_bits, arch.data_bits, arch.state_on_chip,
@@ -190,12 +210,49 @@ def preset_report(name: str, arch: Arch, prefill: int = 512, memory: str | None 
         "estimate_over_floor": b.energy_per_token_j / floor["bimamba"],
         "estimate_over_floor_fp16": f.energy_per_token_j / floor["fp16"],
         "energy_per_token_by_table_j": by_table,
-        "baselines": (baselines := _baselines(name, records or [])),
-        "measured_gpus": _gpu_comparison({"baselines": baselines,
-                                          "energy_per_token_j": b.energy_per_token_j}),
+        "vocab_size": vocab,
+        "memory_behaviour": {"efficiency": arch.dram_efficiency,
+                             "sustained_bytes_per_s": arch.sustained_bytes_per_s,
+                             "latency_ns": arch.dram_latency_ns,
+                             "latency_cycles": b.latency_cycles,
+                             "background_w": arch.dram_background_w},
+        "baselines": (baselines := _baselines(name, records or [], vocab)),
+        "measured_gpus": (gpus := _gpu_comparison({"baselines": baselines,
+                                                   "energy_per_token_j": b.energy_per_token_j})),
+        "saving_vs_strongest": _strongest(precision, gpus, b.energy_per_token_j),
         "design_point": _design_point(b),
         "notes": [],
     }
+
+
+def _strongest_line(name: str, r: dict) -> str:
+    s = r["saving_vs_strongest"]
+    c = s["candidates"]
+    gpu = c.get("gpu-1-bit")
+    return (f"{name}: the strongest baseline is {s['baseline'].upper()} "
+            f"({s['energy_per_token_j'] * 1e3:.1f} mJ a token, {s['kind']}); the 1-bit design "
+            f"saves {s['saving']:.2f}x its energy per token (INT8 {c['int8']['saving']:.2f}x, "
+            f"INT4 {c['int4']['saving']:.2f}x at equal bandwidth"
+            + (f"; the GPU running the same 1-bit weights {gpu['saving']:.2f}x, measured at "
+               f"batch 1" if gpu else "; no measured GPU 1-bit record at this shape") + ").")
+
+
+def _strongest(precision: dict, gpus: dict | None, energy_j: float) -> dict:
+    """The strongest baseline of the 1-bit design: the lowest energy per token among the INT8
+    and INT4 designs (estimates on the same template and memory: equal bandwidth) and the GPU
+    running the same packed 1-bit weights (measured at batch 1 on its own memory), and the
+    1-bit estimate's saving over it."""
+    cands = {d: {"kind": "estimate", "energy_per_token_j": precision[d]["energy_per_token_j"],
+                 "equal_bandwidth": True} for d in ("int8", "int4")}
+    if gpus and "1-bit" in gpus:
+        g = gpus["1-bit"]
+        cands["gpu-1-bit"] = {"kind": "measured", "energy_per_token_j": g["j_per_token"],
+                              "equal_bandwidth": False, "system": g["system"]}
+    best = min(cands, key=lambda k: cands[k]["energy_per_token_j"])
+    return {"baseline": best, **cands[best],
+            "saving": cands[best]["energy_per_token_j"] / energy_j,
+            "candidates": {k: {**v, "saving": v["energy_per_token_j"] / energy_j}
+                           for k, v in cands.items()}}
 
 
 def _design_point(b) -> dict:
@@ -227,7 +284,7 @@ def paper_storage_line() -> str:
             f"{fp.bimamba_bytes / GIB:.2f} GiB (paper: 5.03 -> 0.55 GB), counting every "
             f"checkpoint tensor, 1 bit per in_proj/out_proj weight and FP16 for the rest, with "
             f"the Mamba-2 tokenizer's {MAMBA2_VOCAB}-row embedding that the paper's figure "
-            f"implies; Bi-Mamba's own 32000-row vocabulary gives the tables' figures.")
+            f"implies (the tables' default too; --vocab 32000 gives Bi-Mamba's own).")
 
 
 def _md(reports: dict[str, dict], arch: Arch) -> str:
@@ -237,10 +294,17 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
                  f"{', '.join(table.scaled_actions)}")
     first = next(iter(reports.values()))
     mem = first["memory"]
+    mb = first["memory_behaviour"]
     dram = (f"DRAM: {first['dram_pj_per_bit']:.3g} pJ/bit at "
-            f"{first['dram_bytes_per_s'] / 1e9:g} GB/s"
+            f"{first['dram_bytes_per_s'] / 1e9:g} GB/s peak, {mb['efficiency']:.1%} of it "
+            f"sustained ({mb['sustained_bytes_per_s'] / 1e9:.1f} GB/s), a row miss "
+            f"{mb['latency_ns']:g} ns ({mb['latency_cycles']} cycles), background "
+            f"{mb['background_w']:g} W"
             + (f" ({mem}, --memory)" if mem else " (the architecture's figures)"))
-    out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", dram, ""]
+    out = [f"Architecture: {json.dumps(asdict(arch))}", f"Energy table: {tech}", dram,
+           _memory_sources_line(mem), f"LM head and embedding: {first['vocab_size']} rows"
+           + (" (Mamba-2's checkpoints'; --vocab 32000 gives Bi-Mamba's own)"
+              if first["vocab_size"] == MAMBA2_VOCAB else " (--vocab)"), ""]
     out += ["Whole-model engine (rtl/lm.py) of the 1-bit design, one layer engine (rtl/layer.py) "
             "serving every layer, its weights and its state on one memory served in turn; "
             "cycles per token from its formula (the one the tests check against Verilator), "
@@ -292,10 +356,7 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
                        f"{p['tokens_per_s']:.1f} ({p['bound']}) | "
                        f"{p['energy_per_token_j'] * 1e3:.2f} mJ | {p['energy_saving']:.2f}x | "
                        f"{p['speedup']:.2f}x |")
-    out += [""] + [f"{n}: the strongest baseline at equal bandwidth is "
-                   f"{r['strongest_baseline'].upper()}; the 1-bit design saves "
-                   f"{r['energy_saving_vs_strongest']:.2f}x its energy per token." for n, r in
-                   reports.items()]
+    out += [""] + [_strongest_line(n, r) for n, r in reports.items()]
     out += ["", f"Prefill of {next(iter(reports.values()))['prefill_tokens']} tokens ("
             "the weights streamed for every token; state and LM head once per call), per "
             "token:", "",
@@ -323,13 +384,31 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             "token, the state of the layer in flight on chip and swapped through the state "
             "port before each layer, on the same memory between the layers' weight streams, "
             "unless state_on_chip; the 1-bit design's final norm and LM head as built "
-            f"({arch.head_bits}-bit integer weights and activations, exact sums); the memory's "
-            "latency hidden (0 cycles); the prefill a projection from the layer formula (the "
+            f"({arch.head_bits}-bit integer weights and activations, exact sums); greedy "
+            "decode (a token offered once the last one's logits are out: the row's latency "
+            "exposed, the state swaps' hidden where the formula overlaps them); the memory "
+            "sustaining its efficiency on every stream (refresh only: row misses and turnarounds "
+            "not counted); its background power for the whole token; the prefill a projection "
+            "from the layer formula (the "
             "engine has no prefill mode); FP16 baseline with as many FP16 MACs as the 1-bit "
             "array has XNOR lanes, fed by the stream of FP16 weights, and an FP16 LM head; "
-            "static power "
+            "the die's static power "
             f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
     return "\n".join(out)
+
+
+def _memory_sources_line(mem: str | None) -> str:
+    """Where the memory's behaviour figures come from: the --memory technology's row, or the
+    default memory's (when the architecture's figures are the defaults)."""
+    from energy.estimator import _MEMORY
+
+    m = load_memories()[mem] if mem else _MEMORY
+    src = m.behaviour_sources
+    return (f"Memory behaviour ({m.name}, energy/references/dram.json; figures other than "
+            f"these defaults come from --set): efficiency {src['efficiency_status']}: "
+            f"{src['efficiency_source']}; latency {src['latency_status']}: "
+            f"{src['latency_source']}; background {src['background_status']}: "
+            f"{src['background_source']}")
 
 
 def _mb(v: float) -> str:
@@ -451,8 +530,8 @@ def _csv(reports: dict[str, dict]) -> str:
     return buf.getvalue()
 
 
-def arch_sweep(presets: list[str], arch: Arch, param: str,
-               values: tuple[int, ...]) -> tuple[dict[str, list[dict]], list[str]]:
+def arch_sweep(presets: list[str], arch: Arch, param: str, values: tuple[int, ...],
+               vocab: int = DEFAULT_VOCAB) -> tuple[dict[str, list[dict]], list[str]]:
     """Energy and throughput of the 1-bit design per preset over ``param``, the rest of
     ``arch`` fixed (simd and pe swept together with the other at its sized value). A point
     the engine cannot take (a lane count that does not divide the model) is left out and a
@@ -460,7 +539,7 @@ def arch_sweep(presets: list[str], arch: Arch, param: str,
     rows: dict[str, list[dict]] = {}
     notes = []
     for n in presets:
-        cfg = get_preset(n)
+        cfg = preset_config(n, vocab)
         rows[n] = []
         base = layer_config(cfg, arch)
         for v in values:
@@ -478,11 +557,13 @@ def arch_sweep(presets: list[str], arch: Arch, param: str,
     return rows, notes
 
 
-def write_plots(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str) -> list[Path]:
+def write_plots(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: str,
+                vocab: int = DEFAULT_VOCAB) -> list[Path]:
     """The breakdown, memory and ``sweep_<param>`` charts into ``out`` (which must exist)."""
     from energy.plots import plot_breakdown, plot_memory, plot_roofline, plot_sweep
 
-    rows, notes = arch_sweep(list(reports), arch, sweep_param, SWEEP_VALUES[sweep_param])
+    rows, notes = arch_sweep(list(reports), arch, sweep_param, SWEEP_VALUES[sweep_param],
+                             vocab)
     return [plot_breakdown(reports, arch, out / PLOTS[0]),
             plot_memory(reports, arch, out / PLOTS[1]),
             plot_roofline(reports, arch, out / PLOTS[2]),
@@ -490,7 +571,7 @@ def write_plots(reports: dict[str, dict], arch: Arch, out: Path, sweep_param: st
 
 
 def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: int,
-                          seed: int) -> list[dict]:
+                          seed: int, vocab: int = DEFAULT_VOCAB) -> list[dict]:
     """Golden-model SQNR (one synthetic layer of ``preset``, ``steps`` decode steps) beside the
     estimated energy and throughput of the whole model, per activation width.
 
@@ -507,7 +588,7 @@ def accuracy_energy_sweep(preset: str, arch: Arch, act_bits: list[int], steps: i
             sq = evaluate(p, QuantSpec(act_bits=a))
         except ExportError as e:
             sq, note = {"layer_out": None, "mixer_out": None}, f"no golden model: {e}"
-        e = estimate(get_preset(preset), replace(arch, act_bits=a, planes=0))
+        e = estimate(preset_config(preset, vocab), replace(arch, act_bits=a, planes=0))
         rows.append({"act_bits": a, "layer_out_db": sq["layer_out"],
                      "mixer_out_db": sq["mixer_out"], "energy_per_token_j": e.energy_per_token_j,
                      "tokens_per_s": e.tokens_per_s, "bound": e.bound, "note": note})
@@ -580,7 +661,10 @@ def _parser() -> argparse.ArgumentParser:
                          "wins over --arch)")
     ap.add_argument("--memory", metavar="NAME",
                     help="DRAM technology of energy/references/dram.json that sets "
-                         "dram_pj_per_bit and dram_bytes_per_s")
+                         f"{', '.join(MEMORY_FIELDS)}")
+    ap.add_argument("--vocab", metavar="ROWS",
+                    help=f"rows of the LM head and embedding, 1 to {MAX_VOCAB} (default "
+                         f"{DEFAULT_VOCAB}, Mamba-2's checkpoints'; 32000 is Bi-Mamba's own)")
     ap.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (created if needed)")
     ap.add_argument("--plot-sweep", choices=list(SWEEP_VALUES),
                     help="parameter of the sweep chart (with --plot; default act_bits)")
@@ -633,12 +717,14 @@ def _with_memory(args: argparse.Namespace, arch: Arch) -> Arch:
     given = {item.split("=", 1)[0].strip() for item in args.set}
     if args.arch:
         given |= set(json.loads(Path(args.arch).read_text()))
-    clash = [k for k in ("dram_pj_per_bit", "dram_bytes_per_s") if k in given]
+    clash = [k for k in MEMORY_FIELDS if k in given]
     if clash:
-        raise ValueError(f"--memory sets {' and '.join(clash)}; leave {clash[0]} out of "
+        raise ValueError(f"--memory sets {', '.join(clash)}; leave {clash[0]} out of "
                          "--set and --arch")
     m = memories[args.memory]
-    return replace(arch, dram_pj_per_bit=m.pj_per_bit, dram_bytes_per_s=m.bytes_per_s)
+    return replace(arch, dram_pj_per_bit=m.pj_per_bit, dram_bytes_per_s=m.bytes_per_s,
+                   dram_efficiency=m.efficiency, dram_latency_ns=m.latency_ns,
+                   dram_background_w=m.background_w)
 
 
 def area_view(reports: dict[str, dict], device: str) -> dict[str, dict]:
@@ -826,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {p!r}")
         _conflicts(args)
         prefill = _bounded("--prefill", args.prefill, 1, MAX_PREFILL)
+        vocab = _bounded("--vocab", str(DEFAULT_VOCAB) if args.vocab is None else args.vocab,
+                         1, MAX_VOCAB)
         acts = _act_widths(args.sweep_act or "4,6,8,10,12")
         steps = _bounded("--sweep-steps", "64" if args.sweep_steps is None else args.sweep_steps,
                          1, MAX_STEPS)
@@ -856,13 +944,13 @@ def main(argv: list[str] | None = None) -> int:
     for p in presets:  # arithmetic only; refuses RAM sizes that do not hold this preset
         try:
             plat = platform or custom_platform(arch)
-            arch_p, sizing = (sized_for(platform, get_preset(p), arch) if platform
+            arch_p, sizing = (sized_for(platform, preset_config(p, vocab), arch) if platform
                               else (arch, "to the memory"))
-            reports[p] = preset_report(p, arch_p, prefill, args.memory, records)
+            reports[p] = preset_report(p, arch_p, prefill, args.memory, records, vocab)
             reports[p]["platform"] = {**platform_view(plat, reports[p], arch_p),
                                       "sizing": sizing}
             if plat.kind == "asic":
-                reports[p]["clock_table"] = clock_table(get_preset(p), arch_p)
+                reports[p]["clock_table"] = clock_table(preset_config(p, vocab), arch_p)
         except ValueError as e:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
@@ -872,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     sweep = None
     if args.sweep:
-        sweep = accuracy_energy_sweep(presets[0], arch, acts, steps, seed)
+        sweep = accuracy_energy_sweep(presets[0], arch, acts, steps, seed, vocab)
     if args.format == "json":
         doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line(),
                "energy_table": resolve_table(arch)[2],
@@ -909,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n" + "\n".join(notes))
     if plot_dir is not None:
         try:
-            paths = write_plots(reports, arch, plot_dir, args.plot_sweep or "act_bits")
+            paths = write_plots(reports, arch, plot_dir, args.plot_sweep or "act_bits", vocab)
         except OSError as e:
             ap.error(f"--plot could not write into {str(plot_dir)!r}: {e.strerror or e}")
         for path in paths:

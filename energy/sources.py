@@ -1,7 +1,10 @@
 """Reference data kept as files beside the estimator, each figure with its source.
 
 * ``energy/references/dram.json``: DRAM technologies (energy per bit, peak bandwidth of one
-  reference configuration), :func:`load_memories`; ``--memory NAME`` of the report picks one.
+  reference configuration, and its behaviour: the share of the peak it sustains, the latency
+  of a row miss, the background power of its ranks or stacks), :func:`load_memories`;
+  ``--memory NAME`` of the report picks one, and :data:`DEFAULT_MEMORY` is the architecture's
+  default memory.
 * ``energy/references/anchors.json``: published decode figures of low-bit LLM systems and the
   memory bandwidth of the measured GPU, :func:`load_anchors` and :func:`gpu_bandwidth`.
 * ``bench/results/*.json``: measured GPU decode records, read by
@@ -18,11 +21,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REFERENCE_DIR", "MemoryTech", "load_memories", "memory_names", "load_anchors",
-           "gpu_bandwidth"]
+__all__ = ["REFERENCE_DIR", "DEFAULT_MEMORY", "MemoryTech", "load_memories", "memory_names",
+           "load_anchors", "gpu_bandwidth", "BEHAVIOUR"]
 
 REFERENCE_DIR = Path(__file__).with_name("references")
+DEFAULT_MEMORY = "DDR5"  # the memory Arch's defaults describe (two DDR5-6400 channels)
 _STATUSES = ("sourced", "assumption")
+_BEHAVIOUR_STATUSES = ("sourced", "derived", "measured", "assumption")
+# The behaviour figures of a technology: name in the file, its limits (inclusive), its unit.
+BEHAVIOUR = {"efficiency": (0.05, 1.0, "of the peak bandwidth"),
+             "latency_ns": (0.0, 10_000.0, "ns"),
+             "background_w": (0.0, 1_000.0, "W")}
 _ANCHOR_KEYS = ("system", "model", "platform", "kind", "tokens_per_s", "power_w", "j_per_token",
                 "derived", "source", "checked")
 
@@ -40,6 +49,10 @@ class MemoryTech:
     bandwidth_source: str
     status: str  # sourced or assumption
     checked: str
+    efficiency: float  # the share of the peak bandwidth sustained
+    latency_ns: float  # a row miss at the device
+    background_w: float  # standby and refresh of every rank or stack of ``config``
+    behaviour_sources: dict  # "<figure>_source" and "<figure>_status" of the three above
 
 
 def _read(name: str) -> dict:
@@ -92,10 +105,29 @@ def load_memories() -> dict[str, MemoryTech]:
                              f"not {rng!r}")
         if name in out:
             raise ValueError(f"dram.json: {name} is listed twice")
+        sources = {}
+        for k, (lo, hi, unit) in BEHAVIOUR.items():
+            v = r.get(k)
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or not lo <= v <= hi):
+                raise ValueError(f"dram.json: {name}.{k} must be a number in [{lo:g}, {hi:g}] "
+                                 f"{unit}, not {v!r}")
+            stem = k.rsplit("_", 1)[0] if k != "efficiency" else k
+            st, src = r.get(f"{stem}_status"), r.get(f"{stem}_source")
+            if st not in _BEHAVIOUR_STATUSES:
+                raise ValueError(f"dram.json: {name}.{stem}_status must be one of "
+                                 f"{', '.join(_BEHAVIOUR_STATUSES)}, not {st!r}")
+            if not isinstance(src, str) or not src:
+                raise ValueError(f"dram.json: {name}.{stem}_source is missing")
+            sources[f"{stem}_status"], sources[f"{stem}_source"] = st, src
         out[name] = MemoryTech(name, float(r["pj_per_bit"]),
                                None if rng is None else (float(rng[0]), float(rng[1])),
                                float(r["bytes_per_s"]), r["config"], r["energy_source"],
-                               r["bandwidth_source"], r["status"], r["checked"])
+                               r["bandwidth_source"], r["status"], r["checked"],
+                               float(r["efficiency"]), float(r["latency_ns"]),
+                               float(r["background_w"]), sources)
+    if DEFAULT_MEMORY not in out:
+        raise ValueError(f"dram.json must list the default memory {DEFAULT_MEMORY}")
     return out
 
 

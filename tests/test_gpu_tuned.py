@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,23 @@ def test_tiny_cpu_run_writes_valid_records(tmp_path, capsys):
         assert r["check"]["passed"] and r["logits_finite"] and "seed 5" in r["method"]
 
 
+def test_vocab_sets_the_head_rows(tmp_path, capsys):
+    """--vocab 300 on tiny (256 rows of its own): the records' shape and their head bytes."""
+    out = tmp_path / "v.json"
+    assert G.main(["--device", "cpu", "--preset", "tiny", "--seconds", "0.2", "--batch", "1",
+                   "--weights", "fp16", "--check-steps", "1", "--vocab", "300",
+                   "--out", str(out)]) == 0
+    capsys.readouterr()
+    (r,) = json.loads(out.read_text())["records"]
+    assert r["shape"]["vocab_size"] == 300
+    lm, _ = G.build_models("tiny", "cpu", 0, 300)
+    assert lm.backbone.embedding.weight.shape == (300, 64)
+    res = subprocess.run([sys.executable, "-m", "bench.gpu_fast", "--device", "cpu",
+                          "--vocab", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and "argument --vocab: must be an integer in [1, 1048576], " \
+        "not '0'" in res.stderr
+
+
 # -- the shipped records ----------------------------------------------------------------
 
 
@@ -198,20 +216,28 @@ def _shipped(name: str) -> list[dict]:
 
 
 def test_shipped_records_are_loaded_and_consistent():
+    """Batch-1 records at Bi-Mamba's 32,000 head rows (the batch sweeps' first row) and at
+    Mamba-2's 50,288; each checked against the bytes of its own shape."""
     top = _shipped("top")
     sweep = _shipped("sweep")
-    assert {r["weights"] for r in top} == {"fp16", "1-bit"}
+    by_vocab: dict[int, dict[str, dict]] = {}
+    for r in top:
+        v = r["shape"]["vocab_size"]
+        assert r["weights"] not in by_vocab.get(v, {}), "one batch-1 record a kind and size"
+        by_vocab.setdefault(v, {})[r["weights"]] = r
+    assert {v: set(k) for v, k in by_vocab.items()} == {32000: {"fp16", "1-bit"},
+                                                        50288: {"fp16", "1-bit"}}
     assert all(r["batch"] == 1 for r in top)  # the report's loader takes batch-1 records only
+    assert all(r["shape"]["vocab_size"] == 32000 for r in sweep)
     for kind in ("fp16", "1-bit"):
         recs = [r for r in sweep if r["weights"] == kind]
         assert [r["batch"] for r in recs] == list(G.BATCHES)
-        (one,) = [r for r in top if r["weights"] == kind]
-        assert one == recs[0]
-        c = get_preset("2.7B")
-        with torch.device("meta"):
-            lm = BiMambaLM(c, binary=kind == "1-bit")
-        w = G.prepare_weights(lm, torch.float16)
-        for r in recs:
+        assert by_vocab[32000][kind] == recs[0]
+        for r in recs + [by_vocab[50288][kind]]:
+            c = replace(get_preset("2.7B"), vocab_size=r["shape"]["vocab_size"])
+            with torch.device("meta"):
+                lm = BiMambaLM(c, binary=kind == "1-bit")
+            w = G.prepare_weights(lm, torch.float16)
             assert check_record(r) is r
             assert (r["gpu"], r["device"], r["preset"], r["dtype"]) == (
                 "NVIDIA H200", "cuda", "2.7B", "float16")
@@ -228,5 +254,5 @@ def test_shipped_records_are_loaded_and_consistent():
             assert r["check"]["max_rel_l2_logits"] <= G.TOL_GPU["logits"]
             assert f"at batch {r['batch']}" in r["method"] and "ONE CUDA graph" in r["method"]
     # issue 22's target: the tuned FP16 decode at batch 1 streams >= 60 % of HBM bandwidth
-    (fp16,) = [r for r in top if r["weights"] == "fp16"]
-    assert fp16["bandwidth_fraction"] >= 0.6
+    for v in by_vocab:
+        assert by_vocab[v]["fp16"]["bandwidth_fraction"] >= 0.6

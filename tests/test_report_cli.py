@@ -57,8 +57,9 @@ def json_file(tmp_path):
     (["--set", "planes=9"], "planes must be in [0, act_bits = 8] (0: all), not 9"),
     (["--set", "other_lanes=64"], "architecture parameter must be one of clock_hz, simd, pe, "
      "lanes, planes, beat_bytes, act_bits, lm_head_macs, state_bits, data_bits, head_bits, "
-     "dram_bytes_per_s, dram_pj_per_bit, state_on_chip, state_sram_bytes, table, node_nm, "
-     "static_w, static_fp16_w, not 'other_lanes'"),
+     "dram_bytes_per_s, dram_pj_per_bit, dram_efficiency, dram_latency_ns, dram_background_w, "
+     "state_on_chip, state_sram_bytes, table, node_nm, static_w, static_fp16_w, not "
+     "'other_lanes'"),
     (["--set", "dram_pj_per_bit=-1"],
      "dram_pj_per_bit must be a number >= 0 (0: from the table), not -1.0"),
     (["--set", "clock_hz=inf"], "clock_hz must be a number of Hz in [1e+06, 1e+11], not inf"),
@@ -79,7 +80,7 @@ def json_file(tmp_path):
      "--sweep-act: act_bits must be in [2, 16] for the layer engine, not 1"),
     (["--set", "static_w=-1"], "static_w must be a number of watts >= 0, not -1.0"),
     # --memory names a row of energy/references/dram.json and owns the DRAM fields.
-    (["--memory", "HBM9"], "--memory must be one of DDR4, LPDDR4, LPDDR5, GDDR5, GDDR6, HBM2, "
+    (["--memory", "HBM9"], "--memory must be one of DDR4, DDR5, LPDDR4, LPDDR5, GDDR5, GDDR6, HBM2, "
                            "HBM2e, HBM3, not 'HBM9'"),
     (["--memory", "HBM2", "--set", "dram_pj_per_bit=3"],
      "--memory sets dram_pj_per_bit; leave dram_pj_per_bit out of --set and --arch"),
@@ -234,10 +235,10 @@ def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsy
     monkeypatch.setattr(model.evaluate.sqnr, "prepare", lambda cfg, steps, seed: None)
     monkeypatch.setattr(model.evaluate.sqnr, "evaluate", evaluate)
     assert report_main(["--preset", "2.7B", "--sweep", "--sweep-act", "8,16",
-                        "--sweep-steps", "2"]) == 0
+                        "--sweep-steps", "2", "--vocab", "32000"]) == 0
     out = capsys.readouterr().out
     # The engine is bit-parallel and memory-bound: a wider activation costs energy (wider
     # popcount accumulations and activation reads), not time.
-    assert "| 8 | 50.0 dB | 25.0 dB | 101.50 mJ | 164.5 (memory) |" in out
-    assert "| 16 | n/a | n/a | 101.82 mJ | 164.5 (memory) |" in out
+    assert "| 8 | 50.0 dB | 25.0 dB | 119.28 mJ | 152.7 (memory) |" in out
+    assert "| 16 | n/a | n/a | 119.60 mJ | 152.7 (memory) |" in out
     assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out

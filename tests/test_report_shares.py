@@ -8,6 +8,10 @@ stream stays the one counted by hand while the bandwidth changes: at 102.4 GB/s 
 memory delivers a beat every 5/4 cycles, at 51.2 GB/s every 5/2, at 128 GB/s every cycle, and at
 204.8 GB/s still every cycle (the engine takes at most one). A share computed as if the memory
 delivered a beat every cycle fails here at the first three.
+
+The memory is ideal here (its whole peak sustained, no latency, no background power: the
+arithmetic of the shares, counted by hand, is what is checked) and the head has Bi-Mamba's
+32,000 rows; tests/test_memory_realism.py checks the memory's behaviour.
 """
 
 import math
@@ -38,7 +42,8 @@ STATE = L * 2 * (SSM_BYTES + CONV_BYTES)
 SSM_WORDS, CONV_WORDS = H * P * N // 128, C // 32  # 128 lanes of state, 32 channels a word
 # The minimal bytes of a token (tests/test_roofline.py): the 1-bit design and FP16.
 MIN_BYTES, MIN_BYTES_FP16 = 584_088_064, 5_483_470_848
-ENGINE = {"simd": 32, "pe": 32, "lanes": 128}
+IDEAL = {"dram_efficiency": 1.0, "dram_latency_ns": 0.0, "dram_background_w": 0.0}
+ENGINE = {"simd": 32, "pe": 32, "lanes": 128, **IDEAL}
 
 # (bandwidth in bytes/s, the memory's cycles per 128-byte beat at 1 GHz)
 PERIODS = [(102.4e9, Fraction(5, 4)), (51.2e9, Fraction(5, 2)), (128e9, Fraction(1)),
@@ -54,7 +59,7 @@ _REPORTS: dict[float, dict] = {}
 
 def _report(bw: float) -> dict:
     if bw not in _REPORTS:
-        _REPORTS[bw] = preset_report("2.7B", Arch(dram_bytes_per_s=bw, **ENGINE))
+        _REPORTS[bw] = preset_report("2.7B", Arch(dram_bytes_per_s=bw, **ENGINE), vocab=V)
     return _REPORTS[bw]
 
 
@@ -145,7 +150,9 @@ def test_the_shares_printed_at_a_beat_every_five_halves_cycles(capsys):
     """The Markdown report prints the pace and the shares computed here."""
     bw = 51.2e9
     assert report_main(["--preset", "2.7B", "--set", "simd=32", "--set", "pe=32",
-                        "--set", "lanes=128", "--set", f"dram_bytes_per_s={bw:g}"]) == 0
+                        "--set", "lanes=128", "--set", f"dram_bytes_per_s={bw:g}",
+                        "--vocab", str(V)] + [a for k, v in IDEAL.items()
+                                              for a in ("--set", f"{k}={v}")]) == 0
     out = capsys.readouterr().out
     d = _report(bw)["design_point"]
     cycles, layer = d["cycles_per_token"], d["layer_cycles_per_token"]
@@ -176,6 +183,7 @@ def test_the_prefill_at_the_memory_period(bw, period):
     cycles = math.ceil(L * layer + 80 * period + (once * period + STATE / bpc) / T)
     dram = L * LAYER_BEATS * BEAT + Fraction(STATE, T) + 80 * BEAT + Fraction(once * BEAT, T)
     e = estimate(get_preset("2.7B"), Arch(dram_bytes_per_s=bw, **ENGINE), tokens=T)
+    assert get_preset("2.7B").vocab_size == V
     assert e.cycles == cycles
     assert e.dram_bytes == pytest.approx(float(dram), rel=1e-12)
     assert e.actions["dram_embedding_bytes"] == pytest.approx(
