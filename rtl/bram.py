@@ -13,8 +13,11 @@ registers are explicit, and the target (:func:`rtl.dsp.dsp_target`) chooses how 
   chooses (LUT RAM when shallow).
 * ``ecp5``, :data:`BLOCK_RAM_MIN_DEPTH` words or more: ``DP16KD`` blocks of 1024 x 18, port A
   writing, port B reading into its output register (``OCEB`` the output register's enable).
-  ``fpga/models/DP16KD.v`` is a behavioural model of the instance as used here, for
-  Verilator.
+  A memory deeper than 1024 words is banks of 1024: the write goes to the bank its high
+  address bits name; every bank reads at the low bits, and the high bits of the read, held
+  through the same two registers (port and output), choose the bank's word after them (a
+  multiplexer behind the output registers, no extra cycle). ``fpga/models/DP16KD.v`` is a
+  behavioural model of the instance as used here, for Verilator.
 
 Both: the word at ``r_addr`` is read at a clock edge where ``r_en`` is high and held until the
 next such edge; the output register takes it at edges where ``o_en`` is high and is cleared by
@@ -29,11 +32,12 @@ from amaranth.lib.memory import Memory
 
 from .dsp import current_dsp_target
 
-__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "registered_ram"]
+__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "registered_ram"]
 
 BLOCK_RAM_MIN_DEPTH = 64  # shallower memories are left to synthesis (LUT RAM on the ECP5)
 DP16KD_DEPTH = 1024  # one DP16KD with 18-bit ports
 DP16KD_WIDTH = 18
+MAX_BANKS = 32  # 32 Ki words: deeper than any state RAM here (the shipped model's: 18 banks)
 
 
 def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_data, w_en,
@@ -43,8 +47,8 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
     Raises
     ------
     ValueError
-        If ``width`` or ``depth`` is below 1, or, on the ``ecp5`` target, ``depth`` is over
-        :data:`DP16KD_DEPTH` (one block deep).
+        If ``width`` or ``depth`` is below 1, or, on the ``ecp5`` target, over
+        :data:`MAX_BANKS` banks of :data:`DP16KD_DEPTH` words deep.
     """
     if width < 1 or depth < 1:
         raise ValueError(f"{name}: width and depth must be >= 1, not {width} x {depth}")
@@ -58,11 +62,46 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
         with m.If(o_en):
             m.d.sync += out.eq(rp.data)
         return out
-    if depth > DP16KD_DEPTH:
-        raise ValueError(f"{name}: depth must be <= {DP16KD_DEPTH} (one DP16KD deep) on the "
-                         f"ecp5 target, not {depth}")
+    banks = -(-depth // DP16KD_DEPTH)
+    if banks > MAX_BANKS:
+        raise ValueError(f"{name}: depth must be <= {MAX_BANKS * DP16KD_DEPTH} ({MAX_BANKS} "
+                         f"banks of {DP16KD_DEPTH}) on the ecp5 target, not {depth}")
+    if banks == 1:
+        _bank(m, name, width, depth, Value.cast(w_addr), w_data, w_en, Value.cast(r_addr),
+              r_en, o_en, out)
+        return out
+    lo_bits = (DP16KD_DEPTH - 1).bit_length()
+    hi_bits = (banks - 1).bit_length()
+    wa, ra = Value.cast(w_addr), Value.cast(r_addr)
+    w_bank, r_bank = wa[lo_bits: lo_bits + hi_bits], ra[lo_bits: lo_bits + hi_bits]
+    # The read's bank, registered as the word is: at the port (r_en), then the output (o_en).
+    sel_p = Signal(hi_bits, name=f"{name}_bank_p")
+    sel_q = Signal(hi_bits, name=f"{name}_bank_q")
+    with m.If(r_en):
+        m.d.sync += sel_p.eq(r_bank)
+    with m.If(o_en):
+        m.d.sync += sel_q.eq(sel_p)
+    words = []
+    for b in range(banks):
+        q = Signal(width, name=f"{name}_b{b}_q")
+        _bank(m, f"{name}_b{b}", width, min(DP16KD_DEPTH, depth - b * DP16KD_DEPTH),
+              wa[:lo_bits], w_data, w_en & (w_bank == Const(b, hi_bits)), ra[:lo_bits], r_en,
+              o_en, q)
+        words.append(q)
+    with m.Switch(sel_q):
+        for b, q in enumerate(words[:-1]):
+            with m.Case(b):
+                m.d.comb += out.eq(q)
+        with m.Default():  # the last bank (and the codes past it, never read)
+            m.d.comb += out.eq(words[-1])
+    return out
+
+
+def _bank(m: Module, name: str, width: int, depth: int, wa: Value, w_data, w_en, ra: Value,
+          r_en, o_en, out: Signal) -> None:
+    """One bank of at most 1024 words: ``DP16KD`` blocks side by side, 18 bits each."""
     abits = max(1, (depth - 1).bit_length())
-    wa, ra = Value.cast(w_addr)[:abits], Value.cast(r_addr)[:abits]
+    wa, ra = wa[:abits], ra[:abits]
     wd = Value.cast(w_data)
     for t in range(-(-width // DP16KD_WIDTH)):
         lo = t * DP16KD_WIDTH
@@ -91,4 +130,3 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
             i_CSA0=0, i_CSA1=0, i_CSA2=0,
             i_CLKB=ClockSignal(), i_CEB=r_en, i_OCEB=o_en, i_WEB=0, i_RSTB=ResetSignal(),
             i_CSB0=0, i_CSB1=0, i_CSB2=0, **ports)
-    return out

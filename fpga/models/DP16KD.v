@@ -5,7 +5,7 @@
 // reads (DATA_WIDTH_B 18, WEB low): the word at ADB13:4 is latched when CEB is high, and with
 // REGMODE_B "OUTREG" registered again when OCEB is high; RSTB (RESETMODE "SYNC") clears the
 // output register (reset wins over OCEB). A read of the word written in the same cycle returns
-// the old word. Other widths, chip selects, writes on port B and reads on port A are not
+// the old word. The contents start at zero (the INITVAL parameters' default). Other widths, chip selects, writes on port B and reads on port A are not
 // modelled; an instance that asks for them stops the simulation at time 0.
 `default_nettype none
 // String parameters compare at the width of the longer string.
@@ -59,6 +59,9 @@ module DP16KD (
         ADB6, ADB5, ADB4, ADB3, ADB2, ADB1, ADB0};
     reg [17:0] mem [0:1023];
     reg [17:0] latch, oreg;
+    // The block's contents after configuration: its INITVAL parameters, all zero here.
+    integer i;
+    initial for (i = 0; i < 1024; i = i + 1) mem[i] = 18'd0;
     always @(posedge CLKA) begin
         if (CEA && WEA && ada[1:0] == 2'b11) mem[ada[13:4]] <= dia;
     end
