@@ -757,12 +757,8 @@ class BiMambaLayer(wiring.Component):
         m.d.comb += [
             dtfifo.r_en.eq(done_head & ((dl == P - 1) | (h == H - 1))),
             scan.head.valid.eq(head_valid), scan.head.payload.eq(head_out),
-            # From this unit's registers alone: a ready that also passed the scan's on ran
-            # from the scan through the conv's output buffer into the enable of the 472-bit
-            # B/C assembly (9.8 ns across the whole engine). A word the scan takes frees its
-            # register a cycle later; the scan holds a head for headdim * d_state / lanes
-            # cycles, so the next one is there in time.
-            y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid, ~head_last | ~head_valid)),
+            y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid | scan.bc.ready,
+                           ~head_last | ~head_valid | scan.head.ready)),
         ]
 
 
