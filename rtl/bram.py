@@ -37,7 +37,7 @@ __all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "
 BLOCK_RAM_MIN_DEPTH = 64  # shallower memories are left to synthesis (LUT RAM on the ECP5)
 DP16KD_DEPTH = 1024  # one DP16KD with 18-bit ports
 DP16KD_WIDTH = 18
-MAX_BANKS = 32  # 32 Ki words: deeper than any state RAM here (the shipped model's: 18 banks)
+MAX_BANKS = 64  # 64 Ki words (the shipped model's state on chip at 4 lanes: 36 banks)
 
 
 def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_data, w_en,
