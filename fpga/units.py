@@ -39,12 +39,13 @@ SCAN_SHAPE = {"d_model": 8, "expand": 2, "headdim": 8, "d_state": 16}
 # The layer-engine builds: preset, seed and LayerConfig parameters.
 LAYER_SHAPE = {"preset": "tiny", "seed": 0, "simd": 16, "pe": 4, "lanes": 4}
 # The whole-model build: the shipped student's engine on one ECP5-85F, a 4-byte beat (the
-# ULX3S's SDRAM gives 2.7 bytes a cycle at 125 MHz), every layer's state on chip. The engine
-# LMConfig.sized_for gives for 4 bytes a cycle (8 x 4, 8 lanes) needs 180 of the 156
-# MULT18X18D and 212 of the 208 DP16KD (place-and-route, 2026-12-04); the same beat as
-# 16 x 2 with 4 lanes took 120 and 62 with the state in SDRAM, and keeps the state (144 more
-# blocks) on chip.
-LM_SHAPE = {"bytes_per_cycle": 4, "simd": 16, "pe": 2, "lanes": 4, "state": "chip"}
+# ULX3S's SDRAM gives 2.7 bytes a cycle at 125 MHz). The engine LMConfig.sized_for gives for
+# 4 bytes a cycle (8 x 4, 8 lanes, the state on chip) needs 180 of the 156 MULT18X18D and 212
+# of the 208 DP16KD (place-and-route, 2026-12-04). The same beat as 16 x 2 with 4 lanes
+# places with every layer's state on chip (120 multipliers, 193 block RAMs: 36 banks of the
+# state) but did not route in 30 minutes (80,052 of 156,661 arcs left); with the state
+# through the state port in the board's SDRAM it takes 62 block RAMs.
+LM_SHAPE = {"bytes_per_cycle": 4, "simd": 16, "pe": 2, "lanes": 4, "state": "memory"}
 
 
 @dataclass(frozen=True)

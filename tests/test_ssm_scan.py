@@ -76,14 +76,16 @@ def test_shape_checks_need_no_export():
 
 def test_cycle_formula(layers):
     c = ScanConfig(layers["p16n16"], 4)
-    # Counted register by register: softplus 27 (|x| log2 e 4, rounding; exp2 table 5; its
-    # value 3; tail table 5; product 4; shift 3; sum; saturation), decay 14 (product 4,
-    # rounding, table 5, value 3, saturation), prep 1 + 27 + 14; FIFO 2 and its output buffer 1,
+    # Counted register by register: softplus 29 (|x| log2 e 4, rounding; exp2 table 6; its
+    # value 3; tail table 6; product 4; shift 3; sum; saturation), decay 15 (product 4,
+    # rounding, table 6, value 3, saturation), prep 1 + 29 + 15; FIFO 2 and its output buffer 1,
     # head load 1; scan depth 19 at 4 lanes (11 to the state write: dt x 4, dtx, dtx B 4, sum,
     # h'; h' C 4, one lane-sum stage, accumulator, y sum, y); output 1. The state is read 2
-    # after issue and written 11 after: 9 cycles a token at least.
-    assert c.cycles_per_token == 512 and c.latency == 42 + 3 + 1 + 19 + 1
-    assert ScanConfig(layers["p16n16"], 16).latency == 42 + 3 + 1 + 20 + 1
+    # after issue and written 11 after: 9 cycles a token at least. (A table is 6 registers:
+    # index and slope, the slope in the fabric, the multiplier's two, interpolation,
+    # saturation.)
+    assert c.cycles_per_token == 512 and c.latency == 45 + 3 + 1 + 19 + 1
+    assert ScanConfig(layers["p16n16"], 16).latency == 45 + 3 + 1 + 20 + 1
     assert ScanConfig(layers["h9p1n2"], 2).cycles_per_token == 9
     three = BiMambaConfig(d_model=3, n_layer=1, d_state=2, headdim=1, expand=1, vocab_size=4)
     with pytest.raises(ValueError, match=r"lanes must be >= 9 \(the state's read-to-write "
