@@ -86,6 +86,7 @@ from torch import Tensor
 
 from bench.gpu_decode import (SCHEMA, _idle_power, _Nvml, _positive_seconds, _seed,
                               check_record, timed_decode, timing_fields)
+from rtl.cli import int_in
 
 try:  # CI has no GPU and may have no Triton: only the cuda path needs it.
     import triton
@@ -1198,16 +1199,6 @@ def _steps(text: str) -> int:
     return v
 
 
-def _vocab(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 1 << 20:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, {1 << 20}], not {text!r}")
-    return v
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m bench.gpu_fast", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1225,7 +1216,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--idle-seconds", type=_positive_seconds, default=5.0,
                     help="length of the idle-power window (cuda; default 5)")
     ap.add_argument("--seed", type=_seed, default=0, help="seed of the random weights")
-    ap.add_argument("--vocab", type=_vocab, default=None,
+    ap.add_argument("--vocab", type=int_in(1, 1 << 20), default=None,
                     help="rows of the head and embedding (default: the preset's; 50288 is "
                          "Mamba-2's checkpoints')")
     ap.add_argument("--check-steps", type=_steps, default=4,

@@ -25,7 +25,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
@@ -35,7 +34,9 @@ try:
 except ImportError:  # the CPU path needs neither
     triton = None
 
-from bench.gpu_fast import HBM_BYTES_PER_S, HBM_SOURCE
+from bench.gpu_fast import HBM_BYTES_PER_S, HBM_SOURCE, _time_cuda
+from model.cli import CliParser
+from rtl.cli import int_in
 
 __all__ = ["SCHEMA", "measure", "main"]
 
@@ -53,22 +54,17 @@ if triton is not None:
 
 
 def _time(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after two warm-ups."""
-    for _ in range(2):
-        fn()
+    """Median seconds of ``fn()`` over ``repeats`` runs after two warm-ups (CUDA events on
+    the GPU: :func:`bench.gpu_fast._time_cuda`)."""
+    fn()
+    if device == "cuda":
+        return _time_cuda(fn, repeats)  # (its own warm call is the second)
+    fn()
     times = []
     for _ in range(repeats):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
@@ -102,40 +98,14 @@ def measure(size_mib: int, device: str, repeats: int) -> dict:
     return row
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 1000:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 1000], not {text!r}")
-    return v
-
-
-def _size(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 65536:
-        raise argparse.ArgumentTypeError(f"must be a whole number of MiB in [1, 65536], "
-                                         f"not {text!r}")
-    return v
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="python -m bench.hbm_stream", description=__doc__,
+    ap = CliParser(prog="python -m bench.hbm_stream", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    ap.add_argument("--size", action="append", type=_size, metavar="MIB",
+    ap.add_argument("--size", action="append", type=int_in(1, 65536), metavar="MIB",
                     help=f"buffer size in MiB (repeatable; default "
                          f"{' '.join(map(str, SIZES_MIB))} on cuda, 16 on cpu)")
-    ap.add_argument("--repeats", type=_count, default=20, help="timed runs a size (default 20)")
+    ap.add_argument("--repeats", type=int_in(1, 1000), default=20, help="timed runs a size (default 20)")
     ap.add_argument("--out", metavar="FILE", help="write {\"records\": [...]} to FILE")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

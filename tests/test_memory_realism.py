@@ -228,8 +228,8 @@ def test_hbm_stream_runs_on_the_cpu_and_refuses_bad_input(capsys, tmp_path):
     assert row["read_bytes_per_s"] == pytest.approx(2**20 / row["read_s"])
     assert row["copy_bytes_per_s"] == pytest.approx(2 * 2**20 / row["copy_s"])
     capsys.readouterr()
-    for argv, msg in ((["--device", "cpu", "--size", "0"], "argument --size: must be a whole "
-                       "number of MiB in [1, 65536], not '0'"),
+    for argv, msg in ((["--device", "cpu", "--size", "0"], "argument --size: must be an "
+                       "integer in [1, 65536], not 0"),
                       (["--device", "cpu", "--out", str(tmp_path)], "--out must name a file "
                        "in an existing folder")):
         assert msg in usage_error(capsys, hbm_stream.main, argv)
