@@ -247,3 +247,16 @@ def test_a_platform_puts_its_memory_behaviour_into_the_estimate(capsys):
     clock = r["platform"]["clock_hz"]
     assert mb["latency_cycles"] == math.ceil(h["latency_ns"] * clock / 1e9 - 1e-9)
     assert r["platform"]["memory_efficiency"] == h["efficiency"]
+
+
+def test_the_engine_is_sized_to_the_sustained_bandwidth():
+    """The beat is the smallest power of two of bytes at or above what the memory sustains a
+    cycle: 128 GB/s at 1 GHz is exactly 128 bytes a cycle when ideal (a 128-byte beat, not
+    256), and 118.3 at the default 92.44 % (128 still); 140 GB/s sustains 129.4 (256)."""
+    from energy.estimator import layer_config
+
+    cfg = get_preset("2.7B")
+    assert layer_config(cfg, Arch(dram_bytes_per_s=128e9, dram_efficiency=1.0)).beat_bytes == 128
+    assert layer_config(cfg, Arch(dram_bytes_per_s=128e9)).beat_bytes == 128
+    assert layer_config(cfg, Arch(dram_bytes_per_s=140e9)).beat_bytes == 256
+    assert layer_config(cfg, Arch(dram_bytes_per_s=140e9, dram_efficiency=0.9)).beat_bytes == 128
