@@ -79,7 +79,7 @@ from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
 from .roofline import bytes_per_token
-from .sources import BEHAVIOUR, DEFAULT_MEMORY, load_memories
+from .sources import DEFAULT_MEMORY, check_behaviour, load_memories
 from .tables import EnergyTable, load_table, table_for_node
 
 __all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
@@ -211,10 +211,7 @@ class Arch:
                             f"node_nm must be 0 (the table's node) or a node in "
                             f"[{NODE_NM[0]:g}, {NODE_NM[1]:g}] nm, not {v!r}")
                 elif f.name in _BEHAVIOUR_FIELDS:
-                    lo, hi, unit = BEHAVIOUR[_BEHAVIOUR_FIELDS[f.name]]
-                    if not ok or not lo <= v <= hi:
-                        raise ValueError(f"{f.name} must be a number in [{lo:g}, {hi:g}] "
-                                         f"{unit}, not {v!r}")
+                    check_behaviour(f.name, _BEHAVIOUR_FIELDS[f.name], v)
                 elif f.name in PHYSICAL:
                     lo, hi, unit = PHYSICAL[f.name]
                     if not ok or not lo <= v <= hi:

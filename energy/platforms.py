@@ -157,7 +157,7 @@ def _memory_behaviour(where: str, mem: dict, sources: dict) -> dict[str, float]:
     """The memory's efficiency, latency and background power: from the technology of
     ``energy/references/dram.json`` that ``mem`` names, or (each) from ``mem`` itself with a
     status and a source; the sources go into ``sources``."""
-    from energy.sources import BEHAVIOUR, load_memories
+    from energy.sources import behaviour_stem, check_behaviour, load_memories
 
     tech = mem.get("technology")
     out = {}
@@ -168,18 +168,15 @@ def _memory_behaviour(where: str, mem: dict, sources: dict) -> dict[str, float]:
                                f"not {tech!r}")
         m = memories[tech]
     for k in _BEHAVIOUR:
-        stem = "efficiency" if k == "efficiency" else k.rsplit("_", 1)[0]
+        stem = behaviour_stem(k)
         if k in mem:
-            lo, hi, unit = BEHAVIOUR[k]
-            v = mem[k]
-            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                    or not lo <= v <= hi):
-                raise _fail(where, f"memory.{k} must be a number in [{lo:g}, {hi:g}] {unit}, "
-                                   f"not {v!r}")
+            try:
+                out[k] = check_behaviour(f"memory.{k}", k, mem[k])
+            except ValueError as e:
+                raise _fail(where, str(e)) from None
             for t in ("status", "source"):
                 if not isinstance(mem.get(f"{stem}_{t}"), str) or not mem[f"{stem}_{t}"]:
                     raise _fail(where, f"memory.{k} needs memory.{stem}_{t}")
-            out[k] = float(v)
         elif tech is not None:
             out[k] = getattr(m, k)
             for t in ("status", "source"):

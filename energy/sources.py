@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["REFERENCE_DIR", "DEFAULT_MEMORY", "MemoryTech", "load_memories", "memory_names",
-           "load_anchors", "gpu_bandwidth", "BEHAVIOUR"]
+           "load_anchors", "gpu_bandwidth", "BEHAVIOUR", "behaviour_stem", "check_behaviour"]
 
 REFERENCE_DIR = Path(__file__).with_name("references")
 DEFAULT_MEMORY = "DDR5"  # the memory Arch's defaults describe (two DDR5-6400 channels)
@@ -71,6 +71,22 @@ def _positive(v: object) -> bool:
             and v > 0)
 
 
+def behaviour_stem(key: str) -> str:
+    """The prefix of a behaviour figure's ``_status`` and ``_source`` keys (``latency_ns`` ->
+    ``latency``)."""
+    return key if key == "efficiency" else key.rsplit("_", 1)[0]
+
+
+def check_behaviour(label: str, key: str, v: object) -> float:
+    """``v`` as behaviour figure ``key`` (:data:`BEHAVIOUR`'s limits), or a ValueError naming
+    ``label``, the range and the value."""
+    lo, hi, unit = BEHAVIOUR[key]
+    if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            or not lo <= v <= hi):
+        raise ValueError(f"{label} must be a number in [{lo:g}, {hi:g}] {unit}, not {v!r}")
+    return float(v)
+
+
 def load_memories() -> dict[str, MemoryTech]:
     """The DRAM technologies of ``references/dram.json`` by name, in file order.
 
@@ -106,13 +122,9 @@ def load_memories() -> dict[str, MemoryTech]:
         if name in out:
             raise ValueError(f"dram.json: {name} is listed twice")
         sources = {}
-        for k, (lo, hi, unit) in BEHAVIOUR.items():
-            v = r.get(k)
-            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                    or not lo <= v <= hi):
-                raise ValueError(f"dram.json: {name}.{k} must be a number in [{lo:g}, {hi:g}] "
-                                 f"{unit}, not {v!r}")
-            stem = k.rsplit("_", 1)[0] if k != "efficiency" else k
+        for k in BEHAVIOUR:
+            check_behaviour(f"dram.json: {name}.{k}", k, r.get(k))
+            stem = behaviour_stem(k)
             st, src = r.get(f"{stem}_status"), r.get(f"{stem}_source")
             if st not in _BEHAVIOUR_STATUSES:
                 raise ValueError(f"dram.json: {name}.{stem}_status must be one of "
