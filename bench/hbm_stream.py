@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     best = max(rows, key=lambda r: r["read_bytes_per_s"])
     rec = {
         "schema": SCHEMA, "kind": "measured", "gpu": gpu, "device": args.device,
+        "command": " ".join(["python -m bench.hbm_stream", *(argv if argv is not None
+                                                             else sys.argv[1:])]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "method": (f"a Triton kernel reading every FP16 element of a buffer once ({BLOCK} a "
                    "program, a running sum kept), and Tensor.copy_ (every byte read and "
