@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report activity lint fpga toolchain clean
 
 all: venv
 
@@ -117,6 +117,14 @@ sweep: $(STAMP) data
 
 report: $(STAMP)
 	$(PY) energy/report.py
+
+# Switching activity of the shipped student on the whole-model engine: a SAIF build in
+# Verilator decodes ACTIVITY_BYTES of test text bit-exact, the counts go to
+# bench/results/activity/shakespeare_lm.json and are priced per toggle beside the estimator's
+# action counts (energy/activity.py; about 5 min to build and 7 to run on 2 cores).
+ACTIVITY_BYTES ?= 8
+activity: $(STAMP) data
+	$(PY) -m energy.activity --measure --tokens $(ACTIVITY_BYTES)
 
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16

@@ -84,7 +84,8 @@ def golden_logits(q, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None = None) -> dict:
+def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None = None,
+                saif: bool = False) -> dict:
     """Build (cached) and run ``case``; return the testbench's figures (``tokens``, ``logits``
     (T, V), the cycles of every token and last logit) plus ``mismatches`` (logits that differ
     from :class:`GoldenLM`'s, on the tokens the engine saw), ``first_mismatch``, ``cycles``
@@ -124,9 +125,11 @@ def run_lm_case(case: LMCase, waves: bool | None = None, on_phase: Phase | None 
     waves = waves_requested(waves)
     key = f"{q.digest()}:{lmc.simd}:{lmc.pe}:{lmc.lanes}:{lmc.planes}:{lmc.state}"
     d = unit_dir("bimamba_lm", "bench", key)
-    runner, build_dir = build(LMBench(lmc), "bimamba_lm_bench", d, waves, on_phase)
-    res = run_test(runner, build_dir, "bimamba_lm_bench", "sim.lm_tb", d / case.name, payload,
-                   case.seed, waves, on_phase)
+    runner, build_dir = build(LMBench(lmc), "bimamba_lm_bench", d, waves, on_phase, saif=saif)
+    res = run_test(runner, build_dir, "bimamba_lm_bench", "sim.lm_tb",
+                   d / (case.name + ("_saif" if saif else "")), payload, case.seed, waves,
+                   on_phase, saif=saif)
+    res["verilog"] = str(build_dir.parent / "rtl" / "bimamba_lm_bench.v")
     tokens = np.asarray(res["tokens"], np.int64)
     starts = (np.zeros(len(tokens), bool) if case.host else case.starts).copy()
     if case.host:

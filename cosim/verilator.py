@@ -146,6 +146,11 @@ _toolchain: str | None = None
 # Verilator options of every model. --x-initial unique: RAMs start undefined (no
 # initialiser), so a read before a write gets arbitrary data instead of a convenient zero.
 BUILD_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "unique", "--noassert")
+# A switching-activity build (``saif``): every signal of every width traced into a SAIF file
+# (toggle count, time at 0 and at 1 of every bit), the names beginning with "_" included;
+# memories (arrays) are not, their accesses being read from their ports' enables. See :mod:`cosim.activity`.
+SAIF_ARGS = ("--trace-saif", "--trace-max-width", "1048576", "--trace-max-array", "1",
+             "--trace-underscore")
 
 
 # What the compiled models may take on disk before the least recently used go (a model is about
@@ -170,7 +175,8 @@ def model_cache() -> Path:
     return path.resolve()
 
 
-def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool) -> Path:
+def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool,
+              saif: bool = False) -> Path:
     """``<model cache>/<module>_<hash>``: the compiled model of this exact input.
 
     The hash covers the Verilog text, the top module's name and public ports, the cell models
@@ -183,6 +189,7 @@ def model_dir(verilog: str, module: str, ports: list[str], dsp: str, waves: bool
                          if not line.startswith("//"))
     h = hashlib.sha256()
     for part in (verilog, module, "\n".join(ports), dsp, str(waves), " ".join(BUILD_ARGS),
+                 " ".join(SAIF_ARGS) if saif else "",
                  toolchain_id(), waivers, *(m.read_text() for m in DSP_MODELS.get(dsp, []))):
         h.update(part.encode())
         h.update(b"\0")
@@ -209,7 +216,7 @@ def _evict(cache: Path, keep: Path) -> None:
 
 
 def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None = None,
-          dsp: str = "generic"):
+          dsp: str = "generic", saif: bool = False):
     """Emit ``top`` as ``module`` and Verilator-build it, or find the model built before;
     returns (runner, build dir).
 
@@ -229,7 +236,10 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
     os.environ.update(verilator_env())
     on_phase("emit")
     verilog = emit(top, module, dsp=dsp)
-    m = model_dir(verilog, module, _port_names(top), dsp, waves)
+    if waves and saif:
+        raise ValueError("waves (FST) and saif (switching activity) are separate builds; "
+                         "ask for one of them")
+    m = model_dir(verilog, module, _port_names(top), dsp, waves, saif)
     runner = _runner()
     build_dir = m / "sim_build"
     done = build_dir / "built"
@@ -251,8 +261,9 @@ def build(top, module: str, d: Path, waves: bool = False, on_phase: Phase | None
                      *DSP_MODELS.get(dsp, [])],
             hdl_toplevel=module,
             build_dir=build_dir,
-            build_args=[*BUILD_ARGS] + (_fst_flags(build_dir) if waves else []),
-            waves=waves,
+            build_args=[*BUILD_ARGS] + (_fst_flags(build_dir) if waves else [])
+            + (list(SAIF_ARGS) if saif else []),
+            waves=waves or saif,
             always=True,
             log_file=m / "build.log",
         )
@@ -309,7 +320,8 @@ def _library_path() -> str:
 
 
 def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: Path,
-             payload: dict, seed: int, waves: bool, on_phase: Phase | None = None) -> dict:
+             payload: dict, seed: int, waves: bool, on_phase: Phase | None = None,
+             saif: bool = False) -> dict:
     """Write ``payload`` as the case, run ``test_module`` on the built ``module`` in
     ``case_dir`` and return the JSON figures the testbench wrote, plus ``"fst"``: the path of
     the waveform when ``waves`` (else None).
@@ -328,11 +340,13 @@ def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: P
             pickle.dump(payload, fh)
         result_file.unlink(missing_ok=True)
         fst = case_dir / "dump.fst"  # the name cocotb's Verilator main writes
-        if waves:
-            fst.unlink(missing_ok=True)
+        saif_file = case_dir / "dump.saif"  # and the SAIF it writes in a ``saif`` build
+        for f, on in ((fst, waves), (saif_file, saif)):
+            if on:
+                f.unlink(missing_ok=True)
         # The language is named: a model found built was not built by this runner object.
         runner.test(hdl_toplevel=module, hdl_toplevel_lang="verilog", test_module=test_module,
-                    build_dir=build_dir, test_dir=case_dir, waves=waves,
+                    build_dir=build_dir, test_dir=case_dir, waves=waves or saif,
                     log_file=case_dir / "sim.log",
                     plusargs=["+verilator+rand+reset+2",
                               f"+verilator+seed+{verilator_seed(seed)}"],
@@ -344,4 +358,5 @@ def run_test(runner, build_dir: Path, module: str, test_module: str, case_dir: P
                                f"see {case_dir / 'sim.log'}")
         result = json.loads(result_file.read_text())
         result["fst"] = str(fst) if waves and fst.exists() else None
+        result["saif"] = str(saif_file) if saif and saif_file.exists() else None
         return result
