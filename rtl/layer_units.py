@@ -255,7 +255,7 @@ class RmsNormUnit(wiring.Component):
                                    adv & (st == NORM), "gain")
         issue = Signal()
         m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
-                     rp.addr.eq(i), rp.en.eq(adv)]
+                     rp.addr.eq(i), rp.en.eq(issue)]  # read only what is issued
         with m.If(issue):
             m.d.sync += i.eq(Mux(last_i, 0, i + 1))
             with m.If(last_i):
@@ -265,7 +265,7 @@ class RmsNormUnit(wiring.Component):
         shift = R - n.norm_fmt.bits + 2
         t1 = _reg(m, t, adv, "t1")
         sh1 = _reg(m, half + shift, adv, "sh1")
-        g1 = _reg(m, record[: P * gb], adv, "g1")
+        g1 = _reg(m, record[: P * gb], issue, "g1")  # held between records (see ConvUnit)
         v1 = _reg(m, issue, adv, "v1")
         nf = n.norm_fmt
         # v * T in DSP blocks; the variable rounding shift in its registered steps; u
@@ -402,20 +402,23 @@ class ConvUnit(wiring.Component):
         m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
         if self.port:
             m.d.comb += [sr.addr.eq(Mux(swap.mode, swap.addr, base + g)),
-                         sr.en.eq(adv | swap.mode)]
+                         sr.en.eq(issue | swap.mode)]
             swap.save_from(m, sr.data)
         else:
-            m.d.comb += [sr.addr.eq(base + g), sr.en.eq(adv)]
+            m.d.comb += [sr.addr.eq(base + g), sr.en.eq(issue)]
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):
                 m.d.sync += fresh.eq(0)
                 if S > 1:
                     m.d.sync += base.eq(Mux(base == (S - 1) * G, 0, base + G))
-        x1 = _reg(m, self.x.payload.v, adv, "x1")
-        w1 = _reg(m, record[: P * self.lane_bits], adv, "w1")
-        z1 = _reg(m, self.x.payload.start | fresh, adv, "z1")
-        a1 = _reg(m, base + g, adv, "a1", range(max(S * G, 2)))
+        # Stage 1 takes its operands only when a group issues: the record's last beat is the
+        # weight stream itself, which carries other units' beats in between, and taps fed from
+        # it would switch every cycle for nothing (energy/activity.py measured it).
+        x1 = _reg(m, self.x.payload.v, issue, "x1")
+        w1 = _reg(m, record[: P * self.lane_bits], issue, "w1")
+        z1 = _reg(m, self.x.payload.start | fresh, issue, "z1")
+        a1 = _reg(m, base + g, issue, "a1", range(max(S * G, 2)))
         with m.If(adv):
             m.d.sync += v1.eq(issue)
 

@@ -508,7 +508,7 @@ class HeadUnit(wiring.Component):
         prods = []
         for i in range(n):
             pr = Signal(signed(2 * hb), name=f"prod{i}")
-            with m.If(adv):
+            with m.If(issue):  # w is the weight stream: take it only when it is a head row
                 m.d.sync += pr.eq(w[i * hb: (i + 1) * hb].as_signed()
                                   * acts[i * hb: (i + 1) * hb].as_signed())
             prods.append(pr)

@@ -493,14 +493,18 @@ class SsmScan(wiring.Component):
 
         # The state read RW_READ cycles after issue, the word registered twice (at DTX_STAGE), then
         # dA * h per lane, finishing with dtx * B.
+        # Only a valid chunk's word is read: the RAM is the engine's largest, and a read every
+        # cycle the pipeline advances would cost its read energy in idle cycles too
+        # (energy/activity.py measured 4.5 reads for each one needed).
         m.d.comb += st_raddr.eq(at[RW_READ].addr)
-        ram = dict(w_addr=st_waddr, w_data=st_wdata, w_en=st_wen, r_addr=st_raddr, r_en=adv,
+        st_ren = adv & at[RW_READ].valid
+        ram = dict(w_addr=st_waddr, w_data=st_wdata, w_en=st_wen, r_addr=st_raddr, r_en=st_ren,
                    o_en=adv)
         if c.port:
             m.d.comb += pending.eq(Cat(*(a.valid for a in at[1: RW_WRITE + 1])).any())
             ram = dict(w_addr=Mux(swap.w_en, swap.w_addr, st_waddr),
                        w_data=Mux(swap.w_en, swap.w_data, st_wdata), w_en=st_wen | swap.w_en,
-                       r_addr=Mux(swap.mode, swap.addr, st_raddr), r_en=adv | swap.mode,
+                       r_addr=Mux(swap.mode, swap.addr, st_raddr), r_en=st_ren | swap.mode,
                        o_en=adv | swap.after[0])
         ram_q = registered_ram(m, "state", words.size, depth, **ram)
         hraw = data.View(words, ram_q)

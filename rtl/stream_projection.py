@@ -379,7 +379,9 @@ class StreamProjection(wiring.Component):
                         m.d.sync += in_rc.eq(1)
 
         ap_r = amem.read_port()
-        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(adv)]
+        # Read only for an issued slot: a free-running read would cost the RAM's read energy every
+        # cycle (energy/activity.py measured it); the word holds between issues.
+        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(issue)]
         meta_layout = data.StructLayout({
             "valid": 1, "beta": 1, "rc": 1, "first": 1, "j": range(max(J, 2))})
         meta0 = Signal(meta_layout)
@@ -388,8 +390,12 @@ class StreamProjection(wiring.Component):
         rec_w = max(S * c.beta_bits, P * c.rc_bits, c.beat_bits)
         meta1 = Signal(meta_layout)
         pay1 = Signal(rec_w)
+        # The record is captured only when issued: its last beat is the weight stream itself,
+        # which carries other units' beats in between (energy/activity.py).
         with m.If(adv):
-            m.d.sync += [meta1.eq(meta0), pay1.eq(record[:rec_w])]
+            m.d.sync += meta1.eq(meta0)
+        with m.If(issue):
+            m.d.sync += pay1.eq(record[:rec_w])
 
         # -- stage 1: XNOR-popcount of the held planes; beta dot product ----------------------
         word = ap_r.data

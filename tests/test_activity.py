@@ -283,6 +283,21 @@ def test_saif_build_is_bit_exact_and_counts_what_the_shapes_fix(tiny_run):
     # The scan's state: every value written once a layer step, state_bits each.
     st = cfg.nheads * cfg.headdim * cfg.d_state * lmc.q.spec.state_bits
     assert got[f"{layer}/scan"].memories["state"][3] == lt * st
+    # The RAMs read only what they use (a read enabled every cycle the pipeline advances is
+    # the same machine, bit for bit, at several times the read energy): each state word, conv
+    # state word and norm element once for each write, and the activation buffer once a slot.
+    for unit, mem in (("scan", "state"), ("conv", "state"), ("norm_in", "buf"),
+                      ("norm_out", "buf")):
+        _, _, read, written = got[f"{layer}/{unit}"].memories[mem]
+        assert read == written > 0, (unit, read, written)
+    _, _, read, written = got["bimamba_lm_bench/lm/norm_f"].memories["buf"]
+    assert read == written == T * D * lmc.q.spec.res_bits
+    for name, pc in (("in_proj", lmc.layer.in_proj), ("out_proj", lmc.layer.out_proj)):
+        w, _, read, _ = got[f"{layer}/{name}"].memories["amem"]
+        F, R, J = pc.folds, pc.row_groups, pc.cycles_per_weight
+        # A slot a beta record, then per row group a slot a plane pass of every fold and one
+        # for its row constants.
+        assert read == lt * (F + R * (F * J + 1)) * w, name
     # Every unit of the engine was clocked and toggled.
     for path, a in got.items():
         if act.group_of(path.split("/", 1)[1] if "/" in path else "") in ("projections", "scan",
