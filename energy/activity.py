@@ -35,7 +35,7 @@ from .sources import REFERENCE_DIR
 from .tables import load_table
 
 __all__ = ["TOGGLE_TABLE", "RECORD", "GROUPS", "ToggleTable", "load_toggle_table", "group_of",
-           "price", "action_groups", "compare", "measure", "main"]
+           "price", "action_groups", "compare", "summary", "measure", "main"]
 
 TOGGLE_TABLE = REFERENCE_DIR / "toggle_nangate45.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +176,32 @@ def compare(record: dict, table: ToggleTable | None = None) -> dict:
     rest = {k: v for k, v in est.energy_j.items() if k.startswith("dram") or k == "static"}
     return {"groups": rows, "estimate_dram_and_static_j": rest,
             "estimate_total_j": est.energy_per_token_j}
+
+
+def summary(record: dict | None = None, table: ToggleTable | None = None) -> dict:
+    """The record's totals a token beside the action count (for the report): the activity
+    priced with an ideal word-level clock gate and with none, the action count, their ratios,
+    and the share of the whole token's energy each would be beside the estimate's DRAM and
+    static energy."""
+    source = None
+    if record is None:
+        record, source = json.loads(RECORD.read_text()), str(RECORD.relative_to(ROOT))
+    c = compare(record, table)
+    t = c["groups"]["total"]
+    rest = sum(c["estimate_dram_and_static_j"].values())
+    gated = t["clock_gated"] + t["registers"] + t["nets"] + t["memories"]
+    ungated = gated - t["clock_gated"] + t["clock_ungated"]
+    e = record["engine"]
+    return {"record": source,
+            "model": record["model"], "tokens": record["tokens"],
+            "engine": f"S{e['simd']} P{e['pe']}, lanes {e['lanes']}, state {e['state']}",
+            "activity_j": gated, "activity_ungated_clock_j": ungated,
+            "action_count_j": t["action_count"],
+            "ratio": gated / t["action_count"], "ratio_ungated_clock": ungated / t["action_count"],
+            "dram_and_static_j": rest,
+            "logic_share": gated / (gated + rest),
+            "logic_share_ungated_clock": ungated / (ungated + rest),
+            "action_count_share": t["action_count"] / (t["action_count"] + rest)}
 
 
 def measure(tokens: int, bytes_per_cycle: int, seed: int = 0) -> dict:

@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: python energy/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.gpu_decode import load_results  # noqa: E402
+from energy.activity import summary as activity_summary  # noqa: E402
 from energy.estimator import (  # noqa: E402
     Arch, arch_from_args, check_lanes, dram_pj_per_bit, estimate, layer_config, resolve_table,
 )
@@ -378,6 +379,7 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
     out += _roofline_md(reports)
     out += _floor_md(reports)
     out += _baselines_md(reports)
+    out += _activity_md(activity_summary())
     out += ["", paper_storage_line(), "",
             "Assumptions (energy/estimator.py, docs/estimator.md): decode at batch 1; one layer "
             "engine sized to the memory, every weight and constant streamed from DRAM every "
@@ -395,6 +397,22 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             "the die's static power "
             f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
     return "\n".join(out)
+
+
+def _activity_md(a: dict) -> list[str]:
+    """The measured switching activity beside the action counts that price logic above."""
+    return ["", f"Logic and on-chip memory above are action counts. Measured beside them "
+            f"(energy/activity.py, {a['record']}: the switching activity of {a['model']} "
+            f"on the whole-model engine, {a['engine']}, {a['tokens']} bytes in Verilator, "
+            f"priced per toggle from NanGate 45 nm figures): "
+            f"{a['activity_j'] * 1e6:.1f} µJ a token with ideal word-level clock gating, "
+            f"{a['activity_ungated_clock_j'] * 1e6:.1f} µJ with none, against "
+            f"{a['action_count_j'] * 1e6:.1f} µJ counted ({a['ratio']:.1f}x and "
+            f"{a['ratio_ungated_clock']:.1f}x); beside that engine's DRAM and static "
+            f"{a['dram_and_static_j'] * 1e6:.1f} µJ, logic is {a['logic_share']:.0%} "
+            f"({a['logic_share_ungated_clock']:.0%} ungated) of the token, not the "
+            f"{a['action_count_share']:.1%} the action count gives. docs/estimator.md says "
+            f"what each leaves out."]
 
 
 def _memory_sources_line(mem: str | None) -> str:
@@ -965,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"arch": asdict(arch), "presets": reports, "paper_check": paper_storage_line(),
                "energy_table": resolve_table(arch)[2],
                "memory_technologies": [asdict(m) for m in load_memories().values()],
-               "anchors": load_anchors()}
+               "anchors": load_anchors(), "activity": activity_summary()}
         if sweep:
             doc["sweep"] = sweep
         if area:

@@ -319,3 +319,26 @@ def test_shipped_record():
     tot = c["groups"]["total"]
     assert 0 < tot["clock_gated"] <= tot["clock_ungated"]
     assert tot["action_count"] > 0 and tot["nets"] > 0 and tot["memories"] > 0
+
+
+def test_summary_and_report_carry_the_measured_activity(capsys):
+    from energy.report import main as report_main
+
+    rec = json.loads(act.RECORD.read_text())
+    s = act.summary()
+    t = act.compare(rec)["groups"]["total"]
+    gated = t["clock_gated"] + t["registers"] + t["nets"] + t["memories"]
+    assert s["activity_j"] == pytest.approx(gated)
+    assert s["activity_ungated_clock_j"] == pytest.approx(gated - t["clock_gated"]
+                                                          + t["clock_ungated"])
+    assert s["ratio"] == pytest.approx(gated / t["action_count"])
+    rest = s["dram_and_static_j"]
+    assert s["logic_share"] == pytest.approx(gated / (gated + rest))
+    assert s["action_count_share"] < s["logic_share"] < s["logic_share_ungated_clock"]
+    assert report_main(["--preset", "780M", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["activity"]["record"] == "bench/results/activity/shakespeare_lm.json"
+    assert doc["activity"]["activity_j"] == pytest.approx(s["activity_j"])
+    assert report_main(["--preset", "780M"]) == 0
+    out = capsys.readouterr().out
+    assert f"{s['activity_j'] * 1e6:.1f} µJ a token with ideal word-level clock gating" in out
