@@ -41,6 +41,7 @@ from .layer_units import (
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
+from .stall import output_register
 from .ssm_scan import ScanConfig, SsmScan, scan_depth, scan_latency
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
@@ -48,10 +49,12 @@ if TYPE_CHECKING:
     from model.golden.quantize import QuantizedLayer
 
 __all__ = ["LayerShape", "LayerConfig", "BiMambaLayer", "LayerChain", "Pace", "Schedule",
-           "SECTIONS", "section_demux"]
+           "SECTIONS", "RESIDUAL_LATENCY", "section_demux"]
 
 # The weight stream's sections per token, in stream order.
 SECTIONS = ("norm_in", "in_proj", "scan", "conv", "norm_out", "out_proj")
+# Cycles from out_proj's output beat to the residual sum's o beat: the sum's output register.
+RESIDUAL_LATENCY = 1
 
 
 @dataclass(frozen=True)
@@ -443,8 +446,11 @@ class LayerConfig:
             + pace.span(k + 1, k + beats["norm_out"])
         k += beats["norm_out"]
         t["out_proj"], k = projection(self.out_proj, t["norm_out"], k)
-        last_out = t["out_proj"] + self.out_proj.tail_latency
-        return Schedule(t, last_out, last_out + 1 - u_last, self.beats_per_token, period)
+        last_out = t["out_proj"] + self.out_proj.tail_latency + RESIDUAL_LATENCY
+        # Back to back, a token follows the one before from its last out_proj beat: the
+        # residual's register delays o, not the next token.
+        return Schedule(t, last_out, last_out - RESIDUAL_LATENCY + 1 - u_last,
+                        self.beats_per_token, period)
 
     def roofline_fraction(self, period: int = 1) -> float:
         """Back-to-back tokens per second as a fraction of the memory roofline: the beats of a
@@ -665,18 +671,19 @@ class BiMambaLayer(wiring.Component):
         wiring.connect(m, gate.g, norm_out.x)
         wiring.connect(m, norm_out.a, out_proj.act)
 
-        # -- residual: o = sat(u + out_proj) ---------------------------------------------------
+        # -- residual: o = sat(u + out_proj), registered (RESIDUAL_LATENCY) ---------------------
+        # The sum leaves from a register: in the whole-model engine o is the next layer's u, and
+        # the u FIFO's block RAM read, the add and the next layer's squares would otherwise be
+        # one path (17.2 ns on the ECP5).
         res = f["res"]
         mo = out_proj.out
-        m.d.comb += [
-            self.o.valid.eq(mo.valid & ufifo.r_rdy),
-            mo.ready.eq(self.o.ready & ufifo.r_rdy),
-            ufifo.r_en.eq(self.o.valid & self.o.ready),
-        ]
+        adv, o_valid, o_payload = output_register(m, self.o, "res")
+        take_o = adv & mo.valid & ufifo.r_rdy
+        m.d.comb += [o_valid.eq(mo.valid & ufifo.r_rdy), mo.ready.eq(adv & ufifo.r_rdy),
+                     ufifo.r_en.eq(take_o)]
         for k in range(P):
             uk = ufifo.r_data[k * rb: (k + 1) * rb].as_signed()
-            m.d.comb += self.o.payload[k].eq(saturate(uk + mo.payload[k], res.min_int,
-                                                      res.max_int))
+            m.d.comb += o_payload[k].eq(saturate(uk + mo.payload[k], res.min_int, res.max_int))
         return m
 
     def _scan_consts(self, m: Module, scan: SsmScan):
