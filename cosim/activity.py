@@ -375,21 +375,9 @@ def module_activity(mods: dict[str, ModuleNets], nets: dict[str, dict[str, NetAc
             raise ValueError(f"SAIF instance {path} has no module {'.'.join(parts)} in the "
                              f"Verilog")
         a = InstanceActivity(path)
-        for name, w in mod.ff.items():
-            a.ff_bits += w
-            n = table.get(name)
-            if n is None:
-                a.untraced_bits += w
-                continue
-            a.ff_toggles += n.toggles
-            a.ff_gated_clocks += w * n.busiest
-        for name, w in mod.comb.items():
-            a.comb_bits += w
-            n = table.get(name)
-            if n is None:
-                a.untraced_bits += w
-                continue
-            a.comb_toggles += n.toggles
+        a.ff_bits, a.ff_toggles, a.ff_gated_clocks, untraced_ff = _sum(mod.ff, table)
+        a.comb_bits, a.comb_toggles, _, untraced_comb = _sum(mod.comb, table)
+        a.untraced_bits = untraced_ff + untraced_comb
         for name, (w, depth) in mod.memories.items():
             a.memories[name] = [w, depth, 0, 0]
         for p in mod.ports:
@@ -397,6 +385,21 @@ def module_activity(mods: dict[str, ModuleNets], nets: dict[str, dict[str, NetAc
             a.memories[p.memory][3 if p.kind == "write" else 2] += count * p.bits
         out.append(a)
     return out
+
+
+def _sum(names: dict[str, int], table: dict[str, NetActivity]) -> tuple[int, int, int, int]:
+    """Over ``names`` (name: width): bits, toggles, width times busiest bit's toggles, and the
+    bits the SAIF does not have."""
+    bits = toggles = gated = untraced = 0
+    for name, w in names.items():
+        bits += w
+        n = table.get(name)
+        if n is None:
+            untraced += w
+            continue
+        toggles += n.toggles
+        gated += w * n.busiest
+    return bits, toggles, gated, untraced
 
 
 def _accesses(p: MemoryPort, table: dict[str, NetActivity], period: int) -> int:
