@@ -37,15 +37,18 @@ __all__ = ["MemoryPort", "ModuleNets", "NetActivity", "InstanceActivity", "parse
 
 @dataclass(frozen=True)
 class MemoryPort:
-    """One port of a memory: ``kind`` "write", "read" (synchronous) or "async"; ``bits`` a
-    access; ``enable`` the name (and bit, or None) of its enable, None if it has none or an
-    expression; ``data`` the net that carries a read's data."""
+    """One port of a memory: ``kind`` "write", "read" (synchronous) or "async"; ``bits`` an
+    access; ``enable`` the name (and bit, or None) of its enable, None if it has none
+    (``always``: a clocked port outside any ``if``, accessed every cycle) or one that is not a
+    name (an expression, an ``else`` or ``case`` branch, nested ``if``s: the port is then
+    counted as untraced, not as idle); ``data`` the net that carries a read's data."""
 
     memory: str
     kind: str
     bits: int
     enable: tuple[str, int | None] | None = None
     data: str | None = None
+    always: bool = False
 
 
 @dataclass
@@ -66,7 +69,8 @@ _NAME = r"(?:\\\S+|[A-Za-z_][\w$]*)"
 _NAME_AT = re.compile(r"\s*(" + _NAME + r")\s*")
 _CONST = r"(?:\d+'[sS]?[hdbo][0-9a-fA-FxXzZ_]+|\d+)"
 _ALIAS_ATOM = re.compile(r"(" + _NAME + r")\s*(?:\[[^\]]*\]\s*)?|" + _CONST)
-_IF = re.compile(r"^\s*if\s*\((.*)\)\s*(begin)?\s*(.*)$")
+_CASE_LABEL = re.compile(r"^((?:\d+'[sS]?[bhdo][0-9a-fA-F_xXzZ?]+|\d+)(?:\s*,\s*(?:\d+'[sS]?[bhdo]"
+                         r"[0-9a-fA-F_xXzZ?]+|\d+))*|default)\s*:\s*(.*)$")
 
 
 def _ref(text: str) -> tuple[str, list[str]] | None:
@@ -139,7 +143,7 @@ def _block(lines: list[str], i: int, opened: bool) -> tuple[list[str], int]:
     ``end`` that closes its ``begin`` (``opened``), else the one statement that follows."""
     if not opened:
         return [lines[i]], i + 1
-    depth, out = 1, []
+    depth, out, first = 1, [], i
     while i < len(lines):
         s = lines[i]
         i += 1
@@ -148,15 +152,30 @@ def _block(lines: list[str], i: int, opened: bool) -> tuple[list[str], int]:
         if depth <= 0:
             return out, i
         out.append(s)
-    raise ValueError("an always block is not closed before the end of the text")
+    raise ValueError(f"the block opened on line {first} is not closed before the end of the "
+                     f"Verilog")
+
+
+def _split_if(s: str) -> tuple[str, str] | None:
+    """``if (cond) rest`` as (cond, rest), the condition's parentheses balanced; None for a
+    line that is not an ``if``."""
+    m = re.match(r"^if\s*\(", s)
+    if not m:
+        return None
+    depth, j = 1, m.end()
+    while j < len(s) and depth:
+        depth += {"(": 1, ")": -1}.get(s[j], 0)
+        j += 1
+    return (s[m.end(): j - 1].strip(), s[j:].strip()) if not depth else None
 
 
 def _statements(block: list[str]) -> list[tuple[list[str], str]]:
     """The assignments of a block, each with the conditions of the ``if``s around it
-    (innermost last; ``"!"`` for an else branch, which has no named enable)."""
+    (innermost last; ``"!"`` for an ``else``, ``else if`` or ``case`` branch, which has no
+    named enable)."""
     out: list[tuple[list[str], str]] = []
     stack: list[str] = []
-    pending: str | None = None  # an if without begin: it governs the next line's statement
+    pending: str | None = None  # a condition without begin: it governs the next statement
     for line in block:
         s = line.strip()
         if not s:
@@ -164,29 +183,41 @@ def _statements(block: list[str]) -> list[tuple[list[str], str]]:
         if s == "end":
             stack.pop() if stack else None
             continue
-        if s in ("end else begin", "else begin"):
-            if s.startswith("end") and stack:
-                stack.pop()
-            stack.append("!")
+        if s.startswith("end "):  # ``end else ...``
+            stack.pop() if stack else None
+            s = s[4:].strip()
+        branch = False  # an else or a case item: not a named enable
+        if s.startswith("else") and (len(s) == 4 or not (s[4].isalnum() or s[4] in "_$")):
+            s, branch = s[4:].strip(), True
+        elif s.startswith("endcase") or re.match(r"^case[zx]?\s*\(", s):
             continue
-        m = _IF.match(s)
-        if m:
-            cond, begin, tail = m.group(1), m.group(2), m.group(3)
-            if begin and tail == "end":
+        else:
+            item = _CASE_LABEL.match(s)
+            if item and not re.search(r"<?=", item.group(1)):
+                s, branch = item.group(2).strip(), True
+        if not s:
+            pending = "!"
+            continue
+        if s == "begin":  # a block: under the pending condition, if any
+            stack.append("!" if branch else (pending or ""))
+            pending = None
+            continue
+        split = _split_if(s)
+        if split:
+            cond, tail = split
+            cond = "!" if branch else cond
+            if tail == "begin end":
                 continue  # ``if (x) begin end``: an empty branch
-            if begin:
+            if tail == "begin":
                 stack.append(cond)
             elif tail:
-                out.append((stack + [cond], tail))
+                out.append(([c for c in stack if c] + [cond], tail))
             else:
                 pending = cond
             continue
-        if s.endswith("begin"):  # a case item with a block
-            stack.append("!")
-            continue
         if "=" in s and s.endswith(";"):
-            out.append((stack + ([pending] if pending else []), s.split(":", 1)[-1].strip()
-                        if re.match(r"^[\w']+\s*:", s) else s))
+            cond = ["!"] if branch else ([pending] if pending else [])
+            out.append(([c for c in stack if c] + cond, s))
         pending = None
     return out
 
@@ -222,10 +253,9 @@ def parse_verilog(text: str) -> dict[str, ModuleNets]:
             else:
                 widths[name] = max(widths.get(name, 0), _width(d.group(2), d.group(3)))
             continue
-        if s.startswith("initial"):  # a ROM's contents
-            while i < len(lines) and lines[i].strip() != "end":
-                i += 1
-            i += 1
+        if s.startswith("initial"):  # a ROM's contents: not logic
+            if s.endswith("begin"):
+                _, i = _block(lines, i, True)
             continue
         if s.startswith("always @(posedge"):
             block, i = _block(lines, i, s.endswith("begin"))
@@ -241,9 +271,19 @@ def parse_verilog(text: str) -> dict[str, ModuleNets]:
             continue
         if s.startswith("assign "):
             lhs, _, rhs = s[len("assign "):].rstrip(";").partition(" = ")
+            if lhs.startswith("{"):  # ``assign { a, b } = ...``: each name of the left side
+                if not _is_alias(rhs):
+                    for part in lhs.strip("{} ").split(","):
+                        r = _ref(part)
+                        if r is None:
+                            raise ValueError(f"line {i}: a left side of names is expected, "
+                                             f"not {lhs!r}")
+                        cur.comb[r[0]] = widths.get(r[0], 1)
+                continue
             r = _ref(lhs)
             if not r:
-                continue
+                raise ValueError(f"line {i}: an assign's left side must be a name with "
+                                 f"selects or a concatenation of them, not {lhs!r}")
             n = r[0]
             src = _ref(rhs)
             if src and src[0] in cur.memories:
@@ -262,15 +302,15 @@ def _sequential(cur: ModuleNets, widths: dict[str, int], conds: list[str], st: s
     if not r:
         return
     n, sels = r
-    en = _enable(conds[-1]) if conds else None
+    en = _enable(conds[0]) if len(conds) == 1 else None
     if n in cur.memories:
         bits = (_sel_width(sels[1]) if len(sels) > 1 else None) or cur.memories[n][0]
-        cur.ports.append(MemoryPort(n, "write", bits, en))
+        cur.ports.append(MemoryPort(n, "write", bits, en, always=not conds))
         return
     src = _ref(rhs.strip())
     if src and src[0] in cur.memories:
         mem = src[0]
-        cur.ports.append(MemoryPort(mem, "read", cur.memories[mem][0], en, n))
+        cur.ports.append(MemoryPort(mem, "read", cur.memories[mem][0], en, n, always=not conds))
         return
     cur.ff[n] = widths.get(n, 1)
 
@@ -361,10 +401,23 @@ class InstanceActivity:
 
 
 def module_activity(mods: dict[str, ModuleNets], nets: dict[str, dict[str, NetActivity]],
-                    period: int, top: str) -> list[InstanceActivity]:
+                    period: int, cycles: int, top: str) -> list[InstanceActivity]:
     """Per instance of the SAIF under ``top`` (its instance name), the counts of
-    :class:`InstanceActivity`; ``period`` is the clock period in the SAIF's units. An
-    instance's module is its path with dots (``top/lm/layer`` is ``top.lm.layer``)."""
+    :class:`InstanceActivity` over a run of ``cycles`` clock cycles of ``period`` (the SAIF's
+    units). An instance's module is its path with dots (``top/lm/layer`` is ``top.lm.layer``).
+    A memory port whose accesses cannot be read (its enable not a traced name) adds its width
+    to ``untraced_bits`` instead of counting as idle.
+
+    Raises
+    ------
+    ValueError
+        If ``top`` is not an instance of the SAIF, or an instance has no module in the
+        Verilog.
+    """
+    tops = sorted({p.split("/")[0] for p in nets})
+    if top not in tops:
+        raise ValueError(f"top must be one of the SAIF's top instances ({', '.join(tops)}), "
+                         f"not {top!r}")
     out = []
     for path, table in nets.items():
         parts = path.split("/")
@@ -381,7 +434,10 @@ def module_activity(mods: dict[str, ModuleNets], nets: dict[str, dict[str, NetAc
         for name, (w, depth) in mod.memories.items():
             a.memories[name] = [w, depth, 0, 0]
         for p in mod.ports:
-            count = _accesses(p, table, period)
+            count = _accesses(p, table, period, cycles)
+            if count is None:
+                a.untraced_bits += p.bits
+                continue
             a.memories[p.memory][3 if p.kind == "write" else 2] += count * p.bits
         out.append(a)
     return out
@@ -402,12 +458,16 @@ def _sum(names: dict[str, int], table: dict[str, NetActivity]) -> tuple[int, int
     return bits, toggles, gated, untraced
 
 
-def _accesses(p: MemoryPort, table: dict[str, NetActivity], period: int) -> int:
-    if p.enable is not None and p.enable[0] in table:
-        n = table[p.enable[0]]
-        t1 = n.t1.get(p.enable[1], n.t1.get(None, 0)) if p.enable[1] is not None else \
-            n.t1.get(None, max(n.t1.values(), default=0))
-        return round(t1 / period)
-    if p.data is not None and p.data in table:
+def _accesses(p: MemoryPort, table: dict[str, NetActivity], period: int,
+              cycles: int) -> int | None:
+    """A port's accesses over the run; None when they cannot be read from the SAIF."""
+    if p.always:  # a clocked port outside any if: every cycle
+        return cycles
+    if p.enable is not None:
+        n = table.get(p.enable[0])
+        if n is None or p.enable[1] not in n.t1:
+            return None
+        return round(n.t1[p.enable[1]] / period)
+    if p.kind == "async" and p.data in table:
         return table[p.data].busiest
-    return 0
+    return None

@@ -134,6 +134,9 @@ def price(record: dict, table: ToggleTable | None = None,
     for a in record["instances"]:
         g = group_of(a["path"])
         if g is None:
+            if a["path"] == "lm" or a["path"].startswith("lm/"):
+                raise ValueError(f"instance {a['path']} of the engine is in no group of GROUPS "
+                                 f"({', '.join(GROUPS)}): add it to one")
             continue
         p = out[g]
         p["clock_ungated"] += a["ff_bits"] * cycles * table.clock / T
@@ -223,16 +226,20 @@ def measure(tokens: int, bytes_per_cycle: int, seed: int = 0) -> dict:
     from cosim.run import shipped_lm_case
     from sim.harness import PERIOD_NS
 
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be an integer >= 1, not {tokens!r}")
     case = shipped_lm_case(tokens, bytes_per_cycle, seed)
+    tokens = len(case.tokens)  # the split may be shorter
     res = run_lm_case(case, saif=True)
     if res["mismatches"] or res["row_mismatches"]:
         raise RuntimeError(f"the SAIF build is not bit-exact: {res['mismatches']} logits "
-                           f"differ ({res.get('first_mismatch')})")
+                           f"differ ({res.get('first_mismatch')}), {res['row_mismatches']} "
+                           f"embedding rows asked wrongly")
     duration, unit, nets = parse_saif(res["saif"])
     period = PERIOD_NS * 1000 // unit
     mods = parse_verilog(Path(res["verilog"]).read_text())
     top = "bimamba_lm_bench"
-    inst = module_activity(mods, nets, period, top)
+    inst = module_activity(mods, nets, period, duration // period, top)
     lmc = case.config
     return {
         "what": "switching activity of the whole-model engine decoding the shipped student",
@@ -289,12 +296,23 @@ def markdown(record: dict, table: ToggleTable | None = None) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m energy.activity", description=__doc__.split(
         "\n\n")[0])
     ap.add_argument("--measure", action="store_true",
                     help="simulate and write the record (else price the record there is)")
-    ap.add_argument("--tokens", type=int, default=8, help="bytes of test text (default 8)")
+    ap.add_argument("--tokens", type=_positive, default=8,
+                    help="bytes of test text, >= 1 (default 8)")
     ap.add_argument("--bytes-per-cycle", type=int, default=64,
                     help="the weight stream the engine is sized for (default 64)")
     ap.add_argument("--seed", type=int, default=0)

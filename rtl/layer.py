@@ -598,9 +598,10 @@ class BiMambaLayer(wiring.Component):
 
         rb, db = f["res"].bits, q.spec.data_bits
         # The whole-model engine (slots > 1) feeds each layer's output back in as the next
-        # layer's input: the u FIFO then needs one entry more than a token, so that a beat can
-        # enter as the one before it leaves (a full FIFO would refuse it and the output beat
-        # would wait for its own input: a deadlock). A layer of its own keeps exactly a token.
+        # layer's input. Without the residual's output register the u FIFO needed one entry
+        # more than a token, so that a beat could enter as the one before it left (a full FIFO
+        # would refuse it and the output beat would wait for its own input: a deadlock); with
+        # it the entry is freed a cycle before the sum reaches u, and the spare entry is kept.
         loop = 1 if lc.slots > 1 else 0
         m.submodules.ufifo = ufifo = fifo.SyncFIFOBuffered(width=P * rb,
                                                            depth=max(D // P + loop, 3))
