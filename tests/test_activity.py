@@ -334,7 +334,7 @@ def test_saif_build_is_bit_exact_and_counts_what_the_shapes_fix(tiny_run):
     # The clock: two edges a cycle.
     assert abs(nets["$rootio"]["clk"].toggles - 2 * cycles) <= 1
     mods = parse_verilog(Path(res["verilog"]).read_text())
-    got = {a.path: a for a in module_activity(mods, nets, period, "bimamba_lm_bench")}
+    got = {a.path: a for a in module_activity(mods, nets, period, cycles, "bimamba_lm_bench")}
     assert sum(a.untraced_bits for a in got.values()) == 0
     T, L, D = len(tokens), cfg.n_layer, cfg.d_model
     lt = T * L  # layer steps
