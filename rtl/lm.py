@@ -63,10 +63,11 @@ STATE_CHOICES = ("chip", "memory")
 
 
 def head_latency(values_per_beat: int) -> int:
-    """A head row's last beat (its handshake) -> that row's logit handshake: the products (1),
-    the adder tree (two levels a register), the row accumulator (1), the output register (1)."""
+    """A head row's last beat (its handshake) -> that row's logit handshake: the operands (1),
+    the products (1), the adder tree (two levels a register), the row accumulator (1), the
+    output register (1)."""
     levels = (values_per_beat - 1).bit_length()
-    return 3 + max(1, -(-levels // 2))
+    return 4 + max(1, -(-levels // 2))
 
 
 @dataclass(frozen=True)
@@ -502,20 +503,28 @@ class HeadUnit(wiring.Component):
                 with m.If(r == V - 1):
                     m.d.sync += a_full.eq(0)
 
-        # Products (1), the tree, the row accumulator (1), the output register (1).
+        # The operands (1), the products (1), the tree, the row accumulator (1), the output
+        # register (1). The operands are registered: the chunk's word, selected by j out of
+        # the whole activation register, and the weight stream would otherwise run straight
+        # into the multipliers (16.4 ns on the ECP5). They are taken only on issue: w is the
+        # weight stream, a head row only then.
         acts = abuf.word_select(j, n * hb) if R > 1 else abuf
-        w = Value.cast(self.w.payload)
+        wq = Signal(n * hb, name="head_wq")
+        aq = Signal(n * hb, name="head_aq")
+        with m.If(issue):
+            m.d.sync += [wq.eq(self.w.payload), aq.eq(acts)]
         prods = []
         for i in range(n):
             pr = Signal(signed(2 * hb), name=f"prod{i}")
-            with m.If(issue):  # w is the weight stream: take it only when it is a head row
-                m.d.sync += pr.eq(w[i * hb: (i + 1) * hb].as_signed()
-                                  * acts[i * hb: (i + 1) * hb].as_signed())
+            with m.If(adv):
+                m.d.sync += pr.eq(wq[i * hb: (i + 1) * hb].as_signed()
+                                  * aq[i * hb: (i + 1) * hb].as_signed())
             prods.append(pr)
         meta = data.StructLayout({"valid": 1, "first": 1, "last": 1})
-        m0 = Signal(meta)
+        mq, m0 = Signal(meta), Signal(meta)
         with m.If(adv):
-            m.d.sync += [m0.valid.eq(issue), m0.first.eq(j == 0), m0.last.eq(last_j)]
+            m.d.sync += [mq.valid.eq(issue), mq.first.eq(j == 0), mq.last.eq(last_j),
+                         m0.eq(mq)]
         total, stages = _adder_tree(m, prods, 2, adv, "hsum")
         mt = m0
         for s in range(stages):
@@ -530,7 +539,7 @@ class HeadUnit(wiring.Component):
             with m.If(mt.valid):
                 m.d.sync += acc.eq(Mux(mt.first, 0, acc) + total)
         m.d.comb += [ovalid.eq(done), opayload.eq(acc)]
-        assert 3 + stages == head_latency(n)
+        assert 4 + stages == head_latency(n)
         return m
 
 
