@@ -23,7 +23,6 @@ nodes, the clock tree) is listed in the record's pricing and in ``docs/estimator
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -296,26 +295,17 @@ def markdown(record: dict, table: ToggleTable | None = None) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
-    return v
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m energy.activity", description=__doc__.split(
-        "\n\n")[0])
+    from rtl.cli import SEED_MAX, CliParser, int_in
+
+    ap = CliParser(prog="python -m energy.activity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--measure", action="store_true",
                     help="simulate and write the record (else price the record there is)")
-    ap.add_argument("--tokens", type=_positive, default=8,
-                    help="bytes of test text, >= 1 (default 8)")
-    ap.add_argument("--bytes-per-cycle", type=int, default=64,
+    ap.add_argument("--tokens", type=int_in(1, 1 << 20), default=8,
+                    help="bytes of test text (default 8)")
+    ap.add_argument("--bytes-per-cycle", type=int_in(1, 1 << 16), default=64,
                     help="the weight stream the engine is sized for (default 64)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int_in(0, SEED_MAX), default=0)
     ap.add_argument("--record", type=Path, default=RECORD, help=f"default {RECORD}")
     ap.add_argument("--format", choices=("md", "json"), default="md")
     args = ap.parse_args(argv)
