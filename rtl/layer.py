@@ -41,7 +41,7 @@ from .layer_units import (
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
 from .nonlinear import saturate
-from .stall import output_register
+from .stall import RegisteredFIFO, output_register, register_slice
 from .ssm_scan import ScanConfig, SsmScan, scan_depth, scan_latency
 from .stream_projection import StreamProjection, StreamProjectionConfig
 
@@ -602,17 +602,27 @@ class BiMambaLayer(wiring.Component):
         # more than a token, so that a beat could enter as the one before it left (a full FIFO
         # would refuse it and the output beat would wait for its own input: a deadlock); with
         # it the entry is freed a cycle before the sum reaches u, and the spare entry is kept.
+        # The u FIFO's word leaves from a fabric register (RegisteredFIFO): the block RAM's
+        # read, the residual add and its saturation had been one path (14.8 ns on the ECP5 in
+        # the whole-model top). Its room rises at the cycles SyncFIFOBuffered's would.
         loop = 1 if lc.slots > 1 else 0
-        m.submodules.ufifo = ufifo = fifo.SyncFIFOBuffered(width=P * rb,
-                                                           depth=max(D // P + loop, 3))
+        m.submodules.ufifo = ufifo = RegisteredFIFO(width=P * rb, depth=max(D // P + loop, 3))
         m.submodules.zfifo = zfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(E // P, 3))
         m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * db, depth=max(C // P, 3))
         dt_groups = -(-H // P)
         m.submodules.dtfifo = dtfifo = fifo.SyncFIFOBuffered(width=P * db,
                                                              depth=max(dt_groups, 3))
-        # (SyncFIFOBuffered needs a depth of 3 or more.) `start` of each token, for the conv and for the scan's B/C beat.
-        m.submodules.start_conv = start_conv = fifo.SyncFIFO(width=1, depth=4)
-        m.submodules.start_scan = start_scan = fifo.SyncFIFO(width=1, depth=4)
+        # (SyncFIFOBuffered needs a depth of 3 or more.) `start` of each token, for the conv
+        # and for the scan's B/C beat. A token's flag waits there from its first u beat until
+        # its conv and its scan take it; both come before its residual, so the token's first
+        # beat is still in the u FIFO.
+        # The start FIFOs thus never hold more flags than tokens can begin among those beats,
+        # and with that many entries they are never full: their room is left out of u's
+        # handshake (the u FIFO's level, the handshake and the start FIFOs' levels had been one
+        # path routed across the engine, 11.0 ns on the ECP5).
+        starts = max((ufifo.depth - 1) // (D // P) + 1, 4)
+        m.submodules.start_conv = start_conv = fifo.SyncFIFO(width=1, depth=starts)
+        m.submodules.start_scan = start_scan = fifo.SyncFIFO(width=1, depth=starts)
 
         # -- the weight stream: count beats, route each section to its unit ---------------------
         beats = lc.section_beats()
@@ -621,17 +631,20 @@ class BiMambaLayer(wiring.Component):
                                     out_proj.mem], [beats[name] for name in SECTIONS])
 
         # -- u: into the block norm and the u FIFO (for the residual) --------------------------
+        # The start flag is written a cycle after its beat is taken (start_w), into FIFOs that
+        # cannot be full (above).
         ucnt = Signal(range(max(D // P, 2)))
         first = ucnt == 0
-        room = ufifo.w_rdy & (~first | (start_conv.w_rdy & start_scan.w_rdy))
         take_u = self.u.valid & self.u.ready
+        start_w, start_d = Signal(), Signal()
+        m.d.sync += [start_w.eq(take_u & first), start_d.eq(self.u.payload.start)]
         m.d.comb += [
-            self.u.ready.eq(norm_in.x.ready & room),
-            norm_in.x.valid.eq(self.u.valid & room),
+            self.u.ready.eq(norm_in.x.ready & ufifo.w_rdy),
+            norm_in.x.valid.eq(self.u.valid & ufifo.w_rdy),
             norm_in.x.payload.eq(self.u.payload.v),
             ufifo.w_data.eq(self.u.payload.v), ufifo.w_en.eq(take_u),
-            start_conv.w_data.eq(self.u.payload.start), start_scan.w_data.eq(self.u.payload.start),
-            start_conv.w_en.eq(take_u & first), start_scan.w_en.eq(take_u & first),
+            start_conv.w_data.eq(start_d), start_scan.w_data.eq(start_d),
+            start_conv.w_en.eq(start_w), start_scan.w_en.eq(start_w),
         ]
         with m.If(take_u):
             m.d.sync += ucnt.eq(Mux(ucnt == D // P - 1, 0, ucnt + 1))
@@ -667,8 +680,14 @@ class BiMambaLayer(wiring.Component):
 
         # -- gate (y of a head, z from its FIFO) -> gated norm -> out_proj ---------------------
         wiring.connect(m, scan.y, gate.y)
-        m.d.comb += [gate.z.payload.eq(zfifo.r_data), gate.z.valid.eq(zfifo.r_rdy),
-                     zfifo.r_en.eq(gate.z.ready)]
+        # z reaches the gate through a register slice: the FIFO's block RAM has no output
+        # register, and its read ran through the gate's SiLU index into the slope table
+        # (15.5 ns on the ECP5 in the whole-model top). z waits in its FIFO from in_proj's
+        # first row groups until the scan's y, so the slice's cycle is never on the path.
+        zs = stream.Signature(gate.z.payload.shape()).create(path=("zslice",))
+        m.d.comb += [zs.payload.eq(zfifo.r_data), zs.valid.eq(zfifo.r_rdy),
+                     zfifo.r_en.eq(zs.ready)]
+        register_slice(m, zs, gate.z, "zslice")
         wiring.connect(m, gate.g, norm_out.x)
         wiring.connect(m, norm_out.a, out_proj.act)
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth import Module, Signal
+from amaranth import Elaboratable, Module, Mux, Signal
+from amaranth.lib import fifo
+from amaranth.lib.memory import Memory
 
-__all__ = ["output_register"]
+__all__ = ["RegisteredFIFO", "output_register", "register_slice"]
 
 
 def output_register(m: Module, out, name: str = "ob",
@@ -59,3 +61,76 @@ def output_register(m: Module, out, name: str = "ob",
     with m.Elif(push):  # the head stays: the result goes to the spare, and the pipeline stops
         m.d.sync += [spare.eq(payload), spare_valid.eq(1), *(a.eq(0) for a in advs)]
     return adv, valid, payload
+
+
+def register_slice(m: Module, src, dst, name: str) -> None:
+    """Connect stream ``src`` to stream ``dst`` through a two-entry register slice.
+
+    ``dst.valid`` and ``dst.payload`` come from registers, and so does ``src.ready`` (the
+    buffer's ``adv``): no combinational path crosses the slice in either direction. A beat
+    taken from ``src`` is offered on ``dst`` one cycle later; with ``dst.ready`` high the slice
+    passes a beat every cycle.
+    """
+    adv, valid, payload = output_register(m, dst, name)
+    m.d.comb += [valid.eq(src.valid), payload.eq(src.payload), src.ready.eq(adv)]
+
+
+class RegisteredFIFO(fifo.FIFOInterface, Elaboratable):
+    """A synchronous FIFO whose ``r_data`` is a fabric register, with the room of
+    :class:`amaranth.lib.fifo.SyncFIFOBuffered` of the same ``depth``.
+
+    ``SyncFIFOBuffered`` reads its RAM ahead into the RAM's own read register, and ``r_data``
+    is that register's output: on the ECP5 a block RAM's clock-to-output (5.6 ns), before any
+    logic the reader puts behind it. Here the word read ahead moves on into a fabric register
+    that drives ``r_data``. ``w_rdy`` is a register: the FIFO holds fewer than ``depth`` words.
+    Written and read in the same cycles, ``SyncFIFOBuffered`` has exactly that room on every
+    cycle (its ``w_rdy`` is low only with ``depth - 1`` words in its RAM and one in its read
+    register); a word written into an empty FIFO reaches ``r_data`` a cycle later than there,
+    three cycles after its write. The RAM has ``depth`` entries, so it cannot overflow however
+    the words are spread over it and the two registers.
+    """
+
+    def __init__(self, *, width: int, depth: int) -> None:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 3:
+            self._MustUse__silence = True
+            raise ValueError(f"depth must be an integer >= 3, not {depth!r}")
+        super().__init__(width=width, depth=depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.depth
+        count = Signal(range(d + 1))  # words held: the RAM's and the two registers'
+        level = Signal(range(d + 1))  # words in the RAM
+        a_valid = Signal()  # the RAM's read register holds a word
+        m.submodules.storage = storage = Memory(shape=self.width, depth=d, init=[])
+        wp, rp = storage.write_port(), storage.read_port(domain="sync")
+        produce, consume = Signal(range(d)), Signal(range(d))
+        do_write = self.w_rdy & self.w_en
+        take = self.r_rdy & self.r_en
+        move = a_valid & (~self.r_rdy | self.r_en)  # the RAM's word into the fabric register
+        do_read = (level != 0) & (~a_valid | move)  # the RAM reads ahead
+        m.d.comb += [self.w_rdy.eq(count != d),
+                     wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
+                     rp.addr.eq(consume), rp.en.eq(do_read),
+                     self.w_level.eq(count), self.r_level.eq(count)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(Mux(produce == d - 1, 0, produce + 1))
+        with m.If(do_read):
+            m.d.sync += consume.eq(Mux(consume == d - 1, 0, consume + 1))
+        with m.If(do_write & ~do_read):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += level.eq(level - 1)
+        with m.If(do_write & ~take):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(take & ~do_write):
+            m.d.sync += count.eq(count - 1)
+        with m.If(do_read):
+            m.d.sync += a_valid.eq(1)
+        with m.Elif(move):
+            m.d.sync += a_valid.eq(0)
+        with m.If(move):
+            m.d.sync += [self.r_data.eq(rp.data), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        return m
