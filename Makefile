@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report activity lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report activity leakage lint fpga toolchain clean
 
 all: venv
 
@@ -125,6 +125,13 @@ report: $(STAMP)
 ACTIVITY_BYTES ?= 8
 activity: $(STAMP) data
 	$(PY) -m energy.activity --measure --tokens $(ACTIVITY_BYTES)
+
+# The die's static power: the whole-model engine the estimator prices by default (2.7B shape)
+# mapped by Yosys to generic gates module by module, priced per NanGate 45 nm cell and
+# OpenRAM FreePDK45 SRAM bit into bench/results/leakage/lm_2p7b_default.json, the default
+# Arch.static_w (energy/netlist.py, energy/leakage.py; about 20 min on one core).
+leakage: $(STAMP)
+	$(PY) -m energy.netlist
 
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16

@@ -58,7 +58,9 @@ Assumptions (printed with every report):
   kinds.
 * Static power (``static_w`` for the 1-bit design, ``static_fp16_w`` for FP16: leakage,
   clocking and DRAM background) times the time per token is its own component, ``static``.
-  The defaults, 0.5 W each, are an assumption, not a sourced figure (docs/estimator.md).
+  The default of both is the leakage of the engine this module prices by default, counted
+  from its netlist and priced per 45 nm cell and SRAM bit (:mod:`energy.leakage`); the FP16,
+  INT8 and INT4 dies are given the same, less than their larger multipliers would leak.
 """
 
 from __future__ import annotations
@@ -78,11 +80,12 @@ from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
 from .footprint import footprint
+from .leakage import static_w as _leakage_w
 from .roofline import bytes_per_token
 from .sources import DEFAULT_MEMORY, check_behaviour, load_memories
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
+__all__ = ["STATIC_W", "DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
            "layer_config", "lm_config", "memory_period", "memory_paces", "bytes_per_cycle",
            "check_lanes", "dram_pj_per_bit", "latency_cycles", "projection_burst_cycles",
            "resolve_table", "scan_burst_cycles"]
@@ -90,6 +93,9 @@ __all__ = ["DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from
 # The default memory (energy/references/dram.json): its peak, the share of it sustained, the
 # latency of a row miss and the background power of its ranks, each figure with its source.
 _MEMORY = load_memories()[DEFAULT_MEMORY]
+# The die's static power: the leakage of the default engine's netlist (energy/leakage.py,
+# bench/results/leakage/), to the milliwatt.
+STATIC_W = round(_leakage_w(), 3)
 # Arch fields that take a memory's behaviour, and the dram.json figure whose limits they keep.
 _BEHAVIOUR_FIELDS = {"dram_efficiency": "efficiency", "dram_latency_ns": "latency_ns",
                      "dram_background_w": "background_w"}
@@ -180,8 +186,8 @@ class Arch:
     state_sram_bytes: int = 128 * 2**20  # SSM state RAM, used when state_on_chip
     table: str = "horowitz_45nm"
     node_nm: float = 0.0  # 0: the table's own node
-    static_w: float = 0.5  # assumption: static power of the 1-bit design's die (W)
-    static_fp16_w: float = 0.5  # assumption: static power of the FP16, INT8, INT4 dies (W)
+    static_w: float = STATIC_W  # the default engine's leakage (energy/leakage.py), W
+    static_fp16_w: float = STATIC_W  # the FP16, INT8, INT4 dies: the same (less than theirs)
 
     def __post_init__(self) -> None:
         for f in fields(self):

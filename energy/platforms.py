@@ -137,8 +137,15 @@ def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
                                                                     "uram_bits")):
             raise _fail(where, f"an FPGA needs resources {', '.join(RESOURCES)}, bram_bits "
                                f"and uram_bits")
-    for k in ("static_w",):
-        _positive(where, k, entry.get(k))
+    static = entry.get("static_w")
+    if static == "leakage":  # the default engine's leakage (energy/leakage.py)
+        from energy.estimator import STATIC_W
+
+        static = STATIC_W
+        if entry.get("static_status") != "derived":
+            raise _fail(where, "a static_w taken from the leakage record must be marked "
+                               "\"static_status\": \"derived\"")
+    _positive(where, "static_w", static)
     sources = {k: v for k, v in entry.items() if k.endswith(("_source", "_status"))}
     sources.update({f"memory.{k}": v for k, v in mem.items()
                     if k.endswith(("_source", "_status"))})
@@ -149,7 +156,7 @@ def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
         bytes_per_s=_positive(where, "memory.bytes_per_s", mem["bytes_per_s"]),
         pj_per_bit=_positive(where, "memory.pj_per_bit", mem["pj_per_bit"]),
         capacity_bytes=int(_positive(where, "memory.capacity_bytes", mem["capacity_bytes"])),
-        **behaviour, static_w=float(entry["static_w"]), resources=res,
+        **behaviour, static_w=float(static), resources=res,
         fpga_device=entry.get("fpga_device"), sources=sources)
 
 
@@ -221,7 +228,17 @@ def custom_platform(arch) -> Platform:
         clock_build=None, bytes_per_s=arch.dram_bytes_per_s, pj_per_bit=dram_pj_per_bit(arch),
         capacity_bytes=0, efficiency=arch.dram_efficiency, latency_ns=arch.dram_latency_ns,
         background_w=arch.dram_background_w, static_w=arch.static_w, resources=None,
-        fpga_device=None, sources={"static_status": "assumption"})
+        fpga_device=None, sources=_custom_static_sources(arch))
+
+
+def _custom_static_sources(arch) -> dict[str, str]:
+    from energy.estimator import STATIC_W
+
+    if arch.static_w == STATIC_W:
+        return {"static_status": "derived",
+                "static_source": "the leakage of the default engine's netlist, 45 nm cells and "
+                                 "SRAM (energy/leakage.py, bench/results/leakage/)"}
+    return {"static_status": "given", "static_source": "static_w as set (--set / --arch)"}
 
 
 def platform_arch(p: Platform, arch):

@@ -41,7 +41,8 @@ if __package__ in (None, ""):  # run as a script: python energy/report.py
 from bench.gpu_decode import load_results  # noqa: E402
 from energy.activity import summary as activity_summary  # noqa: E402
 from energy.estimator import (  # noqa: E402
-    Arch, arch_from_args, check_lanes, dram_pj_per_bit, estimate, layer_config, resolve_table,
+    STATIC_W, Arch, arch_from_args, check_lanes, dram_pj_per_bit, estimate, layer_config,
+    resolve_table,
 )
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
 from energy.platforms import (  # noqa: E402
@@ -395,7 +396,11 @@ def _md(reports: dict[str, dict], arch: Arch) -> str:
             "engine has no prefill mode); FP16 baseline with as many FP16 MACs as the 1-bit "
             "array has XNOR lanes, fed by the stream of FP16 weights, and an FP16 LM head; "
             "the die's static power "
-            f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16), an assumption."]
+            f"{arch.static_w:g} W (1-bit) and {arch.static_fp16_w:g} W (FP16, INT8, INT4)"
+            + (", the leakage of the default engine's netlist in 45 nm cells and SRAM "
+               "(energy/leakage.py), the baselines given the same"
+               if (arch.static_w, arch.static_fp16_w) == (STATIC_W, STATIC_W) else
+               ", as set") + "."]
     return "\n".join(out)
 
 

@@ -175,19 +175,19 @@ def test_dram_pj_per_bit_override_pinned_by_hand(capsys):
             if not k.startswith("dram_") and k != "static":  # static follows the time per token
                 assert got[k] == pytest.approx(v)
         tps = r["tokens_per_s" if design == "bimamba" else "tokens_per_s_fp16"]
-        assert got["static"] == pytest.approx(0.5 / tps)
+        assert got["static"] == pytest.approx(0.178 / tps)  # the leakage record (test_leakage)
         assert got["dram_background"] == pytest.approx(DDR5["background_w"] / tps)
     assert r["dram_bytes_per_token"] == pytest.approx(by_hand["bimamba"])
     assert (r["bound"], r["bound_fp16"]) == ("compute", "memory")
     assert r["design_point"]["memory_cycles_per_beat"] == 1
-    # Pinned: without the memory's background power the figure of an ideal memory (22.9 mJ);
+    # Pinned: without the memory's background power the figure of an ideal memory (21.6 mJ);
     # the background (2.679 W over the token's 3.9 ms) adds 10.5 mJ.
     background = r["energy_breakdown_j"]["dram_background"]
-    assert round((r["energy_per_token_j"] - background) * 1e3, 1) == 22.9
+    assert round((r["energy_per_token_j"] - background) * 1e3, 1) == 21.6
     assert round(background * 1e3, 1) == 10.5
-    assert round(r["energy_per_token_j"] * 1e3, 1) == 33.4
-    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 202.2
-    assert round(r["energy_saving"], 2) == 6.06
+    assert round(r["energy_per_token_j"] * 1e3, 1) == 32.1
+    assert round(r["energy_per_token_fp16_j"] * 1e3, 1) == 199.7
+    assert round(r["energy_saving"], 2) == 6.22
 
 
 def test_state_on_chip_moves_state_traffic_off_dram():

@@ -1,0 +1,212 @@
+"""The die's static power from the engine's netlist (energy/leakage.py): the cell table against
+its quotes, the mapping of Yosys's cells, pricing by hand, a small design counted by Yosys, and
+the record tied to the estimator's default engine and to what the docs say."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from energy.estimator import STATIC_W, Arch, estimate
+from energy.leakage import (
+    GATE_CELLS, LEAKAGE_TABLE, RECORD, ff_cells, group_of, load_leakage_table, price,
+    sram_nw_per_bit,
+)
+from energy.netlist import yosys_counts
+from model.config import PRESETS
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = json.loads(LEAKAGE_TABLE.read_text())
+
+# The NanGate figures as the Liberty text gives them (nW), typed here, not read from the table.
+DFF, DFFR, INV, AND2, OR2, XOR2, MUX2 = (79.112308, 86.212780, 14.353185, 25.066064, 22.694975,
+                                         36.163718, 35.928390)
+
+
+def test_every_figure_is_its_quote():
+    for name, e in TABLE["cells"]["entries"].items():
+        (num,) = re.findall(r"cell_leakage_power : ([0-9.]+);", e["quote"])
+        assert float(num) == e["value"], name
+    for m in TABLE["sram"]["macros"]:
+        (num,) = re.findall(r'value : ([0-9.]+);', m["quote"])
+        assert float(num) == m["value"], m
+    t = load_leakage_table()
+    assert (t.cells["DFF_X1"], t.cells["DFFR_X1"], t.cells["INV_X1"], t.cells["MUX2_X1"]) == (
+        DFF, DFFR, INV, MUX2)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["cells"]["entries"].pop("MUX2_X1"), "cells.entries has no MUX2_X1"),
+    (lambda d: d["cells"]["entries"]["XOR2_X1"].update(value=-1.0),
+     "cells.entries.XOR2_X1 must have a positive value and a quote"),
+    (lambda d: d["cells"]["entries"]["INV_X1"].pop("quote"),
+     "cells.entries.INV_X1 must have a positive value and a quote"),
+    (lambda d: d["sram"].update(unit="uW"), "sram.unit must be 'mW', not 'uW'"),
+    (lambda d: d["sram"]["macros"][0].pop("quote"), "every sram macro needs"),
+    (lambda d: d["sram"].update(macros=[]), "sram.macros is empty"),
+])
+def test_a_bad_table_is_refused(tmp_path, edit, message):
+    d = json.loads(LEAKAGE_TABLE.read_text())
+    edit(d)
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_leakage_table(p)
+
+
+@pytest.mark.parametrize("ctype,cells", [
+    ("$_DFF_P_", ("DFF_X1",)),
+    ("$_DFF_PP0_", ("DFFR_X1",)),
+    ("$_DFFE_PP_", ("DFF_X1", "MUX2_X1")),
+    ("$_DFFE_PP0P_", ("DFFR_X1", "MUX2_X1")),
+    ("$_SDFF_PP0_", ("DFF_X1", "AND2_X1")),
+    ("$_SDFF_PP1_", ("DFF_X1", "OR2_X1")),
+    ("$_SDFFE_PP0P_", ("DFF_X1", "MUX2_X1", "AND2_X1")),
+    ("$_SDFFCE_PN1P_", ("DFF_X1", "MUX2_X1", "OR2_X1")),
+])
+def test_flip_flops_as_nangate_cells(ctype, cells):
+    assert ff_cells(ctype) == cells
+
+
+@pytest.mark.parametrize("ctype", ["$_DLATCH_P_", "$_DFFSR_PPP_", "$_ALDFF_PP_", "$_FOO_"])
+def test_an_unknown_cell_is_refused(ctype):
+    with pytest.raises(ValueError, match=re.escape(f"no NanGate cells for the Yosys cell "
+                                                   f"{ctype!r}")):
+        ff_cells(ctype)
+
+
+def test_sram_a_bit_from_the_smallest_macro_that_holds_it():
+    t = load_leakage_table()
+    assert sram_nw_per_bit(t, 2048) == pytest.approx(11168.618 / 2048, rel=1e-12)  # 256 x 8
+    assert sram_nw_per_bit(t, 2049) == pytest.approx(40298.101 / 8192, rel=1e-12)  # 256 x 32
+    assert sram_nw_per_bit(t, 40000) == pytest.approx(301841.15 / 65536, rel=1e-12)
+    assert sram_nw_per_bit(t, 10 << 20) == pytest.approx(560846.48 / 131072, rel=1e-12)
+
+
+def test_pricing_by_hand():
+    rec = {"modules": [
+        {"name": "bimamba_lm", "instances": 1,
+         "cells": {"$_AND_": 10, "$_DFF_P_": 4, "$_NOT_": 3, "$mem_v2": 2},
+         "memories": [{"width": 8, "size": 256}, {"width": 1, "size": 4}]},
+        {"name": "bimamba_lm.layer.scan", "instances": 2,
+         "cells": {"$_SDFFE_PP0P_": 3, "$_XOR_": 5, "$_ORNOT_": 1},
+         "memories": [{"width": 128, "size": 1024}]},
+    ]}
+    p = price(rec)
+    nw = 1e-9
+    ctl, scan = p["by_group"]["buffers and control"], p["by_group"]["scan"]
+    assert ctl["logic"] == pytest.approx((10 * AND2 + 3 * INV) * nw, rel=1e-12)
+    assert ctl["registers"] == pytest.approx(4 * DFF * nw, rel=1e-12)
+    assert ctl["register_files"] == pytest.approx(4 * DFF * nw, rel=1e-12)
+    assert ctl["sram"] == pytest.approx(0.011168618e-3, rel=1e-12)  # one 256 x 8 macro, in W
+    assert scan["logic"] == pytest.approx(2 * (5 * XOR2 + OR2 + INV) * nw, rel=1e-12)
+    assert scan["registers"] == pytest.approx(2 * 3 * (DFF + MUX2 + AND2) * nw, rel=1e-12)
+    assert scan["sram"] == pytest.approx(2 * 0.56084648e-3, rel=1e-12)  # two 1024 x 128
+    assert p["total_w"] == pytest.approx(sum(ctl.values()) + sum(scan.values()), rel=1e-12)
+    assert p["by_group"]["projections"] == dict.fromkeys(ctl, 0.0)
+
+
+def test_every_generic_gate_is_a_cell_of_the_table():
+    t = load_leakage_table()
+    for cells in GATE_CELLS.values():
+        assert all(c in t.cells for c in cells)
+
+
+SMALL = """
+module top(input clk, input rst, input [7:0] a, input en, input we, input [7:0] wa,
+           input [7:0] ra, input [3:0] ri, output [7:0] y0, output [7:0] y1,
+           output reg [7:0] r, output reg [3:0] t);
+  leaf u0(.clk(clk), .rst(rst), .a(a), .en(en), .y(y0));
+  leaf u1(.clk(clk), .rst(rst), .a(~a), .en(en), .y(y1));
+  reg [7:0] mem [0:255];
+  always @(posedge clk) begin
+    if (we) mem[wa] <= a;
+    r <= mem[ra];
+  end
+  reg [3:0] rom [0:15];
+  integer i;
+  initial for (i = 0; i < 16; i = i + 1) rom[i] = (i * 7 + 3) % 16;
+  always @(posedge clk) t <= rom[ri];
+endmodule
+
+module leaf(input clk, input rst, input [7:0] a, input en, output reg [7:0] y);
+  always @(posedge clk)
+    if (rst) y <= 8'd0;
+    else if (en) y <= y ^ a;
+endmodule
+"""
+
+
+def test_yosys_counts_a_small_design(tmp_path):
+    v = tmp_path / "small.v"
+    v.write_text(SMALL)
+    mods = {m["name"]: m for m in yosys_counts(v, "top", tmp_path / "work")}
+    assert set(mods) == {"top", "leaf"}
+    leaf, top = mods["leaf"], mods["top"]
+    assert (leaf["instances"], top["instances"]) == (2, 1)
+    # 8 bits with an enable and a synchronous clear, each XORed with a
+    assert leaf["cells"] == {"$_SDFFE_PP0P_": 8, "$_XOR_": 8}
+    assert leaf["memories"] == []
+    # the RAM stays whole (its read register folded into its port); the table became logic
+    assert [(m["width"], m["size"], m["rd_ports"], m["wr_ports"]) for m in top["memories"]] == [
+        (8, 256, 1, 1)]
+    assert top["cells"].get("$mem_v2") == 1
+    with pytest.raises(ValueError, match="top must be a module of"):
+        yosys_counts(v, "nope", tmp_path / "work2")
+
+
+# -- the record ------------------------------------------------------------------------------
+
+REC = json.loads(RECORD.read_text())
+
+
+def test_the_record_is_the_estimators_default_engine():
+    e = REC["engine"]
+    lc = estimate(PRESETS[e["preset"]], Arch()).layer
+    assert e["preset"] == "2.7B" and e["state"] == "memory"
+    assert (e["simd"], e["pe"], e["lanes"]) == (lc.simd, lc.pe, lc.lanes)
+    names = [m["name"] for m in REC["modules"]]
+    assert len(names) == len(set(names)) and "bimamba_lm" in names
+    assert all(m["instances"] >= 1 for m in REC["modules"])
+    for m in REC["modules"]:
+        group_of(m["name"])  # every module is in a group
+
+
+def test_the_scan_state_ram_holds_one_layer():
+    """With the state port the scan's RAM holds the layer in flight: H * P * N values of
+    state_bits (Mamba-2 2.7B: 80 heads of 64, d_state 128, 16 bits: 10.5 Mbit)."""
+    (scan,) = [m for m in REC["modules"] if m["name"] == "bimamba_lm.layer.scan"]
+    (state,) = [m for m in scan["memories"] if m["name"] == "state"]
+    assert state["width"] * state["size"] == 80 * 64 * 128 * 16
+
+
+def test_the_estimators_static_power_is_the_records():
+    assert STATIC_W == round(price(REC)["total_w"], 3)
+    assert Arch().static_w == Arch().static_fp16_w == STATIC_W
+
+
+def test_the_docs_table_and_figures_are_the_records():
+    """docs/estimator.md's table by unit, its counts and the README's figure, against the
+    record priced here (a re-measured record must be copied into both)."""
+    docs = (ROOT / "docs" / "estimator.md").read_text()
+    section = docs[docs.index("## Static power"):docs.index("## Logic energy from switching")]
+    p = price(REC)
+    rows = {**p["by_group"], "total": p["by_part"]}
+    for name, r in rows.items():
+        cells = [f"{r[k] * 1e3:.1f}" for k in ("logic", "registers", "register_files", "sram")]
+        line = f"| {name} | " + " | ".join(cells) + f" | {sum(r.values()) * 1e3:.1f} |"
+        assert line in section, line
+    gates = flops = 0
+    for m in REC["modules"]:
+        for ctype, n in m["cells"].items():
+            if ctype in GATE_CELLS:
+                gates += n * m["instances"]
+            elif ctype != "$mem_v2":
+                flops += n * m["instances"]
+    assert f"{gates / 1e6:.2f} million generic gates and {flops:,} flip-flops" in section
+    assert f"**{STATIC_W:.3f} W each" in section
+    readme = (ROOT / "README.md").read_text()
+    assert f"{STATIC_W:.3f} W of die static power per design" in readme
