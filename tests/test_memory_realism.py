@@ -260,3 +260,20 @@ def test_the_engine_is_sized_to_the_sustained_bandwidth():
     assert layer_config(cfg, Arch(dram_bytes_per_s=128e9)).beat_bytes == 128
     assert layer_config(cfg, Arch(dram_bytes_per_s=140e9)).beat_bytes == 256
     assert layer_config(cfg, Arch(dram_bytes_per_s=140e9, dram_efficiency=0.9)).beat_bytes == 128
+
+
+def test_ddr5_energy_range_low_end_is_the_core_read_burst():
+    """DDR5's range starts at the DRAM core's read burst, recomputed here from the currents its
+    source quotes: (IDD4R 530 mA - IDD3N 142 mA) x 1.1 V over a BL16 burst at 4800 MT/s, per x8
+    device, over its 128 bits."""
+    import json
+
+    from energy.sources import REFERENCE_DIR
+
+    rows = {r["name"]: r for r in json.loads((REFERENCE_DIR / "dram.json").read_text())[
+        "technologies"]}
+    low, high = rows["DDR5"]["pj_per_bit_range"]
+    by_hand = (0.530 - 0.142) * 1.1 * (16 / 4.8e9) / 128 * 1e12
+    assert low == round(by_hand, 1) == 11.1
+    assert high == rows["DDR5"]["pj_per_bit"] == rows["DDR4"]["pj_per_bit"]
+    assert "IDD4R 530 mA - IDD3N 142 mA" in rows["DDR5"]["energy_source"]
