@@ -266,8 +266,6 @@ def test_ddr5_energy_range_low_end_is_the_core_read_burst():
     """DDR5's range starts at the DRAM core's read burst, recomputed here from the currents its
     source quotes: (IDD4R 530 mA - IDD3N 142 mA) x 1.1 V over a BL16 burst at 4800 MT/s, per x8
     device, over its 128 bits."""
-    import json
-
     from energy.sources import REFERENCE_DIR
 
     rows = {r["name"]: r for r in json.loads((REFERENCE_DIR / "dram.json").read_text())[
