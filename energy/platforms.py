@@ -10,12 +10,10 @@ measured for it (``clock_source = "measured"``). An ASIC's clock is an assumptio
 :class:`~energy.estimator.Arch`; :func:`platform_view` says whether the design point of a
 report fits the platform and what it achieves there. What "fits" checks:
 
-* **logic, flip-flops, DSPs, block RAMs** (FPGAs, :func:`engine_area`): the linear fit of the
-  XNOR projection and the scan (``fpga/area.json``) at the design point, plus what the
-  measured whole engine of ``fpga/engines.json`` holds beyond that fit at its own size (the
-  stream projections, norms, conv, gate and buffers), per ``pe`` lane, since each of those
-  units has ``pe`` lanes. One whole-engine build stands behind that rest, so it is a one-point
-  correction, not a fit; ``area_basis`` says so.
+* **logic, flip-flops, DSPs, block RAMs** (FPGAs, :func:`engine_area`): the whole layer
+  engine's fit (``fpga/area.json``, measured on whole engines at several sizes and checked on
+  engines held out of it) at the design point, its RAMs (state, buffers, FIFOs) counted in
+  block RAMs at the model's own shape; ``area_basis`` says so.
   Counts of the ECP5 fit are taken as upper bounds on another FPGA's cells (a LUT6 holds any
   LUT4; a DSP48E2 any 18 x 18 product; an 18 Kb block RAM half any DP16KD).
 * **on-chip state** (FPGAs, ``state_on_chip``): the SSM state of every layer in the block RAM
@@ -251,50 +249,47 @@ def platform_arch(p: Platform, arch):
                    static_w=p.static_w, static_fp16_w=p.static_w)
 
 
-def _rest_of_engine(engines: dict[str, dict]) -> tuple[dict[str, float], dict]:
-    """Per resource, what the measured whole layer engine holds beyond the projection + scan
-    fit at its own size (the stream projections, norms, conv, gate and buffers), and that
-    build. The rest is taken to grow with ``pe`` (each of those units has ``pe`` lanes)."""
-    from fpga.area import area_estimate
-
-    rows = [r for r in engines.values() if r.get("unit") == "layer"]
-    if not rows:
-        raise ValueError(f"{ENGINES_PATH}: no whole layer engine build to add the rest of the "
-                         f"engine from")
-    r = rows[0]
-    q = r["params"]
-    est = area_estimate(q["simd"], q["pe"], q["lanes"])["total"]
-    return {k: max(r[k] - est[k], 0) / q["pe"] for k in RESOURCES}, r
-
-
-def engine_area(simd: int, pe: int, lanes: int, engines: dict[str, dict] | None = None
+def engine_area(cfg, spec, simd: int, pe: int, lanes: int, state_on_chip: bool = False
                 ) -> tuple[dict[str, int], str, bool]:
-    """FPGA resources of a whole layer engine at (``simd``, ``pe``, ``lanes``): the fit of the
-    projection and the scan (``fpga/area.json``) plus the rest of the measured whole engine
-    per ``pe`` lane; the basis in words; whether the fit extrapolates."""
-    from fpga.area import area_estimate
+    """FPGA resources of a whole layer engine at (``simd``, ``pe``, ``lanes``) for model
+    shape ``cfg`` and widths ``spec``: :func:`fpga.area.engine_estimate` (the whole-engine fit
+    of ``fpga/area.json`` with the RAMs counted at ``cfg``'s shape); the basis in words;
+    whether the fit extrapolates. The state RAM holds the layer being computed (the state
+    port); with ``state_on_chip`` it is left out here, and :func:`platform_view` checks every
+    layer's state against the block RAM and URAM the engine leaves free."""
+    from fpga.area import engine_estimate, load_area
 
-    engines = engines if engines is not None else load_engines()
-    per_pe, build = _rest_of_engine(engines)
-    est = area_estimate(simd, pe, lanes)
-    need = {k: math.ceil(est["total"][k] + per_pe[k] * pe - 1e-9) for k in RESOURCES}
-    basis = (f"fpga/area.json's projection and scan fit at ({simd}, {pe}, {lanes} lanes) plus "
-             f"the rest of the measured whole engine {build['build']} per pe lane "
-             f"({per_pe['lut4']:.0f} LUT4, {per_pe['ff']:.0f} FF, {per_pe['dsp']:.1f} DSP, "
-             f"{per_pe['bram']:.1f} BRAM; one build, not a fit)"
+    est = engine_estimate(cfg, spec, simd, pe, lanes)
+    parts = dict(est["bram_parts"])
+    if state_on_chip:
+        parts["state"] = 0
+    need = {k: est[k] for k in ("lut4", "ff", "dsp")}
+    need["bram"] = sum(parts.values())
+    eng = load_area()["layer_engine"]
+    worst = max(abs(e) for p in eng["held_out"] for e in p["rel_error"].values())
+    worst_fit = max(abs(e) for p in eng["checks"] for e in p["rel_error"].values())
+    basis = (f"fpga/area.json's whole-engine fit (every unit of the layer, measured at "
+             f"{len(eng['points'])} sizes of the {eng['measured_on']['preset']} shape; worst "
+             f"error on them {worst_fit:.1%}, on the engines held out {worst:.1%}) at "
+             f"({simd}, {pe}, {lanes} lanes); block RAMs: {parts['tables']} for the tables, "
+             + (f"{parts['state']} for the state of the layer being computed "
+                f"({est['state_bits'] / 2**20:.1f} Mbit), " if not state_on_chip else
+                "the state apart (on chip), ")
+             + f"{parts['buffers']} for the buffers and FIFOs at the model's shape"
              + ("; extrapolated beyond the measured sizes" if est["extrapolated"] else ""))
     return need, basis, est["extrapolated"]
 
 
-def platform_view(p: Platform, report: dict, arch, engines: dict[str, dict] | None = None
-                  ) -> dict:
-    """Whether the design point of ``report`` (a preset report made on ``arch``) fits ``p``,
-    with the need and the capacity of each resource, and what it achieves there."""
+def platform_view(p: Platform, report: dict, arch, cfg) -> dict:
+    """Whether the design point of ``report`` (a preset report made on ``arch`` for model
+    shape ``cfg``) fits ``p``, with the need and the capacity of each resource, and what it
+    achieves there."""
     d = report["design_point"]
     need: dict[str, dict] = {}
     basis = None
     if p.kind == "fpga":
-        area, basis, _ = engine_area(d["simd"], d["pe"], d["lanes"], engines)
+        area, basis, _ = engine_area(cfg, arch.spec, d["simd"], d["pe"], d["lanes"],
+                                     arch.state_on_chip)
         for k in RESOURCES:
             need[k] = {"need": area[k], "have": p.resources[k]}
         on_chip = report["state_bytes"] * 8 if arch.state_on_chip else 0

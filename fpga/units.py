@@ -18,6 +18,11 @@ head dimension and state size.
   ``rtl.emit`` exports it (``model.evaluate.sqnr.prepare``, seed 0), ``LayerConfig(q, simd=16,
   pe=4, lanes=4)``: ``stream_projection`` (in_proj, out_proj), ``rms_norm`` (norm_in,
   norm_out), ``conv``, ``gate`` and the whole ``layer`` (:class:`rtl.layer.BiMambaLayer`).
+* ``layer_s{simd}_p{pe}_l{lanes}``: the same whole layer engine at the sizes of
+  :data:`LAYER_SIZES`, for the whole-engine area fit (:mod:`fpga.area`; ``--pack-only`` gives
+  their resources in seconds of nextpnr). The fit's points span the XNOR array (32 to 256
+  bits), ``pe`` (2 to 8) and the scan lanes (2 to 16) independently; one size inside that
+  range and one beyond it are held out of the fit and checked against it.
 * ``lm``: the whole-model engine (:class:`rtl.lm.BiMambaLM`: embedding, one layer engine for
   every layer, final norm, head) for the shipped Shakespeare student exported as ``make demo``
   exports it (calibrated on the first 4,096 bytes of the training split: ``make data`` first),
@@ -26,11 +31,13 @@ head dimension and state size.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Build", "BUILDS", "PROJ_SHAPE", "SCAN_SHAPE", "LAYER_SHAPE", "builds_named"]
+__all__ = ["Build", "BUILDS", "PROJ_SHAPE", "SCAN_SHAPE", "LAYER_SHAPE", "LAYER_SIZES",
+           "LAYER_HELD_OUT", "builds_named"]
 
 # d_in, d_out, act_bits of the XNOR projection builds.
 PROJ_SHAPE = {"d_in": 256, "d_out": 64, "act_bits": 8}
@@ -38,6 +45,11 @@ PROJ_SHAPE = {"d_in": 256, "d_out": 64, "act_bits": 8}
 SCAN_SHAPE = {"d_model": 8, "expand": 2, "headdim": 8, "d_state": 16}
 # The layer-engine builds: preset, seed and LayerConfig parameters.
 LAYER_SHAPE = {"preset": "tiny", "seed": 0, "simd": 16, "pe": 4, "lanes": 4}
+# (simd, pe, lanes) of the whole layer engines the area fit is made on (LAYER_SHAPE's size is
+# the build "layer"), and those held out of it to check it: one inside the fitted range, one
+# beyond it (twice the array and the pe of any fitted point).
+LAYER_SIZES = ((8, 4, 2), (16, 4, 4), (16, 2, 8), (32, 4, 8), (16, 8, 16), (32, 8, 4))
+LAYER_HELD_OUT = ((8, 8, 8), (32, 16, 8))
 # The whole-model build: the shipped student's engine on one ECP5-85F, a 4-byte beat (the
 # ULX3S's SDRAM gives 2.7 bytes a cycle at 125 MHz). The engine LMConfig.sized_for gives for
 # 4 bytes a cycle (8 x 4, 8 lanes, the state on chip) needs 180 of the 156 MULT18X18D and 212
@@ -66,6 +78,9 @@ class Build:
         Devices it is built for by default (keys of :data:`fpga.flow.DEVICES`).
     make : callable
         Returns a fresh component.
+    sizing : bool
+        A size point of the whole-engine area fit: left out of a run that names no builds
+        (``make fpga`` packs them, ``--pack-only``, rather than placing them).
     """
 
     name: str
@@ -74,6 +89,7 @@ class Build:
     params: dict = field(hash=False, compare=False)
     devices: tuple[str, ...]
     make: Callable = field(hash=False, compare=False, repr=False)
+    sizing: bool = False
 
 
 @functools.cache
@@ -91,15 +107,21 @@ def _scan_export():
 
 
 @functools.cache
-def _layer_config():
+def _layer_export():
     from model.config import get_preset
     from model.evaluate.sqnr import prepare
     from model.golden.quantize import QuantSpec, export_layer
-    from rtl.layer import LayerConfig
 
     p = prepare(get_preset(LAYER_SHAPE["preset"]), 1, LAYER_SHAPE["seed"])
-    q = export_layer(p.block, QuantSpec(), stats=p.calib)
-    return LayerConfig(q, LAYER_SHAPE["simd"], LAYER_SHAPE["pe"], LAYER_SHAPE["lanes"])
+    return export_layer(p.block, QuantSpec(), stats=p.calib)
+
+
+@functools.cache
+def _layer_config(simd: int = LAYER_SHAPE["simd"], pe: int = LAYER_SHAPE["pe"],
+                  lanes: int = LAYER_SHAPE["lanes"]):
+    from rtl.layer import LayerConfig
+
+    return LayerConfig(_layer_export(), simd, pe, lanes)
 
 
 def _xnor(simd: int, pe: int, tail_lanes: int | None = None):
@@ -131,10 +153,11 @@ def _gate():
     return GateUnit(lc.q, lc.pe)
 
 
-def _layer():
+def _layer(simd: int = LAYER_SHAPE["simd"], pe: int = LAYER_SHAPE["pe"],
+           lanes: int = LAYER_SHAPE["lanes"]):
     from rtl.layer import BiMambaLayer
 
-    return BiMambaLayer(_layer_config())
+    return BiMambaLayer(_layer_config(simd, pe, lanes))
 
 
 @functools.cache
@@ -193,6 +216,13 @@ def _builds() -> list[Build]:
     out.append(Build("gate", "gate", f"{s['preset']}, pe {s['pe']}", lp, ("ecp5-85k",), _gate))
     out.append(Build("layer", "layer", f"{layer}, lanes {s['lanes']}", lp, ("ecp5-85k",),
                      _layer))
+    for simd, pe, lanes in LAYER_SIZES + LAYER_HELD_OUT:
+        if (simd, pe, lanes) == (s["simd"], s["pe"], s["lanes"]):
+            continue  # the build "layer"
+        out.append(Build(f"layer_s{simd}_p{pe}_l{lanes}", "layer",
+                         f"{s['preset']}, simd {simd}, pe {pe}, lanes {lanes}",
+                         {"simd": simd, "pe": pe, "lanes": lanes}, ("ecp5-85k",),
+                         functools.partial(_layer, simd, pe, lanes), sizing=True))
     m = LM_SHAPE
     where = "SDRAM" if m["state"] == "memory" else "block RAM"
     out.append(Build("lm", "lm", f"Shakespeare student, simd {m['simd']}, pe {m['pe']}, lanes "
@@ -205,7 +235,8 @@ BUILDS: dict[str, Build] = {b.name: b for b in _builds()}
 
 
 def builds_named(names: list[str]) -> list[Build]:
-    """The builds with these names or units (``ssm_scan`` selects every scan build).
+    """The builds with these names or units (``ssm_scan`` selects every scan build), or whose
+    names match a shell pattern (``'layer_s*'``: the size points of the area fit).
 
     Raises
     ------
@@ -219,8 +250,10 @@ def builds_named(names: list[str]) -> list[Build]:
             sel = [BUILDS[n]]
         elif n in units:
             sel = [b for b in BUILDS.values() if b.unit == n]
+        elif any(c in n for c in "*?[") and fnmatch.filter(BUILDS, n):
+            sel = [BUILDS[b] for b in fnmatch.filter(BUILDS, n)]
         else:
-            raise ValueError(f"{n!r} is not a build or unit; allowed: "
-                             f"{', '.join(sorted(units))}, {', '.join(BUILDS)}")
+            raise ValueError(f"{n!r} is not a build, a unit or a pattern that matches a "
+                             f"build; allowed: {', '.join(sorted(units))}, {', '.join(BUILDS)}")
         out += [b for b in sel if b not in out]
     return out

@@ -32,12 +32,22 @@ from amaranth.lib.memory import Memory
 
 from .dsp import current_dsp_target
 
-__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "registered_ram"]
+__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "dp16kd_blocks",
+           "registered_ram"]
 
 BLOCK_RAM_MIN_DEPTH = 64  # shallower memories are left to synthesis (LUT RAM on the ECP5)
 DP16KD_DEPTH = 1024  # one DP16KD with 18-bit ports
 DP16KD_WIDTH = 18
 MAX_BANKS = 64  # 64 Ki words (the shipped model's state on chip at 4 lanes: 36 banks)
+
+
+def dp16kd_blocks(width: int, depth: int) -> int:
+    """``DP16KD`` blocks :func:`registered_ram` builds for a ``depth`` x ``width`` RAM on the
+    ``ecp5`` target: banks of :data:`DP16KD_DEPTH` words, each :data:`DP16KD_WIDTH` bits a
+    block; none below :data:`BLOCK_RAM_MIN_DEPTH` words (left to synthesis)."""
+    if depth < BLOCK_RAM_MIN_DEPTH:
+        return 0
+    return -(-depth // DP16KD_DEPTH) * -(-width // DP16KD_WIDTH)
 
 
 def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_data, w_en,

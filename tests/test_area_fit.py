@@ -144,34 +144,44 @@ def test_rounding_and_clamping_of_another_fit():
 
 
 def test_report_area_at_a_point_that_was_not_measured(capsys):
-    """``energy/report.py --area``: the 780M engine on an array of 8 x 48 (384 array bits, 8
-    rows: between the measured 256 and 1024) and 4 lanes, each figure against the fit by hand,
-    the shares of the ECP5-85F's capacity."""
+    """``energy/report.py --area``: the 780M engine on an array of 8 x 48 and 4 lanes: the
+    whole engine (fpga.area.engine_estimate at the 780M shape, its state through the port),
+    the units' fits beside it by hand, the shares of the ECP5-85F's capacity."""
+    from energy.report import preset_config
+    from fpga.area import engine_estimate
+    from model.golden.quantize import QuantSpec
+
     assert report_main(["--preset", "780M", "--set", "simd=48", "--set", "pe=8",
                         "--set", "lanes=4", "--format", "json", "--area", "ecp5-85k"]) == 0
     a = json.loads(capsys.readouterr().out)["area"]["780M"]
     proj = {**_by_hand("xnor_lane", {"array_bit": 384, "row": 8}),
             "bram": BRAM["xnor_projection_s32_p8"]}
     scan = {**_by_hand("scan_lane", {"lane": 4}), "bram": BRAM["ssm_scan_l4"]}
-    total = {k: proj[k] + scan[k] for k in proj}
     assert (a["simd"], a["pe"], a["lanes"]) == (48, 8, 4)
-    assert (a["projection"], a["scan"], a["total"]) == (proj, scan, total)
-    assert a["extrapolated"] is False
+    assert a["units"] == {"projection": proj, "scan": scan}
+    eng = engine_estimate(preset_config("780M"), QuantSpec(), 48, 8, 4)
+    total = {k: eng[k] for k in ("lut4", "ff", "bram", "dsp")}
+    assert a["total"] == total and a["bram_parts"] == eng["bram_parts"]
+    # 2 DSPs a column, 21 a lane, 4 a scan lane, 9 more: 9 + 96 + 168 + 16.
+    assert total["dsp"] == 289
     assert a["capacity"] == ECP5_85F
     assert a["share"] == {k: total[k] / ECP5_85F[k] for k in total}
-    assert a["fits"] is True
-    # 6938 + 5780 LUT4, 19 + 6 block RAMs, 16 + 25 DSPs.
-    assert total == {"lut4": 12718, "ff": 13213, "bram": 25, "dsp": 41}
+    assert a["fits"] is False and a["state_on_chip"] is False
     assert report_main(["--preset", "780M", "--set", "simd=48", "--set", "pe=8",
                         "--set", "lanes=4", "--area", "ecp5-85k"]) == 0
-    assert ("| 780M | 8 x 48 | 4 | 12,718 (15%) | 13,213 (16%) | 25 (12%) | 41 (26%) | yes | no |"
-            in capsys.readouterr().out)
+    b = a["bram_parts"]
+    assert (f"| 780M | 8 x 48 | 4 | {total['lut4']:,} ({total['lut4'] / 83640:.0%}) | "
+            f"{total['ff']:,} ({total['ff'] / 83640:.0%}) | {total['bram']:,} "
+            f"({total['bram'] / 208:.0%}: {b['tables']}, {b['state']:,}, {b['buffers']}) | "
+            f"289 ({289 / 156:.0%}) | no | " in capsys.readouterr().out)
 
 
 def test_report_area_of_a_design_point_that_does_not_fit(capsys):
-    """The 2.7B engine (32 x 32, 128 lanes): 2 DSPs a row and 9 + 4 a lane, 585 of 156."""
+    """The 2.7B engine (32 x 32, 128 lanes): 9 + 2 x 32 + 21 x 32 + 4 x 128 = 1,257 DSPs of
+    156, and the layer's state alone 5 x 114 block RAMs of 208."""
     assert report_main(["--preset", "2.7B", "--format", "json", "--area", "ecp5-85k"]) == 0
     a = json.loads(capsys.readouterr().out)["area"]["2.7B"]
-    assert a["total"]["dsp"] == 2 * 32 + 9 + 4 * 128
+    assert a["total"]["dsp"] == 9 + 2 * 32 + 21 * 32 + 4 * 128
+    assert a["bram_parts"]["state"] >= 570
     assert a["fits"] is False and a["extrapolated"] is True
-    assert a["share"]["dsp"] == 585 / 156
+    assert a["share"]["dsp"] == 1257 / 156

@@ -234,11 +234,23 @@ def test_builds_named():
     assert [b.name for b in builds_named(["ssm_scan"])] == ["ssm_scan_l1", "ssm_scan_l4",
                                                             "ssm_scan_l16"]
     assert [b.name for b in builds_named(["gate", "gate"])] == ["gate"]
-    with pytest.raises(ValueError, match="'nope' is not a build or unit; allowed: "):
+    with pytest.raises(ValueError, match="'nope' is not a build, a unit or a pattern that "
+                                         "matches a build; allowed: "):
         builds_named(["nope"])
+    with pytest.raises(ValueError, match="'nope_s\\*' is not a build"):
+        builds_named(["nope_s*"])
     for name in ("xnor_projection_s16_p4", "xnor_projection_s64_p16", "ssm_scan_l1",
                  "ssm_scan_l16", "layer"):
         assert name in BUILDS
+    # The size points of the whole-engine area fit: named by a pattern, left out of a run
+    # that names nothing; "layer" names the one build, not the unit.
+    sizes = [b.name for b in builds_named(["layer_s*"])]
+    assert sizes == [f"layer_s{s}_p{p}_l{n}" for s, p, n in
+                     [(8, 4, 2), (16, 2, 8), (32, 4, 8), (16, 8, 16), (32, 8, 4), (8, 8, 8),
+                      (32, 16, 8)]]
+    assert all(BUILDS[n].sizing and BUILDS[n].unit == "layer" for n in sizes)
+    assert [b.name for b in builds_named(["layer"])] == ["layer"]
+    assert not BUILDS["layer"].sizing
 
 
 # -- area -------------------------------------------------------------------------------------
@@ -279,13 +291,17 @@ def test_area_fit_leaves_out_the_shared_tail_builds():
                          "params": params, "fmax_mhz": pt["fmax_mhz"], "part": data["part"],
                          "tools": data["tools"], "lutram_lut4": pt["lutram_lut4"],
                          **{k: pt[k] for k in area.RESOURCES}})
-    fit = area.fit_area(rows)
+    fit = area.fit_area(rows, previous=data)  # the whole engine's fit kept from the file
+    assert fit["layer_engine"] == data["layer_engine"]
     shared = {**rows[1], "build": "xnor_projection_s16_p4_t1", "dsp": 2, "lut4": 1,
               "params": {"simd": 16, "pe": 4, "tail_lanes": 1}}
-    assert area.fit_area(rows + [shared]) == fit
+    assert area.fit_area(rows + [shared], previous=data) == fit
     assert fit["xnor_lane"]["fit"] == data["xnor_lane"]["fit"]
     per_row = {**shared, "params": {"simd": 16, "pe": 4, "tail_lanes": 4}}  # the default
-    assert area.fit_area(rows + [per_row]) != fit
+    assert area.fit_area(rows + [per_row], previous=data) != fit
+    with pytest.raises(ValueError, match="the whole-engine fit needs a result on ecp5-85k of "
+                                         "every fitted engine"):
+        area.fit_area(rows)
 
 
 def test_area_estimate_scales_with_the_array_and_the_lanes():
@@ -328,7 +344,10 @@ def test_cli_usage_errors(capsys, argv, message):
 def test_cli_unknown_build(capsys):
     err = usage_error(capsys, main, ["nope"])
     assert err.startswith("python -m fpga.flow: error: argument BUILD|UNIT: 'nope' is not a "
-                          "build or unit; allowed: ")
+                          "build, a unit or a pattern that matches a build; allowed: ")
+    err = usage_error(capsys, main, ["--pack-only", "--device", "ice40-up5k", "gate"])
+    assert err == ("python -m fpga.flow: error: argument --pack-only: needs --device ecp5-85k "
+                   "(placed out of context), not 'ice40-up5k'")
 
 
 def test_cli_area_needs_all_three(capsys):

@@ -450,3 +450,26 @@ def test_ice40_row_from_the_hierarchy_totals():
     row = _row("ice40-up5k")
     _fill_from_pnr(row, DEVICES["ice40-up5k"], report, "", parse.yosys_cells(HIERARCHY))
     assert row["fit_note"].endswith("; meets 25 MHz")
+
+
+def test_ecp5_row_packed_only():
+    """``--pack-only``: a packer's report (no clock, no path) gives the resources and no
+    Fmax; cells over the device are named, a count rather than a placement."""
+    from fpga.flow import PACK_ONLY_NOTE
+
+    packed = {"critical_paths": [], "fmax": {}, "utilization": THREE_CLOCKS["utilization"]}
+    row = _row("ecp5-85k")
+    _fill_from_pnr(row, DEVICES["ecp5-85k"], packed, NEXTPNR_LOG, {}, pack_only=True)
+    assert row == {"target_mhz": 125.0, "fit_note": PACK_ONLY_NOTE, "fits": True,
+                   "lut4": 5120, "ff": 4410, "bram": 7, "dsp": 15, "lutram_lut4": 600}
+    over = {k: dict(v) for k, v in THREE_CLOCKS["utilization"].items()}
+    over["MULT18X18D"]["used"] = 157
+    over["TRELLIS_FF"]["used"] = 83641
+    row = _row("ecp5-85k")
+    _fill_from_pnr(row, DEVICES["ecp5-85k"], {**packed, "utilization": over}, NEXTPNR_LOG, {},
+                   pack_only=True)
+    assert row["fits"] is False
+    assert row["fit_note"] == ("does not fit: 83641 of 83640 TRELLIS_FF, 157 of 156 "
+                               "MULT18X18D (packed)")
+    with pytest.raises(ValueError, match="no clock"):
+        _fill_from_pnr(_row("ecp5-85k"), DEVICES["ecp5-85k"], packed, NEXTPNR_LOG, {})

@@ -9,7 +9,6 @@ under test."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,13 +19,15 @@ from energy.estimator import Arch, estimate
 from energy.platforms import (
     ENGINES_PATH, PLATFORMS_PATH, engine_area, load_platforms, platform_arch, platform_view,
 )
-from fpga.area import area_estimate
+from fpga.area import load_area
 from model.config import get_preset
+from model.golden.quantize import QuantSpec
 
 from .conftest import usage_error
 
 PLATFORMS = json.loads(PLATFORMS_PATH.read_text())["platforms"]
 ENGINES = {r["build"]: r for r in json.loads(ENGINES_PATH.read_text())["rows"]}
+AREA = load_area()
 
 
 def _entry(name: str) -> dict:
@@ -101,19 +102,28 @@ def test_a_platform_named_twice_is_refused(tmp_path):
         load_platforms(_write(tmp_path, [e, e]))
 
 
-def test_engine_area_is_the_measured_build_at_its_own_size_and_grows_with_pe():
+def test_engine_area_is_the_whole_engine_fit_at_the_models_shape():
+    """At the measured whole engine's own size and shape, engine_area is within 10 % of that
+    build on every resource (the fit, not the build); at twice the pe its LUT4, FF and DSP
+    grow by the fit's row and array-bit coefficients; the basis names the fit."""
     row = next(r for r in ENGINES.values() if r["unit"] == "layer")
     q = row["params"]
-    need, basis, _ = engine_area(q["simd"], q["pe"], q["lanes"])
-    assert need == {k: row[k] for k in ("lut4", "ff", "dsp", "bram")}
-    assert row["build"] in basis and "one build, not a fit" in basis
-    # At twice the pe: the fit's projection and scan at that size plus twice the rest.
-    fit0 = area_estimate(q["simd"], q["pe"], q["lanes"])["total"]
-    fit1 = area_estimate(q["simd"], 2 * q["pe"], q["lanes"])["total"]
-    need2, _, _ = engine_area(q["simd"], 2 * q["pe"], q["lanes"])
-    for k in ("lut4", "ff", "dsp"):
-        rest = row[k] - fit0[k]
-        assert need2[k] == math.ceil(fit1[k] + 2 * rest - 1e-9), k
+    spec = QuantSpec()
+    tiny = get_preset("tiny")
+    need, basis, extrapolated = engine_area(tiny, spec, q["simd"], q["pe"], q["lanes"])
+    for k in ("lut4", "ff", "dsp", "bram"):
+        assert abs(need[k] - row[k]) <= 0.10 * row[k], k
+    assert "whole-engine fit" in basis and not extrapolated
+    fit = AREA["layer_engine"]["fit"]
+    need2, _, _ = engine_area(tiny, spec, q["simd"], 2 * q["pe"], q["lanes"])
+    for k in ("lut4", "ff"):
+        grow = fit[k]["row"] * q["pe"] + fit[k]["array_bit"] * q["simd"] * q["pe"]
+        assert abs(need2[k] - need[k] - grow) <= 1, k
+    # The 2.7B layer's state (10.5 Mbit) alone is more block RAM than the ECP5-85F has.
+    big, basis, _ = engine_area(get_preset("2.7B"), spec, 32, 32, 128)
+    assert big["bram"] > 570 and "10.0 Mbit" in basis
+    on_chip, basis, _ = engine_area(get_preset("2.7B"), spec, 32, 32, 128, state_on_chip=True)
+    assert on_chip["bram"] < big["bram"] - 500 and "state apart" in basis
 
 
 @pytest.mark.parametrize("name, preset", [("u55c", "2.7B"), ("u55c", "1.3B"),
@@ -130,7 +140,8 @@ def test_fpga_engine_is_the_largest_beat_that_fits(name, preset):
             e = estimate(cfg, replace(a, beat_bytes=bb), "bimamba")
         except ValueError:
             return None
-        need, _, _ = engine_area(e.layer.simd, e.layer.pe, e.layer.lanes)
+        need, _, _ = engine_area(cfg, a.spec, e.layer.simd, e.layer.pe, e.layer.lanes,
+                                 a.state_on_chip)
         return all(need[k] <= p.resources[k] for k in need)
 
     top = 2 * beat  # every beat up to the memory's bytes a cycle (rounded up) is tried
@@ -161,13 +172,13 @@ def test_platform_view_counts_the_model_against_the_memory_and_names_what_is_sho
     cfg = get_preset("780M")
     a, _ = report.sized_for(p, cfg, Arch())
     r = report.preset_report("780M", a)
-    v = platform_view(p, r, a)
+    v = platform_view(p, r, a, cfg)
     need = v["resources"]["memory_bytes"]["need"]
     # Packed weights and FP16 rest, the head at head_bits, the state in DRAM.
     assert need == (r["weights_bimamba_bytes"] + r["embedding_bytes"] // 2 * a.head_bits // 8
                     + r["state_bytes"])
     assert need > 32 * 2**20 and "memory_bytes" in v["short_of"] and v["fits"] is False
-    on_chip = platform_view(p, r, replace(a, state_on_chip=True))
+    on_chip = platform_view(p, r, replace(a, state_on_chip=True), cfg)
     assert on_chip["resources"]["state_bits_on_chip"]["need"] == r["state_bytes"] * 8
 
 
