@@ -138,9 +138,12 @@ lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl/layer --lint all --preset tiny --simd 16 --pe 4 --lanes 4
 
 # Synthesis and place-and-route of every unit at the configurations of docs/fpga.md (ECP5-85F;
-# iCE40 UP5K for the small ones): a table and build/fpga/summary.json. About 35 minutes.
+# iCE40 UP5K for the small ones): a table and build/fpga/summary.json. Over an hour (the layer
+# engine and the whole-model top take 10 to 25 minutes each on one core); then
+# the whole layer engines of the area fit, packed only (resources, no timing; 25 minutes).
 fpga: $(STAMP) data
 	$(PY) -m fpga.flow
+	$(PY) -m fpga.flow --pack-only 'layer_s*'
 
 toolchain: $(STAMP)
 	$(PY) -m cosim.toolchain
