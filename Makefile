@@ -19,7 +19,7 @@ MODEL_LAYERS ?= 0
 # Test-split bytes the shipped model is scored on by `make sim` (`make evaluate`: all of them).
 BPC_BYTES ?= 8192
 
-.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report activity leakage lint fpga toolchain clean
+.PHONY: all venv data sim evaluate generate demo mutate-lm mutate-energy mutate-model coverage test test-slow bench sweep report activity leakage asic-timing lint fpga toolchain clean
 
 all: venv
 
@@ -132,6 +132,10 @@ activity: $(STAMP) data
 # Arch.static_w (energy/netlist.py, energy/leakage.py; about 20 min on one core).
 leakage: $(STAMP)
 	$(PY) -m energy.netlist
+
+# The clock the layer engine's netlist and its SRAM macros allow at 45 nm (about 10 minutes).
+asic-timing: $(STAMP)
+	$(PY) -m energy.asic_timing
 
 lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl --lint xnor_projection --preset 780M --simd 64 --pe 16

@@ -45,6 +45,7 @@ from energy.estimator import (  # noqa: E402
     resolve_table,
 )
 from energy.footprint import MAMBA2_VOCAB, footprint  # noqa: E402
+from energy.asic_timing import asic_clock  # noqa: E402
 from energy.platforms import (  # noqa: E402
     PLATFORM_FIELDS, Platform, custom_platform, engine_area, load_platforms, platform_arch,
     platform_view,
@@ -942,6 +943,17 @@ def _platform_md(reports: dict[str, dict]) -> list[str]:
                 "-" if "error" in x else
                 f"{x['tokens_per_s']:,.1f} tok/s, {x['energy_per_token_j'] * 1e3:.1f} mJ"
                 for x in rows) + " |")
+        b = next(r["clock_bound"] for r in reports.values() if r.get("clock_bound"))
+        m = b["macro"]
+        out += ["", f"What the engine's own netlist allows (energy/asic_timing.py): "
+                f"{b['clock_hz'] / 1e6:,.0f} MHz, set by its "
+                f"{'logic' if b['set_by'] == 'logic' else 'SRAM'}: the layer engine's longest "
+                f"register-to-register path is {b['logic_ns']:.2f} ns in NanGate 45 nm cells "
+                f"(pre-layout: no wires), the fastest OpenRAM FreePDK45 macro's minimum period "
+                f"{b['sram_ns']:.3f} ns ({m['words']} x {m['bits']}, the macro the RAMs would "
+                f"be built from at that clock); the clock above is "
+                + ("within it." if next(iter(reports.values()))["platform"]["clock_hz"]
+                   <= b["clock_hz"] else "beyond it.")]
     return out
 
 
@@ -996,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "sizing": sizing}
             if plat.kind == "asic":
                 reports[p]["clock_table"] = clock_table(preset_config(p, vocab), arch_p)
+                reports[p]["clock_bound"] = asic_clock()
         except ValueError as e:
             ap.error(f"{p}: {e}")
     try:  # before the sweep and before anything is printed
