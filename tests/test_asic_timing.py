@@ -72,7 +72,7 @@ def test_longest_path_by_hand():
         "r1": _ff("$_DFF_P_", 100, 2),
         "r2": _ff("$_DFF_P_", 101, 3),
         "x": {"type": "$_XOR_", "connections": {"A": [2], "B": [3], "Y": [4]}},
-        "n": {"type": "$_NAND_", "connections": {"A": [4], "B": [2], "Y": [5]}},
+        "n": {"type": "$_NAND_", "connections": {"A": [2], "B": [4], "Y": [5]}},
         "m": {"type": "$_MUX_", "connections": {"A": [5], "B": [3], "S": [4], "Y": [6]}},
         "r3": _ff("$_SDFFE_PP0P_", 6, 7, {"E": [2], "R": [3]}),
         "i": {"type": "$_NOT_", "connections": {"A": [3], "Y": [8]}},
@@ -131,6 +131,22 @@ def test_the_macro_is_the_least_leaky_one_fast_enough():
     want = min(fast, key=lambda k: leak[k])
     assert (clk["macro"]["words"], clk["macro"]["bits"]) == want
     assert clk["macro"]["nw_per_bit"] == leak[want]
+
+
+def test_a_slower_logic_allows_larger_macros(tmp_path):
+    """With a 3 ns logic path the 256 x 8 and the 32-bit macros up to 2048 words are fast
+    enough, and the least leaky of them a bit is taken (leakage typed from the quotes)."""
+    rec = json.loads(at.RECORD.read_text())
+    rec["path"]["delay_ns"] = 3.0
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(rec))
+    clk = at.asic_clock(p)
+    assert clk["period_ns"] == 3.0 and clk["set_by"] == "logic"
+    leak = {(m["words"], m["bits"]): m["value"] * 1e6 / (m["words"] * m["bits"])
+            for m in json.loads(LEAKAGE_TABLE.read_text())["sram"]["macros"]}
+    fast = [(256, 8), (256, 32), (512, 32), (1024, 32), (2048, 32)]
+    assert clk["macro"]["nw_per_bit"] == min(leak[k] for k in fast)
+    assert clk["macro"]["nw_per_bit"] < leak[(256, 8)]
 
 
 def test_report_states_the_bound_beside_its_clock(capsys):

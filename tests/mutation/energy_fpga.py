@@ -15,6 +15,7 @@ from runner import run_mutants  # tests/mutation/runner.py (this folder is on th
 
 # The fast tests of energy/ and fpga/, the quickest first (-x stops at the first failure).
 TESTS = ["tests/test_fpga_reports.py", "tests/test_area_fit.py", "tests/test_area_engine.py",
+         "tests/test_asic_timing.py",
          "tests/test_report_shares.py",
          "tests/test_platforms.py",
          "tests/test_fpga.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
@@ -109,6 +110,23 @@ MUTANTS = [
     ("platforms: the engine's state RAM left out with the state in memory",
      "energy/platforms.py", "    if state_on_chip:\n        parts[\"state\"] = 0",
      "    if True:\n        parts[\"state\"] = 0"),
+    # energy/asic_timing.py: the clock a 45 nm die allows.
+    ("asic timing: the faster bound taken", "energy/asic_timing.py",
+     "    period = max(logic_ns, sram_ns)", "    period = min(logic_ns, sram_ns)"),
+    ("asic timing: a wide net without its buffer tree", "energy/asic_timing.py",
+     "    if fanout <= BUFFER_FANOUT:\n", "    if True:\n"),
+    ("asic timing: the setup time left out", "energy/asic_timing.py",
+     "            ends.append((name, extra + setup, d_in))",
+     "            ends.append((name, extra, d_in))"),
+    ("asic timing: an enable's multiplexer left out", "energy/asic_timing.py",
+     "    enable = t.startswith((\"$_DFFE_\", \"$_SDFFE_\", \"$_SDFFCE_\"))",
+     "    enable = False"),
+    ("asic timing: the earliest input sets a gate's arrival", "energy/asic_timing.py",
+     "            if isinstance(b, int) and arrival.get(b, 0.0) >= best:",
+     "            if isinstance(b, int) and best == 0.0:"),
+    ("asic timing: the macro that leaks most", "energy/asic_timing.py",
+     "    best = min(fast, key=lambda m: leak[(m[\"words\"], m[\"bits\"])])",
+     "    best = max(fast, key=lambda m: leak[(m[\"words\"], m[\"bits\"])])"),
     # fpga/area.py: the whole engine at a model's shape.
     ("area: the SSM state in Yosys's best blocks, not registered_ram's", "fpga/area.py",
      "    if mem[\"name\"] == \"scan.state\":", "    if False:"),
