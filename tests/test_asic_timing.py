@@ -7,6 +7,7 @@ import re
 import pytest
 
 from energy import asic_timing as at
+from energy.estimator import Arch
 from energy.leakage import LEAKAGE_TABLE
 from energy.report import main as report_main
 
@@ -187,3 +188,21 @@ def test_a_wide_net_is_driven_through_a_buffer_tree(fanout, first, middle):
     want = (_line("NAND2_X1")(first * buf) + middle * _line("BUF_X1")(4 * buf)
             + _line("BUF_X1")(4 * 1.5))
     assert got == pytest.approx(want)
+
+
+def test_the_engine_at_the_derived_clock_is_counted():
+    """bench/results/leakage/lm_2p7b_526mhz.json is the netlist of the engine the estimator
+    sizes at the derived clock (to the MHz): a 64 x 32 array, not the 32 x 32 of 1 GHz."""
+    from dataclasses import replace as _replace
+
+    from energy.estimator import estimate
+    from energy.leakage import RECORD
+    from model.config import PRESETS
+
+    rec = json.loads((RECORD.parent / "lm_2p7b_526mhz.json").read_text())
+    hz = round(at.asic_clock()["clock_hz"], -6)
+    assert rec["engine"]["clock_hz"] == hz == 526e6
+    lc = estimate(_replace(PRESETS["2.7B"]), Arch(clock_hz=hz)).layer
+    assert (rec["engine"]["simd"], rec["engine"]["pe"], rec["engine"]["lanes"]) == (
+        lc.simd, lc.pe, lc.lanes) == (64, 32, 128)
+    assert rec["engine"]["state"] == "memory"
