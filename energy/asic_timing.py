@@ -117,18 +117,23 @@ def drive_delay(table: dict, cell: str, load_ff: float, fanout: int) -> float:
 
 def ff_cost(cell_type: str) -> tuple[bool, bool]:
     """Whether a Yosys flip-flop type has an enable and a synchronous reset (its D then passes
-    a MUX2 and an AND2 before DFF_X1's D)."""
-    t = cell_type
-    if not (t.startswith("$_DFF") or t.startswith("$_SDFF") or t.startswith("$_DFFE")
-            or t.startswith("$_SDFFE") or t.startswith("$_SDFFCE")):
-        raise ValueError(f"not a flip-flop type: {cell_type!r}")
-    enable = t.startswith(("$_DFFE_", "$_SDFFE_", "$_SDFFCE_"))
-    sync_reset = t.startswith("$_SDFF")
-    return enable, sync_reset
+    a MUX2 and an AND2 before DFF_X1's D), from the cells :func:`energy.leakage.ff_cells`
+    prices it as."""
+    from .leakage import ff_cells
+
+    try:
+        cells = ff_cells(cell_type)
+    except ValueError:
+        raise ValueError(f"not a flip-flop type: {cell_type!r}") from None
+    return "MUX2_X1" in cells, "AND2_X1" in cells or "OR2_X1" in cells
 
 
 def _is_ff(t: str) -> bool:
-    return t.startswith(("$_DFF_", "$_DFFE_", "$_SDFF_", "$_SDFFE_", "$_SDFFCE_"))
+    try:
+        ff_cost(t)
+    except ValueError:
+        return False
+    return True
 
 
 def longest_path(netlist: dict, top: str, table: dict) -> dict:
@@ -146,7 +151,7 @@ def longest_path(netlist: dict, top: str, table: dict) -> dict:
     names = {}
     for n, net in mod.get("netnames", {}).items():
         for i, b in enumerate(net["bits"]):
-            if isinstance(b, int) and (b not in names or n.startswith("$") is False):
+            if isinstance(b, int) and (b not in names or not n.startswith("$")):
                 names[b] = f"{n}[{i}]" if len(net["bits"]) > 1 else n
     drivers: dict[int, tuple[str, str]] = {}  # net -> (cell, kind)
     load = defaultdict(float)
