@@ -126,14 +126,17 @@ ACTIVITY_BYTES ?= 8
 activity: $(STAMP) data
 	$(PY) -m energy.activity --measure --tokens $(ACTIVITY_BYTES)
 
-# The die's static power: the whole-model engine the estimator prices by default (2.7B shape)
-# mapped by Yosys to generic gates module by module, priced per NanGate 45 nm cell and
-# OpenRAM FreePDK45 SRAM bit into bench/results/leakage/lm_2p7b_default.json, the default
-# Arch.static_w (energy/netlist.py, energy/leakage.py; about 20 min on one core).
+# The die's static power: the whole-model engine the estimator prices by default (2.7B shape,
+# sized at the default clock, which asic-timing's record sets: run this after it) mapped by
+# Yosys to generic gates module by module, priced per NanGate 45 nm cell and OpenRAM
+# FreePDK45 SRAM bit (in the macros fast enough for the clock) into
+# bench/results/leakage/lm_2p7b_default.json, the default Arch.static_w (energy/netlist.py,
+# energy/leakage.py; about 25 min on one core).
 leakage: $(STAMP)
 	$(PY) -m energy.netlist
 
-# The clock the layer engine's netlist and its SRAM macros allow at 45 nm (about 10 minutes).
+# The clock the layer engine's netlist and its SRAM macros allow at 45 nm, the estimator's
+# default clock (about 15 minutes on one core).
 asic-timing: $(STAMP)
 	$(PY) -m energy.asic_timing
 

@@ -79,20 +79,24 @@ from rtl.lm import LMConfig, LMShape
 from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
+from .asic_timing import asic_clock
 from .footprint import footprint
 from .leakage import static_w as _leakage_w
 from .roofline import bytes_per_token
 from .sources import DEFAULT_MEMORY, check_behaviour, load_memories
 from .tables import EnergyTable, load_table, table_for_node
 
-__all__ = ["STATIC_W", "DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate", "arch_from_args",
-           "layer_config", "lm_config", "memory_period", "memory_paces", "bytes_per_cycle",
-           "check_lanes", "dram_pj_per_bit", "latency_cycles", "projection_burst_cycles",
-           "resolve_table", "scan_burst_cycles"]
+__all__ = ["CLOCK_HZ", "STATIC_W", "DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate", "estimate",
+           "arch_from_args", "layer_config", "lm_config", "memory_period", "memory_paces",
+           "bytes_per_cycle", "check_lanes", "dram_pj_per_bit", "latency_cycles",
+           "projection_burst_cycles", "resolve_table", "scan_burst_cycles"]
 
 # The default memory (energy/references/dram.json): its peak, the share of it sustained, the
 # latency of a row miss and the background power of its ranks, each figure with its source.
 _MEMORY = load_memories()[DEFAULT_MEMORY]
+# The clock: the one the engine's netlist and its SRAM macros allow at 45 nm
+# (energy/asic_timing.py, bench/results/timing/asic_45nm.json), to the MHz below it.
+CLOCK_HZ = math.floor(asic_clock()["clock_hz"] / 1e6) * 1e6
 # The die's static power: the leakage of the default engine's netlist (energy/leakage.py,
 # bench/results/leakage/), to the milliwatt.
 STATIC_W = round(_leakage_w(), 3)
@@ -166,7 +170,7 @@ class Arch:
         included); the message names the field, the allowed range and the value.
     """
 
-    clock_hz: float = 1.0e9
+    clock_hz: float = CLOCK_HZ  # what the 45 nm netlist allows (energy/asic_timing.py)
     simd: int = 0  # projection array columns (0: sized to the memory)
     pe: int = 0  # projection array rows and element-wise lanes (0: sized)
     lanes: int = 0  # scan: state elements per cycle (0: sized)
@@ -178,7 +182,7 @@ class Arch:
     data_bits: int = 16
     head_bits: int = 8  # the 1-bit design's head weights and activations (integers)
     dram_bytes_per_s: float = _MEMORY.bytes_per_s  # peak: two DDR5-6400 channels
-    dram_pj_per_bit: float = 0.0  # 0: the table's DRAM figure (Horowitz: 1.3 nJ / 64 bit)
+    dram_pj_per_bit: float = _MEMORY.pj_per_bit  # DDR5's (0: the table's DRAM figure)
     dram_efficiency: float = _MEMORY.efficiency  # share of the peak sustained (DDR5: refresh)
     dram_latency_ns: float = _MEMORY.latency_ns  # a row miss (DDR5-6400: tRP + tRCD + CL)
     dram_background_w: float = _MEMORY.background_w  # standby + refresh of the ranks (DDR5)

@@ -8,9 +8,11 @@ whole-model engine the estimator prices by default into a record
 * each generic gate as its NanGate 45 nm cell (:data:`GATE_CELLS`), each flip-flop as a DFF_X1
   (DFFR_X1 with an asynchronous reset) and the gates its enable and synchronous reset need
   (:func:`ff_cells`): NanGate has no enable or synchronous-reset flip-flop;
-* each RAM of at least :data:`SRAM_MIN_BITS` bits as SRAM at the leakage a bit of the smallest
-  OpenRAM FreePDK45 macro that holds it (the largest macro's beyond it); a smaller RAM as a
-  register file, a DFF_X1 a bit (its multiplexers left out).
+* each RAM of at least :data:`SRAM_MIN_BITS` bits as SRAM at the leakage a bit of an OpenRAM
+  FreePDK45 macro: of the macros fast enough for the engine's clock (their minimum period in
+  ``energy/references/timing_45nm.json`` at most the record's clock period), the smallest that
+  holds it (the largest of them beyond); a smaller RAM as a register file, a DFF_X1 a bit (its
+  multiplexers left out). A record whose clock no macro reaches is refused.
 
 What the count leaves out (the clock tree, repeaters, pads, the optimisation and sizing of a
 real synthesis) is listed in the table and in ``docs/estimator.md``. The estimator's default
@@ -27,11 +29,12 @@ from pathlib import Path
 
 from .sources import REFERENCE_DIR
 
-__all__ = ["LEAKAGE_TABLE", "RECORD", "SRAM_MIN_BITS", "GATE_CELLS", "GROUPS", "LeakageTable",
-           "load_leakage_table", "ff_cells", "cells_of", "sram_nw_per_bit", "group_of", "price",
-           "static_w", "markdown", "main"]
+__all__ = ["LEAKAGE_TABLE", "TIMING_TABLE", "RECORD", "SRAM_MIN_BITS", "GATE_CELLS", "GROUPS",
+           "LeakageTable", "load_leakage_table", "ff_cells", "cells_of", "fast_macros",
+           "sram_nw_per_bit", "group_of", "price", "static_w", "markdown", "main"]
 
 LEAKAGE_TABLE = REFERENCE_DIR / "leakage_45nm.json"
+TIMING_TABLE = REFERENCE_DIR / "timing_45nm.json"  # the macros' minimum clock periods
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "bench" / "results" / "leakage" / "lm_2p7b_default.json"
 
@@ -67,10 +70,11 @@ GROUPS: dict[str, tuple[str, ...]] = {  # module-name prefixes (first match wins
 
 @dataclass(frozen=True)
 class LeakageTable:
-    """Leakage a cell (nW) and the OpenRAM macros as ``(bits, nW)``, smallest first."""
+    """Leakage a cell (nW) and the OpenRAM macros as ``(bits, nW, (words, width))``, smallest
+    first."""
 
     cells: dict[str, float]
-    macros: tuple[tuple[int, float], ...]
+    macros: tuple[tuple[int, float, tuple[int, int]], ...]
     name: str
 
 
@@ -108,7 +112,7 @@ def load_leakage_table(path: Path | str = LEAKAGE_TABLE) -> LeakageTable:
                 or not m.get("quote"):
             raise ValueError(f"{path}: every sram macro needs words, bits, a positive value "
                              f"and a quote, not {m!r}")
-        macros.append((bits, float(v) * 1e6))  # mW -> nW
+        macros.append((bits, float(v) * 1e6, (m["words"], m["bits"])))  # mW -> nW
     if not macros:
         raise ValueError(f"{path}: sram.macros is empty")
     return LeakageTable(cells, tuple(sorted(macros)), d.get("name", str(path)))
@@ -147,13 +151,46 @@ def cells_of(cell_type: str) -> tuple[str, ...]:
     return GATE_CELLS[cell_type] if cell_type in GATE_CELLS else ff_cells(cell_type)
 
 
-def sram_nw_per_bit(table: LeakageTable, bits: int) -> float:
-    """Leakage a bit of the smallest macro of the table with at least ``bits`` bits (the
-    largest macro's for more)."""
-    for mbits, nw in table.macros:
+def fast_macros(table: LeakageTable, clock_hz: float,
+                timing: Path | str | None = None) -> tuple[tuple[int, float, tuple[int, int]], ...]:
+    """The macros of ``table`` that run at ``clock_hz``: their minimum clock period in the
+    timing table (:data:`TIMING_TABLE`, which :mod:`energy.asic_timing` times the logic with)
+    at most ``1 / clock_hz``.
+
+    Raises
+    ------
+    ValueError
+        If none does (naming the fastest macro and its period), or a macro of ``table`` has
+        no period in the timing table.
+    """
+    period_ns = 1e9 / clock_hz
+    periods = {}
+    for m in json.loads(Path(timing or TIMING_TABLE).read_text())["sram"]["macros"]:
+        v = m.get("minimum_period_ns")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{timing or TIMING_TABLE}: sram macro {m.get('words')} x "
+                             f"{m.get('bits')} needs a positive minimum_period_ns, not {v!r}")
+        periods[(m["words"], m["bits"])] = v
+    missing = [f"{w} x {b}" for *_, (w, b) in table.macros if (w, b) not in periods]
+    if missing:
+        raise ValueError(f"sram macros {', '.join(missing)} have no minimum period in "
+                         f"{timing or TIMING_TABLE}")
+    fast = tuple(m for m in table.macros if periods[m[2]] <= period_ns)
+    if not fast:
+        w, b = min(periods, key=periods.get)
+        raise ValueError(f"no SRAM macro runs at {clock_hz / 1e6:g} MHz (a {period_ns:.3f} ns "
+                         f"period): the fastest, {w} x {b}, needs {periods[(w, b)]} ns; "
+                         f"clock_hz must be at most {1e3 / periods[(w, b)]:.1f} MHz")
+    return fast
+
+
+def sram_nw_per_bit(macros: tuple[tuple[int, float, tuple[int, int]], ...], bits: int) -> float:
+    """Leakage a bit of the smallest of ``macros`` with at least ``bits`` bits (the largest
+    one's for more)."""
+    for mbits, nw, _ in macros:
         if mbits >= bits:
             return nw / mbits
-    mbits, nw = table.macros[-1]
+    mbits, nw, _ = macros[-1]
     return nw / mbits
 
 
@@ -166,8 +203,14 @@ def group_of(module: str) -> str:
 
 def price(record: dict, table: LeakageTable | None = None) -> dict:
     """Leakage in watts of the record's netlist, by group and by part (``logic``,
-    ``registers``, ``register_files``, ``sram``), and ``total_w``."""
+    ``registers``, ``register_files``, ``sram``), and ``total_w``; its SRAM built of the
+    macros that run at the engine's clock (:func:`fast_macros`; ``engine.clock_hz``)."""
     table = table or load_leakage_table()
+    clock_hz = record["engine"].get("clock_hz")
+    if not isinstance(clock_hz, (int, float)) or not clock_hz > 0:
+        raise ValueError(f"the record's engine needs its clock_hz (the clock its SRAM must "
+                         f"run at), not {clock_hz!r}")
+    macros = fast_macros(table, clock_hz)
     parts = ("logic", "registers", "register_files", "sram")
     by_group = {g: dict.fromkeys(parts, 0.0) for g in GROUPS}
     for mod in record["modules"]:
@@ -184,10 +227,11 @@ def price(record: dict, table: LeakageTable | None = None) -> dict:
             if bits < SRAM_MIN_BITS:
                 acc["register_files"] += n * bits * table.cells["DFF_X1"] * 1e-9
             else:
-                acc["sram"] += n * bits * sram_nw_per_bit(table, bits) * 1e-9
+                acc["sram"] += n * bits * sram_nw_per_bit(macros, bits) * 1e-9
     totals = {p: sum(g[p] for g in by_group.values()) for p in parts}
     return {"by_group": by_group, "by_part": totals, "total_w": sum(totals.values()),
-            "table": table.name}
+            "table": table.name,
+            "sram_macros": [f"{w} x {b}" for *_, (w, b) in macros]}
 
 
 def static_w(record_path: Path | str = RECORD) -> float:

@@ -127,13 +127,13 @@ def engine_verilog(preset: str, layers: int, path: Path, clock_hz: float | None 
     q = export_lm(FloatLM(cfg, binary=True).init_weights(0).eval(), QuantSpec(),
                   np.random.default_rng(0).integers(0, 256, 8))
     arch = Arch() if clock_hz is None else replace(Arch(), clock_hz=clock_hz)
+    clock_hz = arch.clock_hz
     lc = estimate(cfg, arch).layer
     lmc = LMConfig(q, lc.simd, lc.pe, lc.lanes, state="memory")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(emit(BiMambaLM(lmc), "bimamba_lm"))
     return {"preset": preset, "layers": layers, "simd": lmc.simd, "pe": lmc.pe,
-            "lanes": lmc.lanes, "planes": lmc.planes, "state": lmc.state,
-            **({} if clock_hz is None else {"clock_hz": clock_hz})}
+            "lanes": lmc.lanes, "planes": lmc.planes, "state": lmc.state, "clock_hz": clock_hz}
 
 
 def measure(preset: str = "2.7B", layers: int = 2, workdir: Path | None = None,
@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep Yosys's files here (default: a temporary folder)")
     ap.add_argument("--record", type=Path, default=RECORD, help=f"default {RECORD}")
     ap.add_argument("--clock-hz", type=float, default=None,
-                    help="size the engine at this clock (default: the estimator's; "
-                         "bench/results/leakage/lm_2p7b_526mhz.json is --clock-hz 526e6)")
+                    help="size the engine at this clock (default: the estimator's, "
+                         "energy.estimator.CLOCK_HZ)")
     args = ap.parse_args(argv)
     if args.clock_hz is not None and not 1e6 <= args.clock_hz <= 1e11:
         ap.error(f"argument --clock-hz: must be in [1e6, 1e11] Hz, not {args.clock_hz:g}")

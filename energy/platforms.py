@@ -3,8 +3,10 @@
 ``energy/platforms.json`` holds each platform's clock, memory (bandwidth, energy per bit,
 capacity), static power and resources. An FPGA's clock is not a number in that file: it names
 a whole-engine build of ``fpga/engines.json``, and the clock is the Fmax that ``make fpga``
-measured for it (``clock_source = "measured"``). An ASIC's clock is an assumption and says so
-(``"assumed"``).
+measured for it (``clock_source = "measured"``). An ASIC's clock names the timing record of
+``make asic-timing`` (``"asic_timing"``): the clock the engine's 45 nm netlist and its SRAM
+macros allow, to the MHz below it (:data:`energy.estimator.CLOCK_HZ`), also ``"measured"``; a
+clock typed in Hz is an assumption and says so (``"assumed"``).
 
 :func:`platform_arch` puts a platform's clock, bandwidth, DRAM energy and static power into an
 :class:`~energy.estimator.Arch`; :func:`platform_view` says whether the design point of a
@@ -99,6 +101,18 @@ def _positive(where: str, name: str, v: object) -> float:
     return float(v)
 
 
+def _asic_clock_hz(where: str, record: object) -> float:
+    """The clock of a timing record of :mod:`energy.asic_timing` (a path from the repository
+    root), to the MHz below it, as :data:`energy.estimator.CLOCK_HZ` takes it."""
+    from energy.asic_timing import ROOT, asic_clock
+
+    if not isinstance(record, str) or not (ROOT / record).is_file():
+        raise _fail(where, f"clock.asic_timing must name a timing record of make asic-timing "
+                           f"(a file from the repository root, e.g. "
+                           f"bench/results/timing/asic_45nm.json), not {record!r}")
+    return math.floor(asic_clock(ROOT / record)["clock_hz"] / 1e6) * 1e6
+
+
 def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
@@ -115,16 +129,23 @@ def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
                                f"(rows: {', '.join(engines) or 'none'})")
         build = engines[clock["build"]]
         clock_hz, source = build["fmax_mhz"] * 1e6, "measured"
+    elif "asic_timing" in clock:
+        if kind != "asic":
+            raise _fail(where, "only an ASIC's clock comes from the 45 nm timing record "
+                               "(an FPGA's names its build in fpga/engines.json)")
+        clock_hz, source = _asic_clock_hz(where, clock["asic_timing"]), "measured"
     elif "hz" in clock:
         if clock.get("status") != "assumption":
             raise _fail(where, "a clock given in Hz must be marked \"status\": \"assumption\" "
-                               "(a measured clock names its build in fpga/engines.json)")
+                               "(a measured clock names its build in fpga/engines.json or "
+                               "its timing record)")
         if kind == "fpga":
             raise _fail(where, "an FPGA's clock must name the build of fpga/engines.json it "
                                "was measured on, not a number")
         clock_hz, source = _positive(where, "clock.hz", clock["hz"]), "assumed"
     else:
-        raise _fail(where, "clock must name a build of fpga/engines.json or give hz")
+        raise _fail(where, "clock must name a build of fpga/engines.json (build), a timing "
+                           "record (asic_timing) or give hz")
     mem = entry.get("memory") or {}
     for k in ("bytes_per_s", "pj_per_bit", "capacity_bytes"):
         if k not in mem:
@@ -215,18 +236,26 @@ def load_platforms(path: Path = PLATFORMS_PATH,
 
 def custom_platform(arch) -> Platform:
     """The platform an :class:`~energy.estimator.Arch` describes when no ``--platform`` is
-    named: its own clock and memory, every figure the user's or the default's, the clock an
-    assumption."""
-    from energy.estimator import dram_pj_per_bit
+    named: its own clock and memory, every figure the user's or the default's; the default
+    clock measured (:data:`energy.estimator.CLOCK_HZ`), any other an assumption."""
+    from energy.estimator import CLOCK_HZ, dram_pj_per_bit
 
+    if arch.clock_hz == CLOCK_HZ:
+        source, note = "measured", _DEFAULT_CLOCK_NOTE
+    else:
+        source, note = "assumed", "Arch.clock_hz as set (--set / --arch)"
     return Platform(
         name="custom", kind="asic", summary="the architecture parameters as given (no "
-        "--platform)", clock_hz=arch.clock_hz, clock_source="assumed",
-        clock_note="Arch.clock_hz (default 1 GHz, an assumption: no ASIC flow behind it)",
+        "--platform)", clock_hz=arch.clock_hz, clock_source=source, clock_note=note,
         clock_build=None, bytes_per_s=arch.dram_bytes_per_s, pj_per_bit=dram_pj_per_bit(arch),
         capacity_bytes=0, efficiency=arch.dram_efficiency, latency_ns=arch.dram_latency_ns,
         background_w=arch.dram_background_w, static_w=arch.static_w, resources=None,
         fpga_device=None, sources=_custom_static_sources(arch))
+
+
+_DEFAULT_CLOCK_NOTE = ("Arch.clock_hz's default: the clock the engine's 45 nm netlist allows, "
+                       "to the MHz below it (energy/asic_timing.py, "
+                       "bench/results/timing/asic_45nm.json: NanGate X1 cells, pre-layout)")
 
 
 def _custom_static_sources(arch) -> dict[str, str]:

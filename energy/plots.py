@@ -62,7 +62,7 @@ def arch_caption(arch: Arch, skip: tuple[str, ...] = (), width: int = 110) -> st
     if "lanes" not in skip:
         parts.append(f"{sized(arch.lanes)} scan lanes")
     parts.append(f"{arch.state_bits}-bit state {'on chip' if arch.state_on_chip else 'in DRAM'}")
-    parts.append(f"{arch.clock_hz / 1e9:g} GHz")
+    parts.append(f"{arch.clock_hz / 1e6:g} MHz")
     parts.append(f"DRAM {dram_pj_per_bit(arch):.3g} pJ/bit at {arch.dram_bytes_per_s / 1e9:g} GB/s")
     parts.append(arch.table if not arch.node_nm else f"{arch.table} at {arch.node_nm:g} nm")
     lines = [parts[0]]

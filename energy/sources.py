@@ -26,7 +26,7 @@ __all__ = ["REFERENCE_DIR", "DEFAULT_MEMORY", "MemoryTech", "load_memories", "me
 
 REFERENCE_DIR = Path(__file__).with_name("references")
 DEFAULT_MEMORY = "DDR5"  # the memory Arch's defaults describe (two DDR5-6400 channels)
-_STATUSES = ("sourced", "assumption")
+_STATUSES = ("sourced", "derived", "assumption")
 _BEHAVIOUR_STATUSES = ("sourced", "derived", "measured", "assumption")
 # The behaviour figures of a technology: name in the file, its limits (inclusive), its unit.
 BEHAVIOUR = {"efficiency": (0.05, 1.0, "of the peak bandwidth"),
@@ -47,7 +47,7 @@ class MemoryTech:
     config: str
     energy_source: str
     bandwidth_source: str
-    status: str  # sourced or assumption
+    status: str  # sourced, derived (arithmetic on sourced figures, shown) or assumption
     checked: str
     efficiency: float  # the share of the peak bandwidth sustained
     latency_ns: float  # a row miss at the device

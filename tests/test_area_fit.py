@@ -177,11 +177,13 @@ def test_report_area_at_a_point_that_was_not_measured(capsys):
 
 
 def test_report_area_of_a_design_point_that_does_not_fit(capsys):
-    """The 2.7B engine (32 x 32, 128 lanes): 9 + 2 x 32 + 21 x 32 + 4 x 128 = 1,257 DSPs of
-    156, and the layer's state alone 5 x 114 block RAMs of 208."""
+    """The 2.7B engine at the default 522 MHz (64 columns x 32 rows, 128 lanes): 9 + 2 x 64 +
+    21 x 32 + 4 x 128 = 1,321 DSPs of 156, and the layer's state alone 5 x 114 block RAMs of
+    208."""
     assert report_main(["--preset", "2.7B", "--format", "json", "--area", "ecp5-85k"]) == 0
     a = json.loads(capsys.readouterr().out)["area"]["2.7B"]
-    assert a["total"]["dsp"] == 9 + 2 * 32 + 21 * 32 + 4 * 128
+    assert (a["simd"], a["pe"], a["lanes"]) == (64, 32, 128)
+    assert a["total"]["dsp"] == 9 + 2 * 64 + 21 * 32 + 4 * 128 == 1321
     assert a["bram_parts"]["state"] >= 570
     assert a["fits"] is False and a["extrapolated"] is True
-    assert a["share"]["dsp"] == 1257 / 156
+    assert a["share"]["dsp"] == 1321 / 156

@@ -159,10 +159,14 @@ def test_report_states_the_bound_beside_its_clock(capsys):
     assert report_main(["--preset", "2.7B"]) == 0
     out = capsys.readouterr().out
     assert (f"What the engine's own netlist allows (energy/asic_timing.py): "
-            f"{clk['clock_hz'] / 1e6:,.0f} MHz, set by its logic" in out)
-    assert out.rstrip().endswith("the clock above is beyond it.")  # 1 GHz
+            f"{clk['clock_hz'] / 1e6:,.1f} MHz, set by its logic" in out)
+    assert "allows (energy/asic_timing.py): 522.6 MHz" in out  # 1 / 1.9136 ns
+    assert out.rstrip().endswith("the report's clock, 522 MHz, is within it.")  # the default
     assert report_main(["--preset", "2.7B", "--set", "clock_hz=300e6"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("the clock above is within it.")
+    assert capsys.readouterr().out.rstrip().endswith("the report's clock, 300 MHz, is within it.")
+    assert report_main(["--preset", "2.7B", "--set", "clock_hz=1e9"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("the report's clock, 1,000 MHz, is beyond "
+                                                     "it.")
 
 
 def test_record_path_is_register_to_register_through_gates():
@@ -190,19 +194,34 @@ def test_a_wide_net_is_driven_through_a_buffer_tree(fanout, first, middle):
     assert got == pytest.approx(want)
 
 
-def test_the_engine_at_the_derived_clock_is_counted():
-    """bench/results/leakage/lm_2p7b_526mhz.json is the netlist of the engine the estimator
-    sizes at the derived clock (to the MHz): a 64 x 32 array, not the 32 x 32 of 1 GHz."""
-    from dataclasses import replace as _replace
-
-    from energy.estimator import estimate
-    from energy.leakage import RECORD
+def test_the_default_clock_is_the_bound_to_the_mhz_below():
+    """The estimator's default clock is the record's bound, to the MHz below it: 1 / 1.9136 ns
+    = 522.6 MHz, so 522 MHz (and the record times the default engine's 64 columns)."""
+    from energy.estimator import CLOCK_HZ, estimate
     from model.config import PRESETS
 
-    rec = json.loads((RECORD.parent / "lm_2p7b_526mhz.json").read_text())
-    hz = round(at.asic_clock()["clock_hz"], -6)
-    assert rec["engine"]["clock_hz"] == hz == 526e6
-    lc = estimate(_replace(PRESETS["2.7B"]), Arch(clock_hz=hz)).layer
+    rec = json.loads(at.RECORD.read_text())
+    ns = rec["path"]["delay_ns"]
+    assert ns == 1.9136 and ns > max(m["minimum_period_ns"] for m in TABLE["sram"]["macros"]
+                                     if (m["words"], m["bits"]) == (256, 8))
+    assert CLOCK_HZ == Arch().clock_hz == int(1e3 / ns) * 1e6 == 522e6
+    lc = estimate(PRESETS["2.7B"], Arch()).layer
+    assert rec["engine"]["simd"] == lc.simd == 64
+
+
+def test_the_leakage_record_is_the_engine_at_the_default_clock():
+    """bench/results/leakage/lm_2p7b_default.json is the netlist of the engine the estimator
+    sizes at the default clock: a 64 x 32 array (32 x 32 at 1 GHz), its SRAM priced as the one
+    macro that runs at 522 MHz, 256 x 8."""
+    from energy.estimator import estimate
+    from energy.leakage import RECORD, price
+    from model.config import PRESETS
+
+    rec = json.loads(RECORD.read_text())
+    assert rec["engine"]["clock_hz"] == Arch().clock_hz == 522e6
+    lc = estimate(PRESETS["2.7B"], Arch()).layer
     assert (rec["engine"]["simd"], rec["engine"]["pe"], rec["engine"]["lanes"]) == (
         lc.simd, lc.pe, lc.lanes) == (64, 32, 128)
     assert rec["engine"]["state"] == "memory"
+    assert price(rec)["sram_macros"] == ["256 x 8"]
+    assert estimate(PRESETS["2.7B"], Arch(clock_hz=1e9)).layer.simd == 32

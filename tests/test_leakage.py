@@ -12,8 +12,8 @@ import pytest
 
 from energy.estimator import STATIC_W, Arch, estimate
 from energy.leakage import (
-    GATE_CELLS, LEAKAGE_TABLE, RECORD, ff_cells, group_of, load_leakage_table, price,
-    sram_nw_per_bit,
+    GATE_CELLS, LEAKAGE_TABLE, RECORD, fast_macros, ff_cells, group_of, load_leakage_table,
+    price, sram_nw_per_bit,
 )
 from energy.netlist import yosys_counts
 from model.config import PRESETS
@@ -80,14 +80,64 @@ def test_an_unknown_cell_is_refused(ctype):
 
 def test_sram_a_bit_from_the_smallest_macro_that_holds_it():
     t = load_leakage_table()
-    assert sram_nw_per_bit(t, 2048) == pytest.approx(11168.618 / 2048, rel=1e-12)  # 256 x 8
-    assert sram_nw_per_bit(t, 2049) == pytest.approx(40298.101 / 8192, rel=1e-12)  # 256 x 32
-    assert sram_nw_per_bit(t, 40000) == pytest.approx(301841.15 / 65536, rel=1e-12)
-    assert sram_nw_per_bit(t, 10 << 20) == pytest.approx(560846.48 / 131072, rel=1e-12)
+    assert sram_nw_per_bit(t.macros, 2048) == pytest.approx(11168.618 / 2048, rel=1e-12)
+    assert sram_nw_per_bit(t.macros, 2049) == pytest.approx(40298.101 / 8192, rel=1e-12)
+    assert sram_nw_per_bit(t.macros, 40000) == pytest.approx(301841.15 / 65536, rel=1e-12)
+    assert sram_nw_per_bit(t.macros, 10 << 20) == pytest.approx(560846.48 / 131072, rel=1e-12)
 
 
-def test_pricing_by_hand():
-    rec = {"modules": [
+# Minimum periods (ns) of the OpenRAM macros, typed from energy/references/timing_45nm.json's
+# quotes: 256 x 8 1.055; 256, 512, 1024, 2048 x 32 2.109, 2.188, 2.188, 2.344; 1024 x 64
+# 3.594; 1024 x 128 5.938.
+@pytest.mark.parametrize("mhz, shapes", [
+    (100, ["256 x 8", "256 x 32", "512 x 32", "1024 x 32", "2048 x 32", "1024 x 64",
+           "1024 x 128"]),
+    (1e3 / 5.938, ["256 x 8", "256 x 32", "512 x 32", "1024 x 32", "2048 x 32", "1024 x 64",
+                   "1024 x 128"]),
+    (1e3 / 5.9, ["256 x 8", "256 x 32", "512 x 32", "1024 x 32", "2048 x 32", "1024 x 64"]),
+    (1e3 / 2.2, ["256 x 8", "256 x 32", "512 x 32", "1024 x 32"]),
+    (1e3 / 2.188, ["256 x 8", "256 x 32", "512 x 32", "1024 x 32"]),
+    (1e3 / 2.15, ["256 x 8", "256 x 32"]),
+    (500, ["256 x 8"]), (1e3 / 1.055, ["256 x 8"])])
+def test_the_macros_fast_enough_for_the_clock(mhz, shapes):
+    got = fast_macros(load_leakage_table(), mhz * 1e6)
+    assert sorted(f"{w} x {b}" for *_, (w, b) in got) == sorted(shapes)
+
+
+@pytest.mark.parametrize("mhz", [1e3 / 1.05, 1000, 2000])
+def test_a_clock_no_macro_reaches_is_refused(mhz):
+    with pytest.raises(ValueError, match=r"no SRAM macro runs at .*256 x 8, needs 1.055 ns"):
+        fast_macros(load_leakage_table(), mhz * 1e6)
+    with pytest.raises(ValueError, match="no SRAM macro runs at"):
+        price({"engine": {"clock_hz": mhz * 1e6}, "modules": []})
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["sram"]["macros"][0].update(minimum_period_ns=0),
+     "sram macro 256 x 8 needs a positive minimum_period_ns, not 0"),
+    (lambda d: d["sram"]["macros"].pop(), "sram macros 1024 x 128 have no minimum period"),
+])
+def test_a_bad_timing_table_is_refused(tmp_path, edit, message):
+    from energy.leakage import TIMING_TABLE
+
+    d = json.loads(TIMING_TABLE.read_text())
+    edit(d)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fast_macros(load_leakage_table(), 1e8, path)
+
+
+@pytest.mark.parametrize("clock", [None, 0, -1e8, "5e8"])
+def test_a_record_without_its_clock_is_refused(clock):
+    eng = {} if clock is None else {"clock_hz": clock}
+    with pytest.raises(ValueError, match="needs its clock_hz"):
+        price({"engine": eng, "modules": []})
+
+
+@pytest.mark.parametrize("clock_hz", [1e8, 5e8])
+def test_pricing_by_hand(clock_hz):
+    rec = {"engine": {"clock_hz": clock_hz}, "modules": [
         {"name": "bimamba_lm", "instances": 1,
          "cells": {"$_AND_": 10, "$_DFF_P_": 4, "$_NOT_": 3, "$mem_v2": 2},
          "memories": [{"width": 8, "size": 256}, {"width": 1, "size": 4}]},
@@ -104,7 +154,10 @@ def test_pricing_by_hand():
     assert ctl["sram"] == pytest.approx(0.011168618e-3, rel=1e-12)  # one 256 x 8 macro, in W
     assert scan["logic"] == pytest.approx(2 * (5 * XOR2 + OR2 + INV) * nw, rel=1e-12)
     assert scan["registers"] == pytest.approx(2 * 3 * (DFF + MUX2 + AND2) * nw, rel=1e-12)
-    assert scan["sram"] == pytest.approx(2 * 0.56084648e-3, rel=1e-12)  # two 1024 x 128
+    if clock_hz == 1e8:  # every macro runs at 100 MHz: two 1024 x 128
+        assert scan["sram"] == pytest.approx(2 * 0.56084648e-3, rel=1e-12)
+    else:  # at 500 MHz only the 256 x 8 (1.055 ns): 64 of them a RAM
+        assert scan["sram"] == pytest.approx(2 * 64 * 0.011168618e-3, rel=1e-12)
     assert p["total_w"] == pytest.approx(sum(ctl.values()) + sum(scan.values()), rel=1e-12)
     assert p["by_group"]["projections"] == dict.fromkeys(ctl, 0.0)
 

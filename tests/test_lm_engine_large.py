@@ -1,8 +1,9 @@
 """A 2.7B-shaped whole model on the engine the estimator prices by default: two layers of
 Mamba-2 2.7B's shape (d_model 2560, d_state 128, 80 heads of 64) and a 256-row head, the
-array, lanes and memory paces of ``energy.estimator``'s default point (a 32 x 32 array at one
-1024-bit beat every 3125/2311 cycles: the 94.66 GB/s that 102.4 GB/s of DDR5 sustains, at
-1 GHz, with its 44-cycle latency), the state through the state port on the same memory
+array, lanes and memory paces of ``energy.estimator``'s default point (32 rows of 64 columns
+at one 2048-bit beat every 6525/4622 cycles: the 94.66 GB/s that 102.4 GB/s of DDR5 sustains,
+at the measured 522 MHz, with its 23-cycle latency), the state through the state port on the
+same memory
 (``shared``), at the paces the estimator gives it. Every logit against GoldenLM, every token's
 last logit at the formula's cycle, and the first token's cycles (greedy decode's step) equal to
 the estimator's cycles per token for this model."""
@@ -32,9 +33,9 @@ def test_two_2p7b_layers_and_head_at_the_estimators_default_point():
     est = estimate(cfg, Arch())
     period, sp, cp = est.period, est.state_period, est.conv_period
     lc = est.layer
-    # 128-byte beats at the 94.66 GB/s the memory sustains (92.44 % of 102.4) at 1 GHz
-    assert (lc.pe, lc.simd, lc.lanes, period) == (32, 32, 128, Fraction(3125, 2311))
-    assert est.latency_cycles == 44  # a 43.125 ns row miss
+    # 256-byte beats at the 94.66 GB/s the memory sustains (92.44 % of 102.4) at 522 MHz
+    assert (lc.pe, lc.simd, lc.lanes, period) == (32, 64, 128, Fraction(6525, 4622))
+    assert est.latency_cycles == 23  # a 43.125 ns row miss
     lmc = LMConfig(q, lc.simd, lc.pe, lc.lanes, state="memory")
     assert lmc.section_beats() == est.lm.section_beats()
     toks = np.array([72, 105, 33])

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from energy import report
-from energy.estimator import Arch, estimate
+from energy.estimator import CLOCK_HZ, Arch, estimate
 from energy.platforms import (
     ENGINES_PATH, PLATFORMS_PATH, engine_area, load_platforms, platform_arch, platform_view,
 )
+from energy.sources import load_memories
 from fpga.area import load_area
 from model.config import get_preset
 from model.golden.quantize import QuantSpec
@@ -28,6 +29,7 @@ from .conftest import usage_error
 PLATFORMS = json.loads(PLATFORMS_PATH.read_text())["platforms"]
 ENGINES = {r["build"]: r for r in json.loads(ENGINES_PATH.read_text())["rows"]}
 AREA = load_area()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _entry(name: str) -> dict:
@@ -39,7 +41,13 @@ def test_shipped_platforms_cover_an_ecp5_board_an_hbm_card_and_an_asic():
     assert {"ulx3s", "u55c", "asic-45nm"} <= set(ps)
     assert ps["ulx3s"].fpga_device == "ecp5-85k" and ps["ulx3s"].kind == "fpga"
     assert ps["u55c"].bytes_per_s == 460e9 and ps["u55c"].resources["dsp"] == 9024
-    assert ps["asic-45nm"].kind == "asic" and ps["asic-45nm"].clock_source == "assumed"
+    assert ps["asic-45nm"].kind == "asic" and ps["asic-45nm"].clock_source == "measured"
+    # The ASIC's clock: the timing record's, to the MHz below (1 / 1.9136 ns = 522.6 MHz),
+    # the estimator's default.
+    rec = json.loads((ROOT / "bench/results/timing/asic_45nm.json").read_text())
+    assert rec["path"]["delay_ns"] == 1.9136
+    assert ps["asic-45nm"].clock_hz == CLOCK_HZ == Arch().clock_hz == 522e6
+    assert ps["asic-45nm"].pj_per_bit == load_memories()["DDR5"].pj_per_bit == 15.6
 
 
 def test_fpga_clocks_are_the_measured_fmax_of_their_build():
@@ -71,6 +79,10 @@ def _write(tmp_path: Path, entries: list[dict]) -> Path:
      "an FPGA's clock must name the build of fpga/engines.json it was measured on"),
     (lambda e: e.update(clock={"build": "no_such_build"}),
      "clock build 'no_such_build' is not a row of"),
+    (lambda e: e.update(clock={"asic_timing": "bench/results/timing/asic_45nm.json"}),
+     "only an ASIC's clock comes from the 45 nm timing record"),
+    (lambda e: e.update(clock={}), "clock must name a build of fpga/engines.json (build), a "
+                                   "timing record (asic_timing) or give hz"),
     (lambda e: e.update(kind="gpu"), "kind must be one of fpga, asic, not 'gpu'"),
     (lambda e: e["memory"].update(bytes_per_s=-1),
      "memory.bytes_per_s must be a positive finite number, not -1"),
@@ -94,6 +106,21 @@ def test_an_asic_clock_must_be_marked_an_assumption(tmp_path):
     e["clock"] = {"hz": 1e9}
     with pytest.raises(ValueError, match="must be marked \"status\": \"assumption\""):
         load_platforms(_write(tmp_path, [e]))
+
+
+@pytest.mark.parametrize("record", ["bench/results/timing/none.json", 3, None])
+def test_an_asic_timing_record_that_is_no_file_is_refused(tmp_path, record):
+    e = json.loads(json.dumps(_entry("asic-45nm")))
+    e["clock"] = {"asic_timing": record}
+    with pytest.raises(ValueError, match="clock.asic_timing must name a timing record"):
+        load_platforms(_write(tmp_path, [e]))
+
+
+def test_an_asic_clock_typed_in_hz_is_assumed(tmp_path):
+    e = json.loads(json.dumps(_entry("asic-45nm")))
+    e["clock"] = {"hz": 4e8, "status": "assumption"}
+    (p,) = load_platforms(_write(tmp_path, [e])).values()
+    assert (p.clock_hz, p.clock_source) == (4e8, "assumed")
 
 
 def test_a_platform_named_twice_is_refused(tmp_path):
@@ -193,22 +220,29 @@ def test_json_report_carries_a_platform_for_every_preset(capsys):
         assert plat["bandwidth_bytes_per_s"] == _entry("ulx3s")["memory"]["bytes_per_s"]
         assert isinstance(plat["fits"], bool)
         assert r["tokens_per_s"] == plat["tokens_per_s"]
-    # Without --platform: the architecture as given, its clock an assumption.
+    # Without --platform: the architecture as given, its default clock the measured one, any
+    # other an assumption.
     assert report.main(["--preset", "2.7B", "--format", "json"]) == 0
     r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
-    assert r["platform"]["name"] == "custom" and r["platform"]["clock_source"] == "assumed"
+    assert r["platform"]["name"] == "custom" and r["platform"]["clock_source"] == "measured"
+    assert r["platform"]["clock_hz"] == 522e6 and "asic_45nm.json" in r["platform"]["clock_note"]
+    assert report.main(["--preset", "2.7B", "--format", "json", "--set", "clock_hz=3e8"]) == 0
+    r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
+    assert r["platform"]["clock_source"] == "assumed" and r["platform"]["clock_hz"] == 3e8
 
 
-def test_asic_clock_table_at_one_ghz_is_the_default_estimate():
+def test_asic_clock_table_holds_the_default_estimate_at_its_clock():
     cfg = get_preset("2.7B")
     arch = platform_arch(load_platforms()["asic-45nm"], Arch())
     rows = report.clock_table(cfg, arch)
-    assert [r["clock_hz"] for r in rows] == [1e8, 2e8, 3e8, 5e8, 7e8, 1e9]
+    assert [r["clock_hz"] for r in rows] == [1e8, 2e8, 3e8, 5e8, 522e6, 7e8, 1e9]
     e = estimate(cfg, arch, "bimamba")
-    assert rows[-1]["tokens_per_s"] == e.tokens_per_s
-    assert rows[-1]["energy_per_token_j"] == e.energy_per_token_j
-    at_100 = estimate(cfg, replace(arch, clock_hz=1e8), "bimamba")
-    assert rows[0]["tokens_per_s"] == at_100.tokens_per_s
+    assert rows[4]["tokens_per_s"] == e.tokens_per_s
+    assert rows[4]["energy_per_token_j"] == e.energy_per_token_j
+    assert (rows[4]["simd"], rows[4]["pe"]) == (64, 32)
+    for i, hz in ((0, 1e8), (-1, 1e9)):
+        other = estimate(cfg, replace(arch, clock_hz=hz), "bimamba")
+        assert rows[i]["tokens_per_s"] == other.tokens_per_s
     tps = [r["tokens_per_s"] for r in rows]
     assert tps == sorted(tps) and tps[0] < tps[-1]
 

@@ -32,9 +32,9 @@ def test_int_baselines_by_hand(k, design):
     cfg = get_preset("2.7B")
     need = by_hand(k)
     assert bytes_per_token(cfg, design) == need
-    e = estimate(cfg, Arch(), design)
+    e = estimate(cfg, Arch(clock_hz=1e9), design)
     assert e.dram_bytes == pytest.approx(sum(need.values()))
-    # The default engine's 32 x 32 array: each projection as slow as its words or its bytes
+    # The engine of 1 GHz, a 32 x 32 array: each projection as slow as its words or its bytes
     # at the 94.66 B/cycle the default DDR5 sustains (102.4 peak x 92.44 %); the scan's 128
     # lanes; the element-wise stages on 32 lanes; the state and the head (256 MACs a cycle,
     # or its bytes) after; the token's row 44 cycles after it is known (43.125 ns).

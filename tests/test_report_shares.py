@@ -43,7 +43,7 @@ SSM_WORDS, CONV_WORDS = H * P * N // 128, C // 32  # 128 lanes of state, 32 chan
 # The minimal bytes of a token (tests/test_roofline.py): the 1-bit design and FP16.
 MIN_BYTES, MIN_BYTES_FP16 = 584_088_064, 5_483_470_848
 IDEAL = {"dram_efficiency": 1.0, "dram_latency_ns": 0.0, "dram_background_w": 0.0}
-ENGINE = {"simd": 32, "pe": 32, "lanes": 128, **IDEAL}
+ENGINE = {"clock_hz": CLOCK, "simd": 32, "pe": 32, "lanes": 128, **IDEAL}
 
 # (bandwidth in bytes/s, the memory's cycles per 128-byte beat at 1 GHz)
 PERIODS = [(102.4e9, Fraction(5, 4)), (51.2e9, Fraction(5, 2)), (128e9, Fraction(1)),
@@ -149,7 +149,8 @@ def test_the_share_of_the_memory_roofline(bw, period):
 def test_the_shares_printed_at_a_beat_every_five_halves_cycles(capsys):
     """The Markdown report prints the pace and the shares computed here."""
     bw = 51.2e9
-    assert report_main(["--preset", "2.7B", "--set", "simd=32", "--set", "pe=32",
+    assert report_main(["--preset", "2.7B", "--set", f"clock_hz={CLOCK}", "--set", "simd=32",
+                        "--set", "pe=32",
                         "--set", "lanes=128", "--set", f"dram_bytes_per_s={bw:g}",
                         "--vocab", str(V)] + [a for k, v in IDEAL.items()
                                               for a in ("--set", f"{k}={v}")]) == 0

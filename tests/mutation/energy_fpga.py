@@ -1,5 +1,6 @@
 """One-line bugs planted in the estimator, the report and the FPGA flow's parsers and area fit
-(energy/estimator.py, energy/report.py, energy/roofline.py, energy/tables.py, fpga/*.py), one
+(energy/estimator.py, energy/report.py, energy/roofline.py, energy/tables.py, energy/leakage.py,
+energy/platforms.py, energy/asic_timing.py, fpga/*.py), one
 at a time; the fast tests of those packages must fail on each.
 
 ``python tests/mutation/energy_fpga.py`` runs them all and prints which were caught (the file
@@ -15,7 +16,7 @@ from runner import run_mutants  # tests/mutation/runner.py (this folder is on th
 
 # The fast tests of energy/ and fpga/, the quickest first (-x stops at the first failure).
 TESTS = ["tests/test_fpga_reports.py", "tests/test_area_fit.py", "tests/test_area_engine.py",
-         "tests/test_asic_timing.py",
+         "tests/test_asic_timing.py", "tests/test_leakage.py",
          "tests/test_report_shares.py",
          "tests/test_platforms.py",
          "tests/test_fpga.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
@@ -191,6 +192,28 @@ MUTANTS = [
     ("platforms: a platform's memory at its peak", "energy/platforms.py",
      "                   dram_pj_per_bit=p.pj_per_bit, dram_efficiency=p.efficiency,",
      "                   dram_pj_per_bit=p.pj_per_bit, dram_efficiency=1.0,"),
+    # The default clock is the 45 nm netlist's; the SRAM runs at it; DDR5's energy.
+    ("estimator: the default clock rounded up past the bound", "energy/estimator.py",
+     'CLOCK_HZ = math.floor(asic_clock()["clock_hz"] / 1e6) * 1e6',
+     'CLOCK_HZ = math.ceil(asic_clock()["clock_hz"] / 1e6) * 1e6'),
+    ("estimator: DRAM energy the table's DDR3/4 figure, not the memory's", "energy/estimator.py",
+     "    dram_pj_per_bit: float = _MEMORY.pj_per_bit", "    dram_pj_per_bit: float = 0.0"),
+    ("leakage: every SRAM macro whatever the clock", "energy/leakage.py",
+     "    fast = tuple(m for m in table.macros if periods[m[2]] <= period_ns)",
+     "    fast = table.macros"),
+    ("leakage: a macro at exactly the clock's period too slow", "energy/leakage.py",
+     "    fast = tuple(m for m in table.macros if periods[m[2]] <= period_ns)",
+     "    fast = tuple(m for m in table.macros if periods[m[2]] < period_ns)"),
+    ("leakage: the largest fast macro for every RAM", "energy/leakage.py",
+     "        if mbits >= bits:\n            return nw / mbits",
+     "        if False:\n            return nw / mbits"),
+    ("platforms: the default clock marked assumed", "energy/platforms.py",
+     "    if arch.clock_hz == CLOCK_HZ:", "    if False:"),
+    ("platforms: the ASIC's clock the bound itself, not the MHz below", "energy/platforms.py",
+     '    return math.floor(asic_clock(ROOT / record)["clock_hz"] / 1e6) * 1e6',
+     '    return asic_clock(ROOT / record)["clock_hz"]'),
+    ("report: the clock table without the report's own clock", "energy/report.py",
+     "    for hz in sorted({*ASIC_CLOCKS, arch.clock_hz}):", "    for hz in ASIC_CLOCKS:"),
     ("report: the ASIC clock table at one clock", "energy/report.py",
      '            e = estimate(cfg, replace(arch, clock_hz=hz), "bimamba")',
      '            e = estimate(cfg, replace(arch), "bimamba")'),
