@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import tempfile
 import time
@@ -40,7 +41,7 @@ from .leakage import TIMING_TABLE
 
 __all__ = ["TIMING_TABLE", "RECORD", "GATES", "BUFFER_FANOUT", "load_timing_table", "gate_line",
            "drive_delay", "ff_cost",
-           "longest_path", "measure", "asic_clock", "main"]
+           "longest_path", "measure", "asic_clock", "mhz_below", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "bench" / "results" / "timing" / "asic_45nm.json"
@@ -325,6 +326,12 @@ def asic_clock(record: Path | str = RECORD, table_path: Path | str = TIMING_TABL
             "macro": {"words": best["words"], "bits": best["bits"],
                       "minimum_period_ns": best["minimum_period_ns"],
                       "nw_per_bit": leak[(best["words"], best["bits"])]}}
+
+
+def mhz_below(clock_hz: float) -> float:
+    """``clock_hz`` to the whole MHz at or below it (a rounding error under a whole MHz kept
+    at it): how the estimator and the platforms take the bound of :func:`asic_clock`."""
+    return math.floor(clock_hz / 1e6 + 1e-9) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,7 +79,7 @@ from rtl.lm import LMConfig, LMShape
 from rtl.ssm_scan import scan_cycles_per_token, scan_latency
 from rtl.xnor_projection import ProjectionConfig
 
-from .asic_timing import asic_clock
+from .asic_timing import asic_clock, mhz_below
 from .footprint import footprint
 from .leakage import static_w as _leakage_w
 from .roofline import bytes_per_token
@@ -96,7 +96,7 @@ __all__ = ["CLOCK_HZ", "STATIC_W", "DESIGNS", "WEIGHT_BYTES", "Arch", "Estimate"
 _MEMORY = load_memories()[DEFAULT_MEMORY]
 # The clock: the one the engine's netlist and its SRAM macros allow at 45 nm
 # (energy/asic_timing.py, bench/results/timing/asic_45nm.json), to the MHz below it.
-CLOCK_HZ = math.floor(asic_clock()["clock_hz"] / 1e6) * 1e6
+CLOCK_HZ = mhz_below(asic_clock()["clock_hz"])
 # The die's static power: the leakage of the default engine's netlist (energy/leakage.py,
 # bench/results/leakage/), to the milliwatt.
 STATIC_W = round(_leakage_w(), 3)

@@ -22,6 +22,7 @@ static power (:attr:`energy.estimator.Arch.static_w`) is this record's total.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -178,9 +179,10 @@ def fast_macros(table: LeakageTable, clock_hz: float,
     fast = tuple(m for m in table.macros if periods[m[2]] <= period_ns)
     if not fast:
         w, b = min(periods, key=periods.get)
-        raise ValueError(f"no SRAM macro runs at {clock_hz / 1e6:g} MHz (a {period_ns:.3f} ns "
+        top = math.floor(1e4 / periods[(w, b)]) / 10  # MHz, to the 0.1 below
+        raise ValueError(f"no SRAM macro runs at {clock_hz / 1e6:g} MHz (a {period_ns:.4f} ns "
                          f"period): the fastest, {w} x {b}, needs {periods[(w, b)]} ns; "
-                         f"clock_hz must be at most {1e3 / periods[(w, b)]:.1f} MHz")
+                         f"clock_hz must be at most {top:.1f} MHz")
     return fast
 
 
@@ -207,7 +209,7 @@ def price(record: dict, table: LeakageTable | None = None) -> dict:
     macros that run at the engine's clock (:func:`fast_macros`; ``engine.clock_hz``)."""
     table = table or load_leakage_table()
     clock_hz = record["engine"].get("clock_hz")
-    if not isinstance(clock_hz, (int, float)) or not clock_hz > 0:
+    if isinstance(clock_hz, bool) or not isinstance(clock_hz, (int, float)) or not clock_hz > 0:
         raise ValueError(f"the record's engine needs its clock_hz (the clock its SRAM must "
                          f"run at), not {clock_hz!r}")
     macros = fast_macros(table, clock_hz)

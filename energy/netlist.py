@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .leakage import RECORD, markdown
+from .leakage import RECORD, fast_macros, load_leakage_table, markdown
 
 __all__ = ["yosys_counts", "engine_verilog", "measure", "main"]
 
@@ -174,12 +174,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="size the engine at this clock (default: the estimator's, "
                          "energy.estimator.CLOCK_HZ)")
     args = ap.parse_args(argv)
-    if args.clock_hz is not None and not 1e6 <= args.clock_hz <= 1e11:
-        ap.error(f"argument --clock-hz: must be in [1e6, 1e11] Hz, not {args.clock_hz:g}")
+    if args.clock_hz is not None:
+        if not 1e6 <= args.clock_hz <= 1e11:
+            ap.error(f"argument --clock-hz: must be in [1e6, 1e11] Hz, not {args.clock_hz:g}")
+        try:  # before the count: a record no SRAM macro can price is not written
+            fast_macros(load_leakage_table(), args.clock_hz)
+        except ValueError as e:
+            ap.error(f"argument --clock-hz: {e}")
     rec = measure(args.preset, args.layers, args.workdir, args.clock_hz)
+    table = markdown(rec)  # priced before it replaces the record
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(rec, indent=1) + "\n")
-    print(markdown(rec))
+    print(table)
     return 0
 
 

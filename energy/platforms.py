@@ -104,13 +104,13 @@ def _positive(where: str, name: str, v: object) -> float:
 def _asic_clock_hz(where: str, record: object) -> float:
     """The clock of a timing record of :mod:`energy.asic_timing` (a path from the repository
     root), to the MHz below it, as :data:`energy.estimator.CLOCK_HZ` takes it."""
-    from energy.asic_timing import ROOT, asic_clock
+    from energy.asic_timing import ROOT, asic_clock, mhz_below
 
     if not isinstance(record, str) or not (ROOT / record).is_file():
         raise _fail(where, f"clock.asic_timing must name a timing record of make asic-timing "
                            f"(a file from the repository root, e.g. "
                            f"bench/results/timing/asic_45nm.json), not {record!r}")
-    return math.floor(asic_clock(ROOT / record)["clock_hz"] / 1e6) * 1e6
+    return mhz_below(asic_clock(ROOT / record)["clock_hz"])
 
 
 def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
@@ -234,16 +234,24 @@ def load_platforms(path: Path = PLATFORMS_PATH,
     return out
 
 
-def custom_platform(arch) -> Platform:
+def custom_platform(arch, cfg=None) -> Platform:
     """The platform an :class:`~energy.estimator.Arch` describes when no ``--platform`` is
-    named: its own clock and memory, every figure the user's or the default's; the default
-    clock measured (:data:`energy.estimator.CLOCK_HZ`), any other an assumption."""
-    from energy.estimator import CLOCK_HZ, dram_pj_per_bit
+    named: its own clock and memory, every figure the user's or the default's. The clock is
+    measured where it is the default (:data:`energy.estimator.CLOCK_HZ`) and the engine sized
+    for ``cfg`` has no more array columns than the timed one (the columns set the depth of
+    its popcount trees: :data:`energy.asic_timing.TIMED`); any other is an assumption."""
+    from energy.asic_timing import TIMED
+    from energy.estimator import CLOCK_HZ, dram_pj_per_bit, layer_config
 
-    if arch.clock_hz == CLOCK_HZ:
-        source, note = "measured", _DEFAULT_CLOCK_NOTE
-    else:
+    simd = None if cfg is None else layer_config(cfg, arch).simd
+    if arch.clock_hz != CLOCK_HZ:
         source, note = "assumed", "Arch.clock_hz as set (--set / --arch)"
+    elif simd is not None and simd > TIMED["simd"]:
+        source, note = "assumed", (f"the 45 nm netlist's clock (energy/asic_timing.py), timed "
+                                   f"with {TIMED['simd']} array columns; this engine has "
+                                   f"{simd}: deeper popcount trees, not timed")
+    else:
+        source, note = "measured", _DEFAULT_CLOCK_NOTE
     return Platform(
         name="custom", kind="asic", summary="the architecture parameters as given (no "
         "--platform)", clock_hz=arch.clock_hz, clock_source=source, clock_note=note,
@@ -263,8 +271,9 @@ def _custom_static_sources(arch) -> dict[str, str]:
 
     if arch.static_w == STATIC_W:
         return {"static_status": "derived",
-                "static_source": "the leakage of the default engine's netlist, 45 nm cells and "
-                                 "SRAM (energy/leakage.py, bench/results/leakage/)"}
+                "static_source": "the leakage of the default engine's netlist (sized at the "
+                                 "default clock), 45 nm cells and SRAM (energy/leakage.py, "
+                                 "bench/results/leakage/)"}
     return {"static_status": "given", "static_source": "static_w as set (--set / --arch)"}
 
 

@@ -56,7 +56,7 @@ def test_inventory_is_the_elaborated_engines_rams(simd, pe, lanes, slots, port):
 
 
 def test_inventory_at_the_27b_shape_by_hand():
-    """The 2.7B layer at the estimator's default point (32 x 32, 128 lanes, state through
+    """The 2.7B layer at the 1 GHz point (32 x 32, 128 lanes, state through
     the port), sizes written out: d_model 2560, d_inner 5120, conv_dim 5376, 80 heads of 64,
     N 128; 24-bit residual, 16-bit data and state, 8-bit activations."""
     cfg, spec = get_preset("2.7B"), _layer_export().spec

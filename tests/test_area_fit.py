@@ -70,7 +70,7 @@ CASES = [
     ((256, 1, 4), True, "xnor_projection_s32_p8", "ssm_scan_l4"),
     # Beside in the scan only.
     ((16, 4, 64), True, "xnor_projection_s16_p4", "ssm_scan_l16"),
-    # The 2.7B design point (32 x 32, 128 lanes): the array inside, the lanes far beside.
+    # The 2.7B design point of 1 GHz (32 x 32, 128 lanes): the array inside, the lanes far beside.
     ((32, 32, 128), True, "xnor_projection_s64_p16", "ssm_scan_l16"),
 ]
 BRAM = {p["build"]: p["bram"] for u in ("xnor_lane", "scan_lane") for p in AREA[u]["points"]}

@@ -209,9 +209,15 @@ def test_the_default_clock_is_the_bound_to_the_mhz_below():
     assert rec["engine"]["simd"] == lc.simd == 64
 
 
+@pytest.mark.parametrize("hz, mhz", [(522.57e6, 522e6), (522e6, 522e6), (522e6 - 1e-7, 522e6),
+                                     (521.9999e6, 521e6), (1e9, 1e9)])
+def test_the_mhz_below(hz, mhz):
+    assert at.mhz_below(hz) == mhz
+
+
 def test_the_leakage_record_is_the_engine_at_the_default_clock():
     """bench/results/leakage/lm_2p7b_default.json is the netlist of the engine the estimator
-    sizes at the default clock: a 64 x 32 array (32 x 32 at 1 GHz), its SRAM priced as the one
+    sizes at the default clock: 32 rows of 64 columns (32 x 32 at 1 GHz), its SRAM priced as the one
     macro that runs at 522 MHz, 256 x 8."""
     from energy.estimator import estimate
     from energy.leakage import RECORD, price

@@ -104,7 +104,7 @@ D, E, F, H, P, N, L = 2560, 5120, 10576, 80, 64, 128, 64
 
 
 def stream_beats_27b_by_hand() -> int:
-    """Beats of one 2.7B layer token on the default engine (32 x 32 = 1024-bit beats),
+    """Beats of one 2.7B layer token on the engine of 1 GHz (32 x 32 = 1024-bit beats),
     counted from the stream layout (docs/layer_engine.md, section 2)."""
     beat = 1024
     gains = D // 32 + E // 32  # 32 gains of 16 bits: one beat a record, both norms
@@ -271,7 +271,8 @@ def test_prefill_streams_weights_every_token_and_counts_actions():
     assert pre.energy_j["lm_head"] == pytest.approx(dec.energy_j["lm_head"] / 256)
     assert pre.energy_j["proj_xnor_popcount"] == pytest.approx(dec.energy_j["proj_xnor_popcount"])
     assert pre.cycles < dec.cycles and pre.energy_per_token_j < dec.energy_per_token_j
-    # 780M on the sized engine (32 x 32): in_proj's 6448 rows pad to 202 groups of 32.
+    # 780M on the sized engine (32 rows of 64 columns at 522 MHz): in_proj's 6448 rows pad to
+    # 202 groups of 32 rows.
     per_layer = (1536 * 202 * 32 + 3072 * 1536) * 8  # d_in * d_out * act_bits
     assert dec.actions["binary_bit_ops"] == per_layer * cfg.n_layer
     with pytest.raises(ValueError, match="tokens must be a positive integer, not 0"):

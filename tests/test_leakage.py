@@ -104,10 +104,13 @@ def test_the_macros_fast_enough_for_the_clock(mhz, shapes):
     assert sorted(f"{w} x {b}" for *_, (w, b) in got) == sorted(shapes)
 
 
-@pytest.mark.parametrize("mhz", [1e3 / 1.05, 1000, 2000])
+@pytest.mark.parametrize("mhz", [1e3 / 1.05, 947.9, 1000, 2000])
 def test_a_clock_no_macro_reaches_is_refused(mhz):
-    with pytest.raises(ValueError, match=r"no SRAM macro runs at .*256 x 8, needs 1.055 ns"):
+    # 1 / 1.055 ns = 947.87 MHz: the message names the 0.1 MHz at or below it.
+    with pytest.raises(ValueError, match=r"no SRAM macro runs at .*256 x 8, needs 1.055 ns; "
+                                         r"clock_hz must be at most 947\.8 MHz"):
         fast_macros(load_leakage_table(), mhz * 1e6)
+    fast_macros(load_leakage_table(), 947.8e6)  # what it names runs
     with pytest.raises(ValueError, match="no SRAM macro runs at"):
         price({"engine": {"clock_hz": mhz * 1e6}, "modules": []})
 
@@ -128,7 +131,7 @@ def test_a_bad_timing_table_is_refused(tmp_path, edit, message):
         fast_macros(load_leakage_table(), 1e8, path)
 
 
-@pytest.mark.parametrize("clock", [None, 0, -1e8, "5e8"])
+@pytest.mark.parametrize("clock", [None, 0, -1e8, "5e8", True])
 def test_a_record_without_its_clock_is_refused(clock):
     eng = {} if clock is None else {"clock_hz": clock}
     with pytest.raises(ValueError, match="needs its clock_hz"):
@@ -191,6 +194,27 @@ module leaf(input clk, input rst, input [7:0] a, input en, output reg [7:0] y);
     else if (en) y <= y ^ a;
 endmodule
 """
+
+
+@pytest.mark.parametrize("clock", ["1e9", "9.479e8"])
+def test_netlist_refuses_a_clock_no_macro_reaches_before_counting(tmp_path, capsys, clock,
+                                                                  monkeypatch):
+    """No engine is emitted or counted, and no record written, for a clock whose SRAM no
+    macro can price (the record would make the estimator's default static power unreadable)."""
+    import energy.netlist
+    from energy.netlist import main as netlist_main
+
+    def count(*args):
+        raise AssertionError("the engine was counted at a clock no SRAM macro reaches")
+
+    monkeypatch.setattr(energy.netlist, "measure", count)
+    rec = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as e:
+        netlist_main(["--clock-hz", clock, "--record", str(rec), "--workdir", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --clock-hz: no SRAM macro runs at" in err and "947.8 MHz" in err
+    assert not rec.exists() and not (tmp_path / "engine.v").exists()
 
 
 def test_yosys_counts_a_small_design(tmp_path):

@@ -226,9 +226,21 @@ def test_json_report_carries_a_platform_for_every_preset(capsys):
     r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
     assert r["platform"]["name"] == "custom" and r["platform"]["clock_source"] == "measured"
     assert r["platform"]["clock_hz"] == 522e6 and "asic_45nm.json" in r["platform"]["clock_note"]
-    assert report.main(["--preset", "2.7B", "--format", "json", "--set", "clock_hz=3e8"]) == 0
+    for clock, source in (("3e8", "assumed"), ("1e9", "assumed"), ("522e6", "measured"),
+                          ("5.22e8", "measured"), ("522000001", "assumed")):
+        assert report.main(["--preset", "2.7B", "--format", "json", "--set",
+                            f"clock_hz={clock}"]) == 0
+        r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
+        assert r["platform"]["clock_source"] == source, clock
+        assert r["platform"]["clock_hz"] == float(clock)
+    # At the measured clock, an engine of more columns than the timed one (64) is not timed:
+    # HBM-class bandwidth sizes 256 columns.
+    assert report.main(["--preset", "2.7B", "--format", "json", "--set",
+                        "dram_bytes_per_s=819.2e9"]) == 0
     r = json.loads(capsys.readouterr().out)["presets"]["2.7B"]
-    assert r["platform"]["clock_source"] == "assumed" and r["platform"]["clock_hz"] == 3e8
+    assert r["design_point"]["simd"] == 256 and r["platform"]["clock_hz"] == 522e6
+    assert r["platform"]["clock_source"] == "assumed"
+    assert "timed with 64 array columns; this engine has 256" in r["platform"]["clock_note"]
 
 
 def test_asic_clock_table_holds_the_default_estimate_at_its_clock():
@@ -245,6 +257,20 @@ def test_asic_clock_table_holds_the_default_estimate_at_its_clock():
         assert rows[i]["tokens_per_s"] == other.tokens_per_s
     tps = [r["tokens_per_s"] for r in rows]
     assert tps == sorted(tps) and tps[0] < tps[-1]
+    # A report's clock among the table's is not repeated.
+    rows = report.clock_table(cfg, replace(arch, clock_hz=5e8))
+    assert [r["clock_hz"] for r in rows] == [1e8, 2e8, 3e8, 5e8, 7e8, 1e9]
+
+
+def test_asic_clock_table_in_markdown_has_a_column_a_clock(capsys):
+    assert report.main(["--preset", "780M"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(k for k, t in enumerate(lines) if t.startswith("| model | 100 MHz |"))
+    head, rule, row = lines[i:i + 3]
+    assert head == ("| model | 100 MHz | 200 MHz | 300 MHz | 500 MHz | 522 MHz | 700 MHz | "
+                    "1000 MHz |")
+    assert head.count("|") == rule.count("|") == row.count("|") == 9
+    assert row.startswith("| 780M | ") and " tok/s, " in row
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,7 +3,7 @@ the layer's share of its stream roofline and the design's share of the memory ro
 (``energy/report.py``: ``_design_point``, ``roofline_fraction``), each recomputed here from
 bytes, bandwidth and cycles.
 
-The engine is the 2.7B default (128-byte beats, 32 x 32, 128 scan lanes), pinned so that its
+The engine is the 2.7B one of 1 GHz (128-byte beats, 32 x 32, 128 scan lanes), pinned so that its
 stream stays the one counted by hand while the bandwidth changes: at 102.4 GB/s and 1 GHz the
 memory delivers a beat every 5/4 cycles, at 51.2 GB/s every 5/2, at 128 GB/s every cycle, and at
 204.8 GB/s still every cycle (the engine takes at most one). A share computed as if the memory

@@ -79,10 +79,11 @@ def test_report_roofline_and_floor_fields(capsys):
         assert r["energy_floor_fp16_j"] == pytest.approx(f * 8 * 15.6e-12)
         assert r["estimate_over_floor"] > 1  # the floor leaves everything but DRAM out
     r = doc["presets"]["2.7B"]
-    # The whole-model engine sized to the memory at the measured 522 MHz (64 x 32), its state
-    # swapped through the same memory: 83 % of the roofline of the memory's peak (92.4 % of
-    # the peak sustained, refresh), and 8.50x over FP16 at the design point beside 9.39x at
-    # equal bandwidth (the bit-serial, weight-stationary design stood at 25 % and 2.09x).
+    # The whole-model engine sized to the memory at the measured 522 MHz (32 rows of 64
+    # columns), its state swapped through the same memory: 83 % of the roofline of the
+    # memory's peak (92.4 % of the peak sustained, refresh), and 8.50x over FP16 at the design
+    # point beside 9.39x at equal bandwidth (the bit-serial, weight-stationary design stood at
+    # 25 % and 2.09x).
     assert round(r["roofline_tokens_per_s"], 1) == 175.3
     assert round(100 * r["roofline_fraction"]) == 83
     assert round(r["speedup_equal_bandwidth"], 2) == 9.39
