@@ -49,12 +49,17 @@ def test_every_figure_is_its_quote():
     (lambda d: d["sram"].update(macros=[]), "sram.macros is empty"),
 ])
 def test_a_bad_table_is_refused(tmp_path, edit, message):
-    d = json.loads(LEAKAGE_TABLE.read_text())
-    edit(d)
-    p = tmp_path / "t.json"
-    p.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=re.escape(message)):
-        load_leakage_table(p)
+        load_leakage_table(_edited(LEAKAGE_TABLE, edit, tmp_path))
+
+
+def _edited(table: Path, edit, tmp_path: Path) -> Path:
+    """A copy of the JSON ``table`` with ``edit`` applied, in ``tmp_path``."""
+    d = json.loads(table.read_text())
+    edit(d)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(d))
+    return path
 
 
 @pytest.mark.parametrize("ctype,cells", [
@@ -123,12 +128,8 @@ def test_a_clock_no_macro_reaches_is_refused(mhz):
 def test_a_bad_timing_table_is_refused(tmp_path, edit, message):
     from energy.leakage import TIMING_TABLE
 
-    d = json.loads(TIMING_TABLE.read_text())
-    edit(d)
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=re.escape(message)):
-        fast_macros(load_leakage_table(), 1e8, path)
+        fast_macros(load_leakage_table(), 1e8, _edited(TIMING_TABLE, edit, tmp_path))
 
 
 @pytest.mark.parametrize("clock", [None, 0, -1e8, "5e8", True])
