@@ -306,26 +306,21 @@ def asic_clock(record: Path | str = RECORD, table_path: Path | str = TIMING_TABL
         ``set_by`` (``"logic"`` or ``"sram"``), ``macro`` (``words``, ``bits``,
         ``minimum_period_ns``, ``nw_per_bit``).
     """
-    from .leakage import LEAKAGE_TABLE
+    from .leakage import LEAKAGE_TABLE, load_leakage_table, macros_within
 
     table = load_timing_table(table_path)
     rec = json.loads(Path(record).read_text())
     logic_ns = rec["path"]["delay_ns"]
     sram_ns = min(m["minimum_period_ns"] for m in table["sram"]["macros"])
     period = max(logic_ns, sram_ns)
-    leak = {(m["words"], m["bits"]): float(m["value"]) * 1e6 / (m["words"] * m["bits"])
-            for m in json.loads(Path(leakage_path or LEAKAGE_TABLE).read_text())["sram"]
-            ["macros"]}
-    fast = [m for m in table["sram"]["macros"] if m["minimum_period_ns"] <= period
-            and (m["words"], m["bits"]) in leak]
-    if not fast:
-        raise ValueError("no SRAM macro of the timing table has a leakage figure")
-    best = min(fast, key=lambda m: leak[(m["words"], m["bits"])])
+    fast = macros_within(load_leakage_table(leakage_path or LEAKAGE_TABLE), period, table_path)
+    bits, nw, (words, width) = min(fast, key=lambda m: m[1] / m[0])
+    minimum = next(m["minimum_period_ns"] for m in table["sram"]["macros"]
+                   if (m["words"], m["bits"]) == (words, width))
     return {"clock_hz": 1e9 / period, "period_ns": period, "logic_ns": logic_ns,
             "sram_ns": sram_ns, "set_by": "sram" if sram_ns >= logic_ns else "logic",
-            "macro": {"words": best["words"], "bits": best["bits"],
-                      "minimum_period_ns": best["minimum_period_ns"],
-                      "nw_per_bit": leak[(best["words"], best["bits"])]}}
+            "macro": {"words": words, "bits": width, "minimum_period_ns": minimum,
+                      "nw_per_bit": nw / bits}}
 
 
 def mhz_below(clock_hz: float) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 from .sources import REFERENCE_DIR
 
 __all__ = ["LEAKAGE_TABLE", "TIMING_TABLE", "RECORD", "SRAM_MIN_BITS", "GATE_CELLS", "GROUPS",
-           "LeakageTable", "load_leakage_table", "ff_cells", "cells_of", "fast_macros",
+           "LeakageTable", "load_leakage_table", "ff_cells", "cells_of", "fast_macros", "macros_within",
            "sram_nw_per_bit", "group_of", "price", "static_w", "markdown", "main"]
 
 LEAKAGE_TABLE = REFERENCE_DIR / "leakage_45nm.json"
@@ -154,17 +154,22 @@ def cells_of(cell_type: str) -> tuple[str, ...]:
 
 def fast_macros(table: LeakageTable, clock_hz: float,
                 timing: Path | str | None = None) -> tuple[tuple[int, float, tuple[int, int]], ...]:
-    """The macros of ``table`` that run at ``clock_hz``: their minimum clock period in the
-    timing table (:data:`TIMING_TABLE`, which :mod:`energy.asic_timing` times the logic with)
-    at most ``1 / clock_hz``.
+    """The macros of ``table`` that run at ``clock_hz``: :func:`macros_within` its period."""
+    return macros_within(table, 1e9 / clock_hz, timing)
+
+
+def macros_within(table: LeakageTable, period_ns: float, timing: Path | str | None = None
+                  ) -> tuple[tuple[int, float, tuple[int, int]], ...]:
+    """The macros of ``table`` whose minimum clock period in the timing table
+    (:data:`TIMING_TABLE`, which :mod:`energy.asic_timing` times the logic with) is at most
+    ``period_ns``.
 
     Raises
     ------
     ValueError
-        If none does (naming the fastest macro and its period), or a macro of ``table`` has
-        no period in the timing table.
+        If none is (naming the fastest macro and its period), or a macro of ``table`` has no
+        period in the timing table.
     """
-    period_ns = 1e9 / clock_hz
     periods = {}
     for m in json.loads(Path(timing or TIMING_TABLE).read_text())["sram"]["macros"]:
         v = m.get("minimum_period_ns")
@@ -180,7 +185,7 @@ def fast_macros(table: LeakageTable, clock_hz: float,
     if not fast:
         w, b = min(periods, key=periods.get)
         top = math.floor(1e4 / periods[(w, b)]) / 10  # MHz, to the 0.1 below
-        raise ValueError(f"no SRAM macro runs at {clock_hz / 1e6:g} MHz (a {period_ns:.4f} ns "
+        raise ValueError(f"no SRAM macro runs at {1e3 / period_ns:g} MHz (a {period_ns:.4f} ns "
                          f"period): the fastest, {w} x {b}, needs {periods[(w, b)]} ns; "
                          f"clock_hz must be at most {top:.1f} MHz")
     return fast

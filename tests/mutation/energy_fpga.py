@@ -126,8 +126,8 @@ MUTANTS = [
      "            if isinstance(b, int) and arrival.get(b, 0.0) >= best:",
      "            if isinstance(b, int) and best == 0.0:"),
     ("asic timing: the macro that leaks most", "energy/asic_timing.py",
-     "    best = min(fast, key=lambda m: leak[(m[\"words\"], m[\"bits\"])])",
-     "    best = max(fast, key=lambda m: leak[(m[\"words\"], m[\"bits\"])])"),
+     "    bits, nw, (words, width) = min(fast, key=lambda m: m[1] / m[0])",
+     "    bits, nw, (words, width) = max(fast, key=lambda m: m[1] / m[0])"),
     # fpga/area.py: the whole engine at a model's shape.
     ("area: the SSM state in Yosys's best blocks, not registered_ram's", "fpga/area.py",
      "    if mem[\"name\"] == \"scan.state\":", "    if False:"),
