@@ -18,7 +18,9 @@ For each build (:data:`fpga.units.BUILDS`; ``--list`` prints them) and device:
    unit sits in a wrapper that shifts its inputs in from one pin and XOR-reduces its outputs
    into one, in registered 4-input stages, and the wrapper's flip-flops are counted apart),
    one thread, with a clock constraint (``--freq``; default 125 MHz on ECP5, 25 MHz on iCE40)
-   and ``--timing-allow-fail``, so that a unit that misses it still reports its Fmax;
+   and ``--timing-allow-fail``, so that a unit that misses it still reports its Fmax; a build
+   that names a floorplan (the whole-model top) is placed from ``synth_floorplan.json``, its
+   multipliers locked to DSP sites unit by unit (:mod:`fpga.floorplan`);
 4. parse utilisation, Fmax and the critical path (:mod:`fpga.parse`) into ``result.json``.
 
 Then ``<out>/summary.json`` (a list of one object per build and device; earlier results of
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import parse
+from . import floorplan, parse
 from .units import BUILDS, Build, builds_named
 
 __all__ = ["Device", "DEVICES", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS", "tool_versions",
@@ -308,6 +310,11 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     if pack_only and device.wrapped:
         raise FlowError(f"pack_only needs a device placed out of context (ecp5-85k), not "
                         f"{device.name}: its fit is decided by placement")
+    # Pack-only rows have no placement, so no floorplan.
+    plan = () if pack_only else build.floorplan
+    if plan and device.name != "ecp5-85k":
+        raise FlowError(f"{build.name}: a multiplier floorplan (fpga.floorplan) has the sites of "
+                        f"ecp5-85k only, not {device.name}")
     work = out / device.name / build.name
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -326,7 +333,8 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
                 [*device.pnr_args, "--freq", f"{freq:g}", "--seed", str(seed), "--threads", "1",
                  "--timing-allow-fail"])
     versions = tool_versions()
-    key = _key(text, script, " ".join(pnr_args), json.dumps(versions, sort_keys=True))
+    key = _key(text, script, " ".join(pnr_args), json.dumps(versions, sort_keys=True),
+               " ".join(plan))
     result_path = work / "result.json"
     old = json.loads(result_path.read_text()) if result_path.exists() else {}
     # A current build keeps its tool outputs and is only parsed again.
@@ -376,8 +384,17 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
             rc, stderr = (0 if (work / "report.json").exists() else 1), ""
         else:
             (work / "report.json").unlink(missing_ok=True)
+            netlist = "synth.json"
+            if plan:
+                # Multipliers locked by unit (BEL attributes) into a copy of the netlist.
+                nl = json.loads((work / netlist).read_text())
+                counts = floorplan.apply(nl, top, plan)
+                netlist = "synth_floorplan.json"
+                (work / netlist).write_text(json.dumps(nl))
+                log(f"{build.name} on {device.name}: multipliers locked by unit: "
+                    + ", ".join(f"{u} {n}" for u, n in counts.items()))
             log(f"{build.name} on {device.name}: nextpnr ...")
-            res = _run([find_tool(device.pnr), *pnr_args, "--json", "synth.json", "--report",
+            res = _run([find_tool(device.pnr), *pnr_args, "--json", netlist, "--report",
                         "report.json", "-l", "nextpnr.log", "-q"], work, work / "nextpnr.log",
                        timeout)
             rc, stderr = res.returncode, res.stderr

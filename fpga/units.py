@@ -26,7 +26,8 @@ head dimension and state size.
 * ``lm``: the whole-model engine (:class:`rtl.lm.BiMambaLM`: embedding, one layer engine for
   every layer, final norm, head) for the shipped Shakespeare student exported as ``make demo``
   exports it (calibrated on the first 4,096 bytes of the training split: ``make data`` first),
-  sized for 4 bytes of weights a cycle (``LMConfig.sized_for``), every layer's state on chip.
+  at a 4-byte weight beat (:data:`LM_SHAPE`: 16 x 2, 4 lanes), every layer's state on chip,
+  its multipliers floorplanned by unit (:data:`LM_FLOORPLAN`, :mod:`fpga.floorplan`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Build", "BUILDS", "PROJ_SHAPE", "SCAN_SHAPE", "LAYER_SHAPE", "LAYER_SIZES",
-           "LAYER_HELD_OUT", "builds_named"]
+           "LAYER_HELD_OUT", "LM_SHAPE", "LM_FLOORPLAN", "builds_named"]
 
 # d_in, d_out, act_bits of the XNOR projection builds.
 PROJ_SHAPE = {"d_in": 256, "d_out": 64, "act_bits": 8}
@@ -53,11 +54,18 @@ LAYER_HELD_OUT = ((8, 8, 8), (32, 16, 8))
 # The whole-model build: the shipped student's engine on one ECP5-85F, a 4-byte beat (the
 # ULX3S's SDRAM gives 2.7 bytes a cycle at 125 MHz). The engine LMConfig.sized_for gives for
 # 4 bytes a cycle (8 x 4, 8 lanes, the state on chip) needs 180 of the 156 MULT18X18D and 212
-# of the 208 DP16KD (place-and-route, 2026-12-04). The same beat as 16 x 2 with 4 lanes
-# places with every layer's state on chip (120 multipliers, 193 block RAMs: 36 banks of the
-# state) but did not route in 30 minutes (80,052 of 156,661 arcs left); with the state
-# through the state port in the board's SDRAM it takes 62 block RAMs.
-LM_SHAPE = {"bytes_per_cycle": 4, "simd": 16, "pe": 2, "lanes": 4, "state": "memory"}
+# of the 208 DP16KD (place-and-route, 2026-12-04). The same beat as 16 x 2 with 4 lanes fits
+# with every layer's state on chip (120 multipliers, 197 block RAMs: 36 banks of the SSM
+# state). Placed freely it did not route in 30 minutes (80,052 of 156,661 arcs left); with
+# the multipliers floorplanned (LM_FLOORPLAN) it routes in 15 to 22 minutes. With the state
+# through the state port in the board's SDRAM it takes 62 block RAMs, but the SDRAM then
+# carries 0.65 MB of state a token beside 0.95 MB of weights.
+LM_SHAPE = {"bytes_per_cycle": 4, "simd": 16, "pe": 2, "lanes": 4, "state": "chip"}
+# The whole-model build's multipliers by unit, in dataflow order (fpga.floorplan): placed freely
+# the top did not route in 30 minutes with its state on chip, nor in 38 with it in SDRAM;
+# floorplanned, it routes in 15 and 7 (beside another build).
+LM_FLOORPLAN = ("layer.norm_in", "layer.in_proj", "layer.conv", "layer.scan", "layer.gate",
+                "layer.norm_out", "layer.out_proj", "norm_f", "head")
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,9 @@ class Build:
     sizing : bool
         A size point of the whole-engine area fit: left out of a run that names no builds
         (``make fpga`` packs them, ``--pack-only``, rather than placing them).
+    floorplan : tuple of str
+        Units (cell-name prefixes) in dataflow order whose multipliers :mod:`fpga.floorplan`
+        locks to consecutive DSP sites before placement; empty: placed freely.
     """
 
     name: str
@@ -90,6 +101,7 @@ class Build:
     devices: tuple[str, ...]
     make: Callable = field(hash=False, compare=False, repr=False)
     sizing: bool = False
+    floorplan: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -227,7 +239,8 @@ def _builds() -> list[Build]:
     where = "SDRAM" if m["state"] == "memory" else "block RAM"
     out.append(Build("lm", "lm", f"Shakespeare student, simd {m['simd']}, pe {m['pe']}, lanes "
                      f"{m['lanes']}, state in {where}",
-                     {k: m[k] for k in ("simd", "pe", "lanes", "state")}, ("ecp5-85k",), _lm))
+                     {k: m[k] for k in ("simd", "pe", "lanes", "state")}, ("ecp5-85k",), _lm,
+                     floorplan=LM_FLOORPLAN))
     return out
 
 

@@ -19,7 +19,7 @@ TESTS = ["tests/test_fpga_reports.py", "tests/test_area_fit.py", "tests/test_are
          "tests/test_asic_timing.py", "tests/test_leakage.py",
          "tests/test_report_shares.py",
          "tests/test_platforms.py",
-         "tests/test_fpga.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
+         "tests/test_fpga.py", "tests/test_fpga_floorplan.py", "tests/test_roofline.py", "tests/test_energy_tables.py",
          "tests/test_footprint.py", "tests/test_report_cli.py", "tests/test_memory_realism.py",
          "tests/test_energy.py"]
 DESELECT = "not verilator"
@@ -225,6 +225,23 @@ MUTANTS = [
     ("report: the ASIC clock table at one clock", "energy/report.py",
      '            e = estimate(cfg, replace(arch, clock_hz=hz), "bimamba")',
      '            e = estimate(cfg, replace(arch), "bimamba")'),
+    ("floorplan: every DSP row left to right (no serpentine)", "fpga/floorplan.py",
+     "        for i, x in (cols if r % 2 == 0 else cols[::-1]):", "        for i, x in cols:"),
+    ("floorplan: a column's site name shifted by one", "fpga/floorplan.py",
+     '            out.append(f"X{x}/Y{y}/{_SITE_NAMES[i % 4]}")',
+     '            out.append(f"X{x}/Y{y}/{_SITE_NAMES[(i + 1) % 4]}")'),
+    ("floorplan: a unit's name taken as a bare prefix", "fpga/floorplan.py",
+     '        unit = next((u for u in order if c.startswith(u + ".")), None)',
+     "        unit = next((u for u in order if c.startswith(u)), None)"),
+    ("floorplan: a unit's cells in netlist order", "fpga/floorplan.py",
+     "        for c in sorted(by[u]):", "        for c in by[u]:"),
+    ("floorplan: one cell more than the device's sites let through", "fpga/floorplan.py",
+     "    if len(cells) > len(free):", "    if len(cells) > len(free) + 1:"),
+    ("flow: nextpnr given the netlist without the floorplan", "fpga/flow.py",
+     '            res = _run([find_tool(device.pnr), *pnr_args, "--json", netlist, "--report",',
+     '            res = _run([find_tool(device.pnr), *pnr_args, "--json", "synth.json", "--report",'),
+    ("flow: the floorplan left out of the build's key", "fpga/flow.py",
+     '               " ".join(plan))', '               "")'),
 ]
 
 
