@@ -68,6 +68,39 @@ def conv_case(name: str, q, xbc: np.ndarray, starts, pe: int, beat_bits: int, *,
     return ConvUnit(q, pe, beat_bits), "conv_unit", f"{q.digest()}:{pe}:{beat_bits}", case
 
 
+def conv_port_case(name: str, q, xbc: np.ndarray, starts, restores: np.ndarray, pe: int,
+                   beat_bits: int, *, memory: dict | None = None, **stalls):
+    """xBC tokens (T, conv_dim) through the conv unit with its state port. Before token t the
+    unit saves its state (zeros after reset, then token t-1's) and restores ``restores[t]``
+    ((T + 1, conv_dim, d_conv - 1)); token t starts from that state, or from zero where
+    ``starts[t]`` and for the first token after reset. After the last token it saves once
+    more, restoring ``restores[T]``. The first save (the RAM as reset left it) is not
+    compared."""
+    K, C = q.cfg.d_conv, q.cfg.conv_dim
+    xb = q.fmt["xbc"].bits
+    if restores.shape != (len(xbc) + 1, C, K - 1):
+        raise ValueError(f"restores must be ({len(xbc) + 1}, {C}, {K - 1}), not "
+                         f"{restores.shape}")
+
+    def words(state: np.ndarray) -> list[int]:  # a word a group: pe lanes of K - 1 inputs
+        return [pack_fields(state[g * pe: (g + 1) * pe].reshape(-1), xb) for g in range(C // pe)]
+
+    saved, want = words(np.zeros((C, K - 1), np.int64)), []
+    for t, x in enumerate(xbc):
+        state = np.zeros((C, K - 1), np.int64) if starts[t] or t == 0 else restores[t]
+        cv, state = G.conv(q, x, state)
+        want.append(G.conv_act(q, cv))
+        saved += words(state)
+    x_in = [(pack_fields(x[g * pe: (g + 1) * pe], xb) << 1) | int(starts[t])
+            for t, x in enumerate(xbc) for g in range(C // pe)]
+    case = DataflowCase(name, {"x": x_in, "restore": [w for r in restores for w in words(r)]},
+                        {"y": _beats(np.array(want), pe, q.fmt["xbc_act"].bits), "save": saved},
+                        [Memory("w", conv_beats(q, pe, beat_bits) * len(xbc), **(memory or {}))],
+                        unchecked={"save": C // pe}, **stalls)
+    return (ConvUnit(q, pe, beat_bits, port=True), "conv_unit_port",
+            f"{q.digest()}:{pe}:{beat_bits}:port", case)
+
+
 def gate_case(name: str, q, y: np.ndarray, z: np.ndarray, pe: int, **stalls):
     """y and z tokens (T, d_inner) through the gate unit."""
     Hd = q.cfg.headdim

@@ -33,6 +33,7 @@ from .nonlinear import (
     PWL_LATENCY, ROUND_VAR_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift,
     round_shift_var_stage, saturate,
 )
+from .bram import registered_ram
 from .stall import output_register
 from .state_swap import state_swap
 from .stream_projection import divisors, gather
@@ -68,14 +69,15 @@ def norm_lead_cycles(pe: int) -> int:
     issue in :class:`RmsNormUnit`: the squares (``MUL_LATENCY``), their sum
     (:func:`_sum_stages`), the accumulation, then the rsqrt (``NORM_RSQRT_CYCLES``)."""
     return MUL_LATENCY + _sum_stages(pe) + NORM_RSQRT_CYCLES
-# issue -> handshake: the state read; the taps' products (rtl.dsp.pipelined_mul); their sum
-# with the bias; its rounding and saturation; the SiLU table; the output buffer's head
-# register (rtl.stall.output_register)
-CONV_LATENCY = 1 + MUL_LATENCY + 2 + PWL_LATENCY + 1
+# issue -> handshake: the state read, its word registered twice (rtl.bram.registered_ram: the
+# port, then the output register); the taps' products (rtl.dsp.pipelined_mul); their sum with
+# the bias; its rounding and saturation; the SiLU table; the output buffer's head register
+# (rtl.stall.output_register)
+CONV_LATENCY = 2 + MUL_LATENCY + 2 + PWL_LATENCY + 1
 # slice issue -> handshake: the SiLU table, y * SiLU(z) (rtl.dsp.pipelined_mul), then its
 # rounding and saturation in a register of their own
 GATE_LATENCY = PWL_LATENCY + MUL_LATENCY + 1
-CONV_SWAP_READ_LATENCY = 1  # the conv state port's read of the state RAM (rtl/state_swap.py)
+CONV_SWAP_READ_LATENCY = 2  # the conv state port's read of the state RAM (rtl/state_swap.py)
 
 
 def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
@@ -330,6 +332,11 @@ class ConvUnit(wiring.Component):
             raise ValueError(f"slots must be a positive integer, not {slots!r}")
         if port and slots != 1:
             raise ValueError(f"slots must be 1 with the state port, not {slots}")
+        if slots * (q.cfg.conv_dim // pe) < 3:
+            # a group's state is written two enabled cycles after its issue, and read again
+            # slots * conv_dim / pe issues later
+            raise ValueError(f"the conv unit needs slots * conv_dim / pe >= 3 state words, not "
+                             f"{slots} * {q.cfg.conv_dim} / {pe}")
         self.q, self.pe, self.beat_bits, self.slots, self.port = q, pe, beat_bits, slots, port
         xb = q.fmt["xbc"].bits
         members = {
@@ -373,9 +380,17 @@ class ConvUnit(wiring.Component):
         adv, ob_valid, ob_payload = output_register(m, self.y, "ob")  # a registered enable
 
         S = self.slots
-        state = Memory(shape=unsigned(P * (K - 1) * xb), depth=max(S * G, 2), init=[])
-        m.submodules.state = state
-        sw, sr = state.write_port(), state.read_port()
+        sbits = P * (K - 1) * xb
+        # The state RAM (rtl.bram.registered_ram): a group's words are read at its issue and
+        # reach stage 2 through the port and the output register. Without the second register
+        # the block RAM's read (5.8 ns clock-to-out on the ECP5), the multiplexer of its banks
+        # and the way to the tap multipliers were one path (14.7 ns in the whole-model top).
+        # A group's new state is written from stage 2, so the next token's read of the same
+        # word, G issues later, finds it written: G >= 3 (checked in __init__).
+        st = dict(w_addr=Signal(range(max(S * G, 2)), name="st_waddr"),
+                  w_data=Signal(sbits, name="st_wdata"), w_en=Signal(name="st_wen"),
+                  r_addr=Signal(range(max(S * G, 2)), name="st_raddr"), r_en=Signal(name="st_ren"),
+                  o_en=Signal(name="st_oen"))
         g = Signal(range(max(G, 2)))
         base = Signal(range(max(S * G, 2)))  # the token's slot (its layer): base = slot * G
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence
@@ -383,14 +398,14 @@ class ConvUnit(wiring.Component):
         record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
                                    adv & self.x.valid, "w")
         issue = Signal()
-        v1 = Signal()
+        v1, v2 = Signal(), Signal()
         can = adv & self.x.valid & rec_valid
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
-            # state write (v1).
+            # state write (v1, then v2).
             in_token = Signal()
             swap = state_swap(m, "state", restore=self.restore, save=self.save, words=G,
-                              width=self.state_word_bits, idle=~in_token & ~v1,
+                              width=self.state_word_bits, idle=~in_token & ~v1 & ~v2,
                               token_start=issue & (g == 0),
                               read_latency=CONV_SWAP_READ_LATENCY)
             m.d.comb += self.loaded.eq(swap.swapped)
@@ -401,11 +416,13 @@ class ConvUnit(wiring.Component):
                 m.d.sync += in_token.eq(0)
         m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
         if self.port:
-            m.d.comb += [sr.addr.eq(Mux(swap.mode, swap.addr, base + g)),
-                         sr.en.eq(issue | swap.mode)]
-            swap.save_from(m, sr.data)
+            m.d.comb += [st["r_addr"].eq(Mux(swap.mode, swap.addr, base + g)),
+                         st["r_en"].eq(issue | swap.mode), st["o_en"].eq(adv | swap.after[0])]
         else:
-            m.d.comb += [sr.addr.eq(base + g), sr.en.eq(issue)]
+            m.d.comb += [st["r_addr"].eq(base + g), st["r_en"].eq(issue), st["o_en"].eq(adv)]
+        state_q = registered_ram(m, "state", sbits, max(S * G, 2), **st)
+        if self.port:
+            swap.save_from(m, state_q)
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):
@@ -414,23 +431,26 @@ class ConvUnit(wiring.Component):
                     m.d.sync += base.eq(Mux(base == (S - 1) * G, 0, base + G))
         # Stage 1 takes its operands only when a group issues: the record's last beat is the
         # weight stream itself, which carries other units' beats in between, and taps fed from
-        # it would switch every cycle for nothing (energy/activity.py measured it).
+        # it would switch every cycle for nothing (energy/activity.py measured it). Stage 2
+        # waits beside the state word's output register.
         x1 = _reg(m, self.x.payload.v, issue, "x1")
         w1 = _reg(m, record[: P * self.lane_bits], issue, "w1")
         z1 = _reg(m, self.x.payload.start | fresh, issue, "z1")
         a1 = _reg(m, base + g, issue, "a1", range(max(S * G, 2)))
+        x2, w2, z2 = _reg(m, x1, adv, "x2"), _reg(m, w1, adv, "w2"), _reg(m, z1, adv, "z2")
+        a2 = _reg(m, a1, adv, "a2", range(max(S * G, 2)))
         with m.If(adv):
-            m.d.sync += v1.eq(issue)
+            m.d.sync += [v1.eq(issue), v2.eq(v1)]
 
         f = q.fmt
         shift = f["xbc"].frac + q.conv_w_frac - f["conv"].frac
         new_state, ys = [], []
         for k in range(P):
-            lane = w1[k * self.lane_bits: (k + 1) * self.lane_bits]
+            lane = w2[k * self.lane_bits: (k + 1) * self.lane_bits]
             taps = _lanes(lane, K, pb)
             bias = lane[K * pb:].as_signed()
-            old = _lanes(sr.data[k * (K - 1) * xb: (k + 1) * (K - 1) * xb], K - 1, xb)
-            ext = [Mux(z1, 0, o) for o in old] + [x1[k * xb: (k + 1) * xb].as_signed()]
+            old = _lanes(state_q[k * (K - 1) * xb: (k + 1) * (K - 1) * xb], K - 1, xb)
+            ext = [Mux(z2, 0, o) for o in old] + [x2[k * xb: (k + 1) * xb].as_signed()]
             # Each tap's product in DSP blocks with their own registers; the bias waits beside.
             prods = [pipelined_mul(m, w, e, adv, f"tap{k}_{j}")
                      for j, (w, e) in enumerate(zip(taps, ext))]
@@ -441,13 +461,14 @@ class ConvUnit(wiring.Component):
             ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
             new_state += [e[:xb] for e in ext[1:]]
         if self.port:
-            m.d.comb += [sw.addr.eq(Mux(swap.w_en, swap.w_addr, a1)),
-                         sw.data.eq(Mux(swap.w_en, swap.w_data, Cat(*new_state))),
-                         sw.en.eq((adv & v1) | swap.w_en)]
+            m.d.comb += [st["w_addr"].eq(Mux(swap.w_en, swap.w_addr, a2)),
+                         st["w_data"].eq(Mux(swap.w_en, swap.w_data, Cat(*new_state))),
+                         st["w_en"].eq((adv & v2) | swap.w_en)]
         else:
-            m.d.comb += [sw.addr.eq(a1), sw.data.eq(Cat(*new_state)), sw.en.eq(adv & v1)]
+            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),
+                         st["w_en"].eq(adv & v2)]
         m.d.comb += [Value.cast(ob_payload).eq(Cat(*ys)),
-                     ob_valid.eq(_delay(m, v1, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
+                     ob_valid.eq(_delay(m, v2, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
         return m
 
 

@@ -5,7 +5,7 @@ corner values and random stalls."""
 import numpy as np
 import pytest
 
-from cosim.stages import conv_case, gate_case, norm_case, run_stage
+from cosim.stages import conv_case, conv_port_case, gate_case, norm_case, run_stage
 from cosim.units import run_stream_unit
 from model.evaluate.sqnr import golden_trace
 from model.golden.fixedpoint import bit_length
@@ -99,9 +99,10 @@ def test_norm_units(layer, trace, which, pe, beat, stalls):
         assert first == 1 + norm_lead_cycles(pe) + 1 + NORM_LATENCY == 26
 
 
-@pytest.mark.parametrize("pe,beat,stalls", [(4, 32, False), (8, 128, True)])
+@pytest.mark.parametrize("pe,beat,stalls", [(4, 32, False), (8, 128, True), (4, 512, False)])
 def test_conv_unit(layer, trace, pe, beat, stalls):
-    """Sequences restart at tokens 0 and 4; xBC includes both rails."""
+    """Sequences restart at tokens 0 and 4; xBC includes both rails. At a 512-bit beat a
+    group's record is one beat and the groups issue back to back."""
     q = layer
     xbc = trace["xbc"].copy()
     xbc[1, ::3] = q.fmt["xbc"].max_int
@@ -111,12 +112,35 @@ def test_conv_unit(layer, trace, pe, beat, stalls):
     res = run_stage(conv_case(f"conv_{pe}_{beat}_{int(stalls)}", q, xbc, starts, pe, beat, **kw))
     assert res["mismatches"]["y"] == 0, res["first_mismatch"]
     if not stalls:
-        # Each group's output handshakes the state read (1), the taps' DSP products (4), the
+        # Each group's output handshakes the state read and its output register (2), the
+        # taps' DSP products (4), the
         # sum (1), the rounding and saturation (1), the SiLU table (6, counted in
         # test_silu_tables_exhaustive) and the output buffer's head
         # register (1) after its x beat.
         xy = [y - x for y, x in zip(res["out_cycles"]["y"], res["in_cycles"]["x"])]
-        assert xy == [CONV_LATENCY] * len(xy) and CONV_LATENCY == 14
+        assert xy == [CONV_LATENCY] * len(xy) and CONV_LATENCY == 15
+
+
+@pytest.mark.parametrize("beat,stalls", [(32, False), (512, False), (512, True)])
+def test_conv_unit_state_port(layer, trace, beat, stalls):
+    """The conv unit with its state port (the whole-model engine's state in memory): before
+    each token its state is saved and another restored. Every y and every saved word
+    bit-exact. A 512-bit beat holds a group's record, so groups issue back to back (a
+    group's state is written while the next is read), and with the output held at random a
+    group's state write waits in stage 2 while the swap begins."""
+    q, pe, T = layer, 4, 12
+    seed = 11
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    f = q.fmt["xbc"]
+    xbc = np.concatenate([trace["xbc"]] * -(-T // len(trace["xbc"])))[:T].copy()
+    restores = rng.integers(f.min_int, f.max_int + 1, (T + 1, q.cfg.conv_dim, q.cfg.d_conv - 1))
+    starts = [0] * T
+    starts[5] = 1
+    kw = dict(idle=0.2, backpressure=0.6, memory=dict(bubble=0.2), seed=seed) if stalls else {}
+    res = run_stage(conv_port_case(f"conv_port_{beat}_{int(stalls)}", q, xbc, starts, restores,
+                                   pe, beat, **kw))
+    assert res["mismatches"]["y"] == 0 and res["mismatches"]["save"] == 0, res["first_mismatch"]
 
 
 @pytest.mark.parametrize("pe,stalls", [(4, False), (16, True)])

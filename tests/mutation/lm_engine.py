@@ -1,5 +1,6 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the state port, the cycle formula), one at a time; tests/test_lm_engine.py must fail on each.
+conv units, the state port, the cycle formula), one at a time; tests/test_lm_engine.py (and the
+conv unit's tests of tests/test_layer_units.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
@@ -54,10 +55,15 @@ MUTANTS = [
      "        m.d.sync += [w_data.eq(restore.payload), w_addr.eq(addr)]",
      "        m.d.sync += [w_data.eq(restore.payload), w_addr.eq(addr + 1)]"),
     ("state port: the conv unit's restored words never written", "rtl/layer_units.py",
-     "                         sw.en.eq((adv & v1) | swap.w_en)]",
-     "                         sw.en.eq(adv & v1)]"),
+     '                         st["w_en"].eq((adv & v2) | swap.w_en)]',
+     '                         st["w_en"].eq(adv & v2)]'),
     ("state port: the conv swap begins before the layer's last group is written",
-     "rtl/layer_units.py", "idle=~in_token & ~v1,", "idle=~in_token,"),
+     "rtl/layer_units.py", "idle=~in_token & ~v1 & ~v2,", "idle=~in_token,"),
+    ("state port: the conv swap begins with the last group's state still in stage 2",
+     "rtl/layer_units.py", "idle=~in_token & ~v1 & ~v2,", "idle=~in_token & ~v1,"),
+    ("conv: a group's new state written a cycle early, from stage 1's address",
+     "rtl/layer_units.py", '            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),',
+     '            m.d.comb += [st["w_addr"].eq(a1), st["w_data"].eq(Cat(*new_state)),'),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
      "rtl/lm.py", "            with m.If(ins[1][0] | ins[1][1]):",
      "            with m.If(1):"),
@@ -91,7 +97,9 @@ MUTANTS = [
 ]
 
 def main() -> int:
-    return run_mutants(MUTANTS, ["-n", "2", "tests/test_lm_engine.py", "-k", "not lint"],
+    return run_mutants(MUTANTS, ["-n", "2", "tests/test_layer_units.py::test_conv_unit_state_port",
+                                 "tests/test_layer_units.py::test_conv_unit",
+                                 "tests/test_lm_engine.py", "-k", "not lint"],
                        sys.argv[1:])
 
 
