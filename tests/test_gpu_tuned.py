@@ -217,8 +217,8 @@ def _shipped(name: str) -> list[dict]:
 
 def test_shipped_records_are_loaded_and_consistent():
     """Batch-1 records at Bi-Mamba's 32,000 head rows (the batch sweeps' first row) and at
-    Mamba-2's 50,288, the batch sweeps (FP16 at both sizes); each checked against the bytes of
-    its own shape."""
+    Mamba-2's 50,288, the batch sweeps (both kinds at both sizes); each checked against the
+    bytes of its own shape."""
     top = _shipped("top")
     sweep = _shipped("sweep")
     by_vocab: dict[int, dict[str, dict]] = {}
@@ -229,15 +229,15 @@ def test_shipped_records_are_loaded_and_consistent():
     assert {v: set(k) for v, k in by_vocab.items()} == {32000: {"fp16", "1-bit"},
                                                         50288: {"fp16", "1-bit"}}
     assert all(r["batch"] == 1 for r in top)  # the report's loader takes batch-1 records only
-    # Sweeps: both kinds at 32,000 rows (batch 1 the record above), FP16 at 50,288 too.
+    # Sweeps: both kinds at 32,000 rows (batch 1 the record above) and at 50,288.
     assert sorted({(r["weights"], r["shape"]["vocab_size"]) for r in sweep}) == [
-        ("1-bit", 32000), ("fp16", 32000), ("fp16", 50288)]
+        ("1-bit", 32000), ("1-bit", 50288), ("fp16", 32000), ("fp16", 50288)]
     for kind in ("fp16", "1-bit"):
         recs = [r for r in sweep if r["weights"] == kind and r["shape"]["vocab_size"] == 32000]
         assert [r["batch"] for r in recs] == list(G.BATCHES)
         assert by_vocab[32000][kind] == recs[0]
         wide = [r for r in sweep if r["weights"] == kind and r["shape"]["vocab_size"] == 50288]
-        assert [r["batch"] for r in wide] == ([] if kind == "1-bit" else list(G.BATCHES))
+        assert [r["batch"] for r in wide] == list(G.BATCHES)
         for r in recs + wide + [by_vocab[50288][kind]]:
             c = replace(get_preset("2.7B"), vocab_size=r["shape"]["vocab_size"])
             with torch.device("meta"):
