@@ -59,23 +59,28 @@ def conv_case(name: str, q, xbc: np.ndarray, starts, pe: int, beat_bits: int, *,
             state = np.zeros_like(state)
         cv, state = G.conv(q, x, state)
         want.append(G.conv_act(q, cv))
-    xb = q.fmt["xbc"].bits
-    x_in = [(pack_fields(x[g * pe: (g + 1) * pe], xb) << 1) | int(starts[t])
-            for t, x in enumerate(xbc) for g in range(q.cfg.conv_dim // pe)]
-    case = DataflowCase(name, {"x": x_in}, {"y": _beats(np.array(want), pe, q.fmt["xbc_act"].bits)},
+    case = DataflowCase(name, {"x": _conv_x(q, xbc, starts, pe)},
+                        {"y": _beats(np.array(want), pe, q.fmt["xbc_act"].bits)},
                         [Memory("w", conv_beats(q, pe, beat_bits) * len(xbc), **(memory or {}))],
                         **stalls)
     return ConvUnit(q, pe, beat_bits), "conv_unit", f"{q.digest()}:{pe}:{beat_bits}", case
 
 
+def _conv_x(q, xbc: np.ndarray, starts, pe: int) -> list[int]:
+    """The conv unit's x beats: a group's pe inputs, the token's start flag in bit 0."""
+    xb = q.fmt["xbc"].bits
+    return [(pack_fields(x[g * pe: (g + 1) * pe], xb) << 1) | int(starts[t])
+            for t, x in enumerate(xbc) for g in range(q.cfg.conv_dim // pe)]
+
+
 def conv_port_case(name: str, q, xbc: np.ndarray, starts, restores: np.ndarray, pe: int,
                    beat_bits: int, *, memory: dict | None = None, **stalls):
     """xBC tokens (T, conv_dim) through the conv unit with its state port. Before token t the
-    unit saves its state (zeros after reset, then token t-1's) and restores ``restores[t]``
+    unit saves its state (token t-1's; before token 0 the RAM as reset left it, not compared)
+    and restores ``restores[t]``
     ((T + 1, conv_dim, d_conv - 1)); token t starts from that state, or from zero where
     ``starts[t]`` and for the first token after reset. After the last token it saves once
-    more, restoring ``restores[T]``. The first save (the RAM as reset left it) is not
-    compared."""
+    more, restoring ``restores[T]``."""
     K, C = q.cfg.d_conv, q.cfg.conv_dim
     xb = q.fmt["xbc"].bits
     if restores.shape != (len(xbc) + 1, C, K - 1):
@@ -85,15 +90,13 @@ def conv_port_case(name: str, q, xbc: np.ndarray, starts, restores: np.ndarray, 
     def words(state: np.ndarray) -> list[int]:  # a word a group: pe lanes of K - 1 inputs
         return [pack_fields(state[g * pe: (g + 1) * pe].reshape(-1), xb) for g in range(C // pe)]
 
-    saved, want = words(np.zeros((C, K - 1), np.int64)), []
+    saved, want = [0] * (C // pe), []  # placeholders: the first save is not compared
     for t, x in enumerate(xbc):
         state = np.zeros((C, K - 1), np.int64) if starts[t] or t == 0 else restores[t]
         cv, state = G.conv(q, x, state)
         want.append(G.conv_act(q, cv))
         saved += words(state)
-    x_in = [(pack_fields(x[g * pe: (g + 1) * pe], xb) << 1) | int(starts[t])
-            for t, x in enumerate(xbc) for g in range(C // pe)]
-    case = DataflowCase(name, {"x": x_in, "restore": [w for r in restores for w in words(r)]},
+    case = DataflowCase(name, {"x": _conv_x(q, xbc, starts, pe), "restore": [w for r in restores for w in words(r)]},
                         {"y": _beats(np.array(want), pe, q.fmt["xbc_act"].bits), "save": saved},
                         [Memory("w", conv_beats(q, pe, beat_bits) * len(xbc), **(memory or {}))],
                         unchecked={"save": C // pe}, **stalls)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from model.golden.fixedpoint import RsqrtTable
     from model.golden.quantize import NormParams, QuantizedLayer
 
-__all__ = ["CONV_SWAP_READ_LATENCY", "norm_lead_cycles", "RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit",
+__all__ = ["CONV_SWAP_READ_LATENCY", "CONV_WRITE_STAGE", "norm_lead_cycles", "RmsNormUnit", "ConvUnit", "GateUnit", "PwlUnit", "RsqrtUnit",
            "gain_record_beats", "conv_bias_bits", "conv_record_beats", "NORM_RSQRT_CYCLES", "NORM_LATENCY",
            "CONV_LATENCY", "GATE_LATENCY", "rsqrt_stage", "check_divides", "divisors"]
 
@@ -78,6 +78,7 @@ CONV_LATENCY = 2 + MUL_LATENCY + 2 + PWL_LATENCY + 1
 # rounding and saturation in a register of their own
 GATE_LATENCY = PWL_LATENCY + MUL_LATENCY + 1
 CONV_SWAP_READ_LATENCY = 2  # the conv state port's read of the state RAM (rtl/state_swap.py)
+CONV_WRITE_STAGE = 2  # the conv stage that writes a group's new state (its issue is stage 0)
 
 
 def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:

@@ -41,7 +41,7 @@ from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
 from .layer import BiMambaLayer, LayerConfig, LayerShape, Pace, section_demux
-from .layer_units import CONV_SWAP_READ_LATENCY, NORM_LATENCY, RmsNormUnit, norm_lead_cycles
+from .layer_units import CONV_SWAP_READ_LATENCY, CONV_WRITE_STAGE, NORM_LATENCY, RmsNormUnit, norm_lead_cycles
 from .ssm_scan import RW_WRITE, SWAP_READ_LATENCY
 from .stall import output_register
 from .state_swap import save_delay
@@ -378,12 +378,12 @@ class LMConfig:
         lc = self.layer
         memory = self.state == "memory"
         # The state channels: words a layer; when the unit is free to swap after its layer
-        # (its last state write done): the scan RW_WRITE + 1 after its last issue, the conv 3
-        # after its last group's issue (with its record's last beat); the pace; a word's
+        # (its last state write done): the scan RW_WRITE + 1 after its last issue, the conv
+        # CONV_WRITE_STAGE + 1 after its last group's issue (with its record's last beat); the pace; a word's
         # step to its save handshake.
         channels = {"ssm": (self.state_words if memory else 0, "ssm_issue", RW_WRITE + 1,
                             Pace(state_period), save_delay(SWAP_READ_LATENCY)),
-                    "conv": (self.conv_words if memory else 0, "conv", 3, Pace(conv_period),
+                    "conv": (self.conv_words if memory else 0, "conv", CONV_WRITE_STAGE + 1, Pace(conv_period),
                              save_delay(CONV_SWAP_READ_LATENCY))}
         out = []
         a0 = 1 + latency  # the token's first beat
