@@ -297,11 +297,12 @@ def _from_first(res) -> list[int]:
 def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
     """Every layer's state through the state port, swapped before each layer: five tokens
     back to back with a new sequence at token 3, at a port of a word a cycle, at one of a word
-    every three cycles after seven, and at one whose latency (2,500) outlasts a layer, its conv
-    channel the slower (a word every 25 cycles); every token's last logit at the formula's
-    cycle."""
+    every three cycles after seven, at one whose latency (2,500) outlasts a layer, its conv
+    channel the slower (a word every 25 cycles), and at that conv channel with no latency,
+    where the conv's last state write decides when each swap begins; every token's last logit
+    at the formula's cycle."""
     toks = np.random.default_rng(4).integers(0, 256, 5)
-    for sp, sl, cp in ((1, 0, None), (3, 7, None), (1, 2500, 25)):
+    for sp, sl, cp in ((1, 0, None), (3, 7, None), (1, 2500, 25), (1, 0, 25)):
         res = run_lm_case(LMCase(f"tiny_lm_mem_{sp}_{sl}_{cp}", lmc_mem, toks, [1, 0, 0, 1, 0],
                                  state_period=sp, state_latency=sl, conv_period=cp))
         _check(res)
@@ -310,6 +311,13 @@ def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
     # conv channel (40 words, one every 25 cycles) ends each swap, not the SSM's 512.
     t = lmc_mem.token_times(2, 1, 0, 1, 2500, 25)
     assert t[1]["swap0"] == t[0]["swap2"] + 1 + 1 + 2500 + 39 * 25
+    # The last: each swap's conv words begin once the conv has written the layer before's
+    # state, CONV_WRITE_STAGE + 1 = 3 cycles after its last group (the conv section's last
+    # beat), and the conv channel's 40 words end the swap.
+    t = lmc_mem.token_times(2, 1, 0, 1, 0, 25)
+    lay0 = lmc_mem.layer.schedule(1, first=False, mem_at=t[0]["swap0"] + 1 - t[0]["embedding"],
+                                  base=lmc_mem.section_beats()["embedding"])
+    assert t[0]["swap1"] == t[0]["embedding"] + lay0.ends["conv"] + 3 + 39 * 25
 
 
 def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):
