@@ -19,10 +19,19 @@ registers are explicit, and the target (:func:`rtl.dsp.dsp_target`) chooses how 
   multiplexer behind the output registers, no extra cycle). ``fpga/models/DP16KD.v`` is a
   behavioural model of the instance as used here, for Verilator.
 
+A RAM of many banks is as wide on the die as the block RAM rows it fills, and its multiplexer
+reaches every bank: the whole-model engine's SSM state on the ECP5-85F (36 banks, 180 blocks)
+routed 65 columns from a bank into it (13.1 ns with the multiplexer, a 76.4 MHz path).
+``m_en`` adds a third register (enabled by it) after the multiplexer's first level: banks in
+groups of :func:`bank_group` (a power of two, about the square root of the banks), each
+group's word registered, then the groups' multiplexer behind that register. The word is out a
+cycle later; with one bank, or on the ``generic`` target, the third register is a plain delay
+of the word, so the latency does not depend on the target or the depth.
+
 Both: the word at ``r_addr`` is read at a clock edge where ``r_en`` is high and held until the
 next such edge; the output register takes it at edges where ``o_en`` is high and is cleared by
-the domain's reset. A read of the word written in the same cycle returns the old word (callers
-that need the new one bypass it).
+the domain's reset (the third register, if any, at edges where ``m_en`` is high). A read of the
+word written in the same cycle returns the old word (callers that need the new one bypass it).
 """
 
 from __future__ import annotations
@@ -32,8 +41,8 @@ from amaranth.lib.memory import Memory
 
 from .dsp import current_dsp_target
 
-__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "dp16kd_blocks",
-           "registered_ram"]
+__all__ = ["BLOCK_RAM_MIN_DEPTH", "DP16KD_DEPTH", "DP16KD_WIDTH", "MAX_BANKS", "bank_group",
+           "dp16kd_blocks", "registered_ram"]
 
 BLOCK_RAM_MIN_DEPTH = 64  # shallower memories are left to synthesis (LUT RAM on the ECP5)
 DP16KD_DEPTH = 1024  # one DP16KD with 18-bit ports
@@ -50,9 +59,22 @@ def dp16kd_blocks(width: int, depth: int) -> int:
     return -(-depth // DP16KD_DEPTH) * -(-width // DP16KD_WIDTH)
 
 
+def bank_group(banks: int) -> int:
+    """Banks a first-level group of the multiplexer has with ``m_en``
+    (:func:`registered_ram`): the least power of two whose square is at least ``banks``
+    (36 banks: 8, so five groups), so neither level is much wider than the other."""
+    if banks < 1:
+        raise ValueError(f"banks must be >= 1, not {banks}")
+    g = 1
+    while g * g < banks:
+        g *= 2
+    return g
+
+
 def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_data, w_en,
-                   r_addr, r_en, o_en) -> Signal:
-    """A ``depth`` x ``width`` RAM named ``name``; returns the output register's word.
+                   r_addr, r_en, o_en, m_en=None) -> Signal:
+    """A ``depth`` x ``width`` RAM named ``name``; returns the output register's word, or with
+    ``m_en`` the third register's (a cycle later, see the module docstring).
 
     Raises
     ------
@@ -63,6 +85,15 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
     if width < 1 or depth < 1:
         raise ValueError(f"{name}: width and depth must be >= 1, not {width} x {depth}")
     out = Signal(width, name=f"{name}_q")
+
+    def delayed(word: Signal) -> Signal:  # the third register as a plain delay
+        if m_en is None:
+            return word
+        q = Signal(width, name=f"{name}_m")
+        with m.If(m_en):
+            m.d.sync += q.eq(word)
+        return q
+
     if current_dsp_target() != "ecp5" or depth < BLOCK_RAM_MIN_DEPTH:
         mem = Memory(shape=unsigned(width), depth=depth, init=[])
         m.submodules[name] = mem
@@ -71,7 +102,7 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
                      rp.addr.eq(r_addr), rp.en.eq(r_en)]
         with m.If(o_en):
             m.d.sync += out.eq(rp.data)
-        return out
+        return delayed(out)
     banks = -(-depth // DP16KD_DEPTH)
     if banks > MAX_BANKS:
         raise ValueError(f"{name}: depth must be <= {MAX_BANKS * DP16KD_DEPTH} ({MAX_BANKS} "
@@ -79,7 +110,7 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
     if banks == 1:
         _bank(m, name, width, depth, Value.cast(w_addr), w_data, w_en, Value.cast(r_addr),
               r_en, o_en, out)
-        return out
+        return delayed(out)
     lo_bits = (DP16KD_DEPTH - 1).bit_length()
     hi_bits = (banks - 1).bit_length()
     wa, ra = Value.cast(w_addr), Value.cast(r_addr)
@@ -98,13 +129,40 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
               wa[:lo_bits], w_data, w_en & (w_bank == Const(b, hi_bits)), ra[:lo_bits], r_en,
               o_en, q)
         words.append(q)
-    with m.Switch(sel_q):
+    if m_en is None:
+        _select(m, out, sel_q, words)
+        return out
+    # The first level: each group's word, registered; then the groups' multiplexer, its
+    # select (the bank's high bits) registered alongside.
+    g = bank_group(banks)
+    gb = (g - 1).bit_length()
+    groups = [words[i: i + g] for i in range(0, banks, g)]
+    sel_m = Signal(max(1, hi_bits - gb), name=f"{name}_group_m")
+    with m.If(m_en):
+        m.d.sync += sel_m.eq(sel_q[gb:] if hi_bits > gb else 0)
+    firsts = []
+    for i, grp in enumerate(groups):
+        w = Signal(width, name=f"{name}_g{i}_w")
+        q = Signal(width, name=f"{name}_g{i}_m")
+        _select(m, w, sel_q[:gb], grp)
+        with m.If(m_en):
+            m.d.sync += q.eq(w)
+        firsts.append(q)
+    _select(m, out, sel_m, firsts)
+    return out
+
+
+def _select(m: Module, out: Signal, sel: Value, words: list) -> None:
+    """``out`` = ``words[sel]``; the last word for every code past it (never read)."""
+    if len(words) == 1:
+        m.d.comb += out.eq(words[0])
+        return
+    with m.Switch(sel):
         for b, q in enumerate(words[:-1]):
             with m.Case(b):
                 m.d.comb += out.eq(q)
-        with m.Default():  # the last bank (and the codes past it, never read)
+        with m.Default():
             m.d.comb += out.eq(words[-1])
-    return out
 
 
 def _bank(m: Module, name: str, width: int, depth: int, wa: Value, w_data, w_en, ra: Value,

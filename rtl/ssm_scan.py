@@ -61,15 +61,18 @@ QUEUE_LATENCY = 2 + 1  # FIFO written -> readable (SyncFIFOBuffered), its output
 # after it: a token must take at least RW_WRITE - RW_READ cycles, or it would read a state
 # element before the previous token has written it.
 DTX_STAGE = MUL_LATENCY + 1  # dt * x, then its rounding and saturation
-# The state word is out of the RAM one cycle after the read and registered twice, arriving
-# with dtx (dA h and dtx B finish together). A block RAM's clock-to-output is most of the
-# cycle on the ECP5 (5.8 ns of 8), and the read bypass (the word written in the same cycle)
-# adds a gate: the first register takes only that, and the placer puts it beside the RAM.
-RW_READ = DTX_STAGE - 3
+# The state word is out of the RAM one cycle after the read and registered three times,
+# arriving with dtx (dA h and dtx B finish together). A block RAM's clock-to-output is most of
+# the cycle on the ECP5 (5.8 ns of 8), so the block's output register takes only that; the
+# third register sits after the first level of the banks' multiplexer (rtl/bram.py: the RAM is
+# the engine's largest, and holding every layer's state it spans the device); the read bypass
+# (the word written in the same cycle) goes behind it.
+RW_READ = DTX_STAGE - 4
 RW_WRITE = DTX_STAGE + MUL_LATENCY + 2  # their aligned sum, then h' saturated
 MIN_TOKEN_CYCLES = RW_WRITE - RW_READ
-# The state port's read of the RAM (state in memory, rtl/state_swap.py): address, then word.
-SWAP_READ_LATENCY = 2
+# The state port's read of the RAM (state in memory, rtl/state_swap.py): address, the block's
+# output register, then the multiplexer's register.
+SWAP_READ_LATENCY = 3
 
 
 def lane_sum_stages(lanes: int) -> int:
@@ -491,7 +494,7 @@ class SsmScan(wiring.Component):
         pb = [pipelined_mul(m, dtx, b.word_select(lane, s.data_bits).as_signed(), adv,
                             f"pb{lane}") for lane in range(L)]
 
-        # The state read RW_READ cycles after issue, the word registered twice (at DTX_STAGE), then
+        # The state read RW_READ cycles after issue, the word registered three times (at DTX_STAGE), then
         # dA * h per lane, finishing with dtx * B.
         # Only a valid chunk's word is read: the RAM is the engine's largest, and a read every
         # cycle the pipeline advances would cost its read energy in idle cycles too
@@ -499,18 +502,18 @@ class SsmScan(wiring.Component):
         m.d.comb += st_raddr.eq(at[RW_READ].addr)
         st_ren = adv & at[RW_READ].valid
         ram = dict(w_addr=st_waddr, w_data=st_wdata, w_en=st_wen, r_addr=st_raddr, r_en=st_ren,
-                   o_en=adv)
+                   o_en=adv, m_en=adv)
         if c.port:
             m.d.comb += pending.eq(Cat(*(a.valid for a in at[1: RW_WRITE + 1])).any())
             ram = dict(w_addr=Mux(swap.w_en, swap.w_addr, st_waddr),
                        w_data=Mux(swap.w_en, swap.w_data, st_wdata), w_en=st_wen | swap.w_en,
                        r_addr=Mux(swap.mode, swap.addr, st_raddr), r_en=st_ren | swap.mode,
-                       o_en=adv | swap.after[0])
+                       o_en=adv | swap.after[0], m_en=adv | swap.after[1])
         ram_q = registered_ram(m, "state", words.size, depth, **ram)
         hraw = data.View(words, ram_q)
         # the read bypass: the word written in the read's cycle, when the addresses match
-        hit = _delay(m, st_wen & (st_waddr == st_raddr), 2, adv, "st_hit")
-        wbyp = _delay(m, st_wdata, 2, adv, "st_wbyp")
+        hit = _delay(m, st_wen & (st_waddr == st_raddr), 3, adv, "st_hit")
+        wbyp = _delay(m, st_wdata, 3, adv, "st_wbyp")
         hv = _reg(m, Mux(hit, wbyp, hraw), adv, "hv", words)
         pa = [pipelined_mul(m, dA, Mux(at[DTX_STAGE].zero, 0, hv[lane]), adv, f"pa{lane}")
               for lane in range(L)]

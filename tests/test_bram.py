@@ -1,8 +1,9 @@
 """rtl.bram.registered_ram on the ECP5 target, through the vendor cell's model
 (fpga/models/DP16KD.v) in Verilator: one block, and a memory deeper than one block (banks
 chosen by the high address bits, the bank of a read held through the port and output
-registers). Every read against a Python list of the same writes, back to back and under
-stalls; a read of the word written in the same cycle returns the old word."""
+registers), each also with the third register (``m_en``: after the first level of the banks'
+multiplexer, groups of banks). Every read against a Python list of the same writes, back to
+back and under stalls; a read of the word written in the same cycle returns the old word."""
 
 from __future__ import annotations
 
@@ -13,18 +14,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cosim.units import run_stream_unit
-from rtl.bram import DP16KD_DEPTH, MAX_BANKS, registered_ram
+from rtl.bram import DP16KD_DEPTH, MAX_BANKS, bank_group, registered_ram
 
 
 class RamProbe(wiring.Component):
     """A stream unit around one RAM: each input beat writes ``wdata`` at ``waddr`` (when
     ``we``) and reads ``raddr``; the output beat is that read, two cycles later (the port,
-    then the output register), every register advancing with the pipeline."""
+    then the output register; three with ``third``, the multiplexer's register), every
+    register advancing with the pipeline."""
 
-    latency = 2
-
-    def __init__(self, width: int, depth: int) -> None:
-        self.width, self.depth = width, depth
+    def __init__(self, width: int, depth: int, third: bool = False) -> None:
+        self.width, self.depth, self.third = width, depth, third
+        self.latency = 3 if third else 2
         abits = max(1, (depth - 1).bit_length())
         self.cmd = data.StructLayout({"we": 1, "waddr": abits, "wdata": width,
                                       "raddr": abits})
@@ -38,11 +39,12 @@ class RamProbe(wiring.Component):
         c = self.i.payload
         go = en & self.i.valid
         q = registered_ram(m, "ram", self.width, self.depth, w_addr=c.waddr, w_data=c.wdata,
-                           w_en=go & c.we, r_addr=c.raddr, r_en=en, o_en=en)
-        v1, v2 = Signal(), Signal()
+                           w_en=go & c.we, r_addr=c.raddr, r_en=en, o_en=en,
+                           m_en=en if self.third else None)
+        v = [self.i.valid] + [Signal(name=f"v{i + 1}") for i in range(self.latency)]
         with m.If(en):
-            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1)]
-        m.d.comb += [self.o.valid.eq(v2), self.o.payload.eq(q)]
+            m.d.sync += [b.eq(a) for a, b in zip(v, v[1:])]
+        m.d.comb += [self.o.valid.eq(v[-1]), self.o.payload.eq(q)]
         return m
 
 
@@ -65,18 +67,31 @@ def _commands(width: int, depth: int, n: int, seed: int) -> tuple[list[int], lis
     return ins, outs
 
 
-@pytest.mark.parametrize("width, depth", [(20, 700), (20, 2500)])
+# 700 words: one bank; 2,500: three (1024, 1024, 452), groups of two with the third register;
+# 9,300: ten, groups of four (4, 4, 2), the whole-model engine's two levels in small.
+@pytest.mark.parametrize("width, depth, third", [(20, 700, False), (20, 2500, False),
+                                                 (20, 700, True), (20, 2500, True),
+                                                 (6, 9300, True)])
 @pytest.mark.parametrize("stalls", [False, True])
-def test_registered_ram_on_the_ecp5_target(width, depth, stalls):
-    seed = 40 + depth % 7 + 2 * stalls
+def test_registered_ram_on_the_ecp5_target(width, depth, third, stalls):
+    seed = 40 + depth % 7 + 2 * stalls + 4 * third
     print(f"seed {seed}")
-    ins, outs = _commands(width, depth, 3 * depth, seed)
+    ins, outs = _commands(width, depth, min(3 * depth, 12000), seed)
     kw = dict(idle=0.3, backpressure=0.4, seed=seed) if stalls else {}
-    res = run_stream_unit(RamProbe(width, depth), "ram_probe", f"{width}x{depth}",
+    probe = RamProbe(width, depth, third)
+    res = run_stream_unit(probe, "ram_probe", f"{width}x{depth}{'m' * third}",
                           f"ram_{stalls}", ins, outs, dsp="ecp5", **kw)
     assert res["mismatches"] == 0, res["first_mismatch"]
     if not stalls:
-        assert res["latency_measured"] == RamProbe.latency
+        assert res["latency_measured"] == probe.latency
+
+
+def test_bank_groups():
+    """The first level's group: the least power of two whose square covers the banks."""
+    assert [bank_group(b) for b in (1, 2, 3, 4, 5, 16, 17, 36, 64)] == [1, 2, 2, 2, 4, 4, 8,
+                                                                        8, 8]
+    with pytest.raises(ValueError, match="banks must be >= 1, not 0"):
+        bank_group(0)
 
 
 def test_the_ecp5_ram_is_banks_of_dp16kd():
@@ -85,5 +100,9 @@ def test_the_ecp5_ram_is_banks_of_dp16kd():
     v = emit(RamProbe(20, 2500), "x", dsp="ecp5")
     # 3 banks (1024, 1024, 452 words) of 2 blocks (18 + 2 bits) each
     assert v.count("DP16KD") == 6
+    # with the third register: a word register per group of two banks, then the groups'
+    v = emit(RamProbe(20, 2500, True), "x", dsp="ecp5")
+    assert v.count("DP16KD") == 6
+    assert "ram_g0_m" in v and "ram_g1_m" in v and "ram_g2_m" not in v
     with pytest.raises(ValueError, match=f"depth must be <= {MAX_BANKS * DP16KD_DEPTH}"):
         emit(RamProbe(20, MAX_BANKS * DP16KD_DEPTH + 1), "x", dsp="ecp5")

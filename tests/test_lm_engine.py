@@ -334,7 +334,7 @@ def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):
 def test_shared_memory_formula_by_hand(lmc_mem):
     """One memory for the weights and the state (``shared``): a swap's words come only after
     the last weight beat before its layer, at the port's fractional pace, and the layer's
-    first beat only after the swap's last saved word (the SSM channel's: its RAM read, 2
+    first beat only after the swap's last saved word (the SSM channel's: its RAM read, 3
     cycles, then the FIFO's write and output register)."""
     Dw, Cw = lmc_mem.state_words, lmc_mem.conv_words
     sp, cp = Fraction(7, 3), Fraction(5, 2)
