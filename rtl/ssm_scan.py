@@ -48,7 +48,7 @@ from .nonlinear import (
     DECAY_LATENCY, SOFTPLUS_LATENCY, _delay, _reg, decay_stage, round_shift, saturate,
     softplus_stage,
 )
-from .stall import output_register
+from .stall import RegisteredFIFO, output_register
 from .state_swap import state_swap
 from .xnor_projection import _adder_tree
 
@@ -309,10 +309,14 @@ class SsmScan(wiring.Component):
                                    "x": data.ArrayLayout(signed(s.data_bits), P)})
         # dt and dA wait in hfifo once the prep pipeline has made them; x skips the pipeline
         # and waits in xfifo from the head beat on. Entries are read from both together.
+        # x is written prep_latency cycles before its dt and dA, so its FIFO can take the
+        # cycle more of a fabric output register (rtl.stall.RegisteredFIFO): a head's x is
+        # P values wide (512 bits in the shipped model, block RAM), and the block's
+        # clock-to-output with the way to the head buffer was the whole-model top's 85.5 MHz
+        # path (11.7 ns).
         prep = data.StructLayout({"dt": unsigned(f["dt"].bits), "dA": unsigned(f["dA"].bits)})
         m.submodules.hfifo = hfifo = fifo.SyncFIFOBuffered(width=prep.size, depth=c.fifo_depth)
-        m.submodules.xfifo = xfifo = fifo.SyncFIFOBuffered(width=P * s.data_bits,
-                                                           depth=c.fifo_depth)
+        m.submodules.xfifo = xfifo = RegisteredFIFO(width=P * s.data_bits, depth=c.fifo_depth)
         # Credits: `held` counts the heads taken and not yet read from hfifo (in the prep
         # pipeline or in the FIFO); `space` is held < fifo_depth, registered from the next
         # count so that head.ready is a flip-flop.
