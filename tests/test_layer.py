@@ -5,11 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth import Fragment, Module, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
 
 from cosim.layer import LayerCase, random_residual, run_layer_case
 from model.golden.quantize import QuantSpec
 from rtl.emit import emit, lint, write_if_changed
-from rtl.layer import SECTIONS, BiMambaLayer, LayerConfig
+from rtl.layer import SECTIONS, BiMambaLayer, LayerConfig, section_demux
 from rtl.packer import layer_beats, layer_sections
 
 from .conftest import SEEDS, make_layer
@@ -222,3 +226,65 @@ def test_real_shape_layers(preset, tokens):
     assert res["last_out"][0] == res["predicted_first"]
     assert res["spacing"] == [res["predicted_spacing"]] * (tokens - 1)
     assert case.configs[0].roofline_fraction() >= 0.9
+
+
+class _Demux(wiring.Component):
+    """section_demux between one stream and four targets, every port driven by a testbench."""
+
+    def __init__(self, beats: list[int]) -> None:
+        self.beats = beats
+        super().__init__({"mem": In(stream.Signature(unsigned(16))),
+                          **{f"t{i}": Out(stream.Signature(unsigned(16)))
+                             for i in range(len(beats))}})
+
+    def elaborate(self, platform):
+        m = Module()
+        section_demux(m, self.mem, [getattr(self, f"t{i}") for i in range(len(self.beats))],
+                      self.beats)
+        return m
+
+
+@pytest.mark.parametrize("beats", [[1, 3, 1, 2], [2, 1, 1, 1], [4, 2, 5, 3], [1, 1, 1, 1]])
+def test_section_demux_routes_each_beat_to_its_section(beats, seed):
+    """Random valid and readies: beat k of the stream (numbered) goes to the target whose
+    section holds k mod the beats of a round, nothing else is offered to any other target,
+    and the stream is ready exactly when that target is (sections of one beat included)."""
+    print(f"seed {seed}, beats {beats}")
+    dut = _Demux(beats)
+    n, total = len(beats), sum(beats)
+    owner = [i for i, b in enumerate(beats) for _ in range(b)]  # target of each beat in a round
+    rng = np.random.default_rng(seed)
+    got = [[] for _ in range(n)]
+
+    async def tb(ctx):
+        k = 0
+        for _ in range(400):
+            valid = int(rng.random() < 0.7)
+            readies = [int(rng.random() < 0.6) for _ in range(n)]
+            ctx.set(dut.mem.valid, valid)
+            ctx.set(dut.mem.payload, k)
+            for i in range(n):
+                ctx.set(getattr(dut, f"t{i}").ready, readies[i])
+            want = owner[k % total]
+            for i in range(n):
+                t = getattr(dut, f"t{i}")
+                assert ctx.get(t.valid) == (valid and i == want), (seed, k, i)
+                if ctx.get(t.valid) and readies[i]:
+                    got[i].append(ctx.get(t.payload))
+            assert ctx.get(dut.mem.ready) == readies[want], (seed, k)
+            if valid and readies[want]:
+                k += 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    for i in range(n):
+        assert got[i] and all(owner[b % total] == i for b in got[i]), (seed, i)
+
+
+def test_section_demux_refuses_bad_beats():
+    with pytest.raises(ValueError, match=r"beats must be 2 whole numbers >= 1 \(one a target\), "
+                                         r"not \[3, 0\]"):
+        Fragment.get(_Demux([3, 0]), None)

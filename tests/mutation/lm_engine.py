@@ -1,5 +1,5 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the state port, the cycle formula), one at a time; tests/test_lm_engine.py (and the
+conv units, the state port, the weight stream's demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (and the
 conv unit's tests of tests/test_layer_units.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
@@ -45,6 +45,15 @@ MUTANTS = [
     ("formula: final norm starts a cycle early", "rtl/lm.py",
      "            start = max(u_last + 1 + norm_lead_cycles(self.pe), mem_last + pace.gap(kn))",
      "            start = max(u_last + norm_lead_cycles(self.pe), mem_last + pace.gap(kn))"),
+    # The weight stream's section demultiplexer (rtl/layer.py, in the layer and the top).
+    ("demux: a section ends a beat late", "rtl/layer.py",
+     "(nb == beats[i] - 2)", "(nb == beats[i] - 1)"),
+    ("demux: a one-beat section read from the current one, not the next", "rtl/layer.py",
+     "if beats[(i + 1) % n] == 1)", "if beats[i] == 1)"),
+    ("demux: the sections taken in reverse", "rtl/layer.py",
+     "sel[i].eq(sel[i - 1])", "sel[i].eq(sel[(i + 1) % n])"),
+    ("demux: a two-beat section never ends", "rtl/layer.py",
+     "if beats[i] >= 2)", "if beats[i] >= 3)"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
@@ -102,6 +111,7 @@ MUTANTS = [
 
 def main() -> int:
     return run_mutants(MUTANTS, ["-n", "2", "tests/test_layer_units.py::test_conv_unit_state_port",
+                                 "tests/test_layer.py::test_section_demux_routes_each_beat_to_its_section",
                                  "tests/test_layer_units.py::test_conv_unit",
                                  "tests/test_lm_engine.py", "-k", "not lint"],
                        sys.argv[1:])
