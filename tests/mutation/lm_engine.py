@@ -1,6 +1,7 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the state port, the weight stream's demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (and the
-conv unit's tests of tests/test_layer_units.py) must fail on each.
+conv units, the state port, the weight stream's demultiplexer, the cycle formula), one at a
+time; tests/test_lm_engine.py (with the conv unit's tests of tests/test_layer_units.py and the
+demultiplexer's of tests/test_layer.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
