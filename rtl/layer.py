@@ -36,7 +36,6 @@ from amaranth.lib.wiring import In, Out
 from model.config import BiMambaConfig
 from model.golden.fixedpoint import signed_bits
 
-from .dsp import KEEP
 from .layer_units import (
     CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, ConvUnit, GateUnit, norm_lead_cycles,
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
@@ -519,34 +518,25 @@ class LayerConfig:
 
 def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
     """Route the stream ``mem`` to ``targets`` in turn: ``beats[i]`` beats to target i, then
-    the next, wrapping after the last. A target that is not ready stalls the stream.
-
-    The section is one-hot, a flip-flop per target that synthesis keeps apart
-    (:data:`rtl.dsp.KEEP`), so each target's valid is the stream's and one register that the
-    placer can put beside that target; whether the next handshake ends the section is a
-    register too (``sec_last``), so a handshake's logic is the ready's OR and the registers'
-    enables, with no comparison behind it.
-    """
+    the next, wrapping after the last. A target that is not ready stalls the stream."""
     n = len(targets)
     if len(beats) != n or any(not isinstance(b, int) or b < 1 for b in beats):
         raise ValueError(f"beats must be {n} whole numbers >= 1 (one a target), not {beats!r}")
-    sel = [Signal(init=int(i == 0), name=f"sec{i}", attrs=KEEP) for i in range(n)]
+    sec = Signal(range(max(n, 2)), name="sec")
     nb = Signal(range(max(beats) + 1), name="sec_beat")
-    last = Signal(init=int(beats[0] == 1), name="sec_last")  # nb == beats[section] - 1
     ready = Signal(name="sec_ready")
-    for s, t in zip(sel, targets):
-        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & s)]
-    m.d.comb += [ready.eq(Cat(*(s & t.ready for s, t in zip(sel, targets))).any()),
-                 mem.ready.eq(ready)]
-    with m.If(mem.valid & ready):
-        with m.If(last):  # the next section: its first beat
-            m.d.sync += [nb.eq(0), last.eq(Cat(*(s for i, s in enumerate(sel)
-                                                 if beats[(i + 1) % n] == 1)).any())]
-            m.d.sync += [sel[i].eq(sel[i - 1]) for i in range(n)]
-        with m.Else():
-            m.d.sync += [nb.eq(nb + 1), last.eq(Cat(*(s & (nb == beats[i] - 2)
-                                                      for i, s in enumerate(sel)
-                                                      if beats[i] >= 2)).any())]
+    for i, t in enumerate(targets):
+        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & (sec == i))]
+        with m.If(sec == i):
+            m.d.comb += ready.eq(t.ready)
+    m.d.comb += mem.ready.eq(ready)
+    with m.If(mem.valid & mem.ready):
+        for i, b in enumerate(beats):
+            with m.If(sec == i):
+                with m.If(nb == b - 1):
+                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % n)]
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
 
 
 def _held_flag(m: Module, f, name: str):
