@@ -74,6 +74,8 @@ MUTANTS = [
     ("conv: a group's new state written a cycle early, from stage 1's address",
      "rtl/layer_units.py", '            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),',
      '            m.d.comb += [st["w_addr"].eq(a1), st["w_data"].eq(Cat(*new_state)),'),
+    ("conv: the state written back not zeroed at a sequence's start", "rtl/layer_units.py",
+     "[Mux(z2w, 0, o)[:xb] for o in old[1:]]", "[o[:xb] for o in old[1:]]"),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
      "rtl/lm.py", "            with m.If(ins[1][0] | ins[1][1]):",
      "            with m.If(1):"),
