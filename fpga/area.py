@@ -313,7 +313,7 @@ def layer_memories(cfg, spec, simd: int, pe: int, lanes: int, slots: int = 1,
         ("scan.const1", max(H, 2), spec.param_bits, "buffer"),
         ("scan.const2", max(H, 2), spec.param_bits, "buffer"),
         ("scan.hfifo.storage", fifo_depth - 1, spec.dt_bits + spec.exp_bits, "buffer"),
-        ("scan.xfifo.storage", fifo_depth - 1, P * db, "buffer"),
+        ("scan.xfifo.storage", fifo_depth, P * db, "buffer"),  # rtl.stall.RegisteredFIFO
         ("scan.state", kept * H * P * N // lanes, state_word, "state"),
         ("norm_out.buf", max(E // pe, 2), pe * db, "buffer"),
         ("out_proj.amem", max(E // simd, 2), ab * simd, "buffer"),
