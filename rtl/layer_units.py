@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.golden.fixedpoint import signed_bits
 
-from .dsp import KEEP, MUL_LATENCY, pipelined_mul
+from .dsp import MUL_LATENCY, pipelined_mul
 from .nonlinear import (
     PWL_LATENCY, ROUND_VAR_LATENCY, _delay, _reg, _StreamUnit, pwl_stage, round_shift,
     round_shift_var_stage, saturate,
@@ -78,10 +78,7 @@ CONV_LATENCY = 2 + MUL_LATENCY + 2 + PWL_LATENCY + 1
 # rounding and saturation in a register of their own
 GATE_LATENCY = PWL_LATENCY + MUL_LATENCY + 1
 CONV_SWAP_READ_LATENCY = 2  # the conv state port's read of the state RAM (rtl/state_swap.py)
-# the conv stage that writes a group's new state (its issue is stage 0): the word read at issue
-# is out at stage 2; its taps shifted, zeroed at a start and the new x appended, registered
-# (stage 3), then written
-CONV_WRITE_STAGE = 3
+CONV_WRITE_STAGE = 2  # the conv stage that writes a group's new state (its issue is stage 0)
 
 
 def gain_record_beats(n: NormParams, pe: int, beat_bits: int) -> int:
@@ -336,11 +333,10 @@ class ConvUnit(wiring.Component):
             raise ValueError(f"slots must be a positive integer, not {slots!r}")
         if port and slots != 1:
             raise ValueError(f"slots must be 1 with the state port, not {slots}")
-        if slots * (q.cfg.conv_dim // pe) < CONV_WRITE_STAGE + 1:
-            # a group's state is written CONV_WRITE_STAGE enabled cycles after its issue, and
-            # read again slots * conv_dim / pe issues later
-            raise ValueError(f"the conv unit needs slots * conv_dim / pe >= "
-                             f"{CONV_WRITE_STAGE + 1} state words, not "
+        if slots * (q.cfg.conv_dim // pe) < 3:
+            # a group's state is written two enabled cycles after its issue, and read again
+            # slots * conv_dim / pe issues later
+            raise ValueError(f"the conv unit needs slots * conv_dim / pe >= 3 state words, not "
                              f"{slots} * {q.cfg.conv_dim} / {pe}")
         self.q, self.pe, self.beat_bits, self.slots, self.port = q, pe, beat_bits, slots, port
         xb = q.fmt["xbc"].bits
@@ -390,11 +386,8 @@ class ConvUnit(wiring.Component):
         # reach stage 2 through the port and the output register. Without the second register
         # the block RAM's read (5.8 ns clock-to-out on the ECP5), the multiplexer of its banks
         # and the way to the tap multipliers were one path (14.7 ns in the whole-model top).
-        # A group's new state is made at stage 2 and written from a register (stage 3): the
-        # RAM is banks spread over the die in the whole-model top, and its read through the
-        # banks' multiplexer and the zeroing straight into its data input was one path (11.7
-        # ns there). The next token's read of the same word, G issues later, finds it
-        # written: G >= 4 (checked in __init__).
+        # A group's new state is written from stage 2, so the next token's read of the same
+        # word, G issues later, finds it written: G >= 3 (checked in __init__).
         st = dict(w_addr=Signal(range(max(S * G, 2)), name="st_waddr"),
                   w_data=Signal(sbits, name="st_wdata"), w_en=Signal(name="st_wen"),
                   r_addr=Signal(range(max(S * G, 2)), name="st_raddr"), r_en=Signal(name="st_ren"),
@@ -406,14 +399,14 @@ class ConvUnit(wiring.Component):
         record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
                                    adv & self.x.valid, "w")
         issue = Signal()
-        v1, v2, v3 = Signal(), Signal(), Signal()
+        v1, v2 = Signal(), Signal()
         can = adv & self.x.valid & rec_valid
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
-            # state write (v1, v2, then v3).
+            # state write (v1, then v2).
             in_token = Signal()
             swap = state_swap(m, "state", restore=self.restore, save=self.save, words=G,
-                              width=self.state_word_bits, idle=~in_token & ~v1 & ~v2 & ~v3,
+                              width=self.state_word_bits, idle=~in_token & ~v1 & ~v2,
                               token_start=issue & (g == 0),
                               read_latency=CONV_SWAP_READ_LATENCY)
             m.d.comb += self.loaded.eq(swap.swapped)
@@ -446,17 +439,9 @@ class ConvUnit(wiring.Component):
         z1 = _reg(m, self.x.payload.start | fresh, issue, "z1")
         a1 = _reg(m, base + g, issue, "a1", range(max(S * G, 2)))
         x2, w2, z2 = _reg(m, x1, adv, "x2"), _reg(m, w1, adv, "w2"), _reg(m, z1, adv, "z2")
-        # The new state's zeroing (a sequence's start) from a copy of z2 that synthesis keeps
-        # apart: the taps' zeroing sits by the multipliers, and the word written back, the
-        # state word's own zeroing, was the same gates, so the state RAM's read went out to the
-        # multipliers and back into its data input (12.2 ns in the whole-model top).
-        z2w = Signal(name="z2w", attrs=KEEP)
-        with m.If(adv):
-            m.d.sync += z2w.eq(z1)
         a2 = _reg(m, a1, adv, "a2", range(max(S * G, 2)))
-        a3 = _reg(m, a2, adv, "a3", range(max(S * G, 2)))
         with m.If(adv):
-            m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2)]
+            m.d.sync += [v1.eq(issue), v2.eq(v1)]
 
         f = q.fmt
         shift = f["xbc"].frac + q.conv_w_frac - f["conv"].frac
@@ -475,14 +460,14 @@ class ConvUnit(wiring.Component):
             cvs = _reg(m, saturate(round_shift(acc, shift), f["conv"].min_int, f["conv"].max_int),
                        adv, f"conv{k}", signed(f["conv"].bits))
             ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
-            new_state += [Mux(z2w, 0, o)[:xb] for o in old[1:]] + [ext[-1][:xb]]
-        wd3 = _reg(m, Cat(*new_state), adv, "st_wd3")
+            new_state += [e[:xb] for e in ext[1:]]
         if self.port:
-            m.d.comb += [st["w_addr"].eq(Mux(swap.w_en, swap.w_addr, a3)),
-                         st["w_data"].eq(Mux(swap.w_en, swap.w_data, wd3)),
-                         st["w_en"].eq((adv & v3) | swap.w_en)]
+            m.d.comb += [st["w_addr"].eq(Mux(swap.w_en, swap.w_addr, a2)),
+                         st["w_data"].eq(Mux(swap.w_en, swap.w_data, Cat(*new_state))),
+                         st["w_en"].eq((adv & v2) | swap.w_en)]
         else:
-            m.d.comb += [st["w_addr"].eq(a3), st["w_data"].eq(wd3), st["w_en"].eq(adv & v3)]
+            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),
+                         st["w_en"].eq(adv & v2)]
         m.d.comb += [Value.cast(ob_payload).eq(Cat(*ys)),
                      ob_valid.eq(_delay(m, v2, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
         return m

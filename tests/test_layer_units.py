@@ -166,8 +166,8 @@ def test_unit_errors(layer):
         RmsNormUnit(q.norm_in, q.rsqrt, 3, 64)
     with pytest.raises(ValueError, match=r"pe must divide conv_dim = 160 .*, not 7"):
         ConvUnit(q, 7, 64)
-    # two groups: a group's state would be read again before its write from stage 3
-    with pytest.raises(ValueError, match=r"the conv unit needs slots \* conv_dim / pe >= 4 "
+    # two groups: a group's state would be read again before its write from stage 2
+    with pytest.raises(ValueError, match=r"the conv unit needs slots \* conv_dim / pe >= 3 "
                                          r"state words, not 1 \* 160 / 80"):
         ConvUnit(q, 80, 64)
     ConvUnit(q, 80, 64, slots=2)  # four words: a slot a layer

@@ -312,13 +312,12 @@ def test_state_in_memory_bit_exact_cycles_equal_formula(lmc_mem):
     t = lmc_mem.token_times(2, 1, 0, 1, 2500, 25)
     assert t[1]["swap0"] == t[0]["swap2"] + 1 + 1 + 2500 + 39 * 25
     # The last: each swap's conv words begin once the conv has written the layer before's
-    # state, CONV_WRITE_STAGE + 1 = 4 cycles after its last group (the conv section's last
-    # beat: the word is out at stage 2, registered at 3 and written), and the conv channel's
-    # 40 words end the swap.
+    # state, CONV_WRITE_STAGE + 1 = 3 cycles after its last group (the conv section's last
+    # beat), and the conv channel's 40 words end the swap.
     t = lmc_mem.token_times(2, 1, 0, 1, 0, 25)
     lay0 = lmc_mem.layer.schedule(1, first=False, mem_at=t[0]["swap0"] + 1 - t[0]["embedding"],
                                   base=lmc_mem.section_beats()["embedding"])
-    assert t[0]["swap1"] == t[0]["embedding"] + lay0.ends["conv"] + 4 + 39 * 25
+    assert t[0]["swap1"] == t[0]["embedding"] + lay0.ends["conv"] + 3 + 39 * 25
 
 
 def test_a_memory_of_0_8_beats_a_cycle(lmc, lmc_mem):
