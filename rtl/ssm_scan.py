@@ -200,8 +200,8 @@ class ScanConfig:
     def scan_depth(self) -> int:
         """Issue of a (h, p) pair's last chunk -> its y in the output collector, one register
         per step: dt x (1 to 4, :func:`rtl.dsp.pipelined_mul`), dtx (5), dtx B (6 to 9); in
-        parallel the state read (issued at 2, the word out at 3, registered at 4 and 5) and dA h
-        (6 to 9); their aligned, rounded sum (10); h', saturated and written back (11); h' C
+        parallel the state read (issued at 1, the word out at 2, registered at 3, 4 and 5) and
+        dA h (6 to 9); their aligned, rounded sum (10); h', saturated and written back (11); h' C
         (12 to 15); the sum over lanes (:func:`lane_sum_stages`); the y accumulator (1); the y
         sum with D x (1); y, saturated (1)."""
         return scan_depth(self.lanes)
@@ -498,8 +498,8 @@ class SsmScan(wiring.Component):
         pb = [pipelined_mul(m, dtx, b.word_select(lane, s.data_bits).as_signed(), adv,
                             f"pb{lane}") for lane in range(L)]
 
-        # The state read RW_READ cycles after issue, the word registered three times (at DTX_STAGE), then
-        # dA * h per lane, finishing with dtx * B.
+        # The state read RW_READ cycles after issue, the word registered three times (at
+        # DTX_STAGE), then dA * h per lane, finishing with dtx * B.
         # Only a valid chunk's word is read: the RAM is the engine's largest, and a read every
         # cycle the pipeline advances would cost its read energy in idle cycles too
         # (energy/activity.py measured 4.5 reads for each one needed).
