@@ -1,7 +1,8 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the state port, the weight stream's demultiplexer, the cycle formula), one at a
-time; tests/test_lm_engine.py (with the conv unit's tests of tests/test_layer_units.py and the
-demultiplexer's of tests/test_layer.py) must fail on each.
+conv units, the SSM state's bank multiplexer, the state port, the weight stream's
+demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
+unit's tests of tests/test_layer_units.py, the demultiplexer's of tests/test_layer.py and the
+RAM's of tests/test_bram.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
@@ -55,6 +56,13 @@ MUTANTS = [
      "sec.eq((i + 1) % n)", "sec.eq(min(i + 1, n - 1))"),
     ("demux: the stream's ready from the first target whatever the section", "rtl/layer.py",
      "            m.d.comb += ready.eq(t.ready)", "            m.d.comb += ready.eq(targets[0].ready)"),
+    # The SSM state's bank multiplexer, registered after its first level (rtl/bram.py).
+    ("bank multiplexer: the second level selected by the unregistered bank", "rtl/bram.py",
+     "    _select(m, out, sel_m, firsts)",
+     "    _select(m, out, sel_q[bank_group(banks).bit_length() - 1:], firsts)"),
+    ("bank multiplexer: the first level selected a register early", "rtl/bram.py",
+     "        _select(m, w, sel_q[:gb], grp)", "        _select(m, w, sel_p[:gb], grp)"),
+    ("bank multiplexer: groups start at two banks", "rtl/bram.py", "    g = 1\n", "    g = 2\n"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
@@ -111,7 +119,8 @@ MUTANTS = [
 ]
 
 def main() -> int:
-    return run_mutants(MUTANTS, ["-n", "2", "tests/test_layer_units.py::test_conv_unit_state_port",
+    return run_mutants(MUTANTS, ["-n", "2", "tests/test_bram.py",
+                                 "tests/test_layer_units.py::test_conv_unit_state_port",
                                  "tests/test_layer.py::test_section_demux_routes_each_beat_to_its_section",
                                  "tests/test_layer_units.py::test_conv_unit",
                                  "tests/test_lm_engine.py", "-k", "not lint"],
