@@ -387,9 +387,11 @@ class ConvUnit(wiring.Component):
         # the block RAM's read (5.8 ns clock-to-out on the ECP5), the multiplexer of its banks
         # and the way to the tap multipliers were one path (14.7 ns in the whole-model top).
         # A group's new state is written from stage 2, so the next token's read of the same
-        # word, G issues later, finds it written: G >= 3 (checked in __init__).
+        # word, G issues later, finds it written: G >= 3 (checked in __init__). It is written
+        # to the word it was read from, so each bank of the RAM writes back from its own output
+        # register, not through the banks' multiplexer (a read-modify-write, rtl.bram).
         st = dict(w_addr=Signal(range(max(S * G, 2)), name="st_waddr"),
-                  w_data=Signal(sbits, name="st_wdata"), w_en=Signal(name="st_wen"),
+                  w_en=Signal(name="st_wen"),
                   r_addr=Signal(range(max(S * G, 2)), name="st_raddr"), r_en=Signal(name="st_ren"),
                   o_en=Signal(name="st_oen"))
         g = Signal(range(max(G, 2)))
@@ -421,9 +423,6 @@ class ConvUnit(wiring.Component):
                          st["r_en"].eq(issue | swap.mode), st["o_en"].eq(adv | swap.after[0])]
         else:
             m.d.comb += [st["r_addr"].eq(base + g), st["r_en"].eq(issue), st["o_en"].eq(adv)]
-        state_q = registered_ram(m, "state", sbits, max(S * G, 2), **st)
-        if self.port:
-            swap.save_from(m, state_q)
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):
@@ -443,9 +442,22 @@ class ConvUnit(wiring.Component):
         with m.If(adv):
             m.d.sync += [v1.eq(issue), v2.eq(v1)]
 
+        def written(word: Value) -> Value:
+            """The word written at stage 2 from the group's old ``word``: its last ``d_conv - 2``
+            inputs a lane (zero where the sequence starts), then the new one; or a restore."""
+            new = Cat(*[e for k in range(P) for e in
+                        [Mux(z2, 0, o)[:xb] for o in
+                         _lanes(word[k * (K - 1) * xb: (k + 1) * (K - 1) * xb], K - 1, xb)[1:]]
+                        + [x2[k * xb: (k + 1) * xb]]])
+            return Mux(swap.w_en, swap.w_data, new) if self.port else new
+
+        state_q = registered_ram(m, "state", sbits, max(S * G, 2), w_data=written, **st)
+        if self.port:
+            swap.save_from(m, state_q)
+
         f = q.fmt
         shift = f["xbc"].frac + q.conv_w_frac - f["conv"].frac
-        new_state, ys = [], []
+        ys = []
         for k in range(P):
             lane = w2[k * self.lane_bits: (k + 1) * self.lane_bits]
             taps = _lanes(lane, K, pb)
@@ -460,14 +472,11 @@ class ConvUnit(wiring.Component):
             cvs = _reg(m, saturate(round_shift(acc, shift), f["conv"].min_int, f["conv"].max_int),
                        adv, f"conv{k}", signed(f["conv"].bits))
             ys.append(pwl_stage(m, q.silu_conv, cvs, adv, f"silu{k}"))
-            new_state += [e[:xb] for e in ext[1:]]
         if self.port:
             m.d.comb += [st["w_addr"].eq(Mux(swap.w_en, swap.w_addr, a2)),
-                         st["w_data"].eq(Mux(swap.w_en, swap.w_data, Cat(*new_state))),
                          st["w_en"].eq((adv & v2) | swap.w_en)]
         else:
-            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),
-                         st["w_en"].eq(adv & v2)]
+            m.d.comb += [st["w_addr"].eq(a2), st["w_en"].eq(adv & v2)]
         m.d.comb += [Value.cast(ob_payload).eq(Cat(*ys)),
                      ob_valid.eq(_delay(m, v2, MUL_LATENCY + 2 + PWL_LATENCY, adv, "vy"))]
         return m

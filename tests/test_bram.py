@@ -3,13 +3,15 @@
 chosen by the high address bits, the bank of a read held through the port and output
 registers), each also with the third register (``m_en``: after the first level of the banks'
 multiplexer, groups of banks). Every read against a Python list of the same writes, back to
-back and under stalls; a read of the word written in the same cycle returns the old word."""
+back and under stalls; a read of the word written in the same cycle returns the old word. And
+the read-modify-write (``w_data`` a function of the word), whose banks each write back from
+their own output register."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,6 +48,86 @@ class RamProbe(wiring.Component):
             m.d.sync += [b.eq(a) for a, b in zip(v, v[1:])]
         m.d.comb += [self.o.valid.eq(v[-1]), self.o.payload.eq(q)]
         return m
+
+
+class RmwProbe(wiring.Component):
+    """A stream unit around one read-modify-write RAM: each input beat reads ``raddr``; two
+    cycles later, as the word leaves the output register, the beat writes ``word ^ key`` back
+    to ``raddr`` (when ``rmw``; ``key`` itself when ``set`` too) and outputs the word it
+    read."""
+
+    def __init__(self, width: int, depth: int) -> None:
+        self.width, self.depth = width, depth
+        self.abits = max(1, (depth - 1).bit_length())
+        self.cmd = data.StructLayout({"rmw": 1, "set": 1, "raddr": self.abits,
+                                      "key": width})
+        super().__init__({"i": In(stream.Signature(self.cmd)),
+                          "o": Out(stream.Signature(unsigned(width)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        c = self.i.payload
+        v1, v2 = Signal(), Signal()
+        c1, c2 = Signal(self.cmd), Signal(self.cmd)
+        with m.If(en):
+            m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), c1.eq(c), c2.eq(c1)]
+        q = registered_ram(m, "ram", self.width, self.depth, w_addr=c2.raddr,
+                           w_data=lambda word: Mux(c2.set, c2.key, word ^ c2.key), w_en=en & v2 & c2.rmw,
+                           r_addr=c.raddr, r_en=en, o_en=en)
+        m.d.comb += [self.o.valid.eq(v2), self.o.payload.eq(q)]
+        return m
+
+
+def _rmw_commands(width: int, depth: int, n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Every address set once (in a random order: the RAM starts undefined, and the words read
+    then are not checked), then random read-modify-writes and plain reads; packed, with the
+    words a list model reads (None: unchecked). No beat reads an address that one of the two
+    beats before it writes back (their writes land as it is read)."""
+    rng = np.random.default_rng(seed)
+    abits = max(1, (depth - 1).bit_length())
+    mem = [0] * depth
+    ins, outs, recent = [], [], [None, None]
+    order = [int(a) for a in rng.permutation(depth)]
+    for i in range(n):
+        rmw, ra = (1, order[i]) if i < depth else (int(rng.random() < 0.7), None)
+        while ra is None or ra in recent:
+            ra = int(rng.integers(0, depth))
+        key = int(rng.integers(0, 1 << width))
+        outs.append(None if i < depth else mem[ra])
+        if i < depth:
+            mem[ra] = key
+        elif rmw:
+            mem[ra] ^= key
+        recent = [recent[1], ra if rmw else None]
+        ins.append(rmw | (i < depth) << 1 | ra << 2 | key << (2 + abits))
+    return ins, outs
+
+
+# every address read several times over: 3 banks (and one) on the ecp5 target, and generic
+@pytest.mark.parametrize("depth, dsp", [(2500, "ecp5"), (700, "ecp5"), (2500, "generic")])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_read_modify_write_writes_each_bank_from_its_own_word(depth, dsp, stalls):
+    width = 20
+    seed = 60 + depth % 7 + 2 * stalls + 4 * (dsp == "ecp5")
+    print(f"seed {seed}")
+    ins, outs = _rmw_commands(width, depth, 6 * depth, seed)
+    kw = dict(idle=0.3, backpressure=0.4, seed=seed) if stalls else {}
+    res = run_stream_unit(RmwProbe(width, depth), "rmw_probe", f"{width}x{depth}",
+                          f"rmw_{stalls}", ins, outs, dsp=dsp, **kw)
+    assert res["mismatches"] == 0, res["first_mismatch"]
+    if not stalls:
+        assert res["latency_measured"] == 2
+
+
+def test_read_modify_write_refuses_the_third_register():
+    m = Module()
+    s = {k: Signal(4) for k in ("wa", "ra")}
+    with pytest.raises(ValueError, match="w_data may be a function of the read word only "
+                                         "without m_en"):
+        registered_ram(m, "ram", 8, 16, w_addr=s["wa"], w_data=lambda w: w, w_en=1,
+                       r_addr=s["ra"], r_en=1, o_en=1, m_en=1)
 
 
 def _commands(width: int, depth: int, n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -104,5 +186,8 @@ def test_the_ecp5_ram_is_banks_of_dp16kd():
     v = emit(RamProbe(20, 2500, True), "x", dsp="ecp5")
     assert v.count("DP16KD") == 6
     assert "ram_g0_m" in v and "ram_g1_m" in v and "ram_g2_m" not in v
+    # a read-modify-write: each bank's write data from its own word
+    v = emit(RmwProbe(20, 2500), "x", dsp="ecp5")
+    assert all(f"ram_b{b}_wd" in v for b in range(3))
     with pytest.raises(ValueError, match=f"depth must be <= {MAX_BANKS * DP16KD_DEPTH}"):
         emit(RamProbe(20, MAX_BANKS * DP16KD_DEPTH + 1), "x", dsp="ecp5")

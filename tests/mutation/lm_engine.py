@@ -1,5 +1,5 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the SSM state's bank multiplexer, the state port, the weight stream's
+conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the state port, the weight stream's
 demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
 unit's tests of tests/test_layer_units.py, the demultiplexer's of tests/test_layer.py and the
 RAM's of tests/test_bram.py) must fail on each.
@@ -63,6 +63,9 @@ MUTANTS = [
     ("bank multiplexer: the first level selected a register early", "rtl/bram.py",
      "        _select(m, w, sel_q[:gb], grp)", "        _select(m, w, sel_p[:gb], grp)"),
     ("bank multiplexer: groups start at two banks", "rtl/bram.py", "    g = 1\n", "    g = 2\n"),
+    # The read-modify-write: each bank writes back from its own word (rtl/bram.py, the conv).
+    ("read-modify-write: every bank writes back from the first bank's word", "rtl/bram.py",
+     "            m.d.comb += wd.eq(w_data(q))", "            m.d.comb += wd.eq(w_data(words[0] if words else q))"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
@@ -80,8 +83,10 @@ MUTANTS = [
     ("state port: the conv swap begins with the last group's state still in stage 2",
      "rtl/layer_units.py", "idle=~in_token & ~v1 & ~v2,", "idle=~in_token & ~v1,"),
     ("conv: a group's new state written a cycle early, from stage 1's address",
-     "rtl/layer_units.py", '            m.d.comb += [st["w_addr"].eq(a2), st["w_data"].eq(Cat(*new_state)),',
-     '            m.d.comb += [st["w_addr"].eq(a1), st["w_data"].eq(Cat(*new_state)),'),
+     "rtl/layer_units.py", '            m.d.comb += [st["w_addr"].eq(a2), st["w_en"].eq(adv & v2)]',
+     '            m.d.comb += [st["w_addr"].eq(a1), st["w_en"].eq(adv & v2)]'),
+    ("conv: the written state not zeroed where a sequence starts", "rtl/layer_units.py",
+     "[Mux(z2, 0, o)[:xb] for o in", "[o[:xb] for o in"),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
      "rtl/lm.py", "            with m.If(ins[1][0] | ins[1][1]):",
      "            with m.If(1):"),
