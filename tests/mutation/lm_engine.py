@@ -2,7 +2,7 @@
 conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the state port, the weight stream's
 demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
 unit's tests of tests/test_layer_units.py, the demultiplexer's of tests/test_layer.py and the
-RAM's of tests/test_bram.py) must fail on each.
+RAM's of tests/test_bram.py and the scan's of tests/test_ssm_scan.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
@@ -20,6 +20,10 @@ MUTANTS = [
      "base.eq(Mux(base == (S - 1) * H * P * K, 0,", "base.eq(Mux(base == (S - 2) * H * P * K, 0,"),
     ("conv: the slot wraps one layer early", "rtl/layer_units.py",
      "base.eq(Mux(base == (S - 1) * G, 0, base + G))", "base.eq(Mux(base == (S - 2) * G, 0, base + G))"),
+    ("scan: h' written a cycle after its first at RW_WRITE (the next chunk's address)",
+     "rtl/ssm_scan.py", "fresh.eq(adv & at[RW_WRITE - 1].valid)", "fresh.eq(adv & at[RW_WRITE].valid)"),
+    ("scan: h' not written if its first cycle at RW_WRITE is stalled", "rtl/ssm_scan.py",
+     "st_wen.eq(fresh)]", "st_wen.eq(fresh & adv)]"),
     ("scan: a layer's state written to the next layer's slot", "rtl/ssm_scan.py",
      "        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr),",
      "        m.d.comb += [st_waddr.eq((at[RW_WRITE].addr + H * P * K) % depth),"),
@@ -128,7 +132,8 @@ def main() -> int:
                                  "tests/test_layer_units.py::test_conv_unit_state_port",
                                  "tests/test_layer.py::test_section_demux_routes_each_beat_to_its_section",
                                  "tests/test_layer_units.py::test_conv_unit",
-                                 "tests/test_lm_engine.py", "-k", "not lint"],
+                                 "tests/test_lm_engine.py", "tests/test_ssm_scan.py",
+                                 "-k", "not lint"],
                        sys.argv[1:])
 
 
