@@ -239,6 +239,6 @@ def test_sweep_width_the_golden_model_cannot_export_is_a_note(monkeypatch, capsy
     out = capsys.readouterr().out
     # The engine is bit-parallel and memory-bound: a wider activation costs energy (wider
     # popcount accumulations and activation reads), not time.
-    assert "| 8 | 50.0 dB | 25.0 dB | 96.46 mJ | 145.1 (memory) |" in out
+    assert "| 8 | 50.0 dB | 25.0 dB | 96.47 mJ | 145.1 (memory) |" in out
     assert "| 16 | n/a | n/a | 96.75 mJ | 145.1 (memory) |" in out
     assert "Note: act_bits = 16: no golden model: in_proj.prod needs 63 bits (> 62)." in out
