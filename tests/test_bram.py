@@ -19,25 +19,40 @@ from cosim.units import run_stream_unit
 from rtl.bram import DP16KD_DEPTH, MAX_BANKS, bank_group, registered_ram
 
 
-class RamProbe(wiring.Component):
-    """A stream unit around one RAM: each input beat writes ``wdata`` at ``waddr`` (when
-    ``we``) and reads ``raddr``; the output beat is that read, two cycles later (the port,
-    then the output register; three with ``third``, the multiplexer's register), every
-    register advancing with the pipeline."""
+class _Probe(wiring.Component):
+    """A stream unit around one RAM of ``width`` x ``depth``: a command a beat in, a word out,
+    every register advancing together (``en``: the output is free)."""
 
-    def __init__(self, width: int, depth: int, third: bool = False) -> None:
-        self.width, self.depth, self.third = width, depth, third
-        self.latency = 3 if third else 2
-        abits = max(1, (depth - 1).bit_length())
-        self.cmd = data.StructLayout({"we": 1, "waddr": abits, "wdata": width,
-                                      "raddr": abits})
+    def __init__(self, width: int, depth: int, fields: dict) -> None:
+        self.width, self.depth = width, depth
+        self.cmd = data.StructLayout(fields)
         super().__init__({"i": In(stream.Signature(self.cmd)),
                           "o": Out(stream.Signature(unsigned(width)))})
 
-    def elaborate(self, platform):
-        m = Module()
+    def _enable(self, m: Module) -> Signal:
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        return en
+
+
+def _abits(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
+class RamProbe(_Probe):
+    """Each input beat writes ``wdata`` at ``waddr`` (when ``we``) and reads ``raddr``; the
+    output beat is that read, two cycles later (the port, then the output register; three with
+    ``third``, the multiplexer's register), every register advancing with the pipeline."""
+
+    def __init__(self, width: int, depth: int, third: bool = False) -> None:
+        self.third = third
+        self.latency = 3 if third else 2
+        a = _abits(depth)
+        super().__init__(width, depth, {"we": 1, "waddr": a, "wdata": width, "raddr": a})
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self._enable(m)
         c = self.i.payload
         go = en & self.i.valid
         q = registered_ram(m, "ram", self.width, self.depth, w_addr=c.waddr, w_data=c.wdata,
@@ -50,32 +65,26 @@ class RamProbe(wiring.Component):
         return m
 
 
-class RmwProbe(wiring.Component):
-    """A stream unit around one read-modify-write RAM: each input beat reads ``raddr``; two
-    cycles later, as the word leaves the output register, the beat writes ``word ^ key`` back
-    to ``raddr`` (when ``rmw``; ``key`` itself when ``set`` too) and outputs the word it
-    read."""
+class RmwProbe(_Probe):
+    """A read-modify-write RAM: each input beat reads ``raddr``; two cycles later, as the word
+    leaves the output register, the beat writes ``word ^ key`` back to ``raddr`` (when
+    ``rmw``; ``key`` itself when ``set`` too) and outputs the word it read."""
 
     def __init__(self, width: int, depth: int) -> None:
-        self.width, self.depth = width, depth
-        self.abits = max(1, (depth - 1).bit_length())
-        self.cmd = data.StructLayout({"rmw": 1, "set": 1, "raddr": self.abits,
-                                      "key": width})
-        super().__init__({"i": In(stream.Signature(self.cmd)),
-                          "o": Out(stream.Signature(unsigned(width)))})
+        super().__init__(width, depth, {"rmw": 1, "set": 1, "raddr": _abits(depth),
+                                        "key": width})
 
     def elaborate(self, platform):
         m = Module()
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        en = self._enable(m)
         c = self.i.payload
         v1, v2 = Signal(), Signal()
         c1, c2 = Signal(self.cmd), Signal(self.cmd)
         with m.If(en):
             m.d.sync += [v1.eq(self.i.valid), v2.eq(v1), c1.eq(c), c2.eq(c1)]
         q = registered_ram(m, "ram", self.width, self.depth, w_addr=c2.raddr,
-                           w_data=lambda word: Mux(c2.set, c2.key, word ^ c2.key), w_en=en & v2 & c2.rmw,
-                           r_addr=c.raddr, r_en=en, o_en=en)
+                           w_data=lambda word: Mux(c2.set, c2.key, word ^ c2.key),
+                           w_en=en & v2 & c2.rmw, r_addr=c.raddr, r_en=en, o_en=en)
         m.d.comb += [self.o.valid.eq(v2), self.o.payload.eq(q)]
         return m
 
@@ -86,7 +95,7 @@ def _rmw_commands(width: int, depth: int, n: int, seed: int) -> tuple[list[int],
     words a list model reads (None: unchecked). No beat reads an address that one of the two
     beats before it writes back (their writes land as it is read)."""
     rng = np.random.default_rng(seed)
-    abits = max(1, (depth - 1).bit_length())
+    abits = _abits(depth)
     mem = [0] * depth
     ins, outs, recent = [], [], [None, None]
     order = [int(a) for a in rng.permutation(depth)]
@@ -134,7 +143,7 @@ def _commands(width: int, depth: int, n: int, seed: int) -> tuple[list[int], lis
     """Random writes and reads (a quarter of the reads at the address written in the same
     beat, so the old word must come back), packed; and the words a list model reads."""
     rng = np.random.default_rng(seed)
-    abits = max(1, (depth - 1).bit_length())
+    abits = _abits(depth)
     mem = [0] * depth  # the block RAM's initial contents are zero
     ins, outs = [], []
     for i in range(n):
