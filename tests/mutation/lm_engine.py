@@ -1,6 +1,6 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
-conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the state port, the weight stream's
-demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
+conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the scan's state
+write, the state port, the weight stream's demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
 unit's tests of tests/test_layer_units.py, the demultiplexer's of tests/test_layer.py and the
 RAM's of tests/test_bram.py and the scan's of tests/test_ssm_scan.py) must fail on each.
 
@@ -21,7 +21,8 @@ MUTANTS = [
     ("conv: the slot wraps one layer early", "rtl/layer_units.py",
      "base.eq(Mux(base == (S - 1) * G, 0, base + G))", "base.eq(Mux(base == (S - 2) * G, 0, base + G))"),
     ("scan: h' written a cycle after its first at RW_WRITE (the next chunk's address)",
-     "rtl/ssm_scan.py", "fresh.eq(adv & at[RW_WRITE - 1].valid)", "fresh.eq(adv & at[RW_WRITE].valid)"),
+     "rtl/ssm_scan.py", "fresh.eq(adv & at[RW_WRITE - 1].valid)",
+     "fresh.eq(adv & at[RW_WRITE].valid)"),
     ("scan: h' not written if its first cycle at RW_WRITE is stalled", "rtl/ssm_scan.py",
      "st_wen.eq(fresh)]", "st_wen.eq(fresh & adv)]"),
     ("scan: a layer's state written to the next layer's slot", "rtl/ssm_scan.py",
@@ -69,7 +70,8 @@ MUTANTS = [
     ("bank multiplexer: groups start at two banks", "rtl/bram.py", "    g = 1\n", "    g = 2\n"),
     # The read-modify-write: each bank writes back from its own word (rtl/bram.py, the conv).
     ("read-modify-write: every bank writes back from the first bank's word", "rtl/bram.py",
-     "            m.d.comb += wd.eq(w_data(q))", "            m.d.comb += wd.eq(w_data(words[0] if words else q))"),
+     "            m.d.comb += wd.eq(w_data(q))",
+     "            m.d.comb += wd.eq(w_data(words[0] if words else q))"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
