@@ -532,15 +532,15 @@ class SsmScan(wiring.Component):
                                          f["ssm"].max_int), adv, f"hnew{lane}",
                              signed(s.state_bits)))
         # A chunk's h' is written in its first cycle at RW_WRITE, the enable a register of its
-        # own (`fresh`), not `adv`: adv reaches every register of the scan, and behind it the
+        # own (`st_fresh`), not `adv`: adv reaches every register of the scan, and behind it the
         # banks' write enables (the RAM spans the device) were a 11.1 ns path in the
         # whole-model top. Held by a stall, the chunk has been written before the edge it
         # leaves on, the only edge at which a read can see it: reads are at edges where adv is
         # high, and a read at that edge finds the word written (or, unstalled, in that cycle:
         # the bypass below). One write a chunk, as with adv.
-        fresh = Signal(name="st_fresh")
-        m.d.sync += fresh.eq(adv & at[RW_WRITE - 1].valid)
-        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr), st_wen.eq(fresh)]
+        st_fresh = Signal(name="st_fresh")
+        m.d.sync += st_fresh.eq(adv & at[RW_WRITE - 1].valid)
+        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr), st_wen.eq(st_fresh)]
         for lane in range(L):
             m.d.comb += st_wdata[lane].eq(hnew[lane])
 

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from cosim.units import run_stream_unit
 from rtl.bram import DP16KD_DEPTH, MAX_BANKS, bank_group, registered_ram
+from rtl.dsp import dsp_target
 
 
 class _Probe(wiring.Component):
@@ -132,6 +133,7 @@ def test_read_modify_write_writes_each_bank_from_its_own_word(depth, dsp, stalls
 
 def test_read_modify_write_refuses_the_third_register():
     m = Module()
+    m._MustUse__silence = True  # refused before anything is built
     s = {k: Signal(4) for k in ("wa", "ra")}
     with pytest.raises(ValueError, match="w_data may be a function of the read word only "
                                          "without m_en"):
@@ -200,3 +202,20 @@ def test_the_ecp5_ram_is_banks_of_dp16kd():
     assert all(f"ram_b{b}_wd" in v for b in range(3))
     with pytest.raises(ValueError, match=f"depth must be <= {MAX_BANKS * DP16KD_DEPTH}"):
         emit(RamProbe(20, MAX_BANKS * DP16KD_DEPTH + 1), "x", dsp="ecp5")
+
+
+@pytest.mark.parametrize("depth, words", [(2500, ["ram_b0_q", "ram_b1_q", "ram_b2_q"]),
+                                          (700, ["ram_q"])])
+def test_read_modify_write_takes_each_banks_own_word(depth, words):
+    """The function is given each bank's output register, not the banks' multiplexer (which
+    computes the same words but is the long path the read-modify-write exists to avoid)."""
+    seen = []
+    m = Module()
+    s = {k: Signal(12) for k in ("wa", "ra")}
+    with dsp_target("ecp5"):
+        q = registered_ram(m, "ram", 20, depth, w_addr=s["wa"],
+                           w_data=lambda w: seen.append(w) or w, w_en=1, r_addr=s["ra"],
+                           r_en=1, o_en=1)
+    assert [w.name for w in seen] == words
+    assert (q is seen[0]) == (depth <= DP16KD_DEPTH)  # one bank: its word is the output
+    m._MustUse__silence = True  # built only to be inspected

@@ -1,8 +1,9 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
 conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the scan's state
-write, the state port, the weight stream's demultiplexer, the cycle formula), one at a time; tests/test_lm_engine.py (with the conv
-unit's tests of tests/test_layer_units.py, the demultiplexer's of tests/test_layer.py and the
-RAM's of tests/test_bram.py and the scan's of tests/test_ssm_scan.py) must fail on each.
+write, the state port, the weight stream's demultiplexer, the cycle formula), one at a time;
+tests/test_lm_engine.py (with the conv unit's tests of tests/test_layer_units.py, the
+demultiplexer's of tests/test_layer.py, the RAM's of tests/test_bram.py and the scan's of
+tests/test_ssm_scan.py) must fail on each.
 
 ``make mutate-lm`` runs it and prints which were caught (the file is restored after each);
 ``python tests/mutation/lm_engine.py WORDS...`` runs those whose name contains one of WORDS.
@@ -21,10 +22,10 @@ MUTANTS = [
     ("conv: the slot wraps one layer early", "rtl/layer_units.py",
      "base.eq(Mux(base == (S - 1) * G, 0, base + G))", "base.eq(Mux(base == (S - 2) * G, 0, base + G))"),
     ("scan: h' written a cycle after its first at RW_WRITE (the next chunk's address)",
-     "rtl/ssm_scan.py", "fresh.eq(adv & at[RW_WRITE - 1].valid)",
-     "fresh.eq(adv & at[RW_WRITE].valid)"),
+     "rtl/ssm_scan.py", "st_fresh.eq(adv & at[RW_WRITE - 1].valid)",
+     "st_fresh.eq(adv & at[RW_WRITE].valid)"),
     ("scan: h' not written if its first cycle at RW_WRITE is stalled", "rtl/ssm_scan.py",
-     "st_wen.eq(fresh)]", "st_wen.eq(fresh & adv)]"),
+     "st_wen.eq(st_fresh)]", "st_wen.eq(st_fresh & adv)]"),
     ("scan: a layer's state written to the next layer's slot", "rtl/ssm_scan.py",
      "        m.d.comb += [st_waddr.eq(at[RW_WRITE].addr),",
      "        m.d.comb += [st_waddr.eq((at[RW_WRITE].addr + H * P * K) % depth),"),
@@ -89,7 +90,8 @@ MUTANTS = [
     ("state port: the conv swap begins with the last group's state still in stage 2",
      "rtl/layer_units.py", "idle=~in_token & ~v1 & ~v2,", "idle=~in_token & ~v1,"),
     ("conv: a group's new state written a cycle early, from stage 1's address",
-     "rtl/layer_units.py", '            m.d.comb += [st["w_addr"].eq(a2), st["w_en"].eq(adv & v2)]',
+     "rtl/layer_units.py",
+     '            m.d.comb += [st["w_addr"].eq(a2), st["w_en"].eq(adv & v2)]',
      '            m.d.comb += [st["w_addr"].eq(a1), st["w_en"].eq(adv & v2)]'),
     ("conv: the written state not zeroed where a sequence starts", "rtl/layer_units.py",
      "[Mux(z2, 0, o)[:xb] for o in", "[o[:xb] for o in"),
