@@ -73,6 +73,9 @@ MUTANTS = [
     ("read-modify-write: every bank writes back from the first bank's word", "rtl/bram.py",
      "            m.d.comb += wd.eq(w_data(q))",
      "            m.d.comb += wd.eq(w_data(words[0] if words else q))"),
+    ("read-modify-write: every bank writes back from the multiplexer's word (the long path)",
+     "rtl/bram.py", "            m.d.comb += wd.eq(w_data(q))",
+     "            m.d.comb += wd.eq(w_data(out))"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
