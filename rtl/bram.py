@@ -105,6 +105,9 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
                          f"m_en (the output register's word is written back), not with both")
     out = Signal(width, name=f"{name}_q")
 
+    def data_for(word: Signal):  # the write data, given the word the write goes back to
+        return w_data(word) if rmw else w_data
+
     def delayed(word: Signal) -> Signal:  # the third register as a plain delay
         if m_en is None:
             return word
@@ -117,8 +120,7 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
         mem = Memory(shape=unsigned(width), depth=depth, init=[])
         m.submodules[name] = mem
         wp, rp = mem.write_port(), mem.read_port()
-        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data(out) if rmw else w_data),
-                     wp.en.eq(w_en),
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(data_for(out)), wp.en.eq(w_en),
                      rp.addr.eq(r_addr), rp.en.eq(r_en)]
         with m.If(o_en):
             m.d.sync += out.eq(rp.data)
@@ -128,7 +130,7 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
         raise ValueError(f"{name}: depth must be <= {MAX_BANKS * DP16KD_DEPTH} ({MAX_BANKS} "
                          f"banks of {DP16KD_DEPTH}) on the ecp5 target, not {depth}")
     if banks == 1:
-        _bank(m, name, width, depth, Value.cast(w_addr), w_data(out) if rmw else w_data, w_en,
+        _bank(m, name, width, depth, Value.cast(w_addr), data_for(out), w_en,
               Value.cast(r_addr), r_en, o_en, out)
         return delayed(out)
     lo_bits = (DP16KD_DEPTH - 1).bit_length()
@@ -146,10 +148,11 @@ def registered_ram(m: Module, name: str, width: int, depth: int, *, w_addr, w_da
     for b in range(banks):
         q = Signal(width, name=f"{name}_b{b}_q")
         # a read-modify-write's bank writes the function of its own word (the module docstring)
-        wd = w_data
-        if rmw:
-            wd = Signal(width, name=f"{name}_b{b}_wd")
-            m.d.comb += wd.eq(w_data(q))
+        wd = data_for(q)
+        if rmw:  # named, so that the netlist shows each bank's own
+            named = Signal(width, name=f"{name}_b{b}_wd")
+            m.d.comb += named.eq(wd)
+            wd = named
         _bank(m, f"{name}_b{b}", width, min(DP16KD_DEPTH, depth - b * DP16KD_DEPTH),
               wa[:lo_bits], wd, w_en & (w_bank == Const(b, hi_bits)), ra[:lo_bits], r_en,
               o_en, q)

@@ -533,7 +533,7 @@ class SsmScan(wiring.Component):
                              signed(s.state_bits)))
         # A chunk's h' is written in its first cycle at RW_WRITE, the enable a register of its
         # own (`st_fresh`), not `adv`: adv reaches every register of the scan, and behind it the
-        # banks' write enables (the RAM spans the device) were a 11.1 ns path in the
+        # banks' write enables (the RAM spans the device) were an 11.1 ns path in the
         # whole-model top. Held by a stall, the chunk has been written before the edge it
         # leaves on, the only edge at which a read can see it: reads are at edges where adv is
         # high, and a read at that edge finds the word written (or, unstalled, in that cycle:

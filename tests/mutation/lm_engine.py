@@ -71,11 +71,9 @@ MUTANTS = [
     ("bank multiplexer: groups start at two banks", "rtl/bram.py", "    g = 1\n", "    g = 2\n"),
     # The read-modify-write: each bank writes back from its own word (rtl/bram.py, the conv).
     ("read-modify-write: every bank writes back from the first bank's word", "rtl/bram.py",
-     "            m.d.comb += wd.eq(w_data(q))",
-     "            m.d.comb += wd.eq(w_data(words[0] if words else q))"),
+     "        wd = data_for(q)\n", "        wd = data_for(words[0] if words else q)\n"),
     ("read-modify-write: every bank writes back from the multiplexer's word (the long path)",
-     "rtl/bram.py", "            m.d.comb += wd.eq(w_data(q))",
-     "            m.d.comb += wd.eq(w_data(out))"),
+     "rtl/bram.py", "        wd = data_for(q)\n", "        wd = data_for(out)\n"),
     # The state port (state="memory").
     ("state port: every layer's state saved to the last layer's slot", "rtl/lm.py",
      "                m.d.sync += [req_valid.eq(1), save.eq(load),",
