@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -382,12 +382,14 @@ class ConvUnit(wiring.Component):
 
         S = self.slots
         sbits = P * (K - 1) * xb
-        # The state RAM (rtl.bram.registered_ram): a group's words are read at its issue and
-        # reach stage 2 through the port and the output register. Without the second register
-        # the block RAM's read (5.8 ns clock-to-out on the ECP5), the multiplexer of its banks
-        # and the way to the tap multipliers were one path (14.7 ns in the whole-model top).
+        # The state RAM (rtl.bram.registered_ram): a group's words are read by its issue (ahead
+        # of it, below) and reach stage 2 through the port and the output register. Without
+        # the second register the block RAM's read (5.8 ns clock-to-out on the ECP5), the
+        # multiplexer of its banks and the way to the tap multipliers were one path (14.7 ns in
+        # the whole-model top).
         # A group's new state is written from stage 2, so the next token's read of the same
-        # word, G issues later, finds it written: G >= 3 (checked in __init__). It is written
+        # word, G - 1 issues later at the earliest, finds it written: G >= 3 (checked in
+        # __init__). It is written
         # to the word it was read from, so each bank of the RAM writes back from its own output
         # register, not through the banks' multiplexer (a read-modify-write, rtl.bram).
         st = dict(w_addr=Signal(range(max(S * G, 2)), name="st_waddr"),
@@ -418,11 +420,33 @@ class ConvUnit(wiring.Component):
             with m.If(issue & (g == G - 1)):
                 m.d.sync += in_token.eq(0)
         m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
+        # The next group's state word is read ahead, as soon as the port may change, not at its
+        # issue: the issue waits on the weight record's last beat straight from the stream, and
+        # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz
+        # path, 11.1 ns). The read enable comes from registers alone. A word is read once a
+        # group (again after a swap): ``ahead`` while the port does not hold the word at
+        # ``base + g`` (``rd_ok``) and no issued group's word still waits in it for the output
+        # register (``rd_hold``: from the issue to the next enabled edge, where the output
+        # register takes the port's word as a read replaces it). Reading early is safe: the
+        # word at ``base + g`` was last written two enabled cycles after its issue, at or before
+        # the issue before this one (slots * conv_dim / pe >= 3), and the next write to it
+        # comes after this group's issue.
+        rd_ok, rd_hold = Signal(name="st_rd_ok"), Signal(name="st_rd_hold")
+        ahead = ~rd_ok & (~rd_hold | adv)
+        mode = swap.mode if self.port else Const(0)
+        with m.If(issue | mode):  # a new group's address, or the swap's reads
+            m.d.sync += rd_ok.eq(0)
+        with m.Elif(ahead):
+            m.d.sync += rd_ok.eq(1)
+        with m.If(issue):
+            m.d.sync += rd_hold.eq(1)
+        with m.Elif(adv):
+            m.d.sync += rd_hold.eq(0)
         if self.port:
-            m.d.comb += [st["r_addr"].eq(Mux(swap.mode, swap.addr, base + g)),
-                         st["r_en"].eq(issue | swap.mode), st["o_en"].eq(adv | swap.after[0])]
+            m.d.comb += [st["r_addr"].eq(Mux(mode, swap.addr, base + g)),
+                         st["r_en"].eq(ahead | mode), st["o_en"].eq(adv | swap.after[0])]
         else:
-            m.d.comb += [st["r_addr"].eq(base + g), st["r_en"].eq(issue), st["o_en"].eq(adv)]
+            m.d.comb += [st["r_addr"].eq(base + g), st["r_en"].eq(ahead), st["o_en"].eq(adv)]
         with m.If(issue):
             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
             with m.If(g == G - 1):

@@ -1,6 +1,7 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
 conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the scan's state
-write, the state port, the weight stream's demultiplexer, the cycle formula), one at a time;
+write, the conv's state read ahead, the state port, the weight stream's demultiplexer, the
+cycle formula), one at a time;
 tests/test_lm_engine.py (with the conv unit's tests of tests/test_layer_units.py, the
 demultiplexer's of tests/test_layer.py, the RAM's of tests/test_bram.py and the scan's of
 tests/test_ssm_scan.py) must fail on each.
@@ -94,6 +95,17 @@ MUTANTS = [
      "rtl/layer_units.py",
      '            m.d.comb += [st["w_addr"].eq(a2), st["w_en"].eq(adv & v2)]',
      '            m.d.comb += [st["w_addr"].eq(a1), st["w_en"].eq(adv & v2)]'),
+    ("conv: the next state word read while an issued group's word waits for the output register",
+     "rtl/layer_units.py", "        ahead = ~rd_ok & (~rd_hold | adv)", "        ahead = ~rd_ok"),
+    ("conv: the next state word not read at an enabled edge after an issue (back to back)",
+     "rtl/layer_units.py", "        ahead = ~rd_ok & (~rd_hold | adv)", "        ahead = ~rd_ok & ~rd_hold"),
+    ("conv: a word read ahead taken as the next group's (issue does not clear it)",
+     "rtl/layer_units.py", "        with m.If(issue | mode):  # a new", "        with m.If(mode):  # a new"),
+    ("state port: a conv word read ahead before the swap taken after it", "rtl/layer_units.py",
+     "        with m.If(issue | mode):  # a new", "        with m.If(issue):  # a new"),
+    ("conv: an issued group's word free to be replaced at a stalled edge", "rtl/layer_units.py",
+     "        with m.Elif(adv):\n            m.d.sync += rd_hold.eq(0)",
+     "        with m.Else():\n            m.d.sync += rd_hold.eq(0)"),
     ("conv: the written state not zeroed where a sequence starts", "rtl/layer_units.py",
      "[Mux(z2, 0, o)[:xb] for o in", "[o[:xb] for o in"),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
