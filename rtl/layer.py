@@ -763,16 +763,20 @@ class BiMambaLayer(wiring.Component):
         nbc, nh = 2 * N // P, Hd // P
         y = conv.y
         beat = Value.cast(y.payload)
+        # The beat counters' comparisons are flip-flops, set from the counters' next values: the
+        # conv's ready is then two LUTs from registers, and a take enables the wide assembly
+        # registers below (the layer engine's 95.9 MHz path ran from the counter, 10.4 ns).
         n = Signal(range(max(nbc + c.d_inner // P, 2)))
-        in_bc = n < nbc
+        in_bc = Signal(init=1)  # n < nbc
+        bc_last = Signal(init=int(nbc == 1))  # n == nbc - 1
         take = y.valid & y.ready
         with m.If(take):
-            m.d.sync += n.eq(Mux(n == nbc + c.d_inner // P - 1, 0, n + 1))
+            n_next = Mux(n == nbc + c.d_inner // P - 1, 0, n + 1)
+            m.d.sync += [n.eq(n_next), in_bc.eq(n_next < nbc), bc_last.eq(n_next == nbc - 1)]
 
         # B and C: shift in at the top, so the first beat ends up lowest.
         bc_asm = Signal(2 * N * db)
         bc_valid = Signal()
-        bc_last = n == nbc - 1
         bc_word = Cat(bc_asm[P * db:], beat) if nbc > 1 else beat
         with m.If(take & in_bc):
             m.d.sync += bc_asm.eq(bc_word)
@@ -792,13 +796,14 @@ class BiMambaLayer(wiring.Component):
         x_word = Cat(x_asm[P * db:], beat) if nh > 1 else beat
         head_valid = Signal()
         head_out = Signal(scan.head.payload.shape())
-        head_last = hq == nh - 1
+        head_last = Signal(init=int(nh == 1))  # hq == nh - 1
         with m.If(scan.head.valid & scan.head.ready):
             m.d.sync += head_valid.eq(0)
         dt = dtfifo.r_data.word_select(dl, lc.q.spec.data_bits)
         done_head = take & ~in_bc & head_last
         with m.If(take & ~in_bc):
-            m.d.sync += [x_asm.eq(x_word), hq.eq(Mux(head_last, 0, hq + 1))]
+            hq_next = Mux(head_last, 0, hq + 1)
+            m.d.sync += [x_asm.eq(x_word), hq.eq(hq_next), head_last.eq(hq_next == nh - 1)]
         with m.If(done_head):
             m.d.sync += [head_valid.eq(1), Value.cast(head_out).eq(Cat(dt, x_word)),
                          h.eq(Mux(h == H - 1, 0, h + 1)),

@@ -6,10 +6,13 @@ SyncFIFOBuffered, cycle for cycle)."""
 import numpy as np
 import pytest
 from amaranth import Elaboratable, Module, Signal, unsigned
+from amaranth.back import verilog
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from rtl.bram import BLOCK_RAM_MIN_DEPTH
+from rtl.dsp import dsp_target
 from rtl.stall import RegisteredFIFO, output_register, register_slice
 
 
@@ -244,3 +247,17 @@ def test_registered_fifo_streams_a_word_a_cycle(depth):
     _simulate(dut, tb)
     assert refused == []
     assert out == [(c, c - 3) for c in range(3, 200)]
+
+
+@pytest.mark.parametrize("target,depth,lut_ram", [
+    ("ecp5", 48, True), ("ecp5", BLOCK_RAM_MIN_DEPTH - 1, True),
+    ("ecp5", BLOCK_RAM_MIN_DEPTH, False), ("generic", 48, False)])
+def test_registered_fifo_asks_for_lut_ram_when_shallow_on_the_ecp5(target, depth, lut_ram):
+    """Below the block RAM's depth on the ECP5 the RAM is marked for LUT RAM (Yosys put the
+    scan's 48 x 512 FIFO in block RAM); elsewhere Yosys chooses."""
+    f = RegisteredFIFO(width=512, depth=depth)
+    with dsp_target(target):
+        text = verilog.convert(f, name="fifo", emit_src=False, ports=[
+            f.w_data, f.w_en, f.w_rdy, f.r_data, f.r_en, f.r_rdy])
+    assert text.count('(* ram_style = "distributed" *)') == int(lut_ram)
+    assert f"reg [511:0] storage [{depth - 1}:0];" in text
