@@ -1,7 +1,7 @@
 """One-line bugs planted in the whole-model engine (rtl/lm.py, the state slots of the scan and
 conv units, the SSM state's bank multiplexer, the RAM's read-modify-write, the scan's state
-write, the conv's state read ahead, the state port, the weight stream's demultiplexer, the
-cycle formula), one at a time;
+write, the conv's state read ahead, the scan feeder, the state port, the weight stream's
+demultiplexer, the cycle formula), one at a time;
 tests/test_lm_engine.py (with the conv unit's tests of tests/test_layer_units.py, the
 demultiplexer's of tests/test_layer.py, the RAM's of tests/test_bram.py and the scan's of
 tests/test_ssm_scan.py) must fail on each.
@@ -106,6 +106,12 @@ MUTANTS = [
     ("conv: an issued group's word free to be replaced at a stalled edge", "rtl/layer_units.py",
      "        with m.Elif(adv):\n            m.d.sync += rd_hold.eq(0)",
      "        with m.Else():\n            m.d.sync += rd_hold.eq(0)"),
+    ("feeder: the B/C flag set from the counter's old value (a beat late)", "rtl/layer.py",
+     "in_bc.eq(n_next < nbc)", "in_bc.eq(n < nbc)"),
+    ("feeder: a head's last-beat flag set from the counter's old value", "rtl/layer.py",
+     "head_last.eq(hq_next == nh - 1)", "head_last.eq(hq == nh - 1)"),
+    ("feeder: a dt word taken from its slice at every head", "rtl/layer.py",
+     "dts.ready.eq(done_head & ((dl == P - 1) | (h == H - 1))),", "dts.ready.eq(done_head),"),
     ("conv: the written state not zeroed where a sequence starts", "rtl/layer_units.py",
      "[Mux(z2, 0, o)[:xb] for o in", "[o[:xb] for o in"),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
