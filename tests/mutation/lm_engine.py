@@ -110,8 +110,6 @@ MUTANTS = [
      "in_bc.eq(n_next < nbc)", "in_bc.eq(n < nbc)"),
     ("feeder: a head's last-beat flag set from the counter's old value", "rtl/layer.py",
      "head_last.eq(hq_next == nh - 1)", "head_last.eq(hq == nh - 1)"),
-    ("feeder: a dt word taken from its slice at every head", "rtl/layer.py",
-     "dts.ready.eq(done_head & ((dl == P - 1) | (h == H - 1))),", "dts.ready.eq(done_head),"),
     ("conv: the written state not zeroed where a sequence starts", "rtl/layer_units.py",
      "[Mux(z2, 0, o)[:xb] for o in", "[o[:xb] for o in"),
     ("state port: the next swap asked once the SSM words are in, the conv's not waited for",
