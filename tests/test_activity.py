@@ -350,10 +350,16 @@ def test_saif_build_is_bit_exact_and_counts_what_the_shapes_fix(tiny_run):
     # The RAMs read only what they use (a read enabled every cycle the pipeline advances is
     # the same machine, bit for bit, at several times the read energy): each state word, conv
     # state word and norm element once for each write, and the activation buffer once a slot.
+    # The conv reads a group's word ahead of its issue, its read enable from registers alone:
+    # it also reads while reset holds those registers (the harness's reset, under two cycles)
+    # and, after the run's last group, the next one's word: one to three words more, not one a
+    # cycle or two a group.
     for unit, mem in (("scan", "state"), ("conv", "state"), ("norm_in", "buf"),
                       ("norm_out", "buf")):
-        _, _, read, written = got[f"{layer}/{unit}"].memories[mem]
-        assert read == written > 0, (unit, read, written)
+        w, _, read, written = got[f"{layer}/{unit}"].memories[mem]
+        extra = read - written
+        assert written > 0 and (0 < extra <= 3 * w if unit == "conv" else extra == 0), \
+            (unit, read, written, w)
     _, _, read, written = got["bimamba_lm_bench/lm/norm_f"].memories["buf"]
     assert read == written == T * D * lmc.q.spec.res_bits
     for name, pc in (("in_proj", lmc.layer.in_proj), ("out_proj", lmc.layer.out_proj)):
