@@ -335,7 +335,7 @@ class ConvUnit(wiring.Component):
             raise ValueError(f"slots must be 1 with the state port, not {slots}")
         if slots * (q.cfg.conv_dim // pe) < 3:
             # a group's state is written two enabled cycles after its issue, and read again
-            # slots * conv_dim / pe issues later
+            # (ahead) after the issue slots * conv_dim / pe - 1 issues later
             raise ValueError(f"the conv unit needs slots * conv_dim / pe >= 3 state words, not "
                              f"{slots} * {q.cfg.conv_dim} / {pe}")
         self.q, self.pe, self.beat_bits, self.slots, self.port = q, pe, beat_bits, slots, port
@@ -387,11 +387,11 @@ class ConvUnit(wiring.Component):
         # the second register the block RAM's read (5.8 ns clock-to-out on the ECP5), the
         # multiplexer of its banks and the way to the tap multipliers were one path (14.7 ns in
         # the whole-model top).
-        # A group's new state is written from stage 2, so the next token's read of the same
-        # word, G - 1 issues later at the earliest, finds it written: G >= 3 (checked in
-        # __init__). It is written
-        # to the word it was read from, so each bank of the RAM writes back from its own output
-        # register, not through the banks' multiplexer (a read-modify-write, rtl.bram).
+        # A group's new state is written from stage 2, so the next read of the same word, after
+        # the issue S * G - 1 issues later, finds it written: S * G >= 3 (checked in
+        # __init__). It is written to the word it was read from, so each bank of the RAM
+        # writes back from its own output register, not through the banks' multiplexer (a
+        # read-modify-write, rtl.bram).
         st = dict(w_addr=Signal(range(max(S * G, 2)), name="st_waddr"),
                   w_en=Signal(name="st_wen"),
                   r_addr=Signal(range(max(S * G, 2)), name="st_raddr"), r_en=Signal(name="st_ren"),
@@ -424,13 +424,15 @@ class ConvUnit(wiring.Component):
         # issue: the issue waits on the weight record's last beat straight from the stream, and
         # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz
         # path, 11.1 ns). The read enable comes from registers alone. A word is read once a
-        # group (again after a swap): ``ahead`` while the port does not hold the word at
-        # ``base + g`` (``rd_ok``) and no issued group's word still waits in it for the output
-        # register (``rd_hold``: from the issue to the next enabled edge, where the output
-        # register takes the port's word as a read replaces it). Reading early is safe: the
-        # word at ``base + g`` was last written two enabled cycles after its issue, at or before
-        # the issue before this one (slots * conv_dim / pe >= 3), and the next write to it
-        # comes after this group's issue.
+        # group (and while reset holds the flags; with the port, word 0 again after the swap):
+        # ``ahead`` while the port does not hold the word at ``base + g`` (``rd_ok``) and no
+        # issued group's word still waits in it for the output register (``rd_hold``: from the
+        # issue to the next enabled edge, where the output register takes the port's word as a
+        # read replaces it; the value of ``v1``, as an issue implies ``adv``). Reading early is
+        # safe: the word at ``base + g`` was last written two enabled cycles after its issue,
+        # at or before the issue before this one (S * G >= 3), and the unit's next write to it
+        # comes after this group's issue; the swap's restore writes it too, but every read of
+        # the swap clears ``rd_ok``, so the word is read again after the swap.
         rd_ok, rd_hold = Signal(name="st_rd_ok"), Signal(name="st_rd_hold")
         ahead = ~rd_ok & (~rd_hold | adv)
         mode = swap.mode if self.port else Const(0)
