@@ -114,9 +114,12 @@ def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple
 
     Cycle 1: for each :data:`LEAD_CHUNK`-bit chunk of ``ss``, whether it holds a one and where
     its leading one is. Cycle 2: ``e = bit_length(ss) - 1`` from the highest chunk holding a
-    one. Cycle 3: the top ``index_bits - 1`` mantissa bits below the leading one,
-    ``(ss << mb) >> e`` (a truncating shift either way). Cycle 4: they index the row ``e & 1``
-    of the table; ``half = e >> 1``.
+    one, and ``(ss << mb) >> lo``, ``lo`` that chunk's lowest bit. Cycle 3: the top
+    ``mb = index_bits - 1`` mantissa bits below the leading one, ``(ss << mb) >> e`` (a
+    truncating shift either way), as that word shifted on by the leading one's place in its
+    chunk: a shift of fewer than ``LEAD_CHUNK`` places (one by ``e``, over every bit of ``ss``,
+    had been a path of 7 multiplexer levels from ``e``'s register into the table's address).
+    Cycle 4: they index the row ``e & 1`` of the table; ``half = e >> 1``.
     """
     ss = Value.cast(ss)
     width = len(ss)
@@ -131,14 +134,19 @@ def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple
         anys.append(_reg(m, ch.any(), en, f"{name}_any{j}"))
         poss.append(_reg(m, pos, en, f"{name}_pos{j}"))
     ss1 = _reg(m, ss, en, f"{name}_ss1")
+    mb = table.index_bits - 1
+    keep = mb + LEAD_CHUNK - 1  # bits of (ss << mb) >> lo that the shift by pos can reach
     e = Signal(range(max(width, 2)), name=f"{name}_e_c")
+    pos = Signal(range(LEAD_CHUNK), name=f"{name}_p_c")
+    coarse = Signal(keep, name=f"{name}_coarse_c")
+    wide = ss1 << mb
     for j, lo in enumerate(chunks):
         with m.If(anys[j]):
-            m.d.comb += e.eq(lo + poss[j])
+            m.d.comb += [e.eq(lo + poss[j]), pos.eq(poss[j]), coarse.eq(wide[lo: lo + keep])]
     e_r = _reg(m, e, en, f"{name}_e")
-    ss_r = _reg(m, ss1, en, f"{name}_ss")
-    mb = table.index_bits - 1
-    top = _reg(m, ((ss_r << mb) >> e_r)[:mb], en, f"{name}_top")
+    pos_r = _reg(m, pos, en, f"{name}_pos")
+    coarse_r = _reg(m, coarse, en, f"{name}_coarse")
+    top = _reg(m, (coarse_r >> pos_r)[:mb], en, f"{name}_top")
     e_2 = _reg(m, e_r, en, f"{name}_e2")
     rom = Memory(shape=unsigned(table.out_bits), depth=2 << mb,
                  init=[int(v) for v in table.table.reshape(-1)])
