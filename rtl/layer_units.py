@@ -261,11 +261,11 @@ class RmsNormUnit(wiring.Component):
             m.d.sync += st.eq(NORM)
 
         # -- pass 2: one group per gain record --------------------------------------------------
-        take = Signal()
-        record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, take,
-                                   adv & (st == NORM), "gain")
+        accept = adv & (st == NORM)
+        record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, accept,
+                                   accept, "gain")
         issue = Signal()
-        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
+        m.d.comb += [issue.eq(accept & rec_valid),
                      rp.addr.eq(i), rp.en.eq(issue)]  # read only what is issued
         with m.If(issue):
             m.d.sync += i.eq(Mux(last_i, 0, i + 1))
@@ -407,12 +407,12 @@ class ConvUnit(wiring.Component):
         g = Signal(range(max(G, 2)))
         base = Signal(range(max(S * G, 2)))  # the token's slot (its layer): base = slot * G
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence
-        take = Signal()
-        record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
+        accept = Signal()  # a whole record would be taken (gather: not behind w.valid)
+        record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, accept,
                                    adv & self.x.valid, "w")
         issue = Signal()
         v1, v2 = Signal(), Signal()
-        can = adv & self.x.valid & rec_valid
+        can = adv & self.x.valid
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
             # state write (v1, then v2).
@@ -427,7 +427,7 @@ class ConvUnit(wiring.Component):
                 m.d.sync += in_token.eq(1)
             with m.If(issue & (g == G - 1)):
                 m.d.sync += in_token.eq(0)
-        m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
+        m.d.comb += [accept.eq(can), issue.eq(can & rec_valid), self.x.ready.eq(issue)]
         # The next group's state word is read ahead, as soon as the port may change, not at its
         # issue: the issue waits on the weight record's last beat straight from the stream, and
         # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz
