@@ -40,7 +40,6 @@ from .layer_units import (
     CONV_LATENCY, GATE_LATENCY, NORM_LATENCY, ConvUnit, GateUnit, norm_lead_cycles,
     RmsNormUnit, check_divides, conv_bias_bits, divisors,
 )
-from .dsp import KEEP
 from .nonlinear import saturate
 from .stall import RegisteredFIFO, output_register, register_slice
 from .ssm_scan import ScanConfig, SsmScan, scan_depth, scan_latency
@@ -519,22 +518,15 @@ class LayerConfig:
 
 def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
     """Route the stream ``mem`` to ``targets`` in turn: ``beats[i]`` beats to target i, then
-    the next, wrapping after the last. A target that is not ready stalls the stream.
-
-    Each target's valid is gated by a flip-flop of its own (``sec_is<i>``, ``sec == i`` kept
-    apart from the others and from ``sec`` by :data:`rtl.dsp.KEEP`), which the placer can put
-    by the target: the section number had reached every unit from one register, and its way
-    across the die to the conv and on through the conv's issue was the whole-model top's path
-    (``sec`` → the x FIFO's level, 10.8 ns on the ECP5, 9.1 ns of it routing)."""
+    the next, wrapping after the last. A target that is not ready stalls the stream."""
     n = len(targets)
     if len(beats) != n or any(not isinstance(b, int) or b < 1 for b in beats):
         raise ValueError(f"beats must be {n} whole numbers >= 1 (one a target), not {beats!r}")
     sec = Signal(range(max(n, 2)), name="sec")
-    is_sec = [Signal(name=f"sec_is{i}", init=int(i == 0), attrs=KEEP) for i in range(n)]
     nb = Signal(range(max(beats) + 1), name="sec_beat")
     ready = Signal(name="sec_ready")
     for i, t in enumerate(targets):
-        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & is_sec[i])]
+        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & (sec == i))]
         with m.If(sec == i):
             m.d.comb += ready.eq(t.ready)
     m.d.comb += mem.ready.eq(ready)
@@ -542,8 +534,7 @@ def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
         for i, b in enumerate(beats):
             with m.If(sec == i):
                 with m.If(nb == b - 1):
-                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % n), is_sec[i].eq(0),
-                                 is_sec[(i + 1) % n].eq(1)]
+                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % n)]
                 with m.Else():
                     m.d.sync += nb.eq(nb + 1)
 
@@ -696,27 +687,18 @@ class BiMambaLayer(wiring.Component):
             m.d.sync += rg.eq(Mux(rg == lc.in_proj.row_groups - 1, 0, rg + 1))
 
         # -- conv: xBC groups with the token's start flag --------------------------------------
-        # The x and dt FIFOs are read through register slices, so that the handshakes of their
-        # takers (the conv's issue, which waits on its weight record from the stream, and the
-        # scan feeder's) do not reach into the FIFOs' read logic: those were the layer engine's
-        # and the whole-model top's paths (10.4 to 12.3 ns on the ECP5, `sec` or the feeder's
-        # B/C valid into the FIFOs' levels). A token's x groups are in their FIFO before the
-        # conv's records for them (in_proj's section comes before the conv's in the stream),
-        # and its dt before the conv's output reaches the feeder, so neither taker waits for the
-        # slices' cycle: the formulas are unchanged (the co-simulations compare the cycles).
         G = C // P
         cg = Signal(range(max(G, 2)))
-        xs = self._read_slice(m, xfifo, "x_slice")
         m.d.comb += [
-            conv.x.valid.eq(xs.valid & conv_flag.valid),
-            conv.x.payload.v.eq(xs.payload), conv.x.payload.start.eq(conv_flag.payload),
-            xs.ready.eq(conv.x.valid & conv.x.ready),
+            conv.x.valid.eq(xfifo.r_rdy & conv_flag.valid),
+            conv.x.payload.v.eq(xfifo.r_data), conv.x.payload.start.eq(conv_flag.payload),
+            xfifo.r_en.eq(conv.x.valid & conv.x.ready),
             conv_flag.ready.eq(conv.x.valid & conv.x.ready & (cg == G - 1)),
         ]
         with m.If(conv.x.valid & conv.x.ready):
             m.d.sync += cg.eq(Mux(cg == G - 1, 0, cg + 1))
 
-        self._feeder(m, conv, scan, self._read_slice(m, dtfifo, "dt_slice"), scan_flag)
+        self._feeder(m, conv, scan, dtfifo, scan_flag)
 
         # -- gate (y of a head, z from its FIFO) -> gated norm -> out_proj ---------------------
         wiring.connect(m, scan.y, gate.y)
@@ -771,17 +753,7 @@ class BiMambaLayer(wiring.Component):
                 m.d.sync += addr.eq(addr + 1)
         return s
 
-    @staticmethod
-    def _read_slice(m: Module, f, name: str):
-        """A stream of FIFO ``f``'s words through a register slice (rtl.stall.register_slice):
-        its taker's handshake drives the slice's registers, not the FIFO's read."""
-        src = stream.Signature(unsigned(f.width)).create(path=(f"{name}_in",))
-        dst = stream.Signature(unsigned(f.width)).create(path=(name,))
-        m.d.comb += [src.valid.eq(f.r_rdy), src.payload.eq(f.r_data), f.r_en.eq(src.ready)]
-        register_slice(m, src, dst, name)
-        return dst
-
-    def _feeder(self, m: Module, conv: ConvUnit, scan: SsmScan, dts, scan_flag) -> None:
+    def _feeder(self, m: Module, conv: ConvUnit, scan: SsmScan, dtfifo, scan_flag) -> None:
         """Conv output (B, C, then x, ``pe`` channels a beat) into the scan's beats: one B/C
         beat with the token's start flag, then a beat per head of its x and dt_raw."""
         lc = self.config
@@ -827,7 +799,7 @@ class BiMambaLayer(wiring.Component):
         head_last = Signal(init=int(nh == 1))  # hq == nh - 1
         with m.If(scan.head.valid & scan.head.ready):
             m.d.sync += head_valid.eq(0)
-        dt = dts.payload.word_select(dl, lc.q.spec.data_bits)
+        dt = dtfifo.r_data.word_select(dl, lc.q.spec.data_bits)
         done_head = take & ~in_bc & head_last
         with m.If(take & ~in_bc):
             hq_next = Mux(head_last, 0, hq + 1)
@@ -837,7 +809,7 @@ class BiMambaLayer(wiring.Component):
                          h.eq(Mux(h == H - 1, 0, h + 1)),
                          dl.eq(Mux((dl == P - 1) | (h == H - 1), 0, dl + 1))]
         m.d.comb += [
-            dts.ready.eq(done_head & ((dl == P - 1) | (h == H - 1))),
+            dtfifo.r_en.eq(done_head & ((dl == P - 1) | (h == H - 1))),
             scan.head.valid.eq(head_valid), scan.head.payload.eq(head_out),
             y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid | scan.bc.ready,
                            ~head_last | ~head_valid | scan.head.ready)),
