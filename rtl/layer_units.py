@@ -114,12 +114,9 @@ def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple
 
     Cycle 1: for each :data:`LEAD_CHUNK`-bit chunk of ``ss``, whether it holds a one and where
     its leading one is. Cycle 2: ``e = bit_length(ss) - 1`` from the highest chunk holding a
-    one, and ``(ss << mb) >> lo``, ``lo`` that chunk's lowest bit. Cycle 3: the top
-    ``mb = index_bits - 1`` mantissa bits below the leading one, ``(ss << mb) >> e`` (a
-    truncating shift either way), as that word shifted on by the leading one's place in its
-    chunk: a shift of fewer than ``LEAD_CHUNK`` places (one by ``e``, over every bit of ``ss``,
-    had been a path of 7 multiplexer levels from ``e``'s register into the table's address).
-    Cycle 4: they index the row ``e & 1`` of the table; ``half = e >> 1``.
+    one. Cycle 3: the top ``index_bits - 1`` mantissa bits below the leading one,
+    ``(ss << mb) >> e`` (a truncating shift either way). Cycle 4: they index the row ``e & 1``
+    of the table; ``half = e >> 1``.
     """
     ss = Value.cast(ss)
     width = len(ss)
@@ -134,19 +131,14 @@ def rsqrt_stage(m: Module, table: RsqrtTable, ss: Value, en, name: str) -> tuple
         anys.append(_reg(m, ch.any(), en, f"{name}_any{j}"))
         poss.append(_reg(m, pos, en, f"{name}_pos{j}"))
     ss1 = _reg(m, ss, en, f"{name}_ss1")
-    mb = table.index_bits - 1
-    keep = mb + LEAD_CHUNK - 1  # bits of (ss << mb) >> lo that the shift by pos can reach
     e = Signal(range(max(width, 2)), name=f"{name}_e_c")
-    pos = Signal(range(LEAD_CHUNK), name=f"{name}_p_c")
-    coarse = Signal(keep, name=f"{name}_coarse_c")
-    wide = ss1 << mb
     for j, lo in enumerate(chunks):
         with m.If(anys[j]):
-            m.d.comb += [e.eq(lo + poss[j]), pos.eq(poss[j]), coarse.eq(wide[lo: lo + keep])]
+            m.d.comb += e.eq(lo + poss[j])
     e_r = _reg(m, e, en, f"{name}_e")
-    pos_r = _reg(m, pos, en, f"{name}_pos")
-    coarse_r = _reg(m, coarse, en, f"{name}_coarse")
-    top = _reg(m, (coarse_r >> pos_r)[:mb], en, f"{name}_top")
+    ss_r = _reg(m, ss1, en, f"{name}_ss")
+    mb = table.index_bits - 1
+    top = _reg(m, ((ss_r << mb) >> e_r)[:mb], en, f"{name}_top")
     e_2 = _reg(m, e_r, en, f"{name}_e2")
     rom = Memory(shape=unsigned(table.out_bits), depth=2 << mb,
                  init=[int(v) for v in table.table.reshape(-1)])
@@ -261,11 +253,11 @@ class RmsNormUnit(wiring.Component):
             m.d.sync += st.eq(NORM)
 
         # -- pass 2: one group per gain record --------------------------------------------------
-        accept = adv & (st == NORM)
-        record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, accept,
-                                   accept, "gain")
+        take = Signal()
+        record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, take,
+                                   adv & (st == NORM), "gain")
         issue = Signal()
-        m.d.comb += [issue.eq(accept & rec_valid),
+        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
                      rp.addr.eq(i), rp.en.eq(issue)]  # read only what is issued
         with m.If(issue):
             m.d.sync += i.eq(Mux(last_i, 0, i + 1))
@@ -407,12 +399,12 @@ class ConvUnit(wiring.Component):
         g = Signal(range(max(G, 2)))
         base = Signal(range(max(S * G, 2)))  # the token's slot (its layer): base = slot * G
         fresh = Signal(init=1)  # no token since reset: the next one begins a sequence
-        accept = Signal()  # a whole record would be taken (gather: not behind w.valid)
-        record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, accept,
+        take = Signal()
+        record, rec_valid = gather(m, self.w, self.record_beats, self.record_beats, take,
                                    adv & self.x.valid, "w")
         issue = Signal()
         v1, v2 = Signal(), Signal()
-        can = adv & self.x.valid
+        can = adv & self.x.valid & rec_valid
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
             # state write (v1, then v2).
@@ -427,7 +419,7 @@ class ConvUnit(wiring.Component):
                 m.d.sync += in_token.eq(1)
             with m.If(issue & (g == G - 1)):
                 m.d.sync += in_token.eq(0)
-        m.d.comb += [accept.eq(can), issue.eq(can & rec_valid), self.x.ready.eq(issue)]
+        m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
         # The next group's state word is read ahead, as soon as the port may change, not at its
         # issue: the issue waits on the weight record's last beat straight from the stream, and
         # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz

@@ -624,16 +624,15 @@ class BiMambaLM(wiring.Component):
         fresh = Signal(init=1)  # no token since reset: the next begins a sequence
         tok_start = Signal()  # the start flag of the token in the engine
         take_u = Signal()
+        emb_rec, emb_valid = gather(m, emb, c.emb_record_beats, c.emb_record_beats,
+                                    take_u & (upass == 0), 1, "emb")
         from_emb = upass == 0
         first_beat = ucnt == 0
-        emb_ok = ~first_beat | starts.r_rdy  # a token's first beat waits for its start flag
-        emb_rec, emb_valid = gather(m, emb, c.emb_record_beats, c.emb_record_beats,
-                                    from_emb & emb_ok & layer.u.ready, 1, "emb")
         start_now = Mux(from_emb, starts.r_data | fresh, tok_start)
         o_last = opass == L - 1
         loop_valid = layer.o.valid & ~o_last
         m.d.comb += [
-            layer.u.valid.eq(Mux(from_emb, emb_valid & emb_ok,
+            layer.u.valid.eq(Mux(from_emb, emb_valid & (~first_beat | starts.r_rdy),
                                  loop_valid)),
             layer.u.payload.v.eq(Mux(from_emb, emb_rec[: P * rb], Value.cast(layer.o.payload))),
             layer.u.payload.start.eq(first_beat & start_now),

@@ -412,21 +412,14 @@ class SsmScan(wiring.Component):
         # (idle and (no B, C needed or B, C waiting)) or (on the head's last chunk and the same
         # for the next head). The load is then one gate from flip-flops; it enables the head
         # buffer's registers and `cur`.
-        # The flags' next values compare the counters' present values with constants (the
-        # values that step onto the last chunk or head), not the incremented counters: the
-        # decision had run through `p + 1`'s carry chain (the whole-model top's path at seed 2,
-        # layer.scan.p[0] into can_load, 10.4 ns on the ECP5).
         k_next = Mux(last_k, 0, k + 1)
         p_next = Mux(last_k, Mux(last_p, 0, p + 1), p)
         h_next = Mux(last_h, 0, h + 1)
         step_h = issue & at_last
         busy_n = Mux(load, 1, Mux(finishing, 0, busy))
-        # (k, p) steps onto (K - 1, P - 1) from (K - 2, P - 1), or, with K == 1, from
-        # (0, P - 2); with K == P == 1 every chunk is the last.
-        onto_last = (k == K - 2) & last_p if K > 1 else (last_p if P == 1 else p == P - 2)
-        at_last_n = Mux(issue, onto_last, at_last)
-        h_first_n = Mux(step_h, last_h, h_first)
-        h_last_n = Mux(step_h, (h == H - 2) if H > 1 else 1, h_last)
+        at_last_n = Mux(issue, (k_next == K - 1) & (p_next == P - 1), at_last)
+        h_first_n = Mux(step_h, h_next == 0, h_first)
+        h_last_n = Mux(step_h, h_next == H - 1, h_last)
         bc_full_n = Mux(load & need_bc, 0, bc_full | (self.bc.valid & self.bc.ready))
         # With the state port, a token's first head also waits for its state (`swapped`: a
         # swap has filled the RAM since the last token began).

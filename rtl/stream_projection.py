@@ -250,27 +250,23 @@ class StreamProjectionConfig:
         return data.ArrayLayout(signed(self.out_bits), self.pe)
 
 
-def gather(m: Module, s, n_max: int, n, accept, enable, name: str) -> tuple[Value, Value]:
+def gather(m: Module, s, n_max: int, n, take, enable, name: str) -> tuple[Value, Value]:
     """Collect records of ``n`` beats (``n <= n_max``, a Value or int) from stream ``s``.
 
     Beats before the last of a record are stored as they arrive (while ``enable``); the last is
-    taken when the returned ``valid`` and ``accept`` are both high. ``accept`` says whether
-    the caller would take a whole record in this cycle and must not depend on ``s.valid``:
-    ``s.ready`` is then a function of the caller's state alone, not of the stream's valid,
-    which in the engines comes from the section demultiplexer's counter (the valid's way
-    through the caller's issue and back out as the ready had been one path, routed twice
-    across the whole-model top). Returns ``(record, valid)``: beat i of the record in bits
-    ``[i*W, (i+1)*W)``, valid while the record's last beat is on the stream.
+    taken when ``take``, which the caller drives from the returned ``valid``. Returns
+    ``(record, valid)``: beat i of the record in bits ``[i*W, (i+1)*W)``, valid while the
+    record's last beat is on the stream.
     """
     W = len(Value.cast(s.payload))
     if n_max == 1:
-        m.d.comb += s.ready.eq(accept)
+        m.d.comb += s.ready.eq(take)
         return Value.cast(s.payload), s.valid
     idx = Signal(range(n_max), name=f"{name}_idx")
     held = [Signal(W, name=f"{name}_held{i}") for i in range(n_max - 1)]
     last = Signal(name=f"{name}_last")
     m.d.comb += last.eq(idx == n - 1)
-    m.d.comb += s.ready.eq(Mux(last, accept, enable))
+    m.d.comb += s.ready.eq(Mux(last, take, enable))
     with m.If(s.valid & s.ready):
         with m.If(last):
             m.d.sync += idx.eq(0)
@@ -355,15 +351,15 @@ class StreamProjection(wiring.Component):
         j = Signal(range(max(J, 2)))
         n_beats = Signal(range(max(c.beta_beats, c.rc_beats, 1) + 1))
         m.d.comb += n_beats.eq(Mux(in_beta, c.beta_beats, Mux(in_rc, c.rc_beats, 1)))
-        # A weight beat is taken on its last plane cycle; records when issued.
+        take = Signal()
+        record, rec_valid = gather(m, self.mem, max(c.beta_beats, c.rc_beats, 1), n_beats, take,
+                                   adv & computing, "mem")
         weight_slot = ~in_beta & ~in_rc
-        accept = Signal()
-        record, rec_valid = gather(m, self.mem, max(c.beta_beats, c.rc_beats, 1), n_beats,
-                                   accept, adv & computing, "mem")
         issue = Signal()
         m.d.comb += [
             issue.eq(adv & computing & rec_valid),
-            accept.eq(adv & computing & (~weight_slot | (j == J - 1))),
+            # A weight beat is taken on its last plane cycle; records when issued.
+            take.eq(issue & (~weight_slot | (j == J - 1))),
         ]
         last_f, last_r, last_j = f == F - 1, r == R - 1, j == J - 1
         with m.If(issue):
