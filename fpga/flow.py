@@ -21,7 +21,11 @@ For each build (:data:`fpga.units.BUILDS`; ``--list`` prints them) and device:
    and ``--timing-allow-fail``, so that a unit that misses it still reports its Fmax; a build
    that names a floorplan (the whole-model top) is placed from ``synth_floorplan.json``, its
    multipliers locked to DSP sites unit by unit (:mod:`fpga.floorplan`);
-4. parse utilisation, Fmax and the critical path (:mod:`fpga.parse`) into ``result.json``.
+4. parse utilisation, Fmax and the critical path (:mod:`fpga.parse`) into ``result.json``,
+   and, from nextpnr's detailed timing report (``--detailed-timing-report``), the endpoints
+   whose data arrives after the target's period, counted by unit and by the net that drives
+   them (the row's ``late``): one path's Fmax moves with the seed, the count of late
+   endpoints shows where the design misses its target.
 
 Then ``<out>/summary.json`` (a list of one object per build and device; earlier results of
 builds not run this time are kept), ``<out>/summary.md`` and ``<out>/memories.md`` (each
@@ -106,6 +110,9 @@ DEVICES = {
                          ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 25.0,
                          True, {"bram": 30, "dsp": 8, "lc": 5280}),
 }
+
+# Units and nets a row names among its late endpoints (``late``: fpga.parse.late_endpoints).
+LATE_TOP = 8
 
 # The fit note of a row made with ``--pack-only`` (resources, no timing).
 PACK_ONLY_NOTE = "packed only: nextpnr's resource counts, no placement, routing or timing"
@@ -331,7 +338,7 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     script = yosys_script(device, top, " ".join(sources))
     pnr_args = ([*device.pnr_args, "--pack-only", "--threads", "1"] if pack_only else
                 [*device.pnr_args, "--freq", f"{freq:g}", "--seed", str(seed), "--threads", "1",
-                 "--timing-allow-fail"])
+                 "--timing-allow-fail", "--detailed-timing-report"])
     versions = tool_versions()
     key = _key(text, script, " ".join(pnr_args), json.dumps(versions, sort_keys=True),
                " ".join(plan))
@@ -439,6 +446,15 @@ def _fill_from_pnr(row: dict, device: Device, report: dict, plog: str,
         row.update(fmax_mhz=round(fmax, 2), crit_start=unwrapped(cp.start),
                    crit_end=unwrapped(cp.end),
                    crit_delay_ns=cp.delay_ns, crit_logic_levels=cp.logic_levels)
+        if "detailed_net_timings" in report:
+            # Where the design misses its target: every endpoint late at the target's period,
+            # by unit and by the net that drives it (the worst path alone moves between seeds).
+            late = parse.late_endpoints(report, 1000.0 / row["target_mhz"],
+                                        "u." if device.wrapped else "")
+            row["late"] = {"period_ns": late.period_ns, "endpoints": late.endpoints,
+                           "late": late.late, "excess_ns": late.excess_ns,
+                           "by_unit": dict(list(late.by_unit.items())[:LATE_TOP]),
+                           "by_net": [list(n) for n in late.by_net[:LATE_TOP]]}
     if device.name.startswith("ecp5"):
         luts = parse.nextpnr_lut_breakdown(plog)
         row.update(lut4=luts.get("total", used.get("TRELLIS_COMB", 0)),
@@ -490,16 +506,21 @@ def check_row(row: dict) -> None:
 def summary_table(rows: list[dict]) -> str:
     """The markdown table of summary rows."""
     head = ("| unit | config | device | LUT4 (LUT RAM) | FF | BRAM | DSP | Fmax MHz | "
-            "critical path start → end | fit | time s |")
-    lines = [head, "|" + "---|" * 11]
+            "critical path start → end | late endpoints | fit | time s |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lut = f"{r['lut4']:,}" + (f" ({r['lutram_lut4']:,})" if r.get("lutram_lut4") else "")
         fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] is not None else "–"
         path = (f"`{r['crit_start']}` → `{r['crit_end']}` ({r['crit_logic_levels']} cells, "
                 f"{r['crit_delay_ns']:.1f} ns)" if r["crit_start"] else "–")
         fit = "yes" if r["fits"] else "no: " + r["fit_note"].removeprefix("does not fit: ")
+        late = r.get("late")
+        late_words = "–" if not late else (
+            f"{late['late']:,} of {late['endpoints']:,}" + (
+                " (" + ", ".join(f"{u} {n:,}" for u, n in list(late["by_unit"].items())[:3])
+                + ")" if late["by_unit"] else ""))
         lines.append(f"| {r['unit']} | {r['config']} | {r['device']} | {lut} | {r['ff']:,} | "
-                     f"{r['bram']} | {r['dsp']} | {fmax} | {path} | {fit} | "
+                     f"{r['bram']} | {r['dsp']} | {fmax} | {path} | {late_words} | {fit} | "
                      f"{r['seconds'].get('total', 0):.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,8 @@ Inputs are the texts the flow keeps per build (``build/fpga/<device>/<build>/``)
 * nextpnr's log (``nextpnr.log``), for the LUT4 breakdown that nextpnr-ecp5 prints before
   packing (logic, carry, RAM and RAMW LUTs); nextpnr's JSON report has no such split;
 * nextpnr's JSON report (``--report``), for the achieved frequency, the cell utilisation and
-  the critical path.
+  the critical path; with ``--detailed-timing-report``, for the arrival time at every timing
+  endpoint (:func:`late_endpoints`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 __all__ = ["MemoryInfo", "CriticalPath", "yosys_cells", "yosys_memory_mapping", "memories",
            "nextpnr_lut_breakdown", "report_fmax", "report_utilisation", "critical_path",
-           "signal_name", "memory_kind"]
+           "signal_name", "memory_kind", "LateEndpoints", "late_endpoints", "unit_of"]
 
 _STAT_LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
 _LIBMAP = re.compile(r"^mapping memory (\S+) via (\S+)\s*$")
@@ -296,3 +297,95 @@ def critical_path(report: dict) -> CriticalPath:
         end_cell=end_cell, delay_ns=round(sum(s["delay"] for s in path), 3),
         logic_levels=sum(1 for s in path if s["type"] == "logic"),
         routing_ns=round(sum(s["delay"] for s in path if s["type"] == "routing"), 3))
+
+
+@dataclass(frozen=True)
+class LateEndpoints:
+    """The timing endpoints (inputs of flip-flops, RAMs, multipliers) whose data arrives after
+    the clock period, from nextpnr's detailed timing report: where a design misses its target,
+    not only its one worst path.
+
+    Members
+    -------
+    period_ns : float
+        The period the arrivals are held against (setup times are not included: nextpnr's
+        detailed report gives arrival times only).
+    endpoints : int
+        Endpoints in the report.
+    late : int
+        Endpoints whose latest arrival is after ``period_ns``.
+    excess_ns : float
+        Sum over the late endpoints of arrival minus period (a total negative slack).
+    by_unit : dict
+        Late endpoints per unit (the hierarchy of the endpoint's signal, :func:`unit_of`),
+        most first.
+    by_net : list of (str, int, float)
+        The nets driving late endpoints: (net, late endpoints, latest arrival in ns), most
+        first.
+    """
+
+    period_ns: float
+    endpoints: int
+    late: int
+    excess_ns: float
+    by_unit: dict
+    by_net: list
+
+
+def unit_of(cell: str, strip: str = "") -> str:
+    """The unit a cell belongs to: the hierarchy of its signal (:func:`signal_name`) without
+    the signal itself, ``(top)`` for the top module's own signals.
+
+    >>> unit_of("layer.conv.w1[3]_TRELLIS_FF_Q")
+    'layer.conv'
+    >>> unit_of("sec_beat[4]_TRELLIS_FF_Q")
+    '(top)'
+    >>> unit_of("layer.scan.xfifo.storage.0.5")
+    'layer.scan.xfifo'
+    """
+    name = signal_name(cell).removeprefix(strip) if strip else signal_name(cell)
+    parts = name.split("[", 1)[0].split(".")
+    while len(parts) > 1 and parts[-1].isdigit():  # a memory's blocks: storage.0.5
+        parts.pop()
+    return ".".join(parts[:-1]) or "(top)"
+
+
+def late_endpoints(report: dict, period_ns: float, strip: str = "") -> LateEndpoints:
+    """The endpoints of nextpnr's detailed timing report that arrive after ``period_ns``.
+
+    ``strip`` is a prefix taken off cell names first (the wrapper's ``u.``).
+
+    Raises
+    ------
+    ValueError
+        If the report has no ``detailed_net_timings`` (nextpnr ran without
+        ``--detailed-timing-report``) or the period is not positive.
+    """
+    if not period_ns > 0:
+        raise ValueError(f"period_ns must be > 0, not {period_ns!r}")
+    nets = report.get("detailed_net_timings")
+    if nets is None:
+        raise ValueError("nextpnr's report has no detailed_net_timings: run nextpnr with "
+                         "--detailed-timing-report")
+    count, late, excess = 0, 0, 0.0
+    units: dict[str, int] = {}
+    by_net: dict[str, list] = {}
+    for net in nets:
+        for ep in net.get("endpoints", []):
+            count += 1
+            arrival = float(max(ep["delay"]))
+            if arrival <= period_ns:
+                continue
+            late += 1
+            excess += arrival - period_ns
+            u = unit_of(ep["cell"], strip)
+            units[u] = units.get(u, 0) + 1
+            name = net["net"].removeprefix(strip) if strip else net["net"]
+            entry = by_net.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] = max(entry[1], arrival)
+    return LateEndpoints(
+        period_ns=period_ns, endpoints=count, late=late, excess_ns=round(excess, 3),
+        by_unit=dict(sorted(units.items(), key=lambda kv: (-kv[1], kv[0]))),
+        by_net=[(n, c, round(a, 3)) for n, (c, a) in
+                sorted(by_net.items(), key=lambda kv: (-kv[1][0], kv[0]))])

@@ -222,6 +222,42 @@ def test_summary_table_has_a_row_per_result():
     assert any("| no: " in line for line in table)  # a row that does not fit the iCE40
 
 
+def test_late_endpoints_of_a_detailed_report():
+    """An excerpt of the whole-model top's detailed report (seed 1, 92.4 MHz): five nets, 40
+    endpoints. At 8 ns the 12 weight slots of the conv (latest arrivals 8.60 to 9.48 ns), the
+    12 x slots of the feeder (8.04 to 8.48) and the x FIFO's 9 level bits (10.60 to 10.82)
+    are late; the embedding register (2.38) and the LUT RAM's write enables (7.02, 7.71) are
+    not."""
+    r = _json("ecp5_lm_detailed_excerpt.json")
+    late = parse.late_endpoints(r, 8.0)
+    assert (late.endpoints, late.late) == (40, 33)
+    assert late.by_unit == {"layer": 12, "layer.conv": 12, "layer.xfifo": 9}
+    assert [(n, c) for n, c, _ in late.by_net] == [
+        ("layer.conv.w_idx[0]_TRELLIS_FF_Q_CE_LUT4_D_Z", 12), ("layer.in_bc_LUT4_C_Z", 12),
+        ("layer.xfifo.inner_level[0]_TRELLIS_FF_Q_CE", 9)]
+    assert late.by_net[2][2] == pytest.approx(10.822, abs=1e-3)
+    # the level bits' excess alone: 4 at 10.596 and 5 at 10.818
+    level = parse.late_endpoints({"detailed_net_timings": r["detailed_net_timings"][3:4]}, 8.0)
+    assert level.late == 9 and level.excess_ns == pytest.approx(4 * 2.596 + 5 * 2.818, abs=0.01)
+    # at 11 ns nothing is late; at 7 ns the six write enables (7.02 and 7.71 ns) are too
+    assert parse.late_endpoints(r, 11.0).late == 0
+    assert parse.late_endpoints(r, 7.0).late == 33 + 6
+    with pytest.raises(ValueError, match="--detailed-timing-report"):
+        parse.late_endpoints({"critical_paths": []}, 8.0)
+    with pytest.raises(ValueError, match="period_ns must be > 0"):
+        parse.late_endpoints(r, 0)
+
+
+def test_summary_table_names_late_endpoints():
+    row = dict(_json("summary_rows.json")[0])
+    row["late"] = {"period_ns": 8.0, "endpoints": 91148, "late": 2490, "excess_ns": 1430.5,
+                   "by_unit": {"layer": 1105, "layer.conv": 472, "layer.in_proj": 306,
+                               "layer.scan": 302}, "by_net": []}
+    line = summary_table([row]).splitlines()[2]
+    assert "| 2,490 of 91,148 (layer 1,105, layer.conv 472, layer.in_proj 306) |" in line
+    assert "layer.scan" not in line
+
+
 def test_memory_table_per_device():
     lines = memory_table(_json("summary_rows.json")).splitlines()
     assert lines[0] == "| build | memory | depth × width | ROM | ecp5-85k | ice40-up5k |"
