@@ -242,6 +242,10 @@ def test_late_endpoints_of_a_detailed_report():
     # at 11 ns nothing is late; at 7 ns the six write enables (7.02 and 7.71 ns) are too
     assert parse.late_endpoints(r, 11.0).late == 0
     assert parse.late_endpoints(r, 7.0).late == 33 + 6
+    # a memory's blocks (storage.0.256) count for the memory's unit
+    assert parse.late_endpoints(r, 7.0).by_unit["layer.scan.xfifo"] == 6
+    assert parse.unit_of("sec_beat[4]_TRELLIS_FF_Q") == "(top)"
+    assert parse.unit_of("u.layer.conv.w1[3]_TRELLIS_FF_Q", "u.") == "layer.conv"
     with pytest.raises(ValueError, match="--detailed-timing-report"):
         parse.late_endpoints({"critical_paths": []}, 8.0)
     with pytest.raises(ValueError, match="period_ns must be > 0"):
