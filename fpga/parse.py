@@ -343,7 +343,7 @@ def unit_of(cell: str, strip: str = "") -> str:
     >>> unit_of("layer.scan.xfifo.storage.0.5")
     'layer.scan.xfifo'
     """
-    name = signal_name(cell).removeprefix(strip) if strip else signal_name(cell)
+    name = signal_name(cell).removeprefix(strip)
     parts = name.split("[", 1)[0].split(".")
     while len(parts) > 1 and parts[-1].isdigit():  # a memory's blocks: storage.0.5
         parts.pop()
@@ -380,8 +380,7 @@ def late_endpoints(report: dict, period_ns: float, strip: str = "") -> LateEndpo
             excess += arrival - period_ns
             u = unit_of(ep["cell"], strip)
             units[u] = units.get(u, 0) + 1
-            name = net["net"].removeprefix(strip) if strip else net["net"]
-            entry = by_net.setdefault(name, [0, 0.0])
+            entry = by_net.setdefault(net["net"].removeprefix(strip), [0, 0.0])
             entry[0] += 1
             entry[1] = max(entry[1], arrival)
     return LateEndpoints(
