@@ -15,6 +15,35 @@ import sys
 from runner import run_mutants  # tests/mutation/runner.py (this folder is on the path)
 
 MUTANTS = [
+    # The scan feeder's banks of beat slots, the records' slots loaded while valid, the stage
+    # registers loaded at every enabled edge, the registered FIFO's room, the scan's cp_last.
+    ("feeder: the record offered from the bank being filled", "rtl/layer.py",
+     "return Mux(bank, Cat(*slots[0]), Cat(*slots[1]))",
+     "return Mux(bank, Cat(*slots[1]), Cat(*slots[0]))"),
+    ("feeder: the B/C bank not switched at the last beat", "rtl/layer.py",
+     "bc_start.eq(scan_flag.payload), bc_bank.eq(~bc_bank)]",
+     "bc_start.eq(scan_flag.payload)]"),
+    ("feeder: the x slot of the beat just taken, not of the next", "rtl/layer.py",
+     "hq_after = Mux(in_bc, hq, hq_next)", "hq_after = hq"),
+    ("feeder: a B/C slot selected one beat late", "rtl/layer.py",
+     "bc_sel.eq(Cat(*[n_next == k for k in range(nbc)]))",
+     "bc_sel.eq(Cat(*[n == k for k in range(nbc)]))"),
+    ("gather: a beat's slot loads while the one before it is selected", "rtl/stream_projection.py",
+     "with m.If(s.valid & (idx == i)):", "with m.If(s.valid & (idx + 1 == i)):"),
+    ("conv: the record's stage register loads in a stall", "rtl/layer_units.py",
+     "w1 = _reg(m, record[: P * self.lane_bits], adv & rec_valid, \"w1\")",
+     "w1 = _reg(m, record[: P * self.lane_bits], rec_valid, \"w1\")"),
+    ("conv: x's stage register loads in a stall", "rtl/layer_units.py",
+     "x_on = adv & self.x.valid", "x_on = self.x.valid"),
+    ("projection: the record's stage register loads in a stall", "rtl/stream_projection.py",
+     "with m.If(adv & rec_valid):", "with m.If(rec_valid):"),
+    ("projection: a row-constant record's last beat one early", "rtl/stream_projection.py",
+     "Mux(in_rc, max(c.rc_beats - 1, 0), 0)", "Mux(in_rc, max(c.rc_beats - 2, 0), 0)"),
+    ("registered FIFO: room kept with depth words", "rtl/stall.py",
+     "room.eq(Mux(up, count != d - 1, down | room))", "room.eq(Mux(up, count != d, down | room))"),
+    ("scan: the output beat a value early (cp_last one early)", "rtl/ssm_scan.py",
+     "cp_last.eq(cp_next == P - 1)]", "cp_last.eq(cp_next == P - 2)]"),
+
     ("scan: every layer's state in slot 0 (base never stepped)", "rtl/ssm_scan.py",
      "0,\n                                                base + H * P * K))",
      "0,\n                                                base))"),
@@ -153,6 +182,9 @@ def main() -> int:
                                  "tests/test_layer_units.py::test_conv_unit_state_port",
                                  "tests/test_layer.py::test_section_demux_routes_each_beat_to_its_section",
                                  "tests/test_layer_units.py::test_conv_unit",
+                                 "tests/test_stall.py::test_registered_fifo_has_the_room_of_sync_fifo_buffered",
+                                 "tests/test_stream_projection.py::test_stalls_on_every_stream_never_change_a_bit",
+                                 "tests/test_stream_projection.py::test_output_stalls_longer_than_several_row_groups",
                                  "tests/test_lm_engine.py", "tests/test_ssm_scan.py",
                                  "-k", "not lint"],
                        sys.argv[1:])
