@@ -518,25 +518,32 @@ class LayerConfig:
 
 def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
     """Route the stream ``mem`` to ``targets`` in turn: ``beats[i]`` beats to target i, then
-    the next, wrapping after the last. A target that is not ready stalls the stream."""
+    the next, wrapping after the last. A target that is not ready stalls the stream.
+
+    The section is a one-hot register and the section's last beat a flip-flop of its own, so
+    that a target's valid is the stream's valid and one flag (a LUT): in the whole-model top
+    the stream's valid went through two demultiplexers, each decoding a binary section
+    number, into the enables of the conv's record slots (180 to 310 endpoints late at 8 ns on
+    the ECP5)."""
     n = len(targets)
     if len(beats) != n or any(not isinstance(b, int) or b < 1 for b in beats):
         raise ValueError(f"beats must be {n} whole numbers >= 1 (one a target), not {beats!r}")
-    sec = Signal(range(max(n, 2)), name="sec")
+    sec = Signal(n, init=1, name="sec")  # one-hot: the section of the next beat
     nb = Signal(range(max(beats) + 1), name="sec_beat")
-    ready = Signal(name="sec_ready")
+    last = Signal(init=int(beats[0] == 1), name="sec_last")  # nb == beats[section] - 1
     for i, t in enumerate(targets):
-        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & (sec == i))]
-        with m.If(sec == i):
-            m.d.comb += ready.eq(t.ready)
-    m.d.comb += mem.ready.eq(ready)
+        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & sec[i])]
+    m.d.comb += mem.ready.eq(Cat(*(sec[i] & t.ready for i, t in enumerate(targets))).any())
     with m.If(mem.valid & mem.ready):
-        for i, b in enumerate(beats):
-            with m.If(sec == i):
-                with m.If(nb == b - 1):
-                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % n)]
-                with m.Else():
-                    m.d.sync += nb.eq(nb + 1)
+        with m.If(last):
+            # the next section's first beat is its last if it has one beat
+            m.d.sync += [nb.eq(0), sec.eq(sec.rotate_left(1)),
+                         last.eq(Cat(*(sec[i] for i in range(n)
+                                       if beats[(i + 1) % n] == 1)).any())]
+        with m.Else():
+            m.d.sync += [nb.eq(nb + 1),
+                         last.eq(Cat(*(sec[i] & (nb == b - 2) for i, b in enumerate(beats)
+                                       if b >= 2)).any())]
 
 
 def _held_flag(m: Module, f, name: str):
@@ -788,10 +795,12 @@ class BiMambaLayer(wiring.Component):
         n = Signal(range(max(nbc + c.d_inner // P, 2)))
         in_bc = Signal(init=1)  # n < nbc
         bc_last = Signal(init=int(nbc == 1))  # n == nbc - 1
+        x_end = Signal(init=int(nbc + c.d_inner // P == 1))  # n: the token's last x beat
         take = y.valid & y.ready
         with m.If(take):
-            n_next = Mux(n == nbc + c.d_inner // P - 1, 0, n + 1)
-            m.d.sync += [n.eq(n_next), in_bc.eq(n_next < nbc), bc_last.eq(n_next == nbc - 1)]
+            n_next = Mux(x_end, 0, n + 1)
+            m.d.sync += [n.eq(n_next), in_bc.eq(n_next < nbc), bc_last.eq(n_next == nbc - 1),
+                         x_end.eq(n_next == nbc + c.d_inner // P - 1)]
 
         # Each record (a token's B and C, a head's x) is assembled in one of two banks of beat
         # slots: the record waiting for the scan is in one bank while the next one fills the
@@ -822,8 +831,12 @@ class BiMambaLayer(wiring.Component):
         bc_valid = Signal()
         bc_start = Signal()
         fill(bc_slots, bc_sel, bc_bank)
+        # The slot flags step without the counter: B/C slot k + 1 after slot k, none from the
+        # last B/C beat to the token's last x beat, then slot 0 again (the feeder's beat count
+        # into the x flags through its comparisons had been an 11-cell path, 10.7 ns).
         with m.If(take):
-            m.d.sync += bc_sel.eq(Cat(*[n_next == k for k in range(nbc)]))
+            m.d.sync += bc_sel.eq(Mux(in_bc, Mux(bc_last, 0, bc_sel.rotate_left(1)),
+                                      Mux(x_end, 1, 0)))
         with m.If(scan.bc.valid & scan.bc.ready):
             m.d.sync += bc_valid.eq(0)
         with m.If(take & bc_last):
@@ -851,8 +864,10 @@ class BiMambaLayer(wiring.Component):
         with m.If(take & ~in_bc):
             m.d.sync += [hq.eq(hq_next), head_last.eq(hq_next == nh - 1)]
         with m.If(take):
-            hq_after = Mux(in_bc, hq, hq_next)  # the x beat after this one: its slot
-            m.d.sync += x_sel.eq(Mux(n_next < nbc, 0, Cat(*[hq_after == k for k in range(nh)])))
+            # x slot 0 after the last B/C beat (a head's beats start at slot 0), the next slot
+            # after an x beat (slot 0 after a head's last), none after the token's last
+            m.d.sync += x_sel.eq(Mux(in_bc, Mux(bc_last, 1, 0),
+                                     Mux(x_end, 0, x_sel.rotate_left(1))))
         with m.If(done_head):
             m.d.sync += [head_valid.eq(1), head_dt.eq(dt), x_bank.eq(~x_bank),
                          h.eq(Mux(h == H - 1, 0, h + 1)),
