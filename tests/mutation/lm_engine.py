@@ -40,6 +40,8 @@ MUTANTS = [
      "x_on = adv & self.x.valid", "x_on = self.x.valid"),
     ("projection: the record's stage register loads in a stall", "rtl/stream_projection.py",
      "with m.If(adv & rec_valid):", "with m.If(rec_valid):"),
+    ("projection: the activation word read in a stall", "rtl/stream_projection.py",
+     "ap_r.en.eq(adv & computing)", "ap_r.en.eq(computing)"),
     ("projection: a row-constant record's last beat one early", "rtl/stream_projection.py",
      "Mux(in_rc, max(c.rc_beats - 1, 0), 0)", "Mux(in_rc, max(c.rc_beats - 2, 0), 0)"),
     ("registered FIFO: room kept with depth words", "rtl/stall.py",
