@@ -257,7 +257,7 @@ class RmsNormUnit(wiring.Component):
         record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, take,
                                    adv & (st == NORM), "gain")
         issue = Signal()
-        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
+        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(adv & (st == NORM)),
                      rp.addr.eq(i), rp.en.eq(issue)]  # read only what is issued
         with m.If(issue):
             m.d.sync += i.eq(Mux(last_i, 0, i + 1))
@@ -404,7 +404,7 @@ class ConvUnit(wiring.Component):
                                    adv & self.x.valid, "w")
         issue = Signal()
         v1, v2 = Signal(), Signal()
-        can = adv & self.x.valid & rec_valid
+        can = adv & self.x.valid  # all but the record: the gather's take (its ready)
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
             # state write (v1, then v2).
@@ -419,7 +419,7 @@ class ConvUnit(wiring.Component):
                 m.d.sync += in_token.eq(1)
             with m.If(issue & (g == G - 1)):
                 m.d.sync += in_token.eq(0)
-        m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
+        m.d.comb += [issue.eq(can & rec_valid), take.eq(can), self.x.ready.eq(issue)]
         # The next group's state word is read ahead, as soon as the port may change, not at its
         # issue: the issue waits on the weight record's last beat straight from the stream, and
         # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz

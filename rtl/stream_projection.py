@@ -259,7 +259,9 @@ def gather(m: Module, s, n_max: int, n, take, enable, name: str,
     record's valid).
 
     Beats before the last of a record are stored as they arrive (while ``enable``); the last is
-    taken when ``take``, which the caller drives from the returned ``valid``. Returns
+    taken when ``take`` (the caller takes the record in this cycle if it is valid: ``take``
+    need not include the returned ``valid``, and a ``take`` from registers keeps the weight
+    stream's valid out of its ready). Returns
     ``(record, valid)``: beat i of the record in bits ``[i*W, (i+1)*W)``, valid while the
     record's last beat is on the stream.
     """
@@ -367,8 +369,9 @@ class StreamProjection(wiring.Component):
         issue = Signal()
         m.d.comb += [
             issue.eq(adv & computing & rec_valid),
-            # A weight beat is taken on its last plane cycle; records when issued.
-            take.eq(issue & (~weight_slot | (j == J - 1))),
+            # A weight beat is taken on its last plane cycle; records when issued. The take
+            # leaves out the record's valid: the stream's ready is then registers alone.
+            take.eq(adv & computing & (~weight_slot | (j == J - 1))),
         ]
         last_f, last_r, last_j = f == F - 1, r == R - 1, j == J - 1
         with m.If(issue):
