@@ -391,13 +391,20 @@ class StreamProjection(wiring.Component):
                         m.d.sync += in_rc.eq(1)
 
         ap_r = amem.read_port()
-        # Read at every enabled edge while computing, not only at an issue: the word at ``f``
-        # is the issued slot's at its issue, and stage 1 uses it only beside that slot (a
-        # stall holds both). Behind the issue (the weight stream's record) the enable of the
-        # read's 128 flip-flops arrived at up to 10.6 ns on the ECP5 (the whole-model top).
-        # Outside the token's computation the buffer is not read: a free-running read would
-        # cost the RAM's read energy every cycle (energy/activity.py measures it).
-        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(adv & computing)]
+        # The word at ``f`` is read ahead, once an issue: at the first enabled edge after an
+        # issue (or the fill) while computing, from registers alone (``rd_ok``: read since
+        # the last issue); an issue finds it read, or reads it then. Stage 1 uses it only
+        # beside its issued slot, and nothing reads it again before the next issue, so the
+        # word holds. Behind the issue (the weight stream's record) the read's enable had
+        # reached its 128 flip-flops at up to 10.6 ns on the ECP5 (the whole-model top). One
+        # read an issue, as before: a free-running read would cost the RAM's read energy every
+        # cycle (energy/activity.py measures it).
+        rd_ok = Signal(name="ap_rd_ok")
+        with m.If(issue | ~computing):
+            m.d.sync += rd_ok.eq(0)
+        with m.Elif(adv):
+            m.d.sync += rd_ok.eq(1)
+        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(adv & computing & ~rd_ok)]
         meta_layout = data.StructLayout({
             "valid": 1, "beta": 1, "rc": 1, "first": 1, "j": range(max(J, 2))})
         meta0 = Signal(meta_layout)
