@@ -518,32 +518,25 @@ class LayerConfig:
 
 def section_demux(m: Module, mem, targets: list, beats: list[int]) -> None:
     """Route the stream ``mem`` to ``targets`` in turn: ``beats[i]`` beats to target i, then
-    the next, wrapping after the last. A target that is not ready stalls the stream.
-
-    The section is a one-hot register and the section's last beat a flip-flop of its own, so
-    that a target's valid is the stream's valid and one flag (a LUT): in the whole-model top
-    the stream's valid went through two demultiplexers, each decoding a binary section
-    number, into the enables of the conv's record slots (180 to 310 endpoints late at 8 ns on
-    the ECP5)."""
+    the next, wrapping after the last. A target that is not ready stalls the stream."""
     n = len(targets)
     if len(beats) != n or any(not isinstance(b, int) or b < 1 for b in beats):
         raise ValueError(f"beats must be {n} whole numbers >= 1 (one a target), not {beats!r}")
-    sec = Signal(n, init=1, name="sec")  # one-hot: the section of the next beat
+    sec = Signal(range(max(n, 2)), name="sec")
     nb = Signal(range(max(beats) + 1), name="sec_beat")
-    last = Signal(init=int(beats[0] == 1), name="sec_last")  # nb == beats[section] - 1
+    ready = Signal(name="sec_ready")
     for i, t in enumerate(targets):
-        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & sec[i])]
-    m.d.comb += mem.ready.eq(Cat(*(sec[i] & t.ready for i, t in enumerate(targets))).any())
+        m.d.comb += [t.payload.eq(mem.payload), t.valid.eq(mem.valid & (sec == i))]
+        with m.If(sec == i):
+            m.d.comb += ready.eq(t.ready)
+    m.d.comb += mem.ready.eq(ready)
     with m.If(mem.valid & mem.ready):
-        with m.If(last):
-            # the next section's first beat is its last if it has one beat
-            m.d.sync += [nb.eq(0), sec.eq(sec.rotate_left(1)),
-                         last.eq(Cat(*(sec[i] for i in range(n)
-                                       if beats[(i + 1) % n] == 1)).any())]
-        with m.Else():
-            m.d.sync += [nb.eq(nb + 1),
-                         last.eq(Cat(*(sec[i] & (nb == b - 2) for i, b in enumerate(beats)
-                                       if b >= 2)).any())]
+        for i, b in enumerate(beats):
+            with m.If(sec == i):
+                with m.If(nb == b - 1):
+                    m.d.sync += [nb.eq(0), sec.eq((i + 1) % n)]
+                with m.Else():
+                    m.d.sync += nb.eq(nb + 1)
 
 
 def _held_flag(m: Module, f, name: str):
@@ -694,27 +687,18 @@ class BiMambaLayer(wiring.Component):
             m.d.sync += rg.eq(Mux(rg == lc.in_proj.row_groups - 1, 0, rg + 1))
 
         # -- conv: xBC groups with the token's start flag --------------------------------------
-        # The x and dt FIFOs are read through register slices, so that the handshakes of their
-        # takers (the conv's issue, which waits on its weight record from the stream, and the
-        # scan feeder's) do not reach into the FIFOs' read logic: the conv's issue into the x
-        # FIFO's level was the whole-model top's path (10.8 ns on the ECP5). A token's x groups
-        # are in their FIFO before the conv's records for them (in_proj's section comes before
-        # the conv's in the stream), and its dt before the conv's output reaches the feeder,
-        # so neither taker waits for the slices' cycle: the formulas are unchanged (the
-        # co-simulations compare the cycles).
         G = C // P
         cg = Signal(range(max(G, 2)))
-        xs = self._read_slice(m, xfifo, "x_slice")
         m.d.comb += [
-            conv.x.valid.eq(xs.valid & conv_flag.valid),
-            conv.x.payload.v.eq(xs.payload), conv.x.payload.start.eq(conv_flag.payload),
-            xs.ready.eq(conv.x.valid & conv.x.ready),
+            conv.x.valid.eq(xfifo.r_rdy & conv_flag.valid),
+            conv.x.payload.v.eq(xfifo.r_data), conv.x.payload.start.eq(conv_flag.payload),
+            xfifo.r_en.eq(conv.x.valid & conv.x.ready),
             conv_flag.ready.eq(conv.x.valid & conv.x.ready & (cg == G - 1)),
         ]
         with m.If(conv.x.valid & conv.x.ready):
             m.d.sync += cg.eq(Mux(cg == G - 1, 0, cg + 1))
 
-        self._feeder(m, conv, scan, self._read_slice(m, dtfifo, "dt_slice"), scan_flag)
+        self._feeder(m, conv, scan, dtfifo, scan_flag)
 
         # -- gate (y of a head, z from its FIFO) -> gated norm -> out_proj ---------------------
         wiring.connect(m, scan.y, gate.y)
@@ -769,17 +753,7 @@ class BiMambaLayer(wiring.Component):
                 m.d.sync += addr.eq(addr + 1)
         return s
 
-    @staticmethod
-    def _read_slice(m: Module, f, name: str):
-        """A stream of FIFO ``f``'s words through a register slice (rtl.stall.register_slice):
-        its taker's handshake drives the slice's registers, not the FIFO's read."""
-        src = stream.Signature(unsigned(f.width)).create(path=(f"{name}_in",))
-        dst = stream.Signature(unsigned(f.width)).create(path=(name,))
-        m.d.comb += [src.valid.eq(f.r_rdy), src.payload.eq(f.r_data), f.r_en.eq(src.ready)]
-        register_slice(m, src, dst, name)
-        return dst
-
-    def _feeder(self, m: Module, conv: ConvUnit, scan: SsmScan, dts, scan_flag) -> None:
+    def _feeder(self, m: Module, conv: ConvUnit, scan: SsmScan, dtfifo, scan_flag) -> None:
         """Conv output (B, C, then x, ``pe`` channels a beat) into the scan's beats: one B/C
         beat with the token's start flag, then a beat per head of its x and dt_raw."""
         lc = self.config
@@ -795,87 +769,48 @@ class BiMambaLayer(wiring.Component):
         n = Signal(range(max(nbc + c.d_inner // P, 2)))
         in_bc = Signal(init=1)  # n < nbc
         bc_last = Signal(init=int(nbc == 1))  # n == nbc - 1
-        x_end = Signal(init=int(nbc + c.d_inner // P == 1))  # n: the token's last x beat
         take = y.valid & y.ready
         with m.If(take):
-            n_next = Mux(x_end, 0, n + 1)
-            m.d.sync += [n.eq(n_next), in_bc.eq(n_next < nbc), bc_last.eq(n_next == nbc - 1),
-                         x_end.eq(n_next == nbc + c.d_inner // P - 1)]
+            n_next = Mux(n == nbc + c.d_inner // P - 1, 0, n + 1)
+            m.d.sync += [n.eq(n_next), in_bc.eq(n_next < nbc), bc_last.eq(n_next == nbc - 1)]
 
-        # Each record (a token's B and C, a head's x) is assembled in one of two banks of beat
-        # slots: the record waiting for the scan is in one bank while the next one fills the
-        # other, as a record held beside an assembly register would. A slot loads the conv's
-        # word in every cycle that the word is valid and the slot is the one selected
-        # (registered one-hot flags, stepped by the take): the conv's output register holds its
-        # word until it is taken, so the slot ends with the word taken, and it loads no other
-        # value. The enable of the wide registers is then a gate of flip-flops: from the
-        # take (the scan's ready), the B/C assembly's enable reached 1,480 flip-flops at up to
-        # 9.6 ns, and the record register's 1,026 at 8.8 ns (the whole-model top, 92.4 MHz).
-        def banks(count: int, name: str):
-            return [[Signal(P * db, name=f"{name}{b}_{k}") for k in range(count)]
-                    for b in range(2)]
-
-        def fill(slots, sel, bank):
-            for b in range(2):
-                for k in range(len(slots[b])):
-                    with m.If(y.valid & sel[k] & (bank == b)):
-                        m.d.sync += slots[b][k].eq(beat)
-
-        def record(slots, bank):  # the bank not being filled: the record that waits
-            return Mux(bank, Cat(*slots[0]), Cat(*slots[1]))
-
-        # B and C: beat k in slot k, so the first beat ends up lowest.
-        bc_slots = banks(nbc, "bc_slot")
-        bc_sel = Signal(nbc, init=1)  # one-hot: the B/C slot of the next beat; 0 during x
-        bc_bank = Signal()  # the bank being filled
+        # B and C: shift in at the top, so the first beat ends up lowest.
+        bc_asm = Signal(2 * N * db)
         bc_valid = Signal()
-        bc_start = Signal()
-        fill(bc_slots, bc_sel, bc_bank)
-        # The slot flags step without the counter: B/C slot k + 1 after slot k, none from the
-        # last B/C beat to the token's last x beat, then slot 0 again (the feeder's beat count
-        # into the x flags through its comparisons had been an 11-cell path, 10.7 ns).
-        with m.If(take):
-            m.d.sync += bc_sel.eq(Mux(in_bc, Mux(bc_last, 0, bc_sel.rotate_left(1)),
-                                      Mux(x_end, 1, 0)))
+        bc_word = Cat(bc_asm[P * db:], beat) if nbc > 1 else beat
+        with m.If(take & in_bc):
+            m.d.sync += bc_asm.eq(bc_word)
+        bc_out = Signal(scan.bc.payload.shape())
         with m.If(scan.bc.valid & scan.bc.ready):
             m.d.sync += bc_valid.eq(0)
         with m.If(take & bc_last):
-            m.d.sync += [bc_valid.eq(1), bc_start.eq(scan_flag.payload), bc_bank.eq(~bc_bank)]
-        m.d.comb += [scan.bc.valid.eq(bc_valid),
-                     scan.bc.payload.eq(Cat(bc_start, record(bc_slots, bc_bank))),
+            m.d.sync += [bc_valid.eq(1), Value.cast(bc_out).eq(Cat(scan_flag.payload, bc_word))]
+        m.d.comb += [scan.bc.valid.eq(bc_valid), scan.bc.payload.eq(bc_out),
                      scan_flag.ready.eq(take & bc_last)]
 
         # x of a head (Hd / pe beats) with the head's dt_raw from the dt FIFO.
         hq = Signal(range(max(nh, 2)))
         h = Signal(range(max(H, 2)))
         dl = Signal(range(max(P, 2)))
-        x_slots = banks(nh, "x_slot")
-        x_sel = Signal(nh)  # one-hot: the x slot of the next beat; 0 during B and C
-        x_bank = Signal()
+        x_asm = Signal(Hd * db)
+        x_word = Cat(x_asm[P * db:], beat) if nh > 1 else beat
         head_valid = Signal()
-        head_dt = Signal(db)
+        head_out = Signal(scan.head.payload.shape())
         head_last = Signal(init=int(nh == 1))  # hq == nh - 1
-        fill(x_slots, x_sel, x_bank)
         with m.If(scan.head.valid & scan.head.ready):
             m.d.sync += head_valid.eq(0)
-        dt = dts.payload.word_select(dl, lc.q.spec.data_bits)
+        dt = dtfifo.r_data.word_select(dl, lc.q.spec.data_bits)
         done_head = take & ~in_bc & head_last
-        hq_next = Mux(head_last, 0, hq + 1)
         with m.If(take & ~in_bc):
-            m.d.sync += [hq.eq(hq_next), head_last.eq(hq_next == nh - 1)]
-        with m.If(take):
-            # x slot 0 after the last B/C beat (a head's beats start at slot 0), the next slot
-            # after an x beat (slot 0 after a head's last), none after the token's last
-            m.d.sync += x_sel.eq(Mux(in_bc, Mux(bc_last, 1, 0),
-                                     Mux(x_end, 0, x_sel.rotate_left(1))))
+            hq_next = Mux(head_last, 0, hq + 1)
+            m.d.sync += [x_asm.eq(x_word), hq.eq(hq_next), head_last.eq(hq_next == nh - 1)]
         with m.If(done_head):
-            m.d.sync += [head_valid.eq(1), head_dt.eq(dt), x_bank.eq(~x_bank),
+            m.d.sync += [head_valid.eq(1), Value.cast(head_out).eq(Cat(dt, x_word)),
                          h.eq(Mux(h == H - 1, 0, h + 1)),
                          dl.eq(Mux((dl == P - 1) | (h == H - 1), 0, dl + 1))]
         m.d.comb += [
-            dts.ready.eq(done_head & ((dl == P - 1) | (h == H - 1))),
-            scan.head.valid.eq(head_valid),
-            scan.head.payload.eq(Cat(head_dt, record(x_slots, x_bank))),
+            dtfifo.r_en.eq(done_head & ((dl == P - 1) | (h == H - 1))),
+            scan.head.valid.eq(head_valid), scan.head.payload.eq(head_out),
             y.ready.eq(Mux(in_bc, ~bc_last | ~bc_valid | scan.bc.ready,
                            ~head_last | ~head_valid | scan.head.ready)),
         ]

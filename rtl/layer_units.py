@@ -257,7 +257,7 @@ class RmsNormUnit(wiring.Component):
         record, rec_valid = gather(m, self.gain, self.gain_beats, self.gain_beats, take,
                                    adv & (st == NORM), "gain")
         issue = Signal()
-        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(adv & (st == NORM)),
+        m.d.comb += [issue.eq(adv & (st == NORM) & rec_valid), take.eq(issue),
                      rp.addr.eq(i), rp.en.eq(issue)]  # read only what is issued
         with m.If(issue):
             m.d.sync += i.eq(Mux(last_i, 0, i + 1))
@@ -404,7 +404,7 @@ class ConvUnit(wiring.Component):
                                    adv & self.x.valid, "w")
         issue = Signal()
         v1, v2 = Signal(), Signal()
-        can = adv & self.x.valid  # all but the record: the gather's take (its ready)
+        can = adv & self.x.valid & rec_valid
         if self.port:
             # A token's first group waits for its state; the swap waits for the last group's
             # state write (v1, then v2).
@@ -419,7 +419,7 @@ class ConvUnit(wiring.Component):
                 m.d.sync += in_token.eq(1)
             with m.If(issue & (g == G - 1)):
                 m.d.sync += in_token.eq(0)
-        m.d.comb += [issue.eq(can & rec_valid), take.eq(can), self.x.ready.eq(issue)]
+        m.d.comb += [issue.eq(can), take.eq(issue), self.x.ready.eq(issue)]
         # The next group's state word is read ahead, as soon as the port may change, not at its
         # issue: the issue waits on the weight record's last beat straight from the stream, and
         # as the read enable it reached every block of the RAM (the whole-model top's 89.9 MHz
@@ -455,20 +455,14 @@ class ConvUnit(wiring.Component):
                 m.d.sync += fresh.eq(0)
                 if S > 1:
                     m.d.sync += base.eq(Mux(base == (S - 1) * G, 0, base + G))
-        # Stage 1 takes each operand at an enabled edge while it is valid, whether or not the
-        # group issues: a word loaded without an issue moves on with v1 low, and the issue's
-        # edge loads the group's own words. The enables are then gates of registers and the
-        # stream's valid: the issue's cone (the weight stream's section, the record, the x
-        # FIFO) had enabled all 247 of these flip-flops, at up to 9.6 ns on the ECP5 (the
-        # whole-model top). Nor do the taps switch for nothing: a valid word stays on its
-        # stream until it is taken, and the record's last beat is the weight stream itself
-        # only while the stream is in the conv's section (energy/activity.py measures the
-        # toggles). Stage 2 waits beside the state word's output register.
-        x_on = adv & self.x.valid
-        x1 = _reg(m, self.x.payload.v, x_on, "x1")
-        w1 = _reg(m, record[: P * self.lane_bits], adv & rec_valid, "w1")
-        z1 = _reg(m, self.x.payload.start | fresh, x_on, "z1")
-        a1 = _reg(m, base + g, adv, "a1", range(max(S * G, 2)))
+        # Stage 1 takes its operands only when a group issues: the record's last beat is the
+        # weight stream itself, which carries other units' beats in between, and taps fed from
+        # it would switch every cycle for nothing (energy/activity.py measured it). Stage 2
+        # waits beside the state word's output register.
+        x1 = _reg(m, self.x.payload.v, issue, "x1")
+        w1 = _reg(m, record[: P * self.lane_bits], issue, "w1")
+        z1 = _reg(m, self.x.payload.start | fresh, issue, "z1")
+        a1 = _reg(m, base + g, issue, "a1", range(max(S * G, 2)))
         x2, w2, z2 = _reg(m, x1, adv, "x2"), _reg(m, w1, adv, "w2"), _reg(m, z1, adv, "z2")
         a2 = _reg(m, a1, adv, "a2", range(max(S * G, 2)))
         with m.If(adv):

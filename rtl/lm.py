@@ -624,10 +624,8 @@ class BiMambaLM(wiring.Component):
         fresh = Signal(init=1)  # no token since reset: the next begins a sequence
         tok_start = Signal()  # the start flag of the token in the engine
         take_u = Signal()
-        # (the take without the record's valid: the weight stream's ready from registers)
         emb_rec, emb_valid = gather(m, emb, c.emb_record_beats, c.emb_record_beats,
-                                    layer.u.ready & (upass == 0)
-                                    & ((ucnt != 0) | starts.r_rdy), 1, "emb")
+                                    take_u & (upass == 0), 1, "emb")
         from_emb = upass == 0
         first_beat = ucnt == 0
         start_now = Mux(from_emb, starts.r_data | fresh, tok_start)

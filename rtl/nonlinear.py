@@ -118,16 +118,13 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     registers); ``slope * r``; ``T[i] + rs(slope * r, shift)``; the tails' selection and
     saturation.
     """
+    span = 1 << (t.seg_bits + t.shift)
     x = Value.cast(x).as_signed() if t.in_fmt.signed else Value.cast(x)
     can_be_below = t.in_fmt.signed or t.lo > 0
-    # The offset into the domain, modulo its span: inside the domain (``hi = lo + span``) it
-    # is ``x - lo``, and outside it the result is a tail (``below``, ``above``) whatever the
-    # index reads, so no saturation stands between x and the slope's table (the SiLU of z,
-    # through a comparison and its multiplexer into the slope's ROM, had been the whole-model
-    # top's path: 11.2 ns on the ECP5).
-    off = (x - t.lo)[: t.seg_bits + t.shift]
-    i = _reg(m, off >> t.shift, en, f"{name}_i", unsigned(max(1, t.seg_bits)))
-    r = _reg(m, off & ((1 << t.shift) - 1), en, f"{name}_r", unsigned(max(1, t.shift)))
+    off = x - t.lo
+    off_c = saturate(off, 0, span - 1)
+    i = _reg(m, off_c >> t.shift, en, f"{name}_i", unsigned(max(1, t.seg_bits)))
+    r = _reg(m, off_c & ((1 << t.shift) - 1), en, f"{name}_r", unsigned(max(1, t.shift)))
     below = _reg(m, (x < t.lo) if can_be_below else 0, en, f"{name}_below", unsigned(1))
     above = _reg(m, x >= t.hi, en, f"{name}_above")
     if t.right_const is None:
@@ -146,7 +143,7 @@ def pwl_stage(m: Module, t: PwlTable, x: Value, en, name: str) -> Signal:
     # The slope is read in step 1, from the index before its register, and registered
     # there: the table's logic then ends in a fabric register, not in the input register of
     # a DSP block rows away (measured on the 16-lane scan: 121.4 MHz).
-    m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(off >> t.shift)]
+    m.d.comb += [base_p.addr.eq(i), slope_p.addr.eq(off_c >> t.shift)]
     slope = _reg(m, slope_p.data, en, f"{name}_slope")
     # T[i] waits beside the product of step 3 as ``T[i] * 2**shift + 2**(shift - 1)`` (the
     # rounding constant in its low bits, no adder): ``T[i] + rs(p, shift)`` is then

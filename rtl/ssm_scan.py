@@ -574,25 +574,14 @@ class SsmScan(wiring.Component):
 
         # Output collector: P values of a head, then one beat. The beat is the collected
         # P - 1 values and y5, taken by the output register.
-        # cp_last (cp == P - 1) is a flip-flop set with cp: ovalid enables the output
-        # register's 1,024 flip-flops, which its comparison had reached at up to 9.0 ns on
-        # the ECP5 (the whole-model top).
-        # The beat's valid (v5 & cp_last) is a flip-flop too, set from the stage before and
-        # cp_last's next value: a gate less in front of the output buffer's enables.
         col = Signal(c.y_layout)
         cp = Signal(range(max(P, 2)))
-        cp_last = Signal(init=int(P == 1))
-        fire = Signal(name="y_fire")  # v5 & cp_last
-        cp_next = Mux(cp_last, 0, cp + 1)
         with m.If(adv & v5):
             for i in range(P - 1):
                 with m.If(cp == i):
                     m.d.sync += col[i].eq(y5)
-            m.d.sync += [cp.eq(cp_next), cp_last.eq(cp_next == P - 1)]
-        with m.If(adv):
-            m.d.sync += fire.eq(at[n + 2].valid & at[n + 2].last
-                                & Mux(v5, cp_next == P - 1, cp_last))
-        m.d.comb += [ovalid.eq(fire),
+            m.d.sync += cp.eq(Mux(cp == P - 1, 0, cp + 1))
+        m.d.comb += [ovalid.eq(v5 & (cp == P - 1)),
                      opayload.eq(Cat(col.as_value()[: (P - 1) * len(y5)], y5))]
         if c.port:
             swap.save_from(m, ram_q)

@@ -4,13 +4,14 @@ A pipeline whose registers all advance together (``adv``) stalls when its output
 taken. Written as ``adv = ~out.valid | out.ready``, the enable is a gate behind an input port
 and drives the clock enable of every register of the unit: 11,000 flip-flops in the (64, 16)
 projection. :func:`output_register` makes ``adv`` a flip-flop instead. The last stage of the
-pipeline is a two-entry buffer: one entry drives ``out``, and the other takes the one result
-that the pipeline can still produce in the cycle after ``out.ready`` falls (``adv`` is known
-only from the previous cycle's state). ``adv`` is low exactly while both entries are full.
+pipeline is a two-entry buffer: the head register drives ``out``, and a spare register takes
+the one result that the pipeline can still produce in the cycle after ``out.ready`` falls
+(``adv`` is known only from the previous cycle's state). ``adv`` is low exactly while the
+spare is full.
 
-With ``out.ready`` high, each result is offered one cycle after the pipeline produces it, as
-with a plain output register, so the unit's cycle counts do not change; a stall costs no
-throughput.
+With ``out.ready`` high, each result is in the head register one cycle after the pipeline
+produces it, as with a plain output register, so the unit's cycle counts do not change; a
+stall costs no throughput.
 """
 
 from __future__ import annotations
@@ -38,14 +39,6 @@ def output_register(m: Module, out, name: str = "ob",
     ``adv`` enables every register of a pipeline, so its routing is long, and the control
     logic of a unit can take its own copy (marked ``rtl.dsp.KEEP`` so that synthesis keeps it
     apart).
-
-    The two entries are slots used in turn (a FIFO of two): a result goes to the slot after
-    the last one written, ``out`` offers the slot after the last one taken. A slot's enable
-    is then ``adv``, ``valid`` and a register, never the taker's ``out.ready``: with a head
-    and a spare, the head loaded when it was taken, and the taker's handshake reached the
-    enables of every payload bit (the scan's 1,024-bit head of y at up to 8.7 ns on the ECP5,
-    the whole-model top). ``out.valid`` is a register; ``out.payload`` a multiplexer of the
-    two slots by a register. The buffer behaves as the head and spare did, cycle for cycle.
     """
     for c in adv_copies:
         if len(c) != 1 or c.init != 1:
@@ -54,34 +47,30 @@ def output_register(m: Module, out, name: str = "ob",
     advs = [adv, *adv_copies]
     valid = Signal(name=f"{name}_valid")
     payload = Signal.like(out.payload, name=f"{name}_payload")
-    slots = [Signal.like(out.payload, name=f"{name}_slot{k}") for k in range(2)]
-    full = [Signal(name=f"{name}_full{k}") for k in range(2)]
-    wp = Signal(name=f"{name}_wp")  # the slot the next result goes to
-    rp = Signal(name=f"{name}_rp")  # the slot offered
-    out_valid = Signal(name=f"{name}_out_valid")  # full[rp]
-    m.d.comb += [out.valid.eq(out_valid), out.payload.eq(Mux(rp, slots[1], slots[0]))]
+    spare = Signal.like(out.payload, name=f"{name}_spare")
+    spare_valid = Signal(name=f"{name}_spare_valid")
+    head = Signal.like(out.payload, name=f"{name}_head")
+    head_valid = Signal(name=f"{name}_head_valid")
+    m.d.comb += [out.valid.eq(head_valid), out.payload.eq(head)]
 
     push = adv & valid
-    take = out_valid & out.ready
-    # A push goes to the slot not offered unless both are empty, a take empties the offered
-    # one: they never meet in a slot (adv is low while both are full).
-    full_next = [Mux(push & (wp == k), 1, Mux(take & (rp == k), 0, full[k])) for k in range(2)]
-    rp_next = rp ^ take
-    for k in range(2):
-        with m.If(push & (wp == k)):
-            m.d.sync += slots[k].eq(payload)
-    m.d.sync += [full[0].eq(full_next[0]), full[1].eq(full_next[1]), wp.eq(wp ^ push),
-                 rp.eq(rp_next), out_valid.eq(Mux(rp_next, full_next[1], full_next[0])),
-                 *(a.eq(~(full_next[0] & full_next[1])) for a in advs)]
+    with m.If(~head_valid | out.ready):  # the head is free in the next cycle
+        with m.If(spare_valid):  # (adv is low: nothing is pushed)
+            m.d.sync += [head.eq(spare), spare_valid.eq(0), *(a.eq(1) for a in advs)]
+        with m.Else():
+            m.d.sync += head_valid.eq(push)
+            with m.If(push):
+                m.d.sync += head.eq(payload)
+    with m.Elif(push):  # the head stays: the result goes to the spare, and the pipeline stops
+        m.d.sync += [spare.eq(payload), spare_valid.eq(1), *(a.eq(0) for a in advs)]
     return adv, valid, payload
 
 
 def register_slice(m: Module, src, dst, name: str) -> None:
     """Connect stream ``src`` to stream ``dst`` through a two-entry register slice.
 
-    ``dst.valid`` and ``dst.payload`` come from registers (the payload through a multiplexer
-    of the two entries by a register), and so does ``src.ready`` (the buffer's ``adv``): no
-    combinational path crosses the slice in either direction. A beat
+    ``dst.valid`` and ``dst.payload`` come from registers, and so does ``src.ready`` (the
+    buffer's ``adv``): no combinational path crosses the slice in either direction. A beat
     taken from ``src`` is offered on ``dst`` one cycle later; with ``dst.ready`` high the slice
     passes a beat every cycle.
     """
@@ -133,13 +122,7 @@ class RegisteredFIFO(fifo.FIFOInterface, Elaboratable):
         take = self.r_rdy & self.r_en
         move = a_valid & (~self.r_rdy | self.r_en)  # the RAM's word into the fabric register
         do_read = (level != 0) & (~a_valid | move)  # the RAM reads ahead
-        # w_rdy: count != d, a flip-flop set from the next count (the scan's head take writes
-        # a 512-bit row of LUT RAM: behind count's comparison its write enable reached the
-        # RAM at 8.3 ns on the ECP5).
-        room = Signal(init=1)
-        up, down = do_write & ~take, take & ~do_write
-        m.d.sync += room.eq(Mux(up, count != d - 1, down | room))
-        m.d.comb += [self.w_rdy.eq(room),
+        m.d.comb += [self.w_rdy.eq(count != d),
                      wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
                      rp.addr.eq(consume), rp.en.eq(do_read),
                      self.w_level.eq(count), self.r_level.eq(count)]

@@ -250,18 +250,11 @@ class StreamProjectionConfig:
         return data.ArrayLayout(signed(self.out_bits), self.pe)
 
 
-def gather(m: Module, s, n_max: int, n, take, enable, name: str,
-           n_last: Value | None = None) -> tuple[Value, Value]:
+def gather(m: Module, s, n_max: int, n, take, enable, name: str) -> tuple[Value, Value]:
     """Collect records of ``n`` beats (``n <= n_max``, a Value or int) from stream ``s``.
 
-    ``n_last``, if given, is ``n - 1`` as the caller has it from its own registers (a choice
-    of constants: ``n - 1`` of a Value is a subtraction, a carry chain in front of the
-    record's valid).
-
     Beats before the last of a record are stored as they arrive (while ``enable``); the last is
-    taken when ``take`` (the caller takes the record in this cycle if it is valid: ``take``
-    need not include the returned ``valid``, and a ``take`` from registers keeps the weight
-    stream's valid out of its ready). Returns
+    taken when ``take``, which the caller drives from the returned ``valid``. Returns
     ``(record, valid)``: beat i of the record in bits ``[i*W, (i+1)*W)``, valid while the
     record's last beat is on the stream.
     """
@@ -272,17 +265,16 @@ def gather(m: Module, s, n_max: int, n, take, enable, name: str,
     idx = Signal(range(n_max), name=f"{name}_idx")
     held = [Signal(W, name=f"{name}_held{i}") for i in range(n_max - 1)]
     last = Signal(name=f"{name}_last")
-    m.d.comb += last.eq(idx == (n - 1 if n_last is None else n_last))
+    m.d.comb += last.eq(idx == n - 1)
     m.d.comb += s.ready.eq(Mux(last, take, enable))
     with m.If(s.valid & s.ready):
-        m.d.sync += idx.eq(Mux(last, 0, idx + 1))
-    # A beat's slot loads while the beat is valid, taken or not: a valid beat stays on the
-    # stream until it is taken, and the slot keeps the last one, the beat taken. Its enable
-    # is then the stream's valid and the index, not the taker's ready (behind which the
-    # slots of in_proj and the conv were enabled at up to 9.8 ns on the ECP5).
-    for i in range(n_max - 1):
-        with m.If(s.valid & (idx == i)):
-            m.d.sync += held[i].eq(s.payload)
+        with m.If(last):
+            m.d.sync += idx.eq(0)
+        with m.Else():
+            m.d.sync += idx.eq(idx + 1)
+            for i in range(n_max - 1):
+                with m.If(idx == i):
+                    m.d.sync += held[i].eq(s.payload)
     words = [Mux(idx == i, s.payload, held[i]) if i < n_max - 1 else Value.cast(s.payload)
              for i in range(n_max)]
     return Cat(*words), s.valid & last
@@ -358,20 +350,16 @@ class StreamProjection(wiring.Component):
         r = Signal(range(max(R, 2)))
         j = Signal(range(max(J, 2)))
         n_beats = Signal(range(max(c.beta_beats, c.rc_beats, 1) + 1))
-        n_last = Signal(range(max(c.beta_beats, c.rc_beats, 1)))
-        m.d.comb += [n_beats.eq(Mux(in_beta, c.beta_beats, Mux(in_rc, c.rc_beats, 1))),
-                     n_last.eq(Mux(in_beta, max(c.beta_beats - 1, 0),
-                                   Mux(in_rc, max(c.rc_beats - 1, 0), 0)))]
+        m.d.comb += n_beats.eq(Mux(in_beta, c.beta_beats, Mux(in_rc, c.rc_beats, 1)))
         take = Signal()
         record, rec_valid = gather(m, self.mem, max(c.beta_beats, c.rc_beats, 1), n_beats, take,
-                                   adv & computing, "mem", n_last=n_last)
+                                   adv & computing, "mem")
         weight_slot = ~in_beta & ~in_rc
         issue = Signal()
         m.d.comb += [
             issue.eq(adv & computing & rec_valid),
-            # A weight beat is taken on its last plane cycle; records when issued. The take
-            # leaves out the record's valid: the stream's ready is then registers alone.
-            take.eq(adv & computing & (~weight_slot | (j == J - 1))),
+            # A weight beat is taken on its last plane cycle; records when issued.
+            take.eq(issue & (~weight_slot | (j == J - 1))),
         ]
         last_f, last_r, last_j = f == F - 1, r == R - 1, j == J - 1
         with m.If(issue):
@@ -391,20 +379,9 @@ class StreamProjection(wiring.Component):
                         m.d.sync += in_rc.eq(1)
 
         ap_r = amem.read_port()
-        # The word at ``f`` is read ahead, once an issue: at the first enabled edge after an
-        # issue (or the fill) while computing, from registers alone (``rd_ok``: read since
-        # the last issue); an issue finds it read, or reads it then. Stage 1 uses it only
-        # beside its issued slot, and nothing reads it again before the next issue, so the
-        # word holds. Behind the issue (the weight stream's record) the read's enable had
-        # reached its 128 flip-flops at up to 10.6 ns on the ECP5 (the whole-model top). One
-        # read an issue, as before: a free-running read would cost the RAM's read energy every
-        # cycle (energy/activity.py measures it).
-        rd_ok = Signal(name="ap_rd_ok")
-        with m.If(issue | ~computing):
-            m.d.sync += rd_ok.eq(0)
-        with m.Elif(adv):
-            m.d.sync += rd_ok.eq(1)
-        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(adv & computing & ~rd_ok)]
+        # Read only for an issued slot: a free-running read would cost the RAM's read energy every
+        # cycle (energy/activity.py measured it); the word holds between issues.
+        m.d.comb += [ap_r.addr.eq(f), ap_r.en.eq(issue)]
         meta_layout = data.StructLayout({
             "valid": 1, "beta": 1, "rc": 1, "first": 1, "j": range(max(J, 2))})
         meta0 = Signal(meta_layout)
@@ -413,15 +390,11 @@ class StreamProjection(wiring.Component):
         rec_w = max(S * c.beta_bits, P * c.rc_bits, c.beat_bits)
         meta1 = Signal(meta_layout)
         pay1 = Signal(rec_w)
-        # The record is captured at an enabled edge while it is valid, issued or not: stage 1
-        # takes pay1 at the next enabled edge, with meta1 saying whether it was issued. Its
-        # last beat is the weight stream itself, valid only in this unit's section and held
-        # until taken, so pay1 does not follow other units' beats (energy/activity.py). Behind
-        # the issue (the activation buffer's state and the record) its 256 flip-flops were
-        # enabled at up to 8.9 ns on the ECP5 (the whole-model top).
+        # The record is captured only when issued: its last beat is the weight stream itself,
+        # which carries other units' beats in between (energy/activity.py).
         with m.If(adv):
             m.d.sync += meta1.eq(meta0)
-        with m.If(adv & rec_valid):
+        with m.If(issue):
             m.d.sync += pay1.eq(record[:rec_w])
 
         # -- stage 1: XNOR-popcount of the held planes; beta dot product ----------------------
