@@ -532,9 +532,11 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def memory_table(rows: list[dict]) -> str:
-    """Markdown table: each memory of each build, its shape and what it maps to per device."""
+    """Markdown table: each memory of each build, its shape and what it maps to per device
+    (a column for each device the rows were built on, in :data:`DEVICES` order)."""
+    devices = [d for d in DEVICES if any(r["device"] == d for r in rows)]
     lines = ["| build | memory | depth × width | ROM | " +
-             " | ".join(DEVICES) + " |", "|" + "---|" * (4 + len(DEVICES))]
+             " | ".join(devices) + " |", "|" + "---|" * (4 + len(devices))]
     seen: dict[tuple[str, str], dict] = {}
     for r in rows:
         for m in r["memories"]:
@@ -543,7 +545,7 @@ def memory_table(rows: list[dict]) -> str:
                 else "logic"
     for (build, name), e in seen.items():
         m = e["m"]
-        kinds = " | ".join(e["kinds"].get(d, "–") for d in DEVICES)
+        kinds = " | ".join(e["kinds"].get(d, "–") for d in devices)
         lines.append(f"| {build} | `{name}` | {m['depth']} × {m['width']} | "
                      f"{'yes' if m['rom'] else 'no'} | {kinds} |")
     return "\n".join(lines) + "\n"
