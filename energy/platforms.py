@@ -76,8 +76,9 @@ def _fail(where: str, msg: str) -> ValueError:
     return ValueError(f"{where}: {msg}")
 
 
-def load_engines(path: Path = ENGINES_PATH) -> dict[str, dict]:
-    """The whole-engine builds of ``fpga/engines.json`` by build name."""
+def load_engines(path: Path = ENGINES_PATH) -> dict[tuple[str, str], dict]:
+    """The whole-engine builds of ``fpga/engines.json`` by build name and device (a build
+    placed on two speed grades of a part is two rows)."""
     try:
         rows = json.loads(Path(path).read_text())["rows"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -91,7 +92,11 @@ def load_engines(path: Path = ENGINES_PATH) -> dict[str, dict]:
         if not (isinstance(r["fmax_mhz"], (int, float)) and 1 <= r["fmax_mhz"] <= 2000):
             raise _fail(str(path), f"row {r['build']}: fmax_mhz must be a number of MHz in "
                                    f"[1, 2000], not {r['fmax_mhz']!r}")
-        out[r["build"]] = r
+        key = (r["build"], r["device"])
+        if key in out:
+            raise _fail(str(path), f"row {i}: build {r['build']!r} on {r['device']!r} is "
+                                   f"given twice")
+        out[key] = r
     return out
 
 
@@ -124,10 +129,14 @@ def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
     clock = entry.get("clock") or {}
     build = None
     if "build" in clock:
-        if clock["build"] not in engines:
-            raise _fail(where, f"clock build {clock['build']!r} is not a row of {ENGINES_PATH} "
-                               f"(rows: {', '.join(engines) or 'none'})")
-        build = engines[clock["build"]]
+        # The device the build was placed on: the clock's own, or the platform's FPGA (an FPGA
+        # the flow cannot place, such as the U55C, names the ECP5 row it borrows).
+        device = clock.get("device", entry.get("fpga_device"))
+        if (clock["build"], device) not in engines:
+            rows = ", ".join(f"{b} on {d}" for b, d in engines) or "none"
+            raise _fail(where, f"clock build {clock['build']!r} on device {device!r} is not a "
+                               f"row of {ENGINES_PATH} (rows: {rows})")
+        build = engines[clock["build"], device]
         clock_hz, source = build["fmax_mhz"] * 1e6, "measured"
     elif "asic_timing" in clock:
         if kind != "asic":

@@ -27,7 +27,7 @@ from model.golden.quantize import QuantSpec
 from .conftest import usage_error
 
 PLATFORMS = json.loads(PLATFORMS_PATH.read_text())["platforms"]
-ENGINES = {r["build"]: r for r in json.loads(ENGINES_PATH.read_text())["rows"]}
+ENGINES = {(r["build"], r["device"]): r for r in json.loads(ENGINES_PATH.read_text())["rows"]}
 AREA = load_area()
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,13 +50,35 @@ def test_shipped_platforms_cover_an_ecp5_board_an_hbm_card_and_an_asic():
     assert ps["asic-45nm"].pj_per_bit == load_memories()["DDR5"].pj_per_bit == 15.6
 
 
+def _clock_row(name: str) -> dict:
+    e = _entry(name)
+    return ENGINES[e["clock"]["build"], e["clock"].get("device", e["fpga_device"])]
+
+
 def test_fpga_clocks_are_the_measured_fmax_of_their_build():
     for p in load_platforms().values():
         if p.kind != "fpga":
             continue
-        row = ENGINES[_entry(p.name)["clock"]["build"]]
+        row = _clock_row(p.name)
         assert p.clock_source == "measured"
         assert p.clock_hz == pytest.approx(row["fmax_mhz"] * 1e6, rel=0, abs=1e-3)
+        assert p.clock_build["device"] == row["device"]
+
+
+def test_each_ecp5_board_takes_the_clock_of_its_own_speed_grade():
+    """The ULX3S carries the LFE5U-85F in grade 6, the OrangeCrab 85F in grade 8: each
+    platform's clock is the layer engine placed at its board's grade, not the other's."""
+    ps = load_platforms()
+    six = ENGINES["layer_tiny_s16_p4_l4", "ecp5-85k"]
+    eight = ENGINES["layer_tiny_s16_p4_l4", "ecp5-85k-8"]
+    assert "speed 6" in six["part"] and "speed 8" in eight["part"]
+    assert ps["ulx3s"].clock_hz == six["fmax_mhz"] * 1e6
+    assert ps["orangecrab-85f"].clock_hz == eight["fmax_mhz"] * 1e6
+    assert ps["orangecrab-85f"].fpga_device == "ecp5-85k-8"
+    assert ps["orangecrab-85f"].resources == ps["ulx3s"].resources  # one die
+    # 16-bit DDR3L at twice the LiteX target's 48 MHz controller clock, two transfers a clock
+    assert ps["orangecrab-85f"].bytes_per_s == 2 * 2 * 2 * 48e6
+    assert ps["orangecrab-85f"].capacity_bytes == 512 * 2**20
 
 
 def test_every_figure_has_a_source():
@@ -78,7 +100,9 @@ def _write(tmp_path: Path, entries: list[dict]) -> Path:
     (lambda e: e.update(clock={"hz": 2e8, "status": "assumption"}),
      "an FPGA's clock must name the build of fpga/engines.json it was measured on"),
     (lambda e: e.update(clock={"build": "no_such_build"}),
-     "clock build 'no_such_build' is not a row of"),
+     "clock build 'no_such_build' on device 'ecp5-85k' is not a row of"),
+    (lambda e: e.update(clock={"build": "lm", "device": "ice40-up5k"}),
+     "clock build 'lm' on device 'ice40-up5k' is not a row of"),
     (lambda e: e.update(clock={"asic_timing": "bench/results/timing/asic_45nm.json"}),
      "only an ASIC's clock comes from the 45 nm timing record"),
     (lambda e: e.update(clock={}), "clock must name a build of fpga/engines.json (build), a "
@@ -212,7 +236,7 @@ def test_platform_view_counts_the_model_against_the_memory_and_names_what_is_sho
 def test_json_report_carries_a_platform_for_every_preset(capsys):
     assert report.main(["--platform", "ulx3s", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    row = ENGINES[_entry("ulx3s")["clock"]["build"]]
+    row = _clock_row("ulx3s")
     for n, r in doc["presets"].items():
         plat = r["platform"]
         assert plat["name"] == "ulx3s" and plat["clock_source"] == "measured"
@@ -274,7 +298,7 @@ def test_asic_clock_table_in_markdown_has_a_column_a_clock(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--platform", "nope"], "--platform must be one of ulx3s, u55c, asic-45nm, not 'nope'"),
+    (["--platform", "nope"], "--platform must be one of ulx3s, orangecrab-85f, u55c, asic-45nm, not 'nope'"),
     (["--platform", "u55c", "--memory", "HBM2"], "--platform sets the memory; leave --memory out"),
     (["--platform", "u55c", "--set", "clock_hz=3e8"],
      "--platform u55c sets clock_hz; leave clock_hz out of --set and --arch"),
