@@ -146,10 +146,12 @@ lint: $(STAMP)
 
 # Synthesis and place-and-route of every unit at the configurations of docs/fpga.md (ECP5-85F;
 # iCE40 UP5K for the small ones): a table and build/fpga/summary.json. Over an hour (the layer
-# engine and the whole-model top take 10 to 25 minutes each on one core); then
+# engine and the whole-model top take 10 to 25 minutes each on one core); then the layer
+# engine and the whole-model top again on the same die in speed grade 8 (30 minutes); then
 # the whole layer engines of the area fit, packed only (resources, no timing; 25 minutes).
 fpga: $(STAMP) data
 	$(PY) -m fpga.flow
+	$(PY) -m fpga.flow --device ecp5-85k-8 layer lm
 	$(PY) -m fpga.flow --pack-only 'layer_s*'
 
 toolchain: $(STAMP)
