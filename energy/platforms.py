@@ -118,7 +118,7 @@ def _asic_clock_hz(where: str, record: object) -> float:
     return mhz_below(asic_clock(ROOT / record)["clock_hz"])
 
 
-def _platform(entry: dict, engines: dict[str, dict], path: Path) -> Platform:
+def _platform(entry: dict, engines: dict[tuple[str, str], dict], path: Path) -> Platform:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(str(path), f"a platform without a name: {entry!r:.80}")

