@@ -145,13 +145,14 @@ lint: $(STAMP)
 	$(PY) -m rtl.emit -o build/rtl/layer --lint all --preset tiny --simd 16 --pe 4 --lanes 4
 
 # Synthesis and place-and-route of every unit at the configurations of docs/fpga.md (ECP5-85F;
-# iCE40 UP5K for the small ones): a table and build/fpga/summary.json. Over an hour (the layer
-# engine and the whole-model top take 10 to 25 minutes each on one core); then the layer
-# engine and the whole-model top again on the same die in speed grade 8 (30 minutes); then
-# the whole layer engines of the area fit, packed only (resources, no timing; 25 minutes).
+# iCE40 UP5K for the small ones): a table and build/fpga/summary.json. The layer engine and
+# the whole-model top are placed at three seeds each, two at a time, and the fastest kept
+# (10 to 25 minutes a place-and-route on one core: about 70 minutes for the two); then both
+# again on the same die in speed grade 8 (about an hour); then the whole layer engines of the
+# area fit, packed only (resources, no timing; 25 minutes). About three hours in all.
 fpga: $(STAMP) data
-	$(PY) -m fpga.flow
-	$(PY) -m fpga.flow --device ecp5-85k-8 layer lm
+	$(PY) -m fpga.flow --jobs 2
+	$(PY) -m fpga.flow --device ecp5-85k-8 --jobs 2 layer lm
 	$(PY) -m fpga.flow --pack-only 'layer_s*'
 
 toolchain: $(STAMP)

