@@ -92,6 +92,20 @@ def load_engines(path: Path = ENGINES_PATH) -> dict[tuple[str, str], dict]:
         if not (isinstance(r["fmax_mhz"], (int, float)) and 1 <= r["fmax_mhz"] <= 2000):
             raise _fail(str(path), f"row {r['build']}: fmax_mhz must be a number of MHz in "
                                    f"[1, 2000], not {r['fmax_mhz']!r}")
+        if "seeds" in r:
+            # A seed sweep's row is its fastest implementation (fpga.flow.run_build): a clock
+            # taken from it is the seed the row names, and that seed is the sweep's best.
+            sweep = r["seeds"]
+            ok = (isinstance(sweep, list) and len(sweep) >= 2
+                  and all(isinstance(e, dict) and isinstance(e.get("seed"), int)
+                          and isinstance(e.get("fmax_mhz"), (int, float)) for e in sweep))
+            mine = [e for e in sweep if e.get("seed") == r.get("seed")] if ok else []
+            if (len(mine) != 1 or round(mine[0]["fmax_mhz"], 1) != r["fmax_mhz"]
+                    or mine[0]["fmax_mhz"] != max(e["fmax_mhz"] for e in sweep)):
+                raise _fail(str(path), f"row {r['build']}: a seed sweep's row must name (seed) "
+                                       f"the seed of its highest Fmax and give that Fmax to "
+                                       f"0.1 MHz (seeds {sweep!r}, seed {r.get('seed')!r}, "
+                                       f"fmax_mhz {r['fmax_mhz']!r})")
         key = (r["build"], r["device"])
         if key in out:
             raise _fail(str(path), f"row {i}: build {r['build']!r} on {r['device']!r} is "

@@ -66,6 +66,29 @@ def test_fpga_clocks_are_the_measured_fmax_of_their_build():
         assert p.clock_build["device"] == row["device"]
 
 
+def test_a_seed_sweeps_row_is_its_fastest_seed(tmp_path):
+    rows = json.loads(ENGINES_PATH.read_text())["rows"]
+    path = tmp_path / "engines.json"
+    sweep = [{"seed": 1, "fmax_mhz": 121.18}, {"seed": 2, "fmax_mhz": 128.7},
+             {"seed": 3, "fmax_mhz": 115.22}]
+
+    def load(**kw):
+        path.write_text(json.dumps({"rows": [dict(rows[0], **kw)]}))
+        return load_engines(path)
+
+    assert load(seed=2, seeds=sweep, fmax_mhz=128.7)
+    for kw in [dict(seed=1, fmax_mhz=121.2), dict(seed=2, fmax_mhz=121.2),
+               dict(seed=4, fmax_mhz=128.7), dict(fmax_mhz=128.7)]:
+        with pytest.raises(ValueError, match="a seed sweep's row must name"):
+            load(seeds=sweep, **kw)
+    with pytest.raises(ValueError, match="a seed sweep's row must name"):
+        load(seed=2, seeds=sweep[1:2], fmax_mhz=128.7)
+    # every engine row of the file that lists a sweep keeps its fastest seed
+    for r in load_engines().values():
+        if "seeds" in r:
+            assert r["fmax_mhz"] == round(max(e["fmax_mhz"] for e in r["seeds"]), 1)
+
+
 def test_an_engine_row_given_twice_for_one_device_is_refused(tmp_path):
     rows = json.loads(ENGINES_PATH.read_text())["rows"]
     path = tmp_path / "engines.json"
