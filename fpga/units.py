@@ -95,6 +95,10 @@ class Build:
     seeds : tuple of int
         nextpnr's placement seeds when the command line names none: one, or a seed sweep
         whose fastest implementation is kept (:func:`fpga.flow.run_build`).
+    pins : bool
+        Placed in context rather than out of context (ECP5): every port bit on a package pin
+        (placed by nextpnr; no board's pinout), the clock on a global network, and the
+        routed design packed into a bitstream by ``ecppack``.
     """
 
     name: str
@@ -106,6 +110,7 @@ class Build:
     sizing: bool = False
     floorplan: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (1,)
+    pins: bool = False
 
 
 # The whole engines span the die, and where their handshakes land moves their Fmax by up to
@@ -251,6 +256,11 @@ def _builds() -> list[Build]:
                      f"{m['lanes']}, state in {where}",
                      {k: m[k] for k in ("simd", "pe", "lanes", "state")}, ("ecp5-85k",), _lm,
                      floorplan=LM_FLOORPLAN, seeds=ENGINE_SEEDS))
+    # The same top in context on the OrangeCrab's grade: its 83 port bits on pins, a bitstream.
+    out.append(Build("lm_pins", "lm", f"Shakespeare student, simd {m['simd']}, pe {m['pe']}, "
+                     f"lanes {m['lanes']}, state in {where}, streams on pins, bitstream",
+                     {k: m[k] for k in ("simd", "pe", "lanes", "state")}, ("ecp5-85k-8",), _lm,
+                     floorplan=LM_FLOORPLAN, pins=True))
     return out
 
 

@@ -260,14 +260,20 @@ def test_seed_sweep_rows_keep_the_best_seed():
     check_row(unfit)
 
 
-def _fake_tools(monkeypatch, fmaxes: dict[int, float], calls: list):
+def _fake_tools(monkeypatch, fmaxes: dict[int, float], calls: list, ports: str = ""):
     """run_build's tools replaced: Yosys writes the captured ECP5 outputs of the XNOR unit,
-    nextpnr its captured report with the Fmax of its seed (a seed of None fails)."""
+    nextpnr its captured report with the Fmax of its seed (a seed of None fails) and, asked
+    for one, a textual configuration; ecppack a bitstream of its bytes."""
     import rtl.emit
     from fpga import flow
 
     def run(cmd, cwd, log, timeout):
         calls.append(cmd)
+        if "ecppack" in cmd[0]:
+            (cwd / cmd[2]).write_bytes(b"bit:" + (cwd / cmd[1]).read_bytes())
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        if "--textcfg" in cmd:
+            (cwd / cmd[cmd.index("--textcfg") + 1]).write_text(".device LFE5U-85F\n")
         if "yosys" in cmd[0]:
             (cwd / "yosys.log").write_text(_text("ecp5_xnor_yosys.log"))
             (cwd / "memories.il").write_text(_text("ecp5_xnor_memories.il"))
@@ -287,7 +293,7 @@ def _fake_tools(monkeypatch, fmaxes: dict[int, float], calls: list):
     monkeypatch.setattr(flow, "find_tool", lambda name: name)
     def emit(top, *a, **k):
         top._MustUse__silence = True  # elaborated by no one here
-        return "module xnor_projection_s8_p2();\n"
+        return f"module xnor_projection_s8_p2(\n{ports});\nendmodule\n"
 
     monkeypatch.setattr(rtl.emit, "emit", emit)
 
@@ -338,6 +344,40 @@ def test_seed_sweep_errors(tmp_path, monkeypatch):
         run_build(build, dev, tmp_path, seed=(1, 2), pack_only=True, log=lambda *_: None)
     with pytest.raises(FlowError, match="jobs must be a positive integer"):
         run_build(build, dev, tmp_path, seed=(1, 2), jobs=0, log=lambda *_: None)
+
+
+def test_a_build_on_pins_is_placed_in_context_and_packed(tmp_path, monkeypatch):
+    from dataclasses import replace
+    calls = []
+    ports = "  input wire clk;\n  input wire [7:0] a;\n  output wire [195:0] q;\n"
+    _fake_tools(monkeypatch, {1: 130.0}, calls, ports)
+    build = replace(BUILDS["xnor_projection_s8_p2"], pins=True)
+    row = run_build(build, DEVICES["ecp5-85k-8"], tmp_path, log=lambda *_: None)
+    pnr = calls[1]
+    assert "--out-of-context" not in pnr and "--speed" in pnr
+    assert pnr[pnr.index("--textcfg") + 1] == "xnor_projection_s8_p2.config"
+    assert calls[2][0] == "yowasp-ecppack"
+    data = b"bit:.device LFE5U-85F\n"
+    import hashlib
+    assert row["bitstream"] == {"file": "xnor_projection_s8_p2.bit", "bytes": len(data),
+                                "sha256": hashlib.sha256(data).hexdigest()}
+    assert "; `xnor_projection_s8_p2.bit` 22 bytes |" in summary_table([row])
+    # out of context: no bitstream asked for
+    calls.clear()
+    row = run_build(BUILDS["xnor_projection_s8_p2"], DEVICES["ecp5-85k-8"], tmp_path,
+                    log=lambda *_: None)
+    assert "--out-of-context" in calls[1] and "--textcfg" not in calls[1]
+    assert len(calls) == 2 and "bitstream" not in row
+    # more port bits than the package's user I/O
+    _fake_tools(monkeypatch, {1: 130.0}, calls, ports + "  output wire q2;\n")
+    with pytest.raises(FlowError, match="xnor_projection_s8_p2: 206 port bits, more than the "
+                                        "205 user I/O pins of ECP5 LFE5U-85F, CABGA381, "
+                                        "speed 8"):
+        run_build(build, DEVICES["ecp5-85k-8"], tmp_path, log=lambda *_: None)
+    with pytest.raises(FlowError, match="on the ECP5 only"):
+        run_build(build, DEVICES["ice40-up5k"], tmp_path, log=lambda *_: None)
+    lm = BUILDS["lm_pins"]
+    assert lm.pins and lm.devices == ("ecp5-85k-8",) and lm.floorplan == BUILDS["lm"].floorplan
 
 
 @pytest.mark.parametrize("text, seeds", [("1-3", (1, 2, 3)), ("2,7,5", (2, 7, 5)),
