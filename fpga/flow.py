@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"argument --freq: must be a number in (0, 1000] MHz, not {args.freq:g}")
     try:
         builds = (builds_named(args.builds) if args.builds else
-                  [b for b in BUILDS.values() if not b.sizing])
+                  [b for b in BUILDS.values() if b.by_default and not b.sizing])
     except ValueError as e:
         ap.error(f"argument BUILD|UNIT: {e}")
     if args.list:

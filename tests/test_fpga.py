@@ -380,6 +380,25 @@ def test_a_build_on_pins_is_placed_in_context_and_packed(tmp_path, monkeypatch):
     assert lm.pins and lm.devices == ("ecp5-85k-8",) and lm.floorplan == BUILDS["lm"].floorplan
 
 
+def test_a_run_naming_no_builds_leaves_out_the_named_only_ones(tmp_path, monkeypatch):
+    from fpga import flow
+    got = []
+
+    def fake(b, d, *a, **k):
+        got.append((b.name, d.name))
+        raise FlowError("not run")
+
+    monkeypatch.setattr(flow, "run_build", fake)
+    monkeypatch.setattr(flow, "find_tool", lambda name: name)
+    main(["-o", str(tmp_path)])
+    names = {n for n, _ in got}
+    assert "lm" in names and "layer" in names and "xnor_projection_s8_p2" in names
+    assert not names & {"lm_pins", "layer_s8_p4_l2"}
+    got.clear()
+    main(["-o", str(tmp_path), "lm_pins"])
+    assert got == [("lm_pins", "ecp5-85k-8")]
+
+
 @pytest.mark.parametrize("text, seeds", [("1-3", (1, 2, 3)), ("2,7,5", (2, 7, 5)),
                                          (" 4 - 5 ", (4, 5))])
 def test_seed_list(text, seeds):
