@@ -193,9 +193,9 @@ MUTANTS = [
      "                   dram_pj_per_bit=p.pj_per_bit, dram_efficiency=p.efficiency,",
      "                   dram_pj_per_bit=p.pj_per_bit, dram_efficiency=1.0,"),
     # The default clock is the 45 nm netlist's; the SRAM runs at it; DDR5's energy.
-    ("estimator: the default clock rounded up past the bound", "energy/estimator.py",
-     'CLOCK_HZ = math.floor(asic_clock()["clock_hz"] / 1e6) * 1e6',
-     'CLOCK_HZ = math.ceil(asic_clock()["clock_hz"] / 1e6) * 1e6'),
+    ("asic_timing: the default clock rounded up past the bound", "energy/asic_timing.py",
+     "    return math.floor(clock_hz / 1e6 + 1e-9) * 1e6",
+     "    return math.ceil(clock_hz / 1e6 + 1e-9) * 1e6"),
     ("estimator: DRAM energy the table's DDR3/4 figure, not the memory's", "energy/estimator.py",
      "    dram_pj_per_bit: float = _MEMORY.pj_per_bit", "    dram_pj_per_bit: float = 0.0"),
     ("leakage: every SRAM macro whatever the clock", "energy/leakage.py",
