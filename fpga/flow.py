@@ -58,8 +58,8 @@ from pathlib import Path
 from . import floorplan, parse
 from .units import BUILDS, Build, builds_named
 
-__all__ = ["Device", "DEVICES", "FlowError", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS", "tool_versions",
-           "find_tool",
+__all__ = ["Device", "DEVICES", "FlowError", "SUMMARY_FIELDS", "PACK_ONLY_NOTE", "TOOLS",
+           "tool_versions", "find_tool",
            "yosys_script", "wrapper", "top_ports", "run_build", "check_row", "summary_table",
            "memory_table", "seed_list",
            "main"]
@@ -347,7 +347,7 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
     if pack_only and device.wrapped:
         raise FlowError(f"pack_only needs a device placed out of context (ecp5-85k), not "
                         f"{device.name}: its fit is decided by placement")
-    if build.pins and (device.wrapped or device.dsp != "ecp5"):
+    if build.pins and device.dsp != "ecp5":
         raise FlowError(f"{build.name}: a build on pins places in context with a bitstream "
                         f"from ecppack, on the ECP5 only (ecp5-85k, ecp5-85k-8), not "
                         f"{device.name}")
@@ -463,7 +463,7 @@ def run_build(build: Build, device: Device, out: Path, freq: float | None = None
                             "report.json", "-l", "nextpnr.log", "-q"], where,
                            where / "nextpnr.log", timeout)
                 rc, stderr = res.returncode, res.stderr
-            part = dict(row, memories=list(row["memories"]))
+            part = dict(row)
             plog = (where / "nextpnr.log").read_text() if (where / "nextpnr.log").exists() else ""
             if rc != 0 or not (where / "report.json").exists():
                 errors = [ln for ln in (plog + stderr).splitlines() if ln.startswith("ERROR")]
@@ -586,11 +586,18 @@ def _row_words(row: dict) -> str:
     if row["fmax_mhz"] is None:
         return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP "
                 f"({row['fit_note']})")
-    sweep = (f" at seed {row['seed']} (" + ", ".join(
-        f"seed {e['seed']}: " + ("–" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}")
-        for e in row["seeds"]) + ")") if row.get("seeds") else ""
     return (f"{row['lut4']} LUT4, {row['ff']} FF, {row['bram']} BRAM, {row['dsp']} DSP, "
-            f"{row['fmax_mhz']:.1f} MHz{sweep}, {row['crit_start']} -> {row['crit_end']}")
+            f"{row['fmax_mhz']:.1f} MHz{_sweep_words(row)}, {row['crit_start']} -> "
+            f"{row['crit_end']}")
+
+
+def _sweep_words(row: dict) -> str:
+    """" (seed 2 of 1, 2, 3: 121.2, 128.7, 115.2)" for a seed sweep's row, else ""."""
+    if not row.get("seeds"):
+        return ""
+    return (f" (seed {row['seed']} of " + ", ".join(str(e["seed"]) for e in row["seeds"])
+            + ": " + ", ".join("–" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}"
+                               for e in row["seeds"]) + ")")
 
 
 def check_row(row: dict) -> None:
@@ -626,11 +633,13 @@ def check_row(row: dict) -> None:
         if len(mine) != 1 or mine[0]["fmax_mhz"] != row["fmax_mhz"]:
             raise ValueError(f"summary field 'seed' ({seed!r}) must be the one entry of 'seeds' "
                              f"whose Fmax is the row's ({row['fmax_mhz']!r})")
-        best = max((e["fits"], e["fmax_mhz"] or 0.0) for e in sweep)
-        if (mine[0]["fits"], mine[0]["fmax_mhz"] or 0.0) != best:
+        def rank(e: dict) -> tuple:
+            return e["fits"], e["fmax_mhz"] or 0.0
+
+        best = max(sweep, key=rank)
+        if rank(mine[0]) != rank(best):
             raise ValueError(f"summary field 'seed' ({seed}) is not the sweep's best: seed "
-                             f"{next(e['seed'] for e in sweep if (e['fits'], e['fmax_mhz'] or 0.0) == best)} "
-                             f"reached {best[1]} MHz")
+                             f"{best['seed']} reached {best['fmax_mhz']} MHz")
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -640,11 +649,7 @@ def summary_table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         lut = f"{r['lut4']:,}" + (f" ({r['lutram_lut4']:,})" if r.get("lutram_lut4") else "")
-        fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] is not None else "–"
-        if r.get("seeds"):
-            fmax += (f" (seed {r['seed']} of " + ", ".join(str(e["seed"]) for e in r["seeds"])
-                     + ": " + ", ".join("–" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}"
-                                        for e in r["seeds"]) + ")")
+        fmax = (f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] is not None else "–") + _sweep_words(r)
         path = (f"`{r['crit_start']}` → `{r['crit_end']}` ({r['crit_logic_levels']} cells, "
                 f"{r['crit_delay_ns']:.1f} ns)" if r["crit_start"] else "–")
         fit = "yes" if r["fits"] else "no: " + r["fit_note"].removeprefix("does not fit: ")

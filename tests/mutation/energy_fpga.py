@@ -254,7 +254,7 @@ MUTANTS = [
     ("flow: every seed placed in the build's folder", "fpga/flow.py",
      '            where = work / f"seed{s}" if sweep else work', '            where = work'),
     ("flow: a sweep's row not checked to be its best seed", "fpga/flow.py",
-     '        if (mine[0]["fits"], mine[0]["fmax_mhz"] or 0.0) != best:', '        if False:'),
+     '        if rank(mine[0]) != rank(best):', '        if False:'),
     ("platforms: an engine row's clock not checked to be its sweep's fastest seed",
      "energy/platforms.py",
      '                    or mine[0]["fmax_mhz"] != max(e["fmax_mhz"] for e in sweep)):',
